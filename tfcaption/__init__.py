@@ -1,0 +1,10 @@
+"""tfcaption: Meshed-Memory Transformer image captioning for Keras 3 / TensorFlow."""
+
+__version__ = "0.1.0"
+
+
+def load(path, beam_size=None):
+    """Loads a SavedModel export or a run directory; returns an object with `caption(images)`."""
+    from tfcaption.inference import load as _load
+
+    return _load(path, beam_size)

@@ -1,0 +1,282 @@
+"""The tf.data input pipelines: image decoding, caption tokenisation, batching -- no Python per example.
+
+One image decode path (:func:`decode_image`) is shared by training, evaluation and the exported
+SavedModel, so a model never sees pixels prepared differently at serving time than in training.
+
+Undecodable images (truncated files, non-image blobs) must never stop a run. Decoding is wrapped so a
+decode error drops *that image only*: each record is decoded inside its own one-element dataset with
+``ignore_errors``, rather than putting ``ignore_errors`` on the main stream, where it would also swallow a
+corrupt TFRecord shard (``DataLossError``) and silently train on part of the data. :func:`count_undecodable`
+reports how many images were (or will be) skipped, so trainers and evaluators can say so.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence, Union
+
+import tensorflow as tf
+
+from tfcaption.data.records import read_records
+from tfcaption.data.tokenizer import Vocabulary, normalize_caption_tf
+
+__all__ = [
+    "decode_image",
+    "tokenize_captions",
+    "swap_left_right",
+    "train_dataset",
+    "eval_dataset",
+    "count_undecodable",
+]
+
+ImageSize = Union[int, Sequence[int]]
+
+
+def _hw(image_size: ImageSize) -> tuple[int, int]:
+    if isinstance(image_size, int):
+        return image_size, image_size
+    h, w = image_size
+    return int(h), int(w)
+
+
+def decode_image(image_bytes: tf.Tensor, image_size: ImageSize) -> tf.Tensor:
+    """Encoded image bytes (PNG, JPEG, GIF, BMP) -> ``float32 [S, S, 3]`` in ``[-1, 1]``.
+
+    Grayscale is replicated to RGB, alpha is dropped, an animated GIF gives its first frame. Pixels are
+    converted to float with ``decode_image(dtype=float32)`` (``convert_image_dtype`` semantics: divide by
+    the dtype's maximum), which is what makes 16-bit PNGs come out in range, then resized with
+    antialiasing (a plain bilinear downscale aliases badly on thin strokes) and mapped to [-1, 1].
+
+    Args:
+        image_bytes: scalar ``tf.string`` with the encoded file.
+        image_size: output side ``S`` (or ``(height, width)``).
+
+    Raises:
+        tf.errors.InvalidArgumentError: when the bytes are not a decodable image (at run time).
+    """
+    height, width = _hw(image_size)
+    image = tf.io.decode_image(image_bytes, channels=3, dtype=tf.float32, expand_animations=False)
+    # An antialiased resize to the same size is the identity (checked: max |diff| = 0) but costs ~3x the
+    # PNG decode itself (measured on 96x96), so images already at the target size skip it.
+    same_size = tf.reduce_all(tf.equal(tf.shape(image)[:2], [height, width]))
+    image = tf.cond(
+        same_size,
+        lambda: image,
+        lambda: tf.image.resize(image, [height, width], method="bilinear", antialias=True))
+    image = tf.clip_by_value(image * 2.0 - 1.0, -1.0, 1.0)
+    return tf.ensure_shape(image, [height, width, 3])
+
+
+def swap_left_right(words):
+    """Swap the whole words "left" and "right" (the caption of a mirrored image); any shape."""
+    return tf.where(tf.equal(words, "left"), "right", tf.where(tf.equal(words, "right"), "left", words))
+
+
+def tokenize_captions(captions: tf.Tensor, vocab: Vocabulary, max_length: int,
+                      flip: Optional[tf.Tensor] = None) -> tf.Tensor:
+    """Raw captions ``tf.string [B]`` -> ``int32 [B, max_length + 2]``: ``<bos> w1..wn <eos> <pad>...``.
+
+    Normalises like :func:`~tfcaption.data.tokenizer.normalize_caption_tf`, keeps the first
+    ``max_length`` words (the row still ends with ``<eos>``), and where ``flip[b]`` is true swaps the
+    words "left" and "right" before they are looked up. Works on a whole batch at once: vectorised over
+    the batch it costs ~40 us less CPU per caption than tokenising captions one by one in tf.data.
+    """
+    captions = tf.convert_to_tensor(captions, tf.string)
+    words = tf.strings.split(normalize_caption_tf(captions))  # ragged [B, None]
+    if flip is not None:
+        row_flip = tf.gather(tf.convert_to_tensor(flip, tf.bool), words.value_rowids())
+        flat = words.flat_values
+        words = words.with_flat_values(tf.where(row_flip, swap_left_right(flat), flat))
+    ids = vocab.words_to_ids_tf(words[:, :max_length])
+    n = tf.shape(captions)[0]
+    ids = tf.concat([tf.fill([n, 1], vocab.bos_id), ids, tf.fill([n, 1], vocab.eos_id)], axis=1)
+    # The static batch size (when known, e.g. drop_remainder=True) is kept for XLA.
+    return ids.to_tensor(default_value=vocab.pad_id, shape=[captions.shape[0], max_length + 2])
+
+
+def _decode_or_drop(ds: tf.data.Dataset, fn, chunk: int = 1) -> tf.data.Dataset:
+    """``ds.map(fn)`` in parallel, dropping the elements where ``fn`` fails, without ignoring errors
+    raised upstream in ``ds``.
+
+    Elements are mapped inside small datasets of ``chunk`` elements each followed by ``ignore_errors``,
+    so only errors raised by ``fn`` itself (the image decode) are dropped and logged; a failure reading
+    the shards upstream still stops the run. Output order equals input order (deterministic).
+    ``chunk > 1`` (elements must then batch, i.e. have fixed shapes) amortises the per-dataset cost:
+    measured on 96x96 PNGs, 1 -> 7.2k, 16 -> 9.3k images/s, against 10.7k for an unconfined
+    ``map().ignore_errors()``.
+    """
+    if chunk > 1:
+        ds = ds.batch(chunk)
+
+    def inner(*element):  # interleave unpacks tuple elements into arguments: pack them again
+        element = element[0] if len(element) == 1 else element
+        small = (tf.data.Dataset.from_tensor_slices(element) if chunk > 1
+                 else tf.data.Dataset.from_tensors(element))
+        return small.map(fn).ignore_errors(log_warning=True)
+
+    return ds.interleave(inner, cycle_length=tf.data.AUTOTUNE, block_length=max(chunk, 1),
+                         num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def train_dataset(data_dir: str, split: str, vocab: Vocabulary, batch_size: int, max_length: int,
+                  image_size: ImageSize, seed: int = 0, augment_flip: bool = False,
+                  shuffle_buffer: int = 10000, repeat: bool = False,
+                  drop_remainder: bool = True, decode_once: bool = False,
+                  decoded_shuffle_buffer: int = 1000) -> tf.data.Dataset:
+    """Training batches, one element per (image, caption) pair.
+
+    Default pipeline (``decode_once=False``): shards (file order shuffled) -> one (image bytes, caption)
+    pair per caption -> shuffle (``seed``, reshuffled every epoch) -> [repeat] -> decode + tokenise
+    (+ flip) in parallel, dropping undecodable images -> batch -> prefetch. The shuffle buffer holds
+    encoded bytes, so it costs ``shuffle_buffer`` x the mean file size, not x H x W x 3 x 4 bytes.
+
+    ``decode_once=True`` decodes each image once and then emits one pair per caption: shuffle
+    ``shuffle_buffer`` *images* (encoded) -> [repeat] -> decode -> pairs -> shuffle
+    ``decoded_shuffle_buffer`` *decoded pairs* -> tokenise (+ flip). Fewer decodes, but decoded pairs
+    sit in memory (pairs of one image share one buffer) and captions of one image are only mixed within
+    ``decoded_shuffle_buffer``. Measured on this project's 2-core machines: slower for small images
+    (96x96 PNG, 5 captions: ~8k vs ~5k pairs/s), faster for photo-sized ones (640x480 JPEG -> 224,
+    5 captions: ~2x). Both modes are deterministic given ``seed``.
+
+    Flip augmentation: with probability 0.5 per pair, the image is mirrored left-right and the caption's
+    words "left" and "right" are swapped (before the words are looked up). The coin is
+    ``tf.random.stateless_uniform`` seeded by a ``Dataset.random(seed)`` stream zipped onto the pairs
+    before the parallel map, so the whole stream (order and flips) is a deterministic function of
+    ``seed``, independent of parallelism and of dropped images, and differs from epoch to epoch.
+
+    Args:
+        data_dir, split: where the shards are (see :func:`tfcaption.data.records.read_records`).
+        vocab: the :class:`~tfcaption.data.tokenizer.Vocabulary`.
+        batch_size: pairs per batch.
+        max_length: maximum number of words; ``tokens`` has ``max_length + 2`` columns.
+        image_size: output image side.
+        seed: shuffle and augmentation seed.
+        augment_flip: enable the left-right flip augmentation.
+        shuffle_buffer: shuffle buffer size (pairs; images with ``decode_once``); <= 1 disables it.
+        repeat: repeat forever (each pass reshuffled).
+        drop_remainder: drop the last incomplete batch (static batch size, needed by XLA / TPU).
+        decode_once: decode each image once for all its captions (see above).
+        decoded_shuffle_buffer: decoded-pair shuffle buffer used with ``decode_once``.
+
+    Returns:
+        ``tf.data.Dataset`` of ``{"images": float32 [B, S, S, 3], "tokens": int32 [B, max_length + 2]}``.
+
+    Example:
+        >>> ds = train_dataset("data/shapes", "train", vocab, batch_size=32, max_length=20, image_size=96)
+        >>> batch = next(iter(ds)); batch["images"].shape, batch["tokens"].shape
+        (TensorShape([32, 96, 96, 3]), TensorShape([32, 22]))
+    """
+    if max_length < 1:
+        raise ValueError(f"max_length must be >= 1, got {max_length}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    vocab.lookup_layer()  # build the lookup table eagerly, outside the traced map functions
+    records = read_records(data_dir, split, shuffle_files=True, seed=seed)
+
+    def with_coins(ds):
+        """Attach a per-element int64 seed for the flip coin (a constant when flipping is off)."""
+        if augment_flip:
+            coins = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+        else:
+            coins = tf.data.Dataset.from_tensors(tf.constant(0, tf.int64)).repeat()
+        return tf.data.Dataset.zip(ds, coins)
+
+    def finish(image, caption, coin_seed):
+        """Per pair: flip the image if the coin says so; the caption is tokenised per batch below."""
+        if not augment_flip:
+            return {"images": image, "caption": caption}
+        u = tf.random.stateless_uniform([], seed=tf.stack([coin_seed, tf.constant(seed, tf.int64)]))
+        flip = u < 0.5
+        image = tf.cond(flip, lambda: tf.reverse(image, axis=[1]), lambda: image)
+        return {"images": image, "caption": caption, "flip": flip}
+
+    def tokenize(batch):
+        tokens = tokenize_captions(batch["caption"], vocab, max_length, flip=batch.get("flip"))
+        return {"images": batch["images"], "tokens": tokens}
+
+    if not decode_once:
+        def to_pairs(record):
+            captions = record["captions"]
+            return {"image": tf.fill(tf.shape(captions), record["image"]), "caption": captions}
+
+        pairs = records.map(to_pairs, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).unbatch()
+        if shuffle_buffer and shuffle_buffer > 1:
+            pairs = pairs.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+        if repeat:
+            pairs = pairs.repeat()
+        ds = _decode_or_drop(
+            with_coins(pairs),
+            lambda pair, coin: finish(decode_image(pair["image"], image_size), pair["caption"], coin),
+            chunk=16)
+    else:
+        if shuffle_buffer and shuffle_buffer > 1:
+            records = records.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+        if repeat:
+            records = records.repeat()
+        images = _decode_or_drop(
+            records, lambda r: {"image": decode_image(r["image"], image_size), "captions": r["captions"]})
+
+        def to_pairs(element):
+            # from_tensors(...).repeat() hands out the same tensor for every caption: no copies.
+            return tf.data.Dataset.zip(tf.data.Dataset.from_tensors(element["image"]).repeat(),
+                                       tf.data.Dataset.from_tensor_slices(element["captions"]))
+
+        pairs = images.flat_map(to_pairs)
+        if decoded_shuffle_buffer and decoded_shuffle_buffer > 1:
+            pairs = pairs.shuffle(decoded_shuffle_buffer, seed=seed + 1, reshuffle_each_iteration=True)
+        ds = with_coins(pairs).map(lambda pair, coin: finish(pair[0], pair[1], coin),
+                                   num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder, num_parallel_calls=tf.data.AUTOTUNE,
+                  deterministic=True)
+    ds = ds.map(tokenize, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def eval_dataset(data_dir: str, split: str, batch_size: int, image_size: ImageSize) -> tf.data.Dataset:
+    """Evaluation batches, one element per image, in shard order, last partial batch kept.
+
+    Undecodable images are skipped (see :func:`count_undecodable` for how many).
+
+    Returns:
+        ``tf.data.Dataset`` of ``{"image_id": tf.string [B], "images": float32 [B, S, S, 3],
+        "captions": tf.string [B, N] (padded with ""), "scene": tf.string [B]}``.
+    """
+    records = read_records(data_dir, split)
+
+    def prepare(record):
+        return {
+            "image_id": record["image_id"],
+            "images": decode_image(record["image"], image_size),
+            "captions": record["captions"],
+            "scene": record["scene"],
+        }
+
+    ds = _decode_or_drop(records, prepare)
+    ds = ds.padded_batch(batch_size, drop_remainder=False)  # strings pad with ""
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def count_undecodable(data_dir: str, split: str) -> tuple[int, list[str]]:
+    """How many images of ``split`` cannot be decoded, and their ids (in shard order).
+
+    One pass over the shards: each record yields ``(image_id, ok)``, where ``ok`` is produced by a
+    one-element dataset that decodes the image and, when decoding fails, falls through to a
+    ``(image_id, False)`` fallback. This runs the same :func:`decode_image` as training and evaluation, so the
+    count is exactly what those pipelines skip. Costs one decode of every image.
+    """
+    records = read_records(data_dir, split)
+
+    def check(record):
+        image_id = record["image_id"]
+        decoded = tf.data.Dataset.from_tensors(record["image"]).map(
+            # The flag must depend on the pixels: a static-shape-only result lets grappler prune the decode.
+            lambda b: (image_id, tf.reduce_all(tf.math.is_finite(decode_image(b, 8))))).ignore_errors()
+        fallback = tf.data.Dataset.from_tensors((image_id, tf.constant(False)))
+        return decoded.concatenate(fallback).take(1)
+
+    flags = records.interleave(check, cycle_length=tf.data.AUTOTUNE, block_length=1,
+                               num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    bad = []
+    for ids, oks in flags.batch(1024).as_numpy_iterator():
+        bad.extend(i.decode("utf-8") for i, ok in zip(ids, oks) if not ok)
+    return len(bad), bad

@@ -1,0 +1,297 @@
+"""TFRecord shards and the dataset manifest: the one on-disk format every data source is prepared into.
+
+Every source (built-in shapes, COCO/Karpathy, TFDS, a folder of images) is converted once into the same
+examples -- ``{"image_id": str, "image": bytes, "captions": list[str], "scene": str}`` -- and stored as
+``<data_dir>/<split>-00000-of-00004.tfrecord`` shards plus ``<data_dir>/manifest.json``. Training,
+evaluation and export then read only this format, so they never need to know where the data came from.
+
+All file access goes through ``tf.io.gfile`` so that ``data_dir`` may be a local path or a ``gs://``
+bucket (TPU training reads from GCS). Writes go to temporary names that are renamed only once complete,
+so an interrupted preparation never leaves a shard set that looks finished.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import uuid
+from typing import Iterable, Optional
+
+import tensorflow as tf
+
+__all__ = [
+    "MANIFEST_NAME",
+    "WrittenShards",
+    "shard_name",
+    "list_shards",
+    "list_splits",
+    "write_shards",
+    "read_records",
+    "parse_record",
+    "write_manifest",
+    "load_manifest",
+]
+
+MANIFEST_NAME = "manifest.json"
+
+# `<split>-00000-of-00004.tfrecord`; the split name may itself contain dashes ("train-small").
+_SHARD_RE = re.compile(r"^(?P<split>.+)-(?P<index>\d{5})-of-(?P<total>\d{5})\.tfrecord$")
+
+_FEATURES = {
+    "image_id": tf.io.FixedLenFeature([], tf.string),
+    "image": tf.io.FixedLenFeature([], tf.string),
+    # RaggedFeature with no partitions parses to a dense 1-D tensor for a single example.
+    "captions": tf.io.RaggedFeature(tf.string),
+    "scene": tf.io.FixedLenFeature([], tf.string, default_value=""),
+}
+
+
+class WrittenShards(list):
+    """The shard paths written by :func:`write_shards`, plus how many images and captions they hold.
+
+    It *is* a ``list[str]`` of the final shard paths (so code written against ``write_shards(...) ->
+    list[str]`` keeps working), with two extra attributes that a manifest needs:
+
+    Attributes:
+        images: number of examples (images) written.
+        captions: total number of captions over those examples.
+    """
+
+    def __init__(self, paths: Iterable[str], images: int, captions: int):
+        super().__init__(paths)
+        self.images = int(images)
+        self.captions = int(captions)
+
+    @property
+    def paths(self) -> list[str]:
+        return list(self)
+
+    def __repr__(self) -> str:  # pragma: no cover - cosmetic
+        return f"WrittenShards(paths={list(self)!r}, images={self.images}, captions={self.captions})"
+
+
+def shard_name(split: str, index: int, num_shards: int) -> str:
+    """File name of shard ``index`` of ``num_shards`` for ``split``."""
+    return f"{split}-{index:05d}-of-{num_shards:05d}.tfrecord"
+
+
+def _join(data_dir: str, name: str) -> str:
+    # os.path.join is right for gs:// paths too ("gs://b/d" + "x" -> "gs://b/d/x").
+    return os.path.join(str(data_dir), name)
+
+
+def _scan_shards(data_dir: str) -> dict[str, dict[int, list[str]]]:
+    """{split: {num_shards: [paths]}} for every shard file in ``data_dir`` (non-recursive)."""
+    data_dir = str(data_dir)
+    found: dict[str, dict[int, list[str]]] = {}
+    if not tf.io.gfile.isdir(data_dir):
+        return found
+    for name in tf.io.gfile.listdir(data_dir):
+        m = _SHARD_RE.match(name.rstrip("/"))
+        if m:
+            found.setdefault(m["split"], {}).setdefault(int(m["total"]), []).append(_join(data_dir, name))
+    return found
+
+
+def list_splits(data_dir: str) -> list[str]:
+    """Names of the splits that have at least one shard in ``data_dir``, sorted."""
+    return sorted(_scan_shards(data_dir))
+
+
+def list_shards(data_dir: str, split: str) -> list[str]:
+    """Sorted paths of the complete shard set of ``split``.
+
+    Raises:
+        FileNotFoundError: no shard of ``split`` in ``data_dir`` (the message lists the splits that exist),
+            or the shard set is incomplete / mixes shard counts.
+    """
+    data_dir = str(data_dir)
+    shards = _scan_shards(data_dir)
+    if split not in shards:
+        if not tf.io.gfile.isdir(data_dir):
+            raise FileNotFoundError(f"dataset directory {data_dir!r} does not exist (looking for split {split!r})")
+        existing = ", ".join(sorted(shards)) or "none"
+        raise FileNotFoundError(
+            f"no '{split}-*-of-*.tfrecord' shards in {data_dir!r}; splits that exist there: {existing}")
+    by_total = shards[split]
+    if len(by_total) != 1:
+        raise FileNotFoundError(
+            f"split {split!r} in {data_dir!r} mixes shard sets of sizes {sorted(by_total)}; "
+            "delete the stale shards or prepare the split again")
+    (total, paths), = by_total.items()
+    if len(paths) != total:
+        raise FileNotFoundError(
+            f"split {split!r} in {data_dir!r} is incomplete: {len(paths)} of {total} shards present")
+    return sorted(paths)
+
+
+def _bytes_feature(values) -> tf.train.Feature:
+    return tf.train.Feature(bytes_list=tf.train.BytesList(value=list(values)))
+
+
+def _to_bytes(value, field: str) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, (bytearray, memoryview)):
+        return bytes(value)
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    raise TypeError(f"example field {field!r} must be str or bytes, got {type(value).__name__}")
+
+
+def _serialize(example: dict) -> tuple[bytes, int]:
+    """Serialised ``tf.train.Example`` and its caption count; validates the example dict."""
+    try:
+        image_id, image = example["image_id"], example["image"]
+    except KeyError as e:
+        raise KeyError(f"example is missing the {e.args[0]!r} field (has {sorted(example)})") from None
+    captions = example.get("captions", [])
+    if isinstance(captions, (str, bytes)):
+        raise TypeError("example 'captions' must be a list of strings, not a single string")
+    captions = [_to_bytes(c, "captions") for c in captions]
+    if not isinstance(image, (bytes, bytearray, memoryview)):
+        raise TypeError(f"example 'image' must be encoded image bytes, got {type(image).__name__}")
+    feature = {
+        "image_id": _bytes_feature([_to_bytes(image_id, "image_id")]),
+        "image": _bytes_feature([bytes(image)]),
+        "captions": _bytes_feature(captions),
+        "scene": _bytes_feature([_to_bytes(example.get("scene") or "", "scene")]),
+    }
+    proto = tf.train.Example(features=tf.train.Features(feature=feature))
+    return proto.SerializeToString(), len(captions)
+
+
+def write_shards(examples: Iterable[dict], data_dir: str, split: str, num_shards: int = 4) -> WrittenShards:
+    """Write ``examples`` round-robin into ``num_shards`` TFRecord shards of ``split``.
+
+    Round-robin (example i goes to shard i % num_shards) keeps the shards the same size to within one
+    example without knowing the total in advance, so ``examples`` can be a streaming generator.
+    Shards are written under temporary names and renamed only when every example has been written;
+    afterwards any older shard set of the same split with a different shard count is deleted, so a
+    re-preparation never leaves duplicate data behind.
+
+    Args:
+        examples: dicts ``{"image_id": str, "image": bytes, "captions": list[str], "scene": str}``
+            (``scene`` may be missing or ``""``).
+        data_dir: output directory (local or ``gs://``); created if needed.
+        split: split name, e.g. ``"train"``.
+        num_shards: number of shard files (>= 1).
+
+    Returns:
+        :class:`WrittenShards`: the list of final shard paths (sorted), with ``.images`` and
+        ``.captions`` counts.
+
+    Example:
+        >>> out = write_shards([{"image_id": "1", "image": png, "captions": ["a cat"]}], "/tmp/d", "train", 2)
+        >>> list(out), out.images, out.captions
+        (['/tmp/d/train-00000-of-00002.tfrecord', '/tmp/d/train-00001-of-00002.tfrecord'], 1, 1)
+    """
+    if num_shards < 1:
+        raise ValueError(f"num_shards must be >= 1, got {num_shards}")
+    if not split or "/" in split:
+        raise ValueError(f"invalid split name {split!r}")
+    data_dir = str(data_dir)
+    tf.io.gfile.makedirs(data_dir)
+    token = uuid.uuid4().hex[:8]
+    finals = [_join(data_dir, shard_name(split, i, num_shards)) for i in range(num_shards)]
+    temps = [f"{p}.tmp-{token}" for p in finals]
+    writers = [tf.io.TFRecordWriter(t) for t in temps]
+    images = captions = 0
+    try:
+        for i, example in enumerate(examples):
+            payload, n_caps = _serialize(example)
+            writers[i % num_shards].write(payload)
+            images += 1
+            captions += n_caps
+    except BaseException:
+        for w in writers:
+            w.close()
+        for t in temps:
+            if tf.io.gfile.exists(t):
+                tf.io.gfile.remove(t)
+        raise
+    for w in writers:
+        w.close()
+    for t, p in zip(temps, finals):
+        tf.io.gfile.rename(t, p, overwrite=True)
+    # Remove shard sets of the same split left by an earlier run with another shard count.
+    for total, paths in _scan_shards(data_dir).get(split, {}).items():
+        if total != num_shards:
+            for p in paths:
+                tf.io.gfile.remove(p)
+    return WrittenShards(finals, images, captions)
+
+
+def parse_record(serialized: tf.Tensor) -> dict:
+    """Parse one serialised example into ``{"image_id", "image", "captions" (1-D), "scene"}`` tensors."""
+    parsed = tf.io.parse_single_example(serialized, _FEATURES)
+    return {
+        "image_id": parsed["image_id"],
+        "image": parsed["image"],
+        "captions": tf.reshape(parsed["captions"], [-1]),
+        "scene": parsed["scene"],
+    }
+
+
+def read_records(data_dir: str, split: str, shuffle_files: bool = False,
+                 seed: Optional[int] = None) -> tf.data.Dataset:
+    """Dataset of parsed examples of ``split``.
+
+    Elements: ``{"image_id": tf.string[], "image": tf.string[] (encoded bytes), "captions": tf.string[None],
+    "scene": tf.string[]}``. Without ``shuffle_files`` the order is deterministic: shard 0's records
+    interleaved one by one with shard 1's, and so on (the inverse of the round-robin write, so a single
+    reader sees the examples in the order they were written). With ``shuffle_files`` the shard order
+    is shuffled with ``seed`` (re-shuffled each epoch).
+
+    Raises:
+        FileNotFoundError: one line naming ``data_dir`` and ``split`` and listing the splits that exist.
+    """
+    paths = list_shards(data_dir, split)
+    files = tf.data.Dataset.from_tensor_slices(paths)
+    if shuffle_files and len(paths) > 1:
+        files = files.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
+    ds = files.interleave(
+        tf.data.TFRecordDataset,
+        cycle_length=len(paths),
+        block_length=1,
+        num_parallel_calls=min(len(paths), 8),
+        deterministic=True,
+    )
+    return ds.map(parse_record, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def write_manifest(data_dir: str, manifest: dict) -> str:
+    """Write ``manifest`` as ``<data_dir>/manifest.json`` atomically (temporary file, then rename).
+
+    Returns the manifest path.
+    """
+    data_dir = str(data_dir)
+    tf.io.gfile.makedirs(data_dir)
+    path = _join(data_dir, MANIFEST_NAME)
+    text = json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+    with tf.io.gfile.GFile(tmp, "w") as f:
+        f.write(text)
+    tf.io.gfile.rename(tmp, path, overwrite=True)
+    return path
+
+
+def load_manifest(data_dir: str) -> dict:
+    """Read ``<data_dir>/manifest.json``.
+
+    Raises:
+        FileNotFoundError: one clear line when the manifest is missing (the dataset was never prepared
+            there, or the path is wrong).
+    """
+    path = _join(str(data_dir), MANIFEST_NAME)
+    if not tf.io.gfile.exists(path):
+        raise FileNotFoundError(
+            f"no {MANIFEST_NAME} in {str(data_dir)!r}: prepare the dataset there first "
+            "(its shards and manifest are written by the data preparation step)")
+    with tf.io.gfile.GFile(path, "r") as f:
+        text = f.read()
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON: {e}") from None

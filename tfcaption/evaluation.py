@@ -1,0 +1,63 @@
+"""Evaluating a captioner on dataset splits: decode, score, compare with the blind baseline."""
+
+import json
+
+import tensorflow as tf
+
+from tfcaption.data import pipeline
+from tfcaption.data.records import load_manifest, read_records
+from tfcaption.decoding.captioning import caption_batches
+from tfcaption.metrics.grounding import blind_baseline_caption
+from tfcaption.metrics.report import evaluate_results
+
+
+def training_captions(data_dir, split="train", with_scenes=False):
+    """Every reference caption of a split (and each image's scene), without decoding images."""
+    captions, scenes = [], []
+    dataset = read_records(data_dir, split).map(lambda r: (r["captions"], r["scene"]))
+    for refs, scene in dataset.as_numpy_iterator():
+        captions.extend(c.decode("utf-8") for c in refs)
+        scenes.append(scene.decode("utf-8"))
+    return (captions, scenes) if with_scenes else captions
+
+
+def blind_baseline(data_dir, split="train"):
+    """The best caption a model could give without looking at the image (see `blind_baseline_caption`)."""
+    captions, scenes = training_captions(data_dir, split, with_scenes=True)
+    scenes = [s for s in scenes if s]
+    return blind_baseline_caption(captions, scenes[:500] or None)
+
+
+def evaluate_splits(model, vocab, data_dir, splits, blind_caption=None, beam_size=3, max_steps=None,
+                    batch_size=100, use_java=None, collapse_repeats=False, jit_compile=True, log=print):
+    """Captions each split and scores it.
+
+    Returns `(report, predictions)`: report maps each split to
+    `{"model": {...}, "blind_baseline": {...}, "images": n, "skipped_images": k}`;
+    predictions maps each split to a list of `{"image_id", "caption", "score"}`.
+    Images that cannot be decoded are skipped, counted and reported, never fatal.
+    """
+    manifest = load_manifest(data_dir)
+    report, predictions = {}, {}
+    for split in splits:
+        if split not in manifest.get("splits", {}):
+            log(f"Skipping split {split!r}: not in {data_dir} (has {', '.join(manifest.get('splits', {}))}).")
+            continue
+        expected = manifest["splits"][split]["images"]
+        results = caption_batches(
+            model, vocab, pipeline.eval_dataset(data_dir, split, batch_size, model.config.image_size),
+            beam_size=beam_size, max_steps=max_steps, jit_compile=jit_compile,
+        )
+        skipped = expected - len(results)
+        if skipped:
+            log(f"{split}: skipped {skipped} undecodable image(s) of {expected}.")
+        split_report = evaluate_results(results, blind_caption, use_java=use_java, collapse_repeats=collapse_repeats)
+        split_report["skipped_images"] = skipped
+        report[split] = split_report
+        predictions[split] = [{k: r[k] for k in ("image_id", "caption", "score")} for r in results]
+    return report, predictions
+
+
+def write_json(path, value):
+    with tf.io.gfile.GFile(path, "w") as f:
+        f.write(json.dumps(value, indent=2, sort_keys=True))

@@ -1,0 +1,167 @@
+"""One meshed decoder layer: masked self-attention, meshed cross-attention, FFN."""
+
+import keras
+from keras import ops
+
+from tfcaption.layers.feed_forward import PositionWiseFeedForward
+from tfcaption.layers.memory_attention import MemoryAugmentedAttention
+from tfcaption.layers.meshed_attention import MeshedCrossAttention
+
+
+@keras.saving.register_keras_serializable(package="tfcaption")
+class MeshedDecoderLayer(keras.layers.Layer):
+    """```
+    S   = LN(Y + Dropout(SelfAttn(Y)))       masked, times the token mask
+    M   = MeshedCrossAttention(S, X_1..X_N)
+    out = FFN(M)                             times the token mask
+    ```
+    There is no extra Add&Norm after the mesh, as in the authors' code.
+
+    Decoding calls `step`, which writes this position's self-attention keys
+    and values into a fixed-size cache and attends over the filled part, so a
+    step costs O(t) rather than recomputing the prefix, with static shapes that
+    XLA can compile.
+
+    Args:
+        num_heads: int. Attention heads.
+        key_dim: int. Per-head size d_k (= d_v).
+        intermediate_dim: int. Feed-forward inner width.
+        num_levels: int. Number of encoder levels to mesh.
+        dropout: float. Dropout on sublayer outputs and inside the FFN.
+        layer_norm_epsilon: float. LayerNorm epsilon.
+        **kwargs: standard `keras.layers.Layer` arguments.
+
+    Example:
+    >>> layer = MeshedDecoderLayer(4, 16, 128, num_levels=3)
+    >>> y = keras.ops.ones((2, 7, 64)); enc = keras.ops.ones((2, 3, 10, 64))
+    >>> k, v = layer.cross_attention.project_encoder(enc)
+    >>> layer(y, k, v).shape
+    (2, 7, 64)
+
+    Reference:
+        Cornia et al., "Meshed-Memory Transformer for Image Captioning", CVPR 2020.
+    """
+
+    def __init__(
+        self,
+        num_heads,
+        key_dim,
+        intermediate_dim,
+        num_levels,
+        dropout=0.1,
+        layer_norm_epsilon=1e-5,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.num_heads = num_heads
+        self.key_dim = key_dim
+        self.intermediate_dim = intermediate_dim
+        self.num_levels = num_levels
+        self.dropout = dropout
+        self.layer_norm_epsilon = layer_norm_epsilon
+        self.self_attention = MemoryAugmentedAttention(
+            num_heads, key_dim, memory_slots=0, dtype=self.dtype_policy, name="self_attention"
+        )
+        self.self_dropout = keras.layers.Dropout(dropout, dtype=self.dtype_policy)
+        self.self_norm = keras.layers.LayerNormalization(
+            epsilon=layer_norm_epsilon, dtype=self.dtype_policy, name="self_norm"
+        )
+        self.cross_attention = MeshedCrossAttention(
+            num_heads, key_dim, num_levels, dropout, layer_norm_epsilon, dtype=self.dtype_policy, name="cross_attention"
+        )
+        self.feed_forward = PositionWiseFeedForward(
+            intermediate_dim, dropout, layer_norm_epsilon, dtype=self.dtype_policy, name="feed_forward"
+        )
+
+    def build(self, input_shape):
+        self.self_attention.build(input_shape)
+        self.self_norm.build(input_shape)
+        self.cross_attention.build(input_shape)
+        self.feed_forward.build(input_shape)
+        self.built = True
+
+    def _finish(self, y, attended, encoder_keys, encoder_values, encoder_mask, token_mask, training, return_attention):
+        s = self.self_norm(y + self.self_dropout(attended, training=training))
+        if token_mask is not None:
+            s = s * token_mask
+        mixed = self.cross_attention(
+            s, encoder_keys, encoder_values, encoder_mask, token_mask, training=training,
+            return_attention=return_attention,
+        )
+        extras = ()
+        if return_attention:
+            mixed, *extras = mixed
+        out = self.feed_forward(mixed, training=training)
+        if token_mask is not None:
+            out = out * token_mask
+        return (out, *extras) if return_attention else out
+
+    def call(
+        self,
+        y,
+        encoder_keys,
+        encoder_values,
+        self_attention_mask=None,
+        encoder_mask=None,
+        token_mask=None,
+        training=None,
+        return_attention=False,
+    ):
+        """Teacher-forced pass over a whole sequence.
+
+        Args:
+            y: (B, T, d) token embeddings (or the previous layer's output).
+            encoder_keys, encoder_values: from `cross_attention.project_encoder`.
+            self_attention_mask: (B, T, T) bool, True where allowed (causal and
+                not padding).
+            encoder_mask: (B, R) bool, True for real regions, or None.
+            token_mask: (B, T, 1) float, 1 for real tokens, or None.
+        """
+        attended = self.self_attention(y, y, y, attention_mask=self_attention_mask)
+        return self._finish(
+            y, attended, encoder_keys, encoder_values, encoder_mask, token_mask, training, return_attention
+        )
+
+    def step(self, y, position, cache_keys, cache_values, encoder_keys, encoder_values, encoder_mask=None,
+             return_attention=False):
+        """One incremental step.
+
+        Args:
+            y: (B, 1, d) this step's input.
+            position: scalar int, the 0-based step index written into the cache.
+            cache_keys, cache_values: (B, L, heads, d_k) caches of past steps.
+
+        Returns:
+            `(out, cache_keys, cache_values)`, plus the attention weights and
+            gates when `return_attention`.
+        """
+        k, v = self.self_attention.project_key_value(y, y)
+        cache_keys = ops.slice_update(cache_keys, (0, position, 0, 0), ops.cast(k, cache_keys.dtype))
+        cache_values = ops.slice_update(cache_values, (0, position, 0, 0), ops.cast(v, cache_values.dtype))
+        length = ops.shape(cache_keys)[1]
+        filled = ops.reshape(ops.arange(length) <= position, (1, 1, length))
+        attended = self.self_attention.attend(y, cache_keys, cache_values, filled)
+        result = self._finish(
+            y, attended, encoder_keys, encoder_values, encoder_mask, None, False, return_attention
+        )
+        if return_attention:
+            out, weights, gates = result
+            return out, cache_keys, cache_values, weights, gates
+        return result, cache_keys, cache_values
+
+    def compute_output_shape(self, input_shape, *args, **kwargs):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "num_heads": self.num_heads,
+                "key_dim": self.key_dim,
+                "intermediate_dim": self.intermediate_dim,
+                "num_levels": self.num_levels,
+                "dropout": self.dropout,
+                "layer_norm_epsilon": self.layer_norm_epsilon,
+            }
+        )
+        return config

@@ -1,0 +1,2 @@
+from tfcaption.models.captioner import Captioner
+from tfcaption.models.config import PRESETS, CaptionerConfig

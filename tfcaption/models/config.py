@@ -1,0 +1,83 @@
+"""Model configuration as data, with named presets."""
+
+import dataclasses
+import json
+
+
+@dataclasses.dataclass
+class CaptionerConfig:
+    """Everything needed to rebuild a `Captioner`; saved with every checkpoint and export.
+
+    Defaults are the paper's M2 sizes; `PRESETS` holds named variants. The
+    `*_mask`, `memory_init`, `layer_norm_epsilon` and `output_bias` fields let
+    one set of layers reproduce the authors' released code exactly
+    (`m2_reference`) or train with the corrected behaviour (the default).
+    """
+
+    vocab_size: int = 0
+    image_input: str = "pixels"  # "pixels" (patches) or "regions" (precomputed features)
+    image_size: int = 224
+    patch_size: int = 16
+    feature_dim: int = 2048  # region feature size when image_input == "regions"
+    hidden_dim: int = 512
+    num_heads: int = 8
+    key_dim: int = 64
+    intermediate_dim: int = 2048
+    num_encoder_layers: int = 3
+    num_decoder_layers: int = 3
+    memory_slots: int = 40
+    dropout: float = 0.1
+    max_length: int = 54  # longest token sequence, <bos> included; the position table has max_length + 1 rows
+    layer_norm_epsilon: float = 1e-5
+    output_bias: bool = False
+    encoder_padding_mask: str = "corrected"  # or "released": nothing masked, as the authors' code runs
+    memory_init: str = "paper"  # or "released": Glorot-uniform as the authors' code executes
+    dtype_policy: str = "float32"  # or "mixed_bfloat16" (fast on CPUs with AMX/AVX-512 BF16)
+    pad_id: int = 1
+    bos_id: int = 2
+    eos_id: int = 3
+
+    @property
+    def num_patches(self):
+        return (self.image_size // self.patch_size) ** 2
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values):
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"Unknown CaptionerConfig fields: {', '.join(unknown)}.")
+        return cls(**values)
+
+    def to_json(self):
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_preset(cls, name, **overrides):
+        if name not in PRESETS:
+            raise ValueError(f"Unknown preset {name!r}; choose one of: {', '.join(sorted(PRESETS))}.")
+        return cls(**{**PRESETS[name], **overrides})
+
+
+PRESETS = {
+    # The paper's model on raw pixels (ViT-B/16-sized patches).
+    "m2": dict(),
+    # The paper's model on 50 x 2048 detection features, as released.
+    "m2_regions": dict(image_input="regions", feature_dim=2048),
+    # Reproduces the authors' released code bit for bit (for converted checkpoints).
+    "m2_reference": dict(
+        image_input="regions", feature_dim=2048, encoder_padding_mask="released", memory_init="released",
+        max_length=54, output_bias=False,
+    ),
+    # The CPU default for the built-in shapes dataset.
+    "small": dict(
+        image_size=96, patch_size=12, hidden_dim=128, num_heads=4, key_dim=32, intermediate_dim=512,
+        num_encoder_layers=2, num_decoder_layers=2, memory_slots=16, dropout=0.1, max_length=28,
+    ),
+}

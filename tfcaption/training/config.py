@@ -1,0 +1,106 @@
+"""A training run's configuration as data: model + training fields, JSON or YAML."""
+
+import dataclasses
+import json
+import os
+
+from tfcaption.models.config import CaptionerConfig
+
+
+def default_data_root():
+    """Where prepared datasets are cached: $TFCAPTION_DATA or ~/.cache/tfcaption/datasets."""
+    return os.environ.get("TFCAPTION_DATA", os.path.join(os.path.expanduser("~"), ".cache", "tfcaption", "datasets"))
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything about a training run except the model's architecture."""
+
+    data: str = "shapes"  # dataset spec (see tfcaption.data.sources)
+    data_root: str = ""  # cache for built/prepared datasets; "" = default_data_root()
+    dataset_options: dict = dataclasses.field(default_factory=dict)  # e.g. shapes sizes: {"num_train": 2000}
+    output_dir: str = "runs/shapes-small"
+    export_root: str = "savedmodel"
+    model_name: str = "shapes_m2_small"
+    batch_size: int = 64
+    epochs: int = 6
+    steps_per_epoch: int = 0  # 0 = one pass over the training pairs
+    max_caption_words: int = 25
+    min_word_count: int = 1
+    learning_rate_scale: float = 1.0
+    warmup_steps: int = 1000
+    adam_beta_1: float = 0.9
+    adam_beta_2: float = 0.98
+    adam_epsilon: float = 1e-9
+    label_smoothing: float = 0.0
+    early_stopping_patience: int = 3
+    seed: int = 0
+    augment_flip: bool = True
+    jit_compile: bool = True
+    strategy: str = "auto"  # auto | default | mirrored | multiworker
+    val_images: int = 500  # images decoded for the per-epoch validation CIDEr-D (0 = all)
+    eval_splits: tuple = ("test", "novel")
+    eval_beam_size: int = 3
+    eval_batch_size: int = 100
+    export: bool = True
+    export_beam_size: int = 3
+
+    def to_dict(self):
+        values = dataclasses.asdict(self)
+        values["eval_splits"] = list(self.eval_splits)
+        return values
+
+    @classmethod
+    def from_dict(cls, values):
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"Unknown TrainConfig fields: {', '.join(unknown)}.")
+        values = dict(values)
+        if "eval_splits" in values:
+            values["eval_splits"] = tuple(values["eval_splits"])
+        return cls(**values)
+
+    @property
+    def resolved_data_root(self):
+        return self.data_root or default_data_root()
+
+
+@dataclasses.dataclass
+class RunConfig:
+    """A model config and a training config, saved as `config.json` in every run."""
+
+    model: CaptionerConfig
+    train: TrainConfig
+
+    def to_dict(self):
+        return {"model": self.model.to_dict(), "train": self.train.to_dict()}
+
+    @classmethod
+    def from_dict(cls, values):
+        return cls(CaptionerConfig.from_dict(values.get("model", {})), TrainConfig.from_dict(values.get("train", {})))
+
+    def save(self, path):
+        import tensorflow as tf
+
+        with tf.io.gfile.GFile(path, "w") as f:
+            f.write(json.dumps(self.to_dict(), indent=2, sort_keys=True))
+
+    @classmethod
+    def load(cls, path):
+        """Reads a run config from JSON, or YAML when the file ends in .yaml/.yml."""
+        import tensorflow as tf
+
+        if not tf.io.gfile.exists(path):
+            raise FileNotFoundError(f"Config file not found: {path}")
+        with tf.io.gfile.GFile(path) as f:
+            text = f.read()
+        if path.endswith((".yaml", ".yml")):
+            try:
+                import yaml
+            except ImportError as error:
+                raise ImportError(f"Reading {path} needs PyYAML: pip install pyyaml (or use JSON).") from error
+            values = yaml.safe_load(text) or {}
+        else:
+            values = json.loads(text)
+        return cls.from_dict(values)

@@ -1,0 +1,40 @@
+"""The Transformer warm-up / inverse-square-root learning-rate schedule."""
+
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="tfcaption")
+class WarmupInverseSqrt(keras.optimizers.schedules.LearningRateSchedule):
+    """`scale * d^-0.5 * min(s^-0.5, s * warmup^-1.5)` with the step s counted from 1.
+
+    With d = 512, warmup 10000 and scale 1 this is M2's schedule (peak about
+    4.4e-4 at step 10000).
+
+    Args:
+        hidden_dim: int. Model width d.
+        warmup_steps: int. Steps of linear warm-up.
+        scale: float. Multiplier on the whole schedule.
+
+    Example:
+    >>> schedule = WarmupInverseSqrt(512, 10000)
+    >>> round(float(schedule(9999)), 7)
+    0.0004419
+
+    Reference:
+        Vaswani et al., "Attention Is All You Need", NeurIPS 2017, Eq. 3.
+    """
+
+    def __init__(self, hidden_dim, warmup_steps=10000, scale=1.0):
+        self.hidden_dim = hidden_dim
+        self.warmup_steps = warmup_steps
+        self.scale = scale
+
+    def __call__(self, step):
+        s = ops.cast(step, "float32") + 1.0
+        warmup = float(self.warmup_steps)
+        rate = ops.minimum(ops.rsqrt(s), s * warmup**-1.5)
+        return self.scale * self.hidden_dim**-0.5 * rate
+
+    def get_config(self):
+        return {"hidden_dim": self.hidden_dim, "warmup_steps": self.warmup_steps, "scale": self.scale}

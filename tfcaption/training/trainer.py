@@ -1,0 +1,262 @@
+"""The training engine: a custom `strategy.run` loop with XLA, checkpoints and early stopping."""
+
+import json
+import math
+import os
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfcaption.data import pipeline
+from tfcaption.data.records import load_manifest
+from tfcaption.decoding.captioning import caption_batches
+from tfcaption.metrics.cider import CiderD
+from tfcaption.models.captioner import Captioner
+from tfcaption.training.run_directory import RunDirectory
+from tfcaption.training.schedule import WarmupInverseSqrt
+from tfcaption.training.strategy import is_single_device, make_strategy
+
+
+def masked_cross_entropy(targets, logits, pad_id, label_smoothing=0.0):
+    """Per-token cross-entropy with padding zeroed; returns (sum, token count)."""
+    mask = tf.cast(tf.not_equal(targets, pad_id), tf.float32)
+    logits = tf.cast(logits, tf.float32)
+    if label_smoothing:
+        labels = tf.one_hot(targets, tf.shape(logits)[-1])
+        losses = tf.nn.softmax_cross_entropy_with_logits(
+            labels * (1.0 - label_smoothing) + label_smoothing / tf.cast(tf.shape(logits)[-1], tf.float32), logits
+        )
+    else:
+        losses = tf.nn.sparse_softmax_cross_entropy_with_logits(targets, logits)
+    return tf.reduce_sum(losses * mask), tf.reduce_sum(mask)
+
+
+class Trainer:
+    """Teacher-forced cross-entropy training of a `Captioner` under a tf.distribute strategy.
+
+    One loop serves every strategy: each replica computes its gradients
+    (XLA-compiled when `jit_compile`), scaled by the global token count so the
+    Keras optimizer's cross-replica sum is the global mean; on a single device
+    the whole step, optimizer update included, is one XLA cluster. Every epoch
+    it logs to TensorBoard, measures validation loss and CIDEr-D (greedy), saves
+    a checkpoint (model, optimizer, progress: a rerun resumes from it), keeps
+    the best weights by CIDEr-D, and stops early after `early_stopping_patience`
+    epochs without improvement.
+
+    Args:
+        run_config: a `RunConfig`.
+        data_dir: a prepared dataset directory (records + manifest).
+        vocab: the `Vocabulary`.
+        strategy: a tf.distribute strategy; default from `run_config.train.strategy`.
+        log: a print-like function for progress lines.
+    """
+
+    def __init__(self, run_config, data_dir, vocab, strategy=None, log=print):
+        self.run_config = run_config
+        self.config = run_config.train
+        self.model_config = run_config.model
+        self.data_dir = data_dir
+        self.vocab = vocab
+        self.log = log
+        self.strategy = strategy or make_strategy(self.config.strategy)
+        self.run = RunDirectory(self.config.output_dir)
+        tf.io.gfile.makedirs(self.run.path)
+        run_config.save(self.run.config)
+        vocab.save(self.run.vocab)
+
+        with self.strategy.scope():
+            self.model = Captioner(self.model_config)
+            schedule = WarmupInverseSqrt(
+                self.model_config.hidden_dim, self.config.warmup_steps, self.config.learning_rate_scale
+            )
+            self.optimizer = keras.optimizers.Adam(
+                schedule, self.config.adam_beta_1, self.config.adam_beta_2, self.config.adam_epsilon
+            )
+            self.optimizer.build(self.model.trainable_variables)
+            self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+            self.best_cider = tf.Variable(-1.0, dtype=tf.float32, trainable=False, name="best_cider")
+            self.epochs_without_improvement = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self.checkpoint = tf.train.Checkpoint(
+            model=self.model,
+            optimizer=self.optimizer,
+            epoch=self.epoch,
+            best_cider=self.best_cider,
+            epochs_without_improvement=self.epochs_without_improvement,
+        )
+        self.manager = tf.train.CheckpointManager(self.checkpoint, self.run.checkpoints, max_to_keep=2)
+        self.manifest = load_manifest(data_dir)
+        self._train_step = self._make_train_step()
+        self._eval_step = tf.function(self._eval_loss, jit_compile=self.config.jit_compile)
+
+    # ---- steps -------------------------------------------------------------------------------
+
+    def _loss_and_grads(self, batch, global_tokens):
+        tokens = batch["tokens"]
+        with tf.GradientTape() as tape:
+            logits = self.model({self.model.image_key: batch["images"], "tokens": tokens[:, :-1]}, training=True)
+            loss_sum, count = masked_cross_entropy(
+                tokens[:, 1:], logits, self.model_config.pad_id, self.config.label_smoothing
+            )
+            loss = loss_sum / global_tokens
+        grads = tape.gradient(loss, self.model.trainable_variables)
+        return loss, count, grads
+
+    def _make_train_step(self):
+        jit = self.config.jit_compile
+        pad_id = self.model_config.pad_id
+
+        if is_single_device(self.strategy):
+            # One device: loss, gradients and the Adam update form one XLA cluster.
+            @tf.function(jit_compile=jit)
+            def single_step(batch):
+                global_tokens = tf.reduce_sum(tf.cast(tf.not_equal(batch["tokens"][:, 1:], pad_id), tf.float32))
+                loss, count, grads = self._loss_and_grads(batch, global_tokens)
+                self.optimizer.apply(grads, self.model.trainable_variables)
+                return loss, count
+
+            return single_step
+
+        # Several replicas: XLA per replica for the gradients; the update does a
+        # cross-replica reduction, which stays outside the compiled cluster.
+        grads_fn = tf.function(self._loss_and_grads, jit_compile=jit)
+
+        def replica_step(batch):
+            context = tf.distribute.get_replica_context()
+            local_tokens = tf.reduce_sum(tf.cast(tf.not_equal(batch["tokens"][:, 1:], pad_id), tf.float32))
+            global_tokens = context.all_reduce(tf.distribute.ReduceOp.SUM, local_tokens)
+            loss, count, grads = grads_fn(batch, global_tokens)
+            self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables))
+            return loss, count
+
+        @tf.function
+        def distributed_step(batch):
+            loss, count = self.strategy.run(replica_step, args=(batch,))
+            reduce = tf.distribute.ReduceOp.SUM
+            return self.strategy.reduce(reduce, loss, axis=None), self.strategy.reduce(reduce, count, axis=None)
+
+        return distributed_step
+
+    def _eval_loss(self, batch):
+        tokens = batch["tokens"]
+        logits = self.model({self.model.image_key: batch["images"], "tokens": tokens[:, :-1]}, training=False)
+        return masked_cross_entropy(tokens[:, 1:], logits, self.model_config.pad_id)
+
+    # ---- data --------------------------------------------------------------------------------
+
+    def _global_batch(self):
+        return self.config.batch_size
+
+    def _train_batches(self, epoch):
+        dataset = pipeline.train_dataset(
+            self.data_dir, "train", self.vocab, self._global_batch(), self.config.max_caption_words,
+            self.model_config.image_size, seed=self.config.seed + epoch, augment_flip=self.config.augment_flip,
+        )
+        return self.strategy.experimental_distribute_dataset(dataset)
+
+    def steps_per_epoch(self):
+        if self.config.steps_per_epoch:
+            return self.config.steps_per_epoch
+        pairs = self.manifest["splits"]["train"]["captions"]
+        return max(1, pairs // self._global_batch())
+
+    # ---- loop --------------------------------------------------------------------------------
+
+    def validate(self):
+        """Validation loss (teacher forced) and CIDEr-D of greedy captions on the val split."""
+        loss_sum, count = 0.0, 0.0
+        batches = pipeline.train_dataset(
+            self.data_dir, "val", self.vocab, self.config.eval_batch_size, self.config.max_caption_words,
+            self.model_config.image_size, seed=0, augment_flip=False, drop_remainder=False, shuffle_buffer=1,
+        )
+        for batch in batches:
+            s, c = self._eval_step(batch)
+            loss_sum += float(s)
+            count += float(c)
+        results = caption_batches(
+            self.model, self.vocab,
+            pipeline.eval_dataset(self.data_dir, "val", self.config.eval_batch_size, self.model_config.image_size),
+            beam_size=1, max_steps=self.config.max_caption_words + 1, jit_compile=self.config.jit_compile,
+            limit=self.config.val_images or None,
+        )
+        references = [r["references"] for r in results]
+        cider, _ = CiderD(references).score([r["caption"] for r in results], references)
+        return loss_sum / max(count, 1.0), float(cider), results
+
+    def fit(self):
+        """Trains until `epochs` or early stopping; resumes from the last checkpoint.
+
+        Returns the per-epoch history (a list of dicts).
+        """
+        latest = self.manager.latest_checkpoint
+        if latest:
+            self.checkpoint.restore(latest)
+            self.log(f"Resuming from {latest} (epoch {int(self.epoch.numpy())} done).")
+        history = []
+        writer = tf.summary.create_file_writer(self.run.logs)
+        steps = self.steps_per_epoch()
+        patience = self.config.early_stopping_patience
+        while int(self.epoch.numpy()) < self.config.epochs:
+            if patience and int(self.epochs_without_improvement.numpy()) >= patience:
+                self.log(f"Early stopping: no validation CIDEr-D improvement for {patience} epochs.")
+                break
+            epoch = int(self.epoch.numpy())
+            self.log(f"Epoch {epoch + 1}/{self.config.epochs}")
+            progress = keras.utils.Progbar(steps, stateful_metrics=["loss", "lr"])
+            started = time.time()
+            loss_sum = count_sum = 0.0
+            iterator = iter(self._train_batches(epoch))
+            for step in range(steps):
+                try:
+                    batch = next(iterator)
+                except StopIteration:
+                    iterator = iter(self._train_batches(epoch + 1000 * (step + 1)))
+                    batch = next(iterator)
+                loss, count = self._train_step(batch)
+                loss_sum += float(loss) * float(count)  # per-step loss is sum/global count
+                count_sum += float(count)
+                if step % 10 == 0 or step == steps - 1:
+                    lr = float(self.optimizer.learning_rate)
+                    progress.update(step + 1, [("loss", loss_sum / max(count_sum, 1.0) * 1.0), ("lr", lr)])
+            train_loss = loss_sum / max(count_sum, 1.0)
+            train_seconds = time.time() - started
+            val_loss, val_cider, samples = self.validate()
+            improved = val_cider > float(self.best_cider.numpy())
+            if improved:
+                self.best_cider.assign(val_cider)
+                self.epochs_without_improvement.assign(0)
+                self.model.save_weights(self.run.best_weights)
+            else:
+                self.epochs_without_improvement.assign_add(1)
+            self.epoch.assign_add(1)
+            self.manager.save()
+            record = {
+                "epoch": epoch + 1,
+                "train_loss": train_loss,
+                "val_loss": val_loss,
+                "val_cider_d": val_cider,
+                "seconds": train_seconds,
+                "examples_per_second": steps * self._global_batch() / train_seconds,
+                "best": improved,
+            }
+            history.append(record)
+            with writer.as_default(step=epoch + 1):
+                for key in ("train_loss", "val_loss", "val_cider_d", "examples_per_second"):
+                    tf.summary.scalar(key, record[key])
+                tf.summary.text("val_samples", "\n\n".join(f"{s['image_id']}: {s['caption']}" for s in samples[:5]))
+            writer.flush()
+            self.log(
+                f"epoch {epoch + 1}: train loss {train_loss:.4f}, val loss {val_loss:.4f}, "
+                f"val CIDEr-D {val_cider:.3f}{' (best)' if improved else ''}, "
+                f"{record['examples_per_second']:.0f} pairs/s; e.g. {samples[0]['caption']!r}"
+            )
+            self._append_history(record)
+        if tf.io.gfile.exists(self.run.best_weights):
+            self.model.load_weights(self.run.best_weights)
+        return history
+
+    def _append_history(self, record):
+        path = self.run.join("history.jsonl")
+        with tf.io.gfile.GFile(path, "a") as f:
+            f.write(json.dumps(record) + "\n")
