@@ -9,7 +9,13 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from tfcaption.data.pipeline import count_undecodable, decode_image, eval_dataset, train_dataset
+from tfcaption.data.pipeline import (
+    count_undecodable,
+    decode_image,
+    eval_dataset,
+    tokenize_captions,
+    train_dataset,
+)
 from tfcaption.data.records import write_shards
 from tfcaption.data.tokenizer import Vocabulary
 
@@ -75,6 +81,33 @@ def test_decode_image_resize_is_antialiased_and_same_size_is_identity():
 def test_decode_image_rejects_garbage():
     with pytest.raises(tf.errors.InvalidArgumentError):
         decode_image(tf.constant(b"definitely not an image"), 8)
+
+
+def test_decode_image_rectangular_size():
+    out = decode_image(tf.constant(_solid_png((1, 2, 3), 10)), (4, 6))
+    assert out.shape == (4, 6, 3)
+
+
+def test_tokenize_captions_layout_truncation_flip_and_static_batch():
+    vocab = Vocabulary.build(["the red one is left of the blue one on the right"])
+    captions = tf.constant(["The red one, LEFT of the blue one", "right", "the red one is left of it all"])
+    tokens = tokenize_captions(captions, vocab, 4, flip=tf.constant([True, False, False])).numpy()
+    ids = {w: vocab.token_to_id(w) for w in vocab.tokens}
+    bos, eos, pad, unk = 2, 3, 1, 0
+    assert tokens.tolist() == [
+        [bos, ids["the"], ids["red"], ids["one"], ids["right"], eos],  # flipped, cut to 4 words
+        [bos, ids["right"], eos, pad, pad, pad],
+        [bos, ids["the"], ids["red"], ids["one"], ids["is"], eos],
+    ]
+    assert tokenize_captions(tf.constant(["it all"]), vocab, 4).numpy().tolist() == [[bos, unk, unk, eos, pad, pad]]
+
+    @tf.function(input_signature=[tf.TensorSpec([5], tf.string)])
+    def static(c):
+        out = tokenize_captions(c, vocab, 4)
+        assert out.shape.as_list() == [5, 6]  # the static batch size survives
+        return out
+
+    static(tf.constant(["a"] * 5))
 
 
 # ----------------------------------------------------------------------------- datasets

@@ -1,7 +1,5 @@
 """Tests for tfcaption.data.tokenizer: normalisation (Python == TF), Vocabulary, encode/decode in both worlds."""
 
-import os
-
 import numpy as np
 import pytest
 import tensorflow as tf

@@ -38,6 +38,9 @@ MANIFEST_NAME = "manifest.json"
 # `<split>-00000-of-00004.tfrecord`; the split name may itself contain dashes ("train-small").
 _SHARD_RE = re.compile(r"^(?P<split>.+)-(?P<index>\d{5})-of-(?P<total>\d{5})\.tfrecord$")
 
+# Shards read at once (each open reader holds a buffer); also the limit of exact write-order reading.
+_MAX_OPEN_SHARDS = 64
+
 _FEATURES = {
     "image_id": tf.io.FixedLenFeature([], tf.string),
     "image": tf.io.FixedLenFeature([], tf.string),
@@ -240,8 +243,8 @@ def read_records(data_dir: str, split: str, shuffle_files: bool = False,
 
     Elements: ``{"image_id": tf.string[], "image": tf.string[] (encoded bytes), "captions": tf.string[None],
     "scene": tf.string[]}``. Without ``shuffle_files`` the order is deterministic: shard 0's records
-    interleaved one by one with shard 1's, and so on (the inverse of the round-robin write, so a single
-    reader sees the examples in the order they were written). With ``shuffle_files`` the shard order
+    interleaved one by one with shard 1's, and so on (the inverse of the round-robin write, so with up
+    to 64 shards the examples come back in the order they were written). With ``shuffle_files`` the shard order
     is shuffled with ``seed`` (re-shuffled each epoch).
 
     Raises:
@@ -253,7 +256,7 @@ def read_records(data_dir: str, split: str, shuffle_files: bool = False,
         files = files.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
     ds = files.interleave(
         tf.data.TFRecordDataset,
-        cycle_length=len(paths),
+        cycle_length=min(len(paths), _MAX_OPEN_SHARDS),
         block_length=1,
         num_parallel_calls=min(len(paths), 8),
         deterministic=True,

@@ -1,0 +1,86 @@
+"""The training engine: loss masking, schedule, resume, and MirroredStrategy on two logical CPUs."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import tensorflow as tf
+
+from tests.conftest import REPO_ROOT, TINY_MODEL, TINY_SHAPES
+from tfcaption.training.schedule import WarmupInverseSqrt
+from tfcaption.training.trainer import masked_cross_entropy
+
+
+def test_schedule_matches_m2_formula():
+    schedule = WarmupInverseSqrt(512, 10000)
+    for step in (0, 99, 9999, 50000):
+        s = step + 1
+        expected = 512**-0.5 * min(s**-0.5, s * 10000**-1.5)
+        assert abs(float(schedule(step)) - expected) < 1e-9
+    assert abs(float(schedule(9999)) - 4.419e-4) < 1e-6  # M2's peak
+
+
+def test_cross_entropy_ignores_padding():
+    logits = tf.random.stateless_normal((2, 4, 7), seed=(0, 1))
+    targets = tf.constant([[4, 5, 3, 1], [6, 3, 1, 1]])
+    total, count = masked_cross_entropy(targets, logits, pad_id=1)
+    log_probs = tf.nn.log_softmax(logits).numpy()
+    expected = -sum(log_probs[b, t, targets.numpy()[b, t]] for b in range(2) for t in range(4)
+                    if targets.numpy()[b, t] != 1)
+    assert float(count) == 5.0
+    np.testing.assert_allclose(float(total), expected, rtol=1e-5)
+    # Changing the logits at padded positions changes nothing.
+    changed = logits.numpy()
+    changed[1, 2:] += 100.0
+    np.testing.assert_allclose(float(masked_cross_entropy(targets, changed, 1)[0]), float(total), rtol=1e-6)
+
+
+MIRRORED_SCRIPT = r"""
+import json, sys
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from tfcaption.data.shapes import ShapesConfig, build_shapes_dataset
+from tfcaption.data.tokenizer import Vocabulary
+from tfcaption.evaluation import training_captions
+from tfcaption.models.config import CaptionerConfig
+from tfcaption.training.config import RunConfig, TrainConfig
+from tfcaption.training.strategy import make_strategy
+from tfcaption.training.trainer import Trainer
+
+data_root, output_dir, model, shapes = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), json.loads(sys.argv[4])
+data_dir = build_shapes_dataset(data_root, ShapesConfig(**shapes), verbose=False, workers=1)
+vocab = Vocabulary.build(training_captions(data_dir))
+config = CaptionerConfig.from_preset("small", vocab_size=vocab.size, max_length=22, **model)
+train = TrainConfig(output_dir=output_dir, epochs=2, batch_size=16, warmup_steps=10, learning_rate_scale=2.0,
+                    val_images=8, eval_batch_size=8, max_caption_words=20, strategy="mirrored")
+strategy = make_strategy("mirrored")
+trainer = Trainer(RunConfig(config, train), data_dir, vocab, strategy=strategy, log=lambda *a: None)
+history = trainer.fit()
+variable = trainer.model.decoder.output_dense.kernel
+replicas = [v.numpy() for v in variable.value.values] if hasattr(variable, "value") and hasattr(variable.value, "values") else []
+if not replicas:
+    replicas = [strategy.experimental_local_results(variable)[i].numpy() for i in range(2)]
+print(json.dumps({
+    "replicas": strategy.num_replicas_in_sync,
+    "losses": [h["train_loss"] for h in history],
+    "max_replica_difference": float(abs(replicas[0] - replicas[1]).max()),
+}))
+"""
+
+
+def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-c", MIRRORED_SCRIPT, str(tmp_path / "data"), str(tmp_path / "run"),
+         json.dumps(TINY_MODEL), json.dumps(TINY_SHAPES)],
+        capture_output=True, text=True, cwd=REPO_ROOT, timeout=600,
+        env={**os.environ, "PYTHONPATH": REPO_ROOT},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    outcome = json.loads(result.stdout.strip().splitlines()[-1])
+    assert outcome["replicas"] == 2
+    assert outcome["losses"][1] < outcome["losses"][0]
+    assert outcome["max_replica_difference"] == 0.0
+    assert os.path.exists(tmp_path / "run" / "best.weights.h5")
