@@ -173,8 +173,9 @@ SITECUSTOMIZE = textwrap.dedent("""
 def start(tmp_path, name, *args):
     """Starts the script with torch blocked; returns (process, attempts file)."""
     site = tmp_path / "site"
-    site.mkdir(exist_ok=True)
-    (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    if not site.exists():  # written once: rewriting it while another run starts would race its import
+        site.mkdir()
+        (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
     attempts = tmp_path / f"{name}.torch"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(site), str(REPO)]), TORCH_ATTEMPTS_FILE=str(attempts))
     process = subprocess.Popen([sys.executable, "-m", "tfcaption.cli.convert_m2", *map(str, args)], cwd=tmp_path,
@@ -208,7 +209,6 @@ def _bad_inputs(tmp_path, state_dict, itos):
     bad["truncated"] = (truncated, VOCAB, f"{truncated}: ")
     bigger = save_vocab_pickle(tmp_path / "vocab_33.pkl", list(itos) + ["x00", "x01", "x02"])
     bad["vocab_size"] = (CHECKPOINT, bigger, "vocabulary has 33 entries but the checkpoint's word embedding has 30")
-    bad["no_such_file"] = (tmp_path / "nope.pth", VOCAB, f"checkpoint file not found: {tmp_path / 'nope.pth'}")
     return bad
 
 
@@ -270,7 +270,7 @@ def test_run_directory_round_trip(runs):
     assert np.abs(loaded - reference).max() < 1e-5
 
 
-@pytest.mark.parametrize("name", ["missing_key", "wrong_shape", "truncated", "vocab_size", "no_such_file"])
+@pytest.mark.parametrize("name", ["missing_key", "wrong_shape", "truncated", "vocab_size"])
 def test_bad_inputs_fail_with_one_line(runs, name):
     result = runs["results"][name]
     _, _, needle = runs["bad"][name]
@@ -284,10 +284,16 @@ def test_bad_inputs_fail_with_one_line(runs, name):
     assert result["torch"]["loaded"] is False
 
 
-def test_refuses_to_overwrite_a_run(runs):
+def test_refuses_to_overwrite_a_run_and_names_missing_files(runs, tmp_path, capsys):
     assert runs["results"]["ok"]["rc"] == 0
     from tfcaption.cli.convert_m2 import main
 
     before = (runs["tmp"] / "run" / "best.weights.h5").stat().st_mtime_ns
     assert main([str(CHECKPOINT), str(VOCAB), str(runs["tmp"] / "run"), "--num-heads", str(runs["heads"])]) == 2
     assert (runs["tmp"] / "run" / "best.weights.h5").stat().st_mtime_ns == before
+    assert capsys.readouterr().err == (f"{PROGRAM}: error: {runs['tmp'] / 'run'} already holds a run "
+                                       "(config.json, best.weights.h5); pass --overwrite to replace it\n")
+    missing = tmp_path / "nope.pth"
+    assert main([str(missing), str(VOCAB), str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == f"{PROGRAM}: error: checkpoint file not found: {missing}\n"
+    assert not (tmp_path / "out").exists()

@@ -97,7 +97,8 @@ def test_teacher_forced_log_probs_match(reference):
 
 @pytest.mark.parametrize("stop_early", [False, True], ids=["released-fixed-steps", "stop-early"])
 def test_beam_search_matches_the_reference(reference, stop_early):
-    model, inputs, expected, config = reference["model"], reference["inputs"], reference["expected"], reference["config"]
+    model, inputs, expected = reference["model"], reference["inputs"], reference["expected"]
+    config = reference["config"]
     encoder_outputs, mask = model.encode(inputs["features"], training=False)
     beams = beam_search(model, encoder_outputs, mask, config["beam_size"], config["beam_max_len"], fill_token=0,
                         length_penalty=0.0, stop_early=stop_early)

@@ -67,7 +67,8 @@ def converted_run_config(model_config, out_dir, max_caption_words=REFERENCE_STEP
     from tfcaption.training.config import RunConfig, TrainConfig
 
     train = TrainConfig(
-        data="", output_dir=os.fspath(out_dir), model_name="m2_coco", batch_size=50, max_caption_words=max_caption_words,
+        data="", output_dir=os.fspath(out_dir), model_name="m2_coco", batch_size=50,
+        max_caption_words=max_caption_words,
         min_word_count=5, warmup_steps=10000, adam_epsilon=1e-8, label_smoothing=0.0, early_stopping_patience=5,
         augment_flip=False, eval_splits=("test",), eval_beam_size=REFERENCE_BEAM_SIZE, eval_batch_size=50,
         export_beam_size=REFERENCE_BEAM_SIZE,
@@ -76,7 +77,7 @@ def converted_run_config(model_config, out_dir, max_caption_words=REFERENCE_STEP
 
 
 def read_release(checkpoint, vocab_path):
-    """`(state_dict, itos)` from the released files, read without TensorFlow or PyTorch.
+    """`(state_dict, itos)` from the released files, read without PyTorch or the authors' code.
 
     Kept apart from the conversion so that unreadable inputs fail before the model is built.
     """
@@ -120,8 +121,10 @@ def write_run(state_dict, itos, out_dir, checkpoint, vocab_path, num_heads, max_
     from tfcaption.training.run_directory import RunDirectory
 
     run = RunDirectory(out_dir)
-
     model = convert_m2(state_dict, itos, num_heads=num_heads)
+    if max_caption_words + 1 > model.config.max_length:
+        raise ValueError(f"--max-caption-words {max_caption_words} needs {max_caption_words + 1} decoding steps, but "
+                         f"the checkpoint's position table allows {model.config.max_length}")
     vocab = Vocabulary(itos)  # refuses tokens vocab.txt cannot hold (whitespace), so ids stay aligned
     os.makedirs(run.path, exist_ok=True)
     converted_run_config(model.config, run.path, max_caption_words).save(run.config)

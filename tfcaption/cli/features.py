@@ -68,8 +68,8 @@ def caption_features(model_dir, features_path, image_ids=None, beam_size=None, a
         beam_size: default the run's `eval_beam_size` (5 for converted M2 checkpoints).
         all_beams: add `"beams"`: every beam, best first, as `{"caption", "tokens", "score"}`
             (`tokens` up to and including <eos>).
-        batch_size: images per decoding call (the last batch is padded to this size by repeating
-            its last image, so compiled shapes never change; the padding is dropped).
+        batch_size: images per decoding call (a smaller last batch is padded to this size by
+            repeating its last image, so compiled shapes never change; the padding is dropped).
         json_output: True: only JSON types (str ids, float scores, lists of int tokens), ready for
             `json.dumps`. False: numpy values (int32 token arrays, float32 scores) and, per beam,
             the per-token `"log_probs"`, for analysis in Python.
@@ -95,32 +95,37 @@ def _caption(model_dir, features_path, image_ids, beam_size, all_beams, batch_si
     """`caption_features`, also returning the decoding settings it resolved from the run."""
     from tfcaption.training.run_directory import load_run
 
-    model, vocab, run_config = load_run(model_dir, weights=weights)
-    train = run_config.train
-    beam_size = int(beam_size or train.eval_beam_size)
-    max_steps = int(max_steps or train.max_caption_words + 1)
-    if beam_size < 1 or batch_size < 1:
-        raise ValueError(f"beam_size and batch_size must be >= 1 (got {beam_size}, {batch_size}).")
-    if not 1 <= max_steps <= model.config.max_length:
-        raise ValueError(f"max_steps must be in 1..{model.config.max_length} (the model's position table), "
-                         f"got {max_steps}.")
-    eos = model.config.eos_id
-    decode = _decoder(model, beam_size, max_steps, reference_mode, jit_compile)
-
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
     results = []
+    # The features file is checked first (cheap), so a wrong path or id fails before the model loads.
     with RegionFeatureFile(features_path, max_regions) as features:
         ids = [str(i) for i in image_ids] if image_ids is not None else features.image_ids()
         if not ids:
-            raise ValueError(f"no images to caption: {features_path} holds no '<image_id>_features' datasets.")
+            raise ValueError("no images to caption: " + ("the list of image ids is empty." if image_ids is not None
+                             else f"{features_path} holds no '<image_id>_features' datasets."))
         features.require(ids)
+        model, vocab, run_config = load_run(model_dir, weights=weights)
         _check_model(model, model_dir, features.feature_dim)
+        train = run_config.train
+        beam_size = int(beam_size or train.eval_beam_size)
+        max_steps = int(max_steps or train.max_caption_words + 1)
+        if beam_size < 1:
+            raise ValueError(f"beam_size must be >= 1, got {beam_size}.")
+        if not 1 <= max_steps <= model.config.max_length:
+            raise ValueError(f"max_steps must be in 1..{model.config.max_length} (the model's position table), "
+                             f"got {max_steps}.")
+        decode = _decoder(model, beam_size, max_steps, reference_mode, jit_compile)
+        # At least 2 rows per call: beam_search inside tf.function fails for a batch of exactly one
+        # image (its cache's static shape changes in the loop); a repeated row costs little.
+        batch_size = max(2, min(batch_size, len(ids)))
         for batch_ids, array in features.batches(ids, batch_size):
             real = len(batch_ids)
             if real < batch_size:
                 array = np.concatenate([array, np.repeat(array[-1:], batch_size - real, axis=0)])
             beams = {name: value.numpy()[:real] for name, value in decode(array).items()}
             for row, image_id in enumerate(batch_ids):
-                results.append(_record(image_id, vocab, eos, beams, row, all_beams, json_output))
+                results.append(_record(image_id, vocab, model.config.eos_id, beams, row, all_beams, json_output))
     return results, {"beam_size": beam_size, "max_steps": max_steps}
 
 

@@ -45,7 +45,9 @@ class FeaturesNotFoundError(KeyError):
     def __init__(self, image_ids: Sequence[str], path: str):
         self.image_ids = list(image_ids)
         self.path = path
-        shown = ", ".join(self.image_ids[:5]) + (f" (and {len(self.image_ids) - 5} more)" if len(self.image_ids) > 5 else "")
+        shown = ", ".join(self.image_ids[:5])
+        if len(self.image_ids) > 5:
+            shown += f" (and {len(self.image_ids) - 5} more)"
         noun = "image" if len(self.image_ids) == 1 else f"{len(self.image_ids)} images"
         super().__init__(f"no region features for {noun} {shown} in {path} "
                          f"(expected dataset(s) named '<image_id>{FEATURES_SUFFIX}')")

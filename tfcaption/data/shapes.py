@@ -18,6 +18,7 @@ data_dir = build_shapes_dataset("~/tfcaption_data", ShapesConfig(num_train=2000)
 ```
 """
 
+import contextlib
 import dataclasses
 import hashlib
 import io
@@ -243,19 +244,21 @@ def build_shapes_dataset(root: str, config: ShapesConfig | None = None, verbose:
     shutil.rmtree(tmp_dir, ignore_errors=True)
     os.makedirs(tmp_dir)
     workers = workers or os.cpu_count() or 1
+    from tfcaption.data import records  # TensorFlow, only when writing.
+
     try:
-        write_shards, write_manifest = _writers()
         splits = {}
-        for split in SPLITS:
-            start = time.perf_counter()
-            counter = _Counter(_examples(config, split, workers))
-            shards = write_shards(counter, tmp_dir, split, _num_shards(config, split))
-            splits[split] = {"images": counter.images, "captions": counter.captions, "shards": len(shards)}
-            if verbose:
-                seconds = time.perf_counter() - start
-                print(f"shapes: {split}: {counter.images} images in {seconds:.1f} s "
-                      f"({counter.images / max(seconds, 1e-9):.0f} images/s)", flush=True)
-        write_manifest(tmp_dir, {
+        with _pool(workers) as pool:
+            for split in SPLITS:
+                start = time.perf_counter()
+                shards = records.write_shards(_examples(config, split, pool), tmp_dir, split,
+                                              _num_shards(config, split))
+                splits[split] = {"images": shards.images, "captions": shards.captions, "shards": len(shards)}
+                if verbose:
+                    seconds = time.perf_counter() - start
+                    print(f"shapes: {split}: {shards.images} images in {seconds:.1f} s "
+                          f"({shards.images / max(seconds, 1e-9):.0f} images/s)", flush=True)
+        records.write_manifest(tmp_dir, {
             "name": "shapes",
             "fingerprint": config.fingerprint(),
             "config": config.to_dict(),
@@ -320,8 +323,8 @@ def _inside_star(u, v, inner=0.45, points=5):
     rho = np.hypot(u, v)
     px, py = rho * np.sin(angle), rho * np.cos(angle)
     cx, cy = inner * np.sin(half), inner * np.cos(half)
-    # Cross product of (corner - tip) with (point - tip); the origin gives cx > 0.
-    return cx * (py - 1.0) - (cy - 1.0) * px >= 0.0
+    # Cross product of (corner - tip) with (point - tip): the origin gives -cx < 0.
+    return cx * (py - 1.0) - (cy - 1.0) * px <= 0.0
 
 
 # Unit shapes (radius 1, v grows downward), each inside the unit circle so
@@ -336,37 +339,29 @@ _INSIDE = {
 }
 
 
-def _examples(config, split, workers):
-    """A split's examples in index order, generated in `workers` processes."""
+def _examples(config, split, pool):
+    """A split's examples in index order, generated in `pool`'s processes if given."""
     count = config.num_images(split)
-    if workers <= 1 or count <= _CHUNK:
-        yield from generate_split(config, split)
-        return
+    if pool is None or count <= _CHUNK:
+        return generate_split(config, split)
     chunks = [(config, split, start, min(start + _CHUNK, count)) for start in range(0, count, _CHUNK)]
-    # Spawned workers import only numpy and PIL, never TensorFlow's threads.
-    with multiprocessing.get_context("spawn").Pool(workers) as pool:
-        for chunk in pool.imap(_generate_chunk, chunks):
-            yield from chunk
+    return (example for chunk in pool.imap(_generate_chunk, chunks) for example in chunk)
+
+
+def _pool(workers):
+    """Generator processes, or no pool for one worker.
+
+    Spawned, not forked: the parent may already run TensorFlow's threads,
+    and the workers need only numpy and PIL.
+    """
+    if workers <= 1:
+        return contextlib.nullcontext()
+    return multiprocessing.get_context("spawn").Pool(workers)
 
 
 def _generate_chunk(args):
     config, split, start, stop = args
     return [generate_example(config, split, index) for index in range(start, stop)]
-
-
-class _Counter:
-    """Passes examples through while counting images and captions for the manifest."""
-
-    def __init__(self, examples):
-        self._examples = examples
-        self.images = 0
-        self.captions = 0
-
-    def __iter__(self):
-        for example in self._examples:
-            self.images += 1
-            self.captions += len(example["captions"])
-            yield example
 
 
 def _num_shards(config, split):
@@ -385,9 +380,3 @@ def _check_split(split):
     if split not in SPLITS:
         raise ValueError(f"Unknown shapes split {split!r}; expected one of {SPLITS}.")
 
-
-def _writers():
-    """The shared TFRecord writers of `tfcaption.data.records`."""
-    from tfcaption.data import records
-
-    return records.write_shards, records.write_manifest

@@ -21,7 +21,7 @@ star" states (0, above, 1) and (1, left of, 2).
 """
 
 import dataclasses
-import re
+import unicodedata
 
 SHAPES = ("circle", "square", "triangle", "diamond", "star", "hexagon")
 COLOURS = ("red", "green", "blue", "yellow", "purple", "orange")
@@ -59,7 +59,6 @@ _RELATION_TOKENS = sorted(
      for relation, phrases in RELATION_PHRASES.items() for phrase in phrases),
     key=lambda item: -len(item[0]),
 )
-_PUNCTUATION = re.compile(r"[^\w\s]|_")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,13 +90,14 @@ class ParsedCaption:
 
 
 def normalize_text(text: str) -> str:
-    """Lowercases, removes punctuation and collapses whitespace.
+    """Lowercases, turns punctuation into spaces and collapses whitespace.
 
-    The same rule as `tfcaption.data.tokenizer.normalize_caption`; repeated
-    here so the grammar stays a pure-Python module that worker processes can
-    import without TensorFlow.
+    The rule of `tfcaption.data.tokenizer.normalize_caption` (keep Unicode
+    letters, marks and numbers); repeated here so that the grammar stays a
+    pure-Python module that generator processes import without TensorFlow.
     """
-    return " ".join(_PUNCTUATION.sub("", str(text).lower()).split())
+    kept = "".join(ch if unicodedata.category(ch)[0] in "LMN" else " " for ch in str(text))
+    return " ".join(kept.lower().split())
 
 
 def article(word: str) -> str:

@@ -16,7 +16,10 @@ def caption_lengths(tokens, eos_id):
 
 
 def _gather_beams(tensor, flat_index):
-    return tf.gather(tensor, flat_index, axis=0)
+    # tf.gather loses the static batch size; loop variables must keep their shape.
+    gathered = tf.gather(tensor, flat_index, axis=0)
+    gathered.set_shape(tensor.shape)
+    return gathered
 
 
 def beam_search(
