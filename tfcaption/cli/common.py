@@ -1,15 +1,57 @@
 """What every console script shares: quiet TensorFlow, one-line errors, config overrides."""
 
+import contextlib
 import functools
 import json
 import os
 import sys
+import tempfile
 
 
 def quiet_tensorflow():
-    """Silences TensorFlow's C++ start-up chatter (call before importing tensorflow)."""
+    """Imports TensorFlow without its C++ start-up chatter on the console.
+
+    TF_CPP_MIN_LOG_LEVEL quiets TensorFlow's own logging; the absl/CUDA lines
+    written while the library loads ignore it, so the import runs with fd 2
+    held back (and replayed if the import itself fails).
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "2")
+    with captured_native_stderr(keep_on=()):
+        import tensorflow  # noqa: F401
+
+
+@contextlib.contextmanager
+def captured_native_stderr(keep_on=(ValueError, OSError)):
+    """Holds back what native code writes to file descriptor 2 while TensorFlow starts.
+
+    TensorFlow 2.21 writes absl/CUDA start-up lines ("All log messages before absl::InitializeLog()",
+    "Could not find cuda drivers") straight to fd 2, ignoring TF_CPP_MIN_LOG_LEVEL, which would bury
+    the one-line error this script promises. The captured text is dropped when the block succeeds
+    or fails with an expected, already explained error (`keep_on`: the readers' and converter's
+    ValueErrors, missing files), and written back before any other exception propagates, so an
+    unexpected failure keeps its native diagnostics.
+    """
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no usable fd 2 (embedded interpreter): capture nothing
+        yield
+        return
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        except Exception as error:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            if not isinstance(error, keep_on):
+                capture.seek(0)
+                os.write(2, capture.read())
+            raise
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def one_line_errors(program):
@@ -41,20 +83,27 @@ def parse_value(text):
 
 
 def apply_overrides(run_config, assignments):
-    """Applies `section.field=value` (or a bare `field=value`) assignments to a RunConfig."""
+    """Applies `section.field=value` (or a bare `field=value`) assignments to a RunConfig.
+
+    All changes to a section are applied together, so fields checked against
+    each other (hidden_dim = num_heads * key_dim) can change in one go.
+    """
     import dataclasses
 
+    changes = {"train": {}, "model": {}}
     for assignment in assignments or ():
         key, sep, text = assignment.partition("=")
         if not sep:
             raise ValueError(f"--set expects FIELD=VALUE, got {assignment!r}.")
         section, _, field = key.rpartition(".")
-        sections = [section] if section else ["train", "model"]
-        for name in sections:
+        for name in [section] if section else ["train", "model"]:
             target = getattr(run_config, name, None)
-            if target is not None and field in {f.name for f in dataclasses.fields(target)}:
-                setattr(run_config, name, dataclasses.replace(target, **{field: parse_value(text)}))
+            if name in changes and field in {f.name for f in dataclasses.fields(target)}:
+                changes[name][field] = parse_value(text)
                 break
         else:
             raise ValueError(f"Unknown config field {key!r} (see config.json of any run for the field names).")
+    for name, fields in changes.items():
+        if fields:
+            setattr(run_config, name, dataclasses.replace(getattr(run_config, name), **fields))
     return run_config

@@ -15,14 +15,12 @@ tfcaption stores as `max_caption_words` = 19 because it decodes `max_caption_wor
 """
 
 import argparse
-import contextlib
 import hashlib
 import json
 import os
 import sys
-import tempfile
 
-from tfcaption.cli.common import one_line_errors, quiet_tensorflow
+from tfcaption.cli.common import captured_native_stderr, one_line_errors, quiet_tensorflow
 
 PROGRAM = "tfcaption-convert-m2"
 REFERENCE_BEAM_SIZE = 5
@@ -144,40 +142,6 @@ def write_run(state_dict, itos, out_dir, checkpoint, vocab_path, num_heads, max_
     with open(run.join("conversion.json"), "w") as f:
         json.dump(provenance, f, indent=2, sort_keys=True)
     return model, run
-
-
-@contextlib.contextmanager
-def captured_native_stderr(keep_on=(ValueError, OSError)):
-    """Holds back what native code writes to file descriptor 2 while TensorFlow starts.
-
-    TensorFlow 2.21 writes absl/CUDA start-up lines ("All log messages before absl::InitializeLog()",
-    "Could not find cuda drivers") straight to fd 2, ignoring TF_CPP_MIN_LOG_LEVEL, which would bury
-    the one-line error this script promises. The captured text is dropped when the block succeeds
-    or fails with an expected, already explained error (`keep_on`: the readers' and converter's
-    ValueErrors, missing files), and written back before any other exception propagates, so an
-    unexpected failure keeps its native diagnostics.
-    """
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError):  # no usable fd 2 (embedded interpreter): capture nothing
-        yield
-        return
-    with tempfile.TemporaryFile() as capture:
-        os.dup2(capture.fileno(), 2)
-        try:
-            yield
-        except Exception as error:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            if not isinstance(error, keep_on):
-                capture.seek(0)
-                os.write(2, capture.read())
-            raise
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
 
 
 @one_line_errors(PROGRAM)

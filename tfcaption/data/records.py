@@ -162,7 +162,7 @@ def _serialize(example: dict) -> tuple[bytes, int]:
         "scene": _bytes_feature([_to_bytes(example.get("scene") or "", "scene")]),
     }
     proto = tf.train.Example(features=tf.train.Features(feature=feature))
-    return proto.SerializeToString(), len(captions)
+    return proto.SerializeToString(deterministic=True), len(captions)
 
 
 def write_shards(examples: Iterable[dict], data_dir: str, split: str, num_shards: int = 4) -> WrittenShards:

@@ -9,7 +9,7 @@ occur in train/val/test, to measure compositional generalisation.
 
 Every image is a pure function of (config.seed, split, index): splits are
 disjoint seed streams, any image can be regenerated alone, and generation can
-be spread over processes without changing a byte.
+be spread over processes without changing an example.
 
 Example:
 
@@ -36,7 +36,7 @@ from tfcaption.data import shapes_grammar
 from tfcaption.data.shapes_grammar import COLOURS, SHAPES, SIZES
 
 __all__ = [
-    "COLOURS", "NOVEL_PAIRS", "SHAPES", "SIZES", "SPLITS", "ShapesConfig",
+    "COLOURS", "MAX_OBJECTS", "NOVEL_PAIRS", "SHAPES", "SIZES", "SPLITS", "ShapesConfig",
     "build_shapes_dataset", "generate_example", "generate_split", "render_scene", "sample_scene",
 ]
 
@@ -47,6 +47,8 @@ NOVEL_PAIRS = (
     ("yellow", "circle"), ("purple", "diamond"), ("orange", "square"),
 )
 SPLITS = ("train", "val", "test", "novel")
+# Five large objects still fit (about 2% of random layouts succeed); six do not.
+MAX_OBJECTS = 5
 
 # Bump when a change to sampling, rendering or captions changes the output,
 # so that cached datasets built by older code are not reused.
@@ -96,11 +98,9 @@ class ShapesConfig:
     def __post_init__(self):
         if self.image_size < 32:
             raise ValueError(f"image_size must be at least 32, got {self.image_size}.")
-        if not 1 <= self.min_objects <= self.max_objects <= shapes_grammar.MAX_COUNT:
-            raise ValueError(
-                "Need 1 <= min_objects <= max_objects <= "
-                f"{shapes_grammar.MAX_COUNT}, got {self.min_objects} and {self.max_objects}."
-            )
+        if not 1 <= self.min_objects <= self.max_objects <= MAX_OBJECTS:
+            raise ValueError(f"Need 1 <= min_objects <= max_objects <= {MAX_OBJECTS}, "
+                             f"got {self.min_objects} and {self.max_objects}.")
         if self.captions_per_image < 1 or self.num_shards < 1:
             raise ValueError("captions_per_image and num_shards must be at least 1.")
         if min(self.num_train, self.num_val, self.num_test, self.num_novel) < 0:
@@ -147,8 +147,10 @@ def sample_scene(config: ShapesConfig, split: str, rng: np.random.Generator) -> 
             if rng.random() >= _REPEAT_SIZE_PROBABILITY:
                 size_name = SIZES[int(rng.integers(len(SIZES)))]
         else:
-            pairs = NOVEL_PAIRS if (split == "novel" and i == 0) else (
-                all_pairs if split == "novel" else seen_pairs)
+            if split != "novel":
+                pairs = seen_pairs
+            else:  # The first object carries a held-out pair; the others may too.
+                pairs = NOVEL_PAIRS if i == 0 else all_pairs
             colour, shape = pairs[int(rng.integers(len(pairs)))]
             size_name = SIZES[int(rng.integers(len(SIZES)))]
         attributes.append((colour, shape, size_name))
@@ -201,8 +203,14 @@ def generate_example(config: ShapesConfig, split: str, index: int) -> dict:
     rng = np.random.default_rng([config.seed, SPLITS.index(split), index])
     scene = sample_scene(config, split, rng)
     pixels = render_scene(scene, rng)
-    captions = [shapes_grammar.describe_scene(scene["objects"], rng)
-                for _ in range(config.captions_per_image)]
+    captions = []
+    draws = 0
+    while len(captions) < config.captions_per_image:
+        caption = shapes_grammar.describe_scene(scene["objects"], rng)
+        draws += 1
+        # Distinct references where the scene allows them (a one-object scene has few paraphrases).
+        if caption not in captions or draws > 10 * config.captions_per_image:
+            captions.append(caption)
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="PNG")
     return {"image_id": f"shapes-{split}-{index:06d}", "image": buffer.getvalue(),
@@ -217,7 +225,7 @@ def generate_split(config: ShapesConfig, split: str) -> Iterator[dict]:
 
 
 def build_shapes_dataset(root: str, config: ShapesConfig | None = None, verbose: bool = True,
-                         workers: int | None = None) -> str:
+                         workers: int = 1) -> str:
     """Writes the dataset as TFRecord shards and returns its directory.
 
     The directory is `<root>/shapes-<fingerprint>/`; if its manifest already
@@ -229,8 +237,9 @@ def build_shapes_dataset(root: str, config: ShapesConfig | None = None, verbose:
         root: where datasets live.
         config: a `ShapesConfig`; the defaults when None.
         verbose: print progress and speed per split.
-        workers: generator processes; defaults to the CPU count. Any count
-            gives the same bytes.
+        workers: generator processes (default 1). Any count gives the same
+            examples. Processes are spawned, so a script that asks for more
+            than one must call this under `if __name__ == "__main__":`.
     """
     config = config or ShapesConfig()
     root = os.path.abspath(os.path.expanduser(root))
@@ -243,7 +252,6 @@ def build_shapes_dataset(root: str, config: ShapesConfig | None = None, verbose:
     tmp_dir = f"{data_dir}.tmp-{os.getpid()}"
     shutil.rmtree(tmp_dir, ignore_errors=True)
     os.makedirs(tmp_dir)
-    workers = workers or os.cpu_count() or 1
     from tfcaption.data import records  # TensorFlow, only when writing.
 
     try:

@@ -13,7 +13,7 @@ The language is small and closed:
     mention   := number? size? colour? shape          "two small red circles"
     relation  := "to the left of" | "left of" | "to the right of" | "right of"
                  | "above" | "below" | "under"
-    filler    := there is are and with which that image picture scene of
+    filler    := there is are and with which that image picture of
 
 A relation links the mention just before it (subject) to the mention just
 after it (object): "a red circle above a blue square which is left of a green
@@ -28,10 +28,9 @@ COLOURS = ("red", "green", "blue", "yellow", "purple", "orange")
 SIZES = ("small", "large")
 RELATIONS = ("left of", "right of", "above", "below")
 
-NUMBER_WORDS = {2: "two", 3: "three", 4: "four", 5: "five", 6: "six"}
-MAX_COUNT = max(NUMBER_WORDS)
+NUMBER_WORDS = {2: "two", 3: "three", 4: "four", 5: "five"}
 
-# Surface forms of each relation; the first is the canonical one. Longer
+# Surface forms of each relation. Longer
 # phrases come first so that the parser matches them greedily.
 RELATION_PHRASES = {
     "left of": ("to the left of", "left of"),
@@ -52,7 +51,7 @@ _PLURALS = {shape + "s": shape for shape in SHAPES}
 _COUNTS = {"a": 1, "an": 1, **{word: n for n, word in NUMBER_WORDS.items()}}
 # Nouns of the sentence frames ("an image with", "a picture of"): the article
 # in front of them does not start an object mention.
-_FRAME_NOUNS = frozenset({"image", "picture", "scene"})
+_FRAME_NOUNS = frozenset({"image", "picture"})
 _FILLERS = frozenset({"there", "is", "are", "and", "with", "which", "that", "of"})
 _RELATION_TOKENS = sorted(
     ((tuple(phrase.split()), relation)
@@ -133,10 +132,10 @@ def parse_caption(text: str) -> ParsedCaption:
     """Reads a caption into object mentions and relations; never raises.
 
     Robust to model output: repeated words are read once ("a red red circle
-    circle" is one red circle), unknown tokens are skipped, a mention without
-    a shape is dropped, and a mention without a number counts one object
-    (two when its noun is plural). Each of these, except exact repeats,
-    clears `ok`.
+    circle" is one red circle), a mention without a number counts one object
+    (two when its noun is plural), unknown words are skipped, a mention
+    without a shape is dropped, and of two conflicting words the last wins.
+    The last three, and a relation missing a side, clear `ok`.
     """
     try:
         tokens = normalize_text(text).split()

@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from tfcaption.layers.conv_stem import ConvStem
 from tfcaption.layers.decoder import MeshedDecoder
 from tfcaption.layers.encoder import MemoryAugmentedEncoder
 from tfcaption.layers.patch_encoder import PatchEncoder
@@ -54,7 +55,8 @@ class Captioner(keras.Model):
         c = config
         policy = self.dtype_policy
         if c.image_input == "pixels":
-            self.patches = Patches(c.patch_size, dtype=policy, name="patches")
+            self.stem = ConvStem(c.stem_filters, dtype=policy, name="stem") if c.stem_filters else None
+            self.patches = Patches(c.patch_size // c.stem_stride, dtype=policy, name="patches")
             self.image_encoder = PatchEncoder(
                 c.num_patches, c.hidden_dim, c.layer_norm_epsilon, dtype=policy, name="patch_encoder"
             )
@@ -80,8 +82,12 @@ class Captioner(keras.Model):
         """Creates every weight now, so checkpoints restore and converters map eagerly."""
         c = self.config
         if c.image_input == "pixels":
-            patch_shape = (None, c.num_patches, c.patch_size * c.patch_size * 3)
-            self.image_encoder.build(patch_shape)
+            channels = 3
+            if self.stem is not None:
+                self.stem.build((None, c.image_size, c.image_size, 3))
+                channels = c.stem_filters[-1]
+            side = c.patch_size // c.stem_stride
+            self.image_encoder.build((None, c.num_patches, side * side * channels))
         else:
             self.image_encoder.build((None, None, c.feature_dim))
         self.encoder.build((None, None, c.hidden_dim))
@@ -95,7 +101,10 @@ class Captioner(keras.Model):
     def encode(self, image_inputs, training=None):
         """Returns `(encoder_outputs (B, N, R, d), encoder_mask (B, R) bool or None)`."""
         if self.config.image_input == "pixels":
-            x = self.image_encoder(self.patches(ops.cast(image_inputs, self.compute_dtype)))
+            x = ops.cast(image_inputs, self.compute_dtype)
+            if self.stem is not None:
+                x = self.stem(x)
+            x = self.image_encoder(self.patches(x))
             mask = None
         else:
             x, mask = self.image_encoder(image_inputs, training=training)

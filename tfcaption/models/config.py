@@ -17,7 +17,8 @@ class CaptionerConfig:
     vocab_size: int = 0
     image_input: str = "pixels"  # "pixels" (patches) or "regions" (precomputed features)
     image_size: int = 224
-    patch_size: int = 16
+    patch_size: int = 16  # in input pixels
+    stem_filters: tuple = ()  # channels of stride-2 conv layers before patching; () = linear patches only
     feature_dim: int = 2048  # region feature size when image_input == "regions"
     hidden_dim: int = 512
     num_heads: int = 8
@@ -41,11 +42,30 @@ class CaptionerConfig:
     def num_patches(self):
         return (self.image_size // self.patch_size) ** 2
 
+    @property
+    def stem_stride(self):
+        return 2 ** len(self.stem_filters)
+
     def replace(self, **changes):
         return dataclasses.replace(self, **changes)
 
+    def __post_init__(self):
+        self.stem_filters = tuple(self.stem_filters)
+        if self.image_input == "pixels":
+            if self.image_size % self.patch_size:
+                raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}.")
+            if self.patch_size % self.stem_stride:
+                raise ValueError(
+                    f"patch_size {self.patch_size} is not a multiple of the conv stem's stride {self.stem_stride}."
+                )
+        if self.hidden_dim != self.num_heads * self.key_dim:
+            raise ValueError(f"hidden_dim {self.hidden_dim} must equal num_heads * key_dim "
+                             f"({self.num_heads} * {self.key_dim}).")
+
     def to_dict(self):
-        return dataclasses.asdict(self)
+        values = dataclasses.asdict(self)
+        values["stem_filters"] = list(self.stem_filters)
+        return values
 
     @classmethod
     def from_dict(cls, values):
@@ -77,7 +97,7 @@ PRESETS = {
     ),
     # The CPU default for the built-in shapes dataset.
     "small": dict(
-        image_size=96, patch_size=12, hidden_dim=128, num_heads=4, key_dim=32, intermediate_dim=512,
+        image_size=96, patch_size=16, stem_filters=(32, 64), hidden_dim=128, num_heads=4, key_dim=32, intermediate_dim=512,
         num_encoder_layers=2, num_decoder_layers=2, memory_slots=16, dropout=0.1, max_length=28,
     ),
 }

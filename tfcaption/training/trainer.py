@@ -1,12 +1,9 @@
 """The training engine: a custom `strategy.run` loop with XLA, checkpoints and early stopping."""
 
 import json
-import math
-import os
 import time
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from tfcaption.data import pipeline
