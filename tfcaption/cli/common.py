@@ -17,7 +17,9 @@ def quiet_tensorflow():
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     with captured_native_stderr(keep_on=()):
-        import tensorflow  # noqa: F401
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()  # device discovery logs its CUDA probing here
 
 
 @contextlib.contextmanager

@@ -23,10 +23,11 @@ class TrainConfig:
     export_root: str = "savedmodel"
     model_name: str = "shapes_m2_small"
     batch_size: int = 64
-    epochs: int = 6
+    epochs: int = 4
     steps_per_epoch: int = 0  # 0 = one pass over the training pairs
     max_caption_words: int = 25
     min_word_count: int = 1
+    learning_rate_schedule: str = "linear"  # "linear" (warm-up, then to zero at the end) or "noam" (M2's)
     learning_rate_scale: float = 1.0
     warmup_steps: int = 1000
     adam_beta_1: float = 0.9

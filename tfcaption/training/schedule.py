@@ -38,3 +38,44 @@ class WarmupInverseSqrt(keras.optimizers.schedules.LearningRateSchedule):
 
     def get_config(self):
         return {"hidden_dim": self.hidden_dim, "warmup_steps": self.warmup_steps, "scale": self.scale}
+
+
+@keras.saving.register_keras_serializable(package="tfcaption")
+class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """The same warm-up and peak as `WarmupInverseSqrt`, then a straight line to zero.
+
+    For runs whose length is known in advance (the CPU default), annealing to
+    zero by the last step converges further than the inverse-square-root
+    tail, which keeps the rate high until the end.
+
+    Args:
+        hidden_dim: int. Model width d (sets the peak as in M2's schedule).
+        warmup_steps: int. Steps of linear warm-up; the peak is reached here.
+        total_steps: int. The step at which the rate reaches zero.
+        scale: float. Multiplier on the whole schedule.
+
+    Example:
+    >>> schedule = WarmupLinearDecay(512, 100, 1100)
+    >>> float(schedule(1100))
+    0.0
+    """
+
+    def __init__(self, hidden_dim, warmup_steps, total_steps, scale=1.0):
+        self.hidden_dim = hidden_dim
+        self.warmup_steps = warmup_steps
+        self.total_steps = max(total_steps, warmup_steps + 1)
+        self.scale = scale
+
+    def __call__(self, step):
+        s = ops.cast(step, "float32") + 1.0
+        warmup = float(self.warmup_steps)
+        peak = self.scale * self.hidden_dim**-0.5 * warmup**-0.5
+        rising = peak * s / warmup
+        falling = peak * (float(self.total_steps) - s) / (float(self.total_steps) - warmup)
+        return ops.maximum(ops.minimum(rising, falling), 0.0)
+
+    def get_config(self):
+        return {
+            "hidden_dim": self.hidden_dim, "warmup_steps": self.warmup_steps, "total_steps": self.total_steps,
+            "scale": self.scale,
+        }

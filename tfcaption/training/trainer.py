@@ -12,7 +12,7 @@ from tfcaption.decoding.captioning import caption_batches
 from tfcaption.metrics.cider import CiderD
 from tfcaption.models.captioner import Captioner
 from tfcaption.training.run_directory import RunDirectory
-from tfcaption.training.schedule import WarmupInverseSqrt
+from tfcaption.training.schedule import WarmupInverseSqrt, WarmupLinearDecay
 from tfcaption.training.strategy import is_single_device, make_strategy
 
 
@@ -63,11 +63,10 @@ class Trainer:
         run_config.save(self.run.config)
         vocab.save(self.run.vocab)
 
+        self.manifest = load_manifest(data_dir)
         with self.strategy.scope():
             self.model = Captioner(self.model_config)
-            schedule = WarmupInverseSqrt(
-                self.model_config.hidden_dim, self.config.warmup_steps, self.config.learning_rate_scale
-            )
+            schedule = self._schedule()
             self.optimizer = keras.optimizers.Adam(
                 schedule, self.config.adam_beta_1, self.config.adam_beta_2, self.config.adam_epsilon
             )
@@ -83,9 +82,16 @@ class Trainer:
             epochs_without_improvement=self.epochs_without_improvement,
         )
         self.manager = tf.train.CheckpointManager(self.checkpoint, self.run.checkpoints, max_to_keep=2)
-        self.manifest = load_manifest(data_dir)
         self._train_step = self._make_train_step()
         self._eval_step = tf.function(self._eval_loss, jit_compile=self.config.jit_compile)
+
+    def _schedule(self):
+        c, d = self.config, self.model_config.hidden_dim
+        if c.learning_rate_schedule == "noam":
+            return WarmupInverseSqrt(d, c.warmup_steps, c.learning_rate_scale)
+        if c.learning_rate_schedule == "linear":
+            return WarmupLinearDecay(d, c.warmup_steps, c.epochs * self.steps_per_epoch(), c.learning_rate_scale)
+        raise ValueError(f"learning_rate_schedule must be 'linear' or 'noam', got {c.learning_rate_schedule!r}.")
 
     # ---- steps -------------------------------------------------------------------------------
 
@@ -190,6 +196,10 @@ class Trainer:
         if latest:
             self.checkpoint.restore(latest)
             self.log(f"Resuming from {latest} (epoch {int(self.epoch.numpy())} done).")
+        else:
+            undecodable, ids = pipeline.count_undecodable(self.data_dir, "train")
+            if undecodable:
+                self.log(f"train: {undecodable} undecodable image(s) will be skipped (e.g. {', '.join(ids[:3])}).")
         history = []
         writer = tf.summary.create_file_writer(self.run.logs)
         steps = self.steps_per_epoch()

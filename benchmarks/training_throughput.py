@@ -1,0 +1,89 @@
+"""Training and decoding throughput of a preset on this machine.
+
+Prints a table and writes JSON (default benchmarks/results/training_throughput.json):
+train pairs/second (XLA, float32 and mixed_bfloat16) and images/second for greedy and
+beam-3 decoding, on random images and tokens of the preset's shapes.
+
+    python benchmarks/training_throughput.py --preset small --batch-size 64
+"""
+
+import argparse
+import json
+import os
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from tfcaption.decoding.generate import compiled_generator  # noqa: E402
+from tfcaption.models import Captioner, CaptionerConfig  # noqa: E402
+from tfcaption.training.trainer import masked_cross_entropy  # noqa: E402
+
+
+def time_calls(fn, repeats):
+    fn()  # compile
+    fn()
+    started = time.perf_counter()
+    for _ in range(repeats):
+        result = fn()
+    tf.nest.map_structure(lambda t: t.numpy(), result)
+    return (time.perf_counter() - started) / repeats
+
+
+def train_rate(config, batch_size, caption_tokens, repeats):
+    model = Captioner(config)
+    optimizer = keras.optimizers.Adam(1e-4, beta_2=0.98)
+    optimizer.build(model.trainable_variables)
+    images = tf.random.uniform((batch_size, config.image_size, config.image_size, 3), -1, 1)
+    tokens = tf.random.uniform((batch_size, caption_tokens), 4, config.vocab_size, tf.int32)
+
+    @tf.function(jit_compile=True)
+    def step():
+        with tf.GradientTape() as tape:
+            logits = model({"images": images, "tokens": tokens[:, :-1]}, training=True)
+            total, count = masked_cross_entropy(tokens[:, 1:], logits, config.pad_id)
+            loss = total / count
+        optimizer.apply(tape.gradient(loss, model.trainable_variables), model.trainable_variables)
+        return loss
+
+    return batch_size / time_calls(step, repeats), model
+
+
+def decode_rate(model, batch_size, beam_size, steps, repeats):
+    config = model.config
+    images = tf.random.uniform((batch_size, config.image_size, config.image_size, 3), -1, 1)
+    generator = compiled_generator(model, beam_size, steps, stop_early=False)
+    return batch_size / time_calls(lambda: generator(images), repeats)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="small")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--vocab-size", type=int, default=48)
+    parser.add_argument("--caption-tokens", type=int, default=27)
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--output", default=os.path.join(os.path.dirname(__file__), "results", "training_throughput.json"))
+    args = parser.parse_args()
+    rows = []
+    for policy in ("float32", "mixed_bfloat16"):
+        config = CaptionerConfig.from_preset(args.preset, vocab_size=args.vocab_size, dtype_policy=policy)
+        pairs, model = train_rate(config, args.batch_size, args.caption_tokens, args.repeats)
+        greedy = decode_rate(model, args.batch_size, 1, args.caption_tokens - 1, args.repeats)
+        beam = decode_rate(model, args.batch_size, 3, args.caption_tokens - 1, args.repeats)
+        rows.append({"preset": args.preset, "dtype_policy": policy, "batch_size": args.batch_size,
+                     "train_pairs_per_s": pairs, "greedy_images_per_s": greedy, "beam3_images_per_s": beam})
+    print(f"{'preset':8} {'policy':15} {'train pairs/s':>14} {'greedy img/s':>13} {'beam-3 img/s':>13}")
+    for r in rows:
+        print(f"{r['preset']:8} {r['dtype_policy']:15} {r['train_pairs_per_s']:14.0f} "
+              f"{r['greedy_images_per_s']:13.0f} {r['beam3_images_per_s']:13.0f}")
+    os.makedirs(os.path.dirname(args.output), exist_ok=True)
+    with open(args.output, "w") as f:
+        json.dump({"device": "cpu", "cores": os.cpu_count(), "rows": rows}, f, indent=2)
+    print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()
