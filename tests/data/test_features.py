@@ -187,7 +187,7 @@ def _words(tokens):
 
 @needs_fixture
 def test_caption_features_reproduces_the_reference_beams(converted):
-    from tfcaption.cli.features import caption_features
+    from tfcaption.region_features import caption_features
 
     expected = converted["expected"]
     # The fixture's reference ran on 10 regions per image (zero-padded): pad to 10 to compare.
@@ -208,7 +208,7 @@ def test_caption_features_reproduces_the_reference_beams(converted):
 
 @needs_fixture
 def test_caption_features_defaults_and_errors(converted):
-    from tfcaption.cli.features import caption_features, format_captions
+    from tfcaption.region_features import caption_features, format_captions
 
     # Run defaults (beam 5, 20 steps) and the release's 50-row padding; numpy values on request.
     results = caption_features(converted["run"], converted["h5"], image_ids=[102, "100"], all_beams=True,
@@ -240,7 +240,7 @@ def test_caption_features_defaults_and_errors(converted):
 
 @needs_fixture
 def test_evaluate_features_reports_raw_and_collapsed(converted):
-    from tfcaption.cli.features import evaluate_features, metrics_rows
+    from tfcaption.region_features import evaluate_features, metrics_rows
 
     expected = converted["expected"]
     best = [_words(expected["beam_tokens_f32"][row, 0].tolist()) for row in range(3)]

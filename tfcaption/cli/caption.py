@@ -69,7 +69,7 @@ def main(argv=None):
 
 
 def caption_feature_file(args):
-    from tfcaption.cli.features import caption_features, format_captions
+    from tfcaption.region_features import caption_features, format_captions
     from tfcaption.data.features import FeaturesNotFoundError
 
     try:

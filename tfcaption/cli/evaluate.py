@@ -76,7 +76,7 @@ def evaluate_feature_file(args):
     import json
     import os
 
-    from tfcaption.cli.features import evaluate_features, metrics_rows
+    from tfcaption.region_features import evaluate_features, metrics_rows
     from tfcaption.data.features import FeaturesNotFoundError
     from tfcaption.metrics.coco import format_metrics_table
 

@@ -4,6 +4,14 @@ import dataclasses
 import json
 
 
+def dataclass_from_dict(cls, values):
+    """`cls(**values)`, refusing unknown fields by name (a typo in a config file must not pass silently)."""
+    unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
+    if unknown:
+        raise ValueError(f"Unknown {cls.__name__} fields: {', '.join(unknown)}.")
+    return cls(**values)
+
+
 @dataclasses.dataclass
 class CaptionerConfig:
     """Everything needed to rebuild a `Captioner`; saved with every checkpoint and export.
@@ -69,11 +77,7 @@ class CaptionerConfig:
 
     @classmethod
     def from_dict(cls, values):
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"Unknown CaptionerConfig fields: {', '.join(unknown)}.")
-        return cls(**values)
+        return dataclass_from_dict(cls, values)
 
     def to_json(self):
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)

@@ -4,7 +4,7 @@ import dataclasses
 import json
 import os
 
-from tfcaption.models.config import CaptionerConfig
+from tfcaption.models.config import CaptionerConfig, dataclass_from_dict
 
 
 def default_data_root():
@@ -51,16 +51,12 @@ class TrainConfig:
         values["eval_splits"] = list(self.eval_splits)
         return values
 
+    def __post_init__(self):
+        self.eval_splits = tuple(self.eval_splits)
+
     @classmethod
     def from_dict(cls, values):
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"Unknown TrainConfig fields: {', '.join(unknown)}.")
-        values = dict(values)
-        if "eval_splits" in values:
-            values["eval_splits"] = tuple(values["eval_splits"])
-        return cls(**values)
+        return dataclass_from_dict(cls, values)
 
     @property
     def resolved_data_root(self):
