@@ -1,5 +1,11 @@
-"""Captioning images from Python: `tfcaption.load(path).caption(images)`."""
+"""Captioning images from Python: `tfcaption.load(path).caption(images)`.
 
+`caption_with_attention(images)` also returns, per generated word, where the
+decoder looked (a map over the patch grid) and how the meshed decoder weighed
+the encoder levels, for `tfcaption.viz.attention.attention_figure`.
+"""
+
+import json
 import os
 
 import numpy as np
@@ -44,15 +50,101 @@ def check_image(data, name="image"):
         raise ImageError(f"{name}: not a decodable image ({reason})") from None
 
 
+class AttentionUnavailableError(ValueError):
+    """The model cannot report attention maps (an old export, or a region-feature model)."""
+
+
+def combine_levels(level_attention, gates):
+    """One map per word from per-level maps, as the SavedModel export combines them.
+
+    Each encoder level's map is weighted by that level's mean meshed gate, the
+    weighted maps are summed, and the result is renormalised to sum to 1 over
+    the patches, so the map says where the word looked in the mix of levels
+    the decoder actually used.
+
+    Args:
+        level_attention: (..., N_levels, P) attention over P patches per level.
+        gates: (..., N_levels) mean gate per level.
+
+    Returns:
+        (..., P) float32 maps, each summing to 1.
+    """
+    level_attention = np.asarray(level_attention, np.float32)
+    gates = np.asarray(gates, np.float32)
+    combined = np.sum(level_attention * gates[..., None], axis=-2)
+    total = np.sum(combined, axis=-1, keepdims=True)
+    return combined / np.maximum(total, np.finfo(np.float32).tiny)
+
+
+def _display_image(image):
+    """A [-1, 1] float image -> uint8 RGB, the pixels the model saw."""
+    return np.clip(np.round((np.asarray(image) + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
+def _words(tokens, vocab_tokens, eos_id):
+    """Generated words up to, not including, <eos> (one per attention row)."""
+    words = []
+    for token in tokens:
+        if token == eos_id:
+            break
+        words.append(vocab_tokens[token])
+    return words
+
+
+def _attention_results(captions, scores, tokens, attention, gates, images, grid, vocab_tokens, eos_id):
+    results = []
+    rows, cols = grid
+    for i, caption in enumerate(captions):
+        words = _words(tokens[i].tolist(), vocab_tokens, eos_id)
+        n = len(words)
+        results.append({
+            "caption": caption,
+            "score": float(scores[i]),
+            "words": words,
+            "attention": np.asarray(attention[i][:n], np.float32).reshape(n, rows, cols),
+            "gates": np.asarray(gates[i][:n], np.float32),
+            "image": images[i],
+        })
+    return results
+
+
 class _SavedModelBackend:
     def __init__(self, path):
+        self.path = path
         self.loaded = tf.saved_model.load(path)
         self.signature = self.loaded.signatures["serving_default"]
+        self._vocab_tokens = None
 
     def __call__(self, image_bytes):
         outputs = self.signature(image_bytes=tf.constant(image_bytes, tf.string))
         captions = [c.decode("utf-8") for c in outputs["caption"].numpy()]
         return captions, outputs["score"].numpy()
+
+    def _asset(self, name):
+        return os.path.join(self.path, "assets", name)
+
+    def with_attention(self, image_bytes):
+        if "caption_with_attention" not in self.loaded.signatures:
+            raise AttentionUnavailableError(
+                f"{self.path}: this export predates attention maps (no 'caption_with_attention' signature); "
+                "re-export it with tfcaption-export, or pass the run directory as the model."
+            )
+        signature = self.loaded.signatures["caption_with_attention"]
+        outputs = signature(image_bytes=tf.constant(image_bytes, tf.string))
+        if self._vocab_tokens is None:
+            with tf.io.gfile.GFile(self._asset("vocab.txt")) as f:
+                self._vocab_tokens = f.read().splitlines()
+            with tf.io.gfile.GFile(self._asset("config.json")) as f:
+                config = json.load(f)
+            self._image_size = config["serving"]["image_size"]
+            self._eos_id = config["model"]["eos_id"]
+        images = [_display_image(decode_image(tf.constant(b), self._image_size)) for b in image_bytes]
+        grid = tuple(int(v) for v in outputs["patch_grid"].numpy())
+        captions = [c.decode("utf-8") for c in outputs["caption"].numpy()]
+        return _attention_results(
+            captions, outputs["score"].numpy(), outputs["tokens"].numpy(), outputs["attention"].numpy(),
+            outputs["gates"].numpy(), images, grid, self._vocab_tokens, self._eos_id,
+        )
 
 
 class _RunBackend:
@@ -66,12 +158,43 @@ class _RunBackend:
             self.model, beam_size, run_config.train.max_caption_words + 1, jit_compile=True
         )
         self.image_size = self.model.config.image_size
+        self.max_steps = run_config.train.max_caption_words + 1
+        self.path = path
+        self._attention_generator = None
+
+    def _images(self, image_bytes):
+        return tf.stack([decode_image(tf.constant(b), self.image_size) for b in image_bytes])
 
     def __call__(self, image_bytes):
-        images = tf.stack([decode_image(tf.constant(b), self.image_size) for b in image_bytes])
-        outputs = self.generator(images)
+        outputs = self.generator(self._images(image_bytes))
         captions = [self.vocab.decode(t) for t in outputs["tokens"].numpy().tolist()]
         return captions, outputs["scores"].numpy()
+
+    def with_attention(self, image_bytes):
+        config = self.model.config
+        if config.image_input != "pixels":
+            raise AttentionUnavailableError(
+                f"{self.path}: attention maps need a pixel model; this one reads precomputed region features."
+            )
+        if self._attention_generator is None:
+            # Greedy search is the decoder that records attention; beam search would
+            # have to carry every beam's maps through its reordering for no benefit here.
+            from tfcaption.decoding.generate import compiled_generator
+
+            self._attention_generator = compiled_generator(
+                self.model, 1, self.max_steps, jit_compile=True, return_attention=True
+            )
+        images = self._images(image_bytes)
+        outputs = self._attention_generator(images)
+        tokens = outputs["tokens"].numpy()
+        captions = [self.vocab.decode(t) for t in tokens.tolist()]
+        attention = combine_levels(outputs["attention"].numpy(), outputs["gates"].numpy())
+        side = config.image_size // config.patch_size
+        display = [_display_image(image) for image in images.numpy()]
+        return _attention_results(
+            captions, outputs["scores"].numpy(), tokens, attention, outputs["gates"].numpy(), display,
+            (side, side), self.vocab.tokens, config.eos_id,
+        )
 
 
 class CaptionPredictor:
@@ -94,20 +217,50 @@ class CaptionPredictor:
     def caption(self, images):
         """Captions a list of images (paths, encoded bytes or arrays).
 
-        Returns a list of `{"caption": str, "score": float}`. Raises
-        `ImageError` naming the first input that is not a decodable image.
+        Returns a list of `{"caption": str, "score": float}` (one dict for a
+        single image). Raises `ImageError` naming the first input that is not
+        a decodable image.
         """
-        single = not isinstance(images, (list, tuple))
-        images = [images] if single else list(images)
-        data = []
-        for i, image in enumerate(images):
-            name = os.fspath(image) if isinstance(image, (str, os.PathLike)) else f"image {i}"
-            payload = read_image_bytes(image)
-            check_image(payload, name)
-            data.append(payload)
+        single, data = _encoded_inputs(images)
         captions, scores = self.backend(data)
         results = [{"caption": c, "score": float(s)} for c, s in zip(captions, scores)]
         return results[0] if single else results
+
+    def caption_with_attention(self, images):
+        """Captions images greedily and reports where each word looked.
+
+        A run directory decodes greedily here whatever its beam size (greedy
+        search records the attention); a SavedModel uses its
+        `caption_with_attention` signature.
+
+        Returns per image (one dict for a single image): `caption`, `score`,
+        `words` (generated words before <eos>), `attention` float32
+        [len(words), rows, cols] (encoder levels combined by their mean gate,
+        each map summing to 1 over the patch grid), `gates` float32
+        [len(words), levels] (mean meshed gate per encoder level) and `image`
+        (uint8 RGB at the model's input size, for drawing).
+
+        Raises:
+            ImageError: an input is not a decodable image.
+            AttentionUnavailableError: an export without the signature, or a
+                region-feature model.
+        """
+        single, data = _encoded_inputs(images)
+        results = self.backend.with_attention(data)
+        return results[0] if single else results
+
+
+def _encoded_inputs(images):
+    """(single, [encoded bytes]) for one image or a list; checks each decodes."""
+    single = not isinstance(images, (list, tuple))
+    images = [images] if single else list(images)
+    data = []
+    for i, image in enumerate(images):
+        name = os.fspath(image) if isinstance(image, (str, os.PathLike)) else f"image {i}"
+        payload = read_image_bytes(image)
+        check_image(payload, name)
+        data.append(payload)
+    return single, data
 
 
 def resolve_model_path(path):

@@ -3,6 +3,7 @@
 import argparse
 import glob
 import json
+import os
 import sys
 
 from tfcaption.cli.common import one_line_errors, quiet_tensorflow
@@ -25,7 +26,30 @@ def build_parser():
     parser.add_argument("--reference-mode", action="store_true",
                         help="with --features: the released beam-search loop (fixed steps, 0 after <eos>)")
     parser.add_argument("--batch-size", type=int, default=50, help="with --features: images per decoding call")
+    parser.add_argument("--attention", metavar="OUT.png",
+                        help="draw each image with an attention map per word (greedy decoding); with several "
+                             "images writes OUT-<stem>.png per image")
+    parser.add_argument("--gates", action="store_true",
+                        help="with --attention: add each word's meshed gate weight per encoder level")
     return parser
+
+
+def figure_paths(image_paths, out):
+    """Where each image's attention figure goes: OUT itself for one image, OUT-<stem>.png for several.
+
+    Two images with the same file stem (a/x.png, b/x.png) get -2, -3... so no figure overwrites another.
+    """
+    if len(image_paths) == 1:
+        return [out]
+    base, ext = os.path.splitext(out)
+    ext = ext or ".png"
+    paths, seen = [], {}
+    for image_path in image_paths:
+        stem = os.path.splitext(os.path.basename(image_path))[0]
+        seen[stem] = seen.get(stem, 0) + 1
+        suffix = f"-{seen[stem]}" if seen[stem] > 1 else ""
+        paths.append(f"{base}-{stem}{suffix}{ext}")
+    return paths
 
 
 def expand(patterns):
@@ -41,7 +65,11 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     quiet_tensorflow()
     if args.features:
+        if args.attention:
+            raise ValueError("--attention draws over image pixels; it does not apply to --features.")
         return caption_feature_file(args)
+    if args.gates and not args.attention:
+        raise ValueError("--gates adds to the attention figure: give --attention OUT.png too.")
     if not args.images:
         raise ValueError("give image files or glob patterns (or --features FILE.h5).")
     from tfcaption.inference import CaptionPredictor, ImageError, check_image, read_image_bytes
@@ -57,7 +85,9 @@ def main(argv=None):
             failures += 1
             print(f"{PROGRAM}: error: {error}", file=sys.stderr)
     results = []
-    if good:
+    if good and args.attention:
+        results = caption_with_figures(predictor, good, args.attention, args.gates)
+    elif good:
         outputs = predictor.caption([data for _, data in good])
         results = [{"image": path, **output} for (path, _), output in zip(good, outputs)]
     if args.json:
@@ -65,7 +95,25 @@ def main(argv=None):
     else:
         for result in results:
             print(f"{result['image']}: {result['caption']}")
+            if "attention_figure" in result:
+                print(f"  attention figure: {result['attention_figure']}")
     return 1 if failures else 0
+
+
+def caption_with_figures(predictor, good, out, show_gates):
+    """Greedy captions plus one attention figure per image; the figure path goes into each result."""
+    from tfcaption.viz.attention import attention_figure
+
+    directory = os.path.dirname(out)
+    if directory and not os.path.isdir(directory):
+        raise FileNotFoundError(f"--attention: no such directory: {directory}")
+    outputs = predictor.caption_with_attention([data for _, data in good])
+    results = []
+    for (path, _), output, figure_path in zip(good, outputs, figure_paths([p for p, _ in good], out)):
+        attention_figure(output, figure_path, show_gates=show_gates)
+        results.append({"image": path, "caption": output["caption"], "score": output["score"],
+                        "attention_figure": figure_path})
+    return results
 
 
 def caption_feature_file(args):

@@ -16,6 +16,9 @@ def build_parser():
     parser.add_argument("--version", type=int, default=None, help="integer version (default: next free)")
     parser.add_argument("--beam-size", type=int, default=None, help="beam size fixed in the export")
     parser.add_argument("--max-steps", type=int, default=None, help="longest caption in tokens, <eos> included")
+    parser.add_argument("--max-pixels", type=int, default=None,
+                        help="largest width*height accepted per image, read from its header before decoding "
+                             "(default 40000000); larger images fail the request with InvalidArgumentError")
     parser.add_argument("--weights", choices=["best", "latest"], default="best")
     return parser
 
@@ -24,6 +27,7 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     quiet_tensorflow()
+    from tfcaption.export.image_decoding import DEFAULT_MAX_PIXELS
     from tfcaption.export.saved_model import export_saved_model
     from tfcaption.training.run_directory import load_run
 
@@ -32,7 +36,7 @@ def main(argv=None):
     path = export_saved_model(
         model, vocab, args.export_root or train.export_root, args.name or train.model_name, version=args.version,
         beam_size=args.beam_size or train.export_beam_size, max_steps=args.max_steps or train.max_caption_words + 1,
-        run_config=run_config,
+        run_config=run_config, max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS,
     )
     print(path)
     return 0

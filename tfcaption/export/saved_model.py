@@ -1,4 +1,21 @@
-"""Exporting a captioner as a SavedModel: encoded image bytes in, captions out."""
+"""Exporting a captioner as a SavedModel for TF Serving: encoded image bytes in, captions (+ attention) out.
+
+Two signatures, both taking `image_bytes` (string [batch]):
+
+- `serving_default`: `caption` (string [B]), `score` (float32 [B], sum of log-probabilities),
+  `tokens` (int32 [B, T]); beam size and `T` are fixed at export.
+- `caption_with_attention`: greedy decoding (the attention is recorded along the greedy path, whatever
+  the export's beam size), with `caption`, `score`, `tokens` plus `attention` (float32 [B, T, P]: the
+  last decoder layer's cross-attention over the P image patches, averaged over heads and mixed over
+  the encoder levels by each level's mean meshed gate, rows summing to 1), `level_attention`
+  (float32 [B, T, N_levels, P]), `gates` (float32 [B, T, N_levels]) and `patch_grid` (int32 [B, 2],
+  the same (rows, cols) for every image, so `attention[b, t].reshape(patch_grid[b])` lies over the
+  image; batch-shaped because TF Serving's row format needs every output to share the batch
+  dimension). Rows after a caption's <eos> are zero.
+
+Bad inputs (empty, not an image, truncated, more than `max_pixels` pixels) fail the call with
+InvalidArgumentError naming the batch index (see `tfcaption.export.image_decoding`).
+"""
 
 import json
 import os
@@ -8,10 +25,15 @@ import uuid
 
 import tensorflow as tf
 
-from tfcaption.data.pipeline import decode_image
 from tfcaption.decoding.generate import generate
+from tfcaption.decoding.greedy import greedy_search
+from tfcaption.export.image_decoding import DEFAULT_MAX_PIXELS, decode_batch
 
 DEFAULT_EXPORT_ROOT = "savedmodel"
+SIGNATURES = ("serving_default", "caption_with_attention")
+
+
+IMAGE_BYTES = tf.TensorSpec([None], tf.string, name="image_bytes")
 
 
 class CaptionerModule(tf.Module):
@@ -19,38 +41,74 @@ class CaptionerModule(tf.Module):
 
     The graph holds no Python, no tensorflow-text and no lookup-table
     resources, so stock TF Serving can load it, and so can any process that
-    imports only TensorFlow. Beam size and the longest caption are fixed here.
+    imports only TensorFlow. Beam size, the longest caption and the pixel
+    limit are fixed here. Decoding may be XLA-compiled (`jit_compile`); it is
+    off by default because TF Serving builds do not always include XLA.
     """
 
-    def __init__(self, model, vocab, beam_size=3, max_steps=None, jit_compile=False):
+    def __init__(self, model, vocab, beam_size=3, max_steps=None, jit_compile=False, max_pixels=DEFAULT_MAX_PIXELS):
         super().__init__(name="tfcaption")
         if model.config.image_input != "pixels":
             raise ValueError("Only pixel models take image bytes; region-feature models are not exportable this way.")
-        self.model = model
+        # The Keras model is kept out of the SavedModel's object graph on purpose: saving a Keras 3
+        # variable writes a *copy* (a second tf.Variable) to the checkpoint while the traced functions
+        # read the original, so TF1-style loaders (TF Serving, `saved_model_cli run`) restore the copy and
+        # the graph then fails with "Could not find variable ...". Tracking the underlying tf.Variables
+        # that the functions capture makes the checkpoint restore exactly what the graph reads.
+        object.__setattr__(self, "model", model)
+        self.weights = [variable.value for variable in model.variables]
         self.vocab = vocab
         self.beam_size = int(beam_size)
         self.max_steps = int(max_steps or model.config.max_length - 1)
         self.image_size = model.config.image_size
+        self.max_pixels = int(max_pixels)
+        side = model.config.image_size // model.config.patch_size
+        self.patch_grid = (side, side)
         self._generate = tf.function(self._tokens_from_images, jit_compile=jit_compile)
+        self._attend = tf.function(self._greedy_with_attention, jit_compile=jit_compile)
 
     def _tokens_from_images(self, images):
         return generate(self.model, images, self.beam_size, self.max_steps)
 
-    def _decode_batch(self, image_bytes):
-        return tf.map_fn(
-            lambda data: decode_image(data, self.image_size),
-            image_bytes,
-            fn_output_signature=tf.TensorSpec([self.image_size, self.image_size, 3], tf.float32),
-        )
+    def _greedy_with_attention(self, images):
+        encoder_outputs, encoder_mask = self.model.encode(images, training=False)
+        return greedy_search(self.model, encoder_outputs, encoder_mask, self.max_steps, return_attention=True)
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
-    def serve(self, image_bytes):
-        outputs = self._generate(self._decode_batch(image_bytes))
+    def _decode_batch(self, image_bytes):
+        return decode_batch(image_bytes, self.image_size, self.max_pixels)
+
+    def _text_outputs(self, outputs):
         return {
             "caption": self.vocab.decode_tf(outputs["tokens"]),
             "score": outputs["scores"],
-            "tokens": outputs["tokens"],
+            "tokens": tf.cast(outputs["tokens"], tf.int32),
         }
+
+    @tf.function(input_signature=[IMAGE_BYTES])
+    def serve(self, image_bytes):
+        return self._text_outputs(self._generate(self._decode_batch(image_bytes)))
+
+    @tf.function(input_signature=[IMAGE_BYTES])
+    def serve_with_attention(self, image_bytes):
+        outputs = self._attend(self._decode_batch(image_bytes))
+        level_attention = tf.cast(outputs["attention"], tf.float32)  # (B, T, N, P)
+        gates = tf.cast(outputs["gates"], tf.float32)  # (B, T, N)
+        # A step is part of the caption until (and including) its first <eos>.
+        is_eos = tf.cast(tf.equal(outputs["tokens"], self.model.config.eos_id), tf.int32)
+        live = tf.equal(tf.cumsum(is_eos, axis=1, exclusive=True), 0)
+        live_f = tf.cast(live, tf.float32)
+        mixed = tf.einsum("btn,btnp->btp", gates, level_attention)
+        attention = tf.math.divide_no_nan(mixed, tf.reduce_sum(mixed, axis=-1, keepdims=True)) * live_f[..., None]
+        result = self._text_outputs(outputs)
+        result.update({
+            "attention": attention,
+            "level_attention": level_attention * live_f[..., None, None],
+            "gates": gates * live_f[..., None],
+            # One (rows, cols) row per image: TF Serving's row ("instances") format needs every output to
+            # share the batch dimension, so a bare [2] tensor would fail (or be mis-split) there.
+            "patch_grid": tf.tile(tf.constant([self.patch_grid], tf.int32), [tf.shape(attention)[0], 1]),
+        })
+        return result
 
 
 def next_version(model_dir):
@@ -62,13 +120,15 @@ def next_version(model_dir):
 
 
 def export_saved_model(model, vocab, export_root=DEFAULT_EXPORT_ROOT, model_name="captioner", version=None,
-                       beam_size=3, max_steps=None, run_config=None, jit_compile=False):
+                       beam_size=3, max_steps=None, run_config=None, jit_compile=False,
+                       max_pixels=DEFAULT_MAX_PIXELS):
     """Writes `export_root/model_name/version/` in TF Serving's layout and returns its path.
 
     The SavedModel is written to a temporary sibling and renamed into place,
     so a serving process watching the directory never sees half a model, and
     an existing version is never overwritten. The vocabulary and the config
-    travel inside it as assets.
+    (with the serving settings: beam size, max steps, image size, max_pixels,
+    patch grid, signature names) travel inside it as assets.
     """
     model_dir = os.path.join(export_root, model_name)
     version = next_version(model_dir) if version is None else int(version)
@@ -76,13 +136,17 @@ def export_saved_model(model, vocab, export_root=DEFAULT_EXPORT_ROOT, model_name
     if tf.io.gfile.exists(target):
         raise FileExistsError(f"Export version already exists, refusing to overwrite: {target}")
     tf.io.gfile.makedirs(model_dir)
-    module = CaptionerModule(model, vocab, beam_size, max_steps, jit_compile=jit_compile)
+    module = CaptionerModule(model, vocab, beam_size, max_steps, jit_compile=jit_compile, max_pixels=max_pixels)
     with tempfile.TemporaryDirectory() as assets_dir:
         vocab_path = vocab.save(os.path.join(assets_dir, "vocab.txt"))
         config_path = os.path.join(assets_dir, "config.json")
         export_config = {
             "model": model.config.to_dict(),
-            "serving": {"beam_size": module.beam_size, "max_steps": module.max_steps, "image_size": module.image_size},
+            "serving": {
+                "beam_size": module.beam_size, "max_steps": module.max_steps, "image_size": module.image_size,
+                "max_pixels": module.max_pixels, "patch_grid": list(module.patch_grid),
+                "signatures": list(SIGNATURES), "attention_decoding": "greedy",
+            },
         }
         if run_config is not None:
             export_config["train"] = run_config.train.to_dict()
@@ -91,7 +155,13 @@ def export_saved_model(model, vocab, export_root=DEFAULT_EXPORT_ROOT, model_name
         module.vocab_file = tf.saved_model.Asset(vocab_path)
         module.config_file = tf.saved_model.Asset(config_path)
         staging = os.path.join(model_dir, f".tmp-{version}-{uuid.uuid4().hex[:8]}")
-        tf.saved_model.save(module, staging, signatures={"serving_default": module.serve})
+        signatures = {"serving_default": module.serve, "caption_with_attention": module.serve_with_attention}
+        try:
+            tf.saved_model.save(module, staging, signatures=signatures)
+        except BaseException:
+            if tf.io.gfile.exists(staging):
+                tf.io.gfile.rmtree(staging)
+            raise
     try:
         tf.io.gfile.rename(staging, target)
     except tf.errors.OpError:

@@ -1,0 +1,145 @@
+"""TF Serving's REST predict API, emulated over the loaded export: request JSON in, response JSON out.
+
+`rest_predict` maps request bodies to tensors the way TF Serving's JSON layer does (objects
+`{"b64": ...}` become bytes; row format `instances` is stacked along the batch, columnar `inputs` is
+taken as is), calls the signature, and builds the response (`predictions`, one object per row, or
+`outputs`), including TF Serving's rule that in row format every output must share the batch size, and
+its `{"error": ...}` body for a failed call.
+"""
+
+import base64
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.export import TINY_MAX_STEPS, encode, random_rgb, tiny_export
+
+
+def _from_json(value):
+    if isinstance(value, dict) and set(value) == {"b64"}:
+        return base64.b64decode(value["b64"])
+    if isinstance(value, dict):
+        return {k: _from_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_from_json(v) for v in value]
+    return value
+
+
+def _to_json(array, name):
+    if array.dtype == object:  # DT_STRING: base64 only for aliases ending in "_bytes", as TF Serving does
+        if name.endswith("_bytes"):
+            return np.vectorize(lambda b: {"b64": base64.b64encode(b).decode()}, otypes=[object])(array).tolist()
+        return np.vectorize(lambda b: b.decode("utf-8"), otypes=[object])(array).tolist()
+    return array.tolist()
+
+
+def rest_predict(loaded, body):
+    """POST /v1/models/<name>:predict, emulated: returns (status code, response JSON text)."""
+    request = json.loads(body)
+    signature = loaded.signatures[request.get("signature_name", "serving_default")]
+    input_names = list(signature.structured_input_signature[1])
+    if "instances" in request:
+        rows = [_from_json(row) for row in request["instances"]]
+        if len(input_names) == 1 and not (isinstance(rows[0], dict) and input_names[0] in rows[0]):
+            rows = [{input_names[0]: row} for row in rows]
+        inputs = {name: [row[name] for row in rows] for name in input_names}
+    else:
+        columns = request["inputs"]
+        if not isinstance(columns, dict):
+            columns = {input_names[0]: columns}
+        inputs = {name: _from_json(columns[name]) for name in input_names}
+    try:
+        outputs = signature(**{name: tf.constant(value) for name, value in inputs.items()})
+    except tf.errors.InvalidArgumentError as error:
+        return 400, json.dumps({"error": error.message})
+    arrays = {name: tensor.numpy() for name, tensor in outputs.items()}
+    if "instances" in request:
+        batch = len(request["instances"])
+        for name, array in arrays.items():
+            if array.ndim == 0 or array.shape[0] != batch:
+                return 400, json.dumps({"error": f"Tensor name: {name} has inconsistent batch size: "
+                                                 f"{array.shape[:1]} expecting: {batch}"})
+        rows = [{name: _to_json(array[i:i + 1], name)[0] for name, array in arrays.items()} for i in range(batch)]
+        if len(rows[0]) == 1:
+            rows = [next(iter(row.values())) for row in rows]
+        return 200, json.dumps({"predictions": rows})
+    return 200, json.dumps({"outputs": {name: _to_json(array, name) for name, array in arrays.items()}})
+
+
+def b64(data):
+    return {"b64": base64.b64encode(data).decode("ascii")}
+
+
+@pytest.fixture(scope="module")
+def loaded(tmp_path_factory):
+    return tf.saved_model.load(tiny_export(tmp_path_factory.mktemp("export"), beam_size=2))
+
+
+@pytest.fixture(scope="module")
+def images():
+    return [encode(random_rgb(32, 32, seed=1)), encode(random_rgb(60, 45, seed=2), "JPEG")]
+
+
+@pytest.fixture(scope="module")
+def reference(loaded, images):
+    out = loaded.signatures["serving_default"](image_bytes=tf.constant(images))
+    return [c.decode() for c in out["caption"].numpy()], out["score"].numpy()
+
+
+def test_row_format_with_bare_b64_instances(loaded, images, reference):
+    status, body = rest_predict(loaded, json.dumps({"instances": [b64(i) for i in images]}))
+    assert status == 200
+    predictions = json.loads(body)["predictions"]
+    assert [p["caption"] for p in predictions] == reference[0]
+    np.testing.assert_allclose([p["score"] for p in predictions], reference[1], rtol=1e-6)
+    assert all(sorted(p) == ["caption", "score", "tokens"] and len(p["tokens"]) == TINY_MAX_STEPS
+               for p in predictions)
+
+
+def test_row_format_named_input_on_the_attention_signature(loaded, images):
+    body = json.dumps({"signature_name": "caption_with_attention",
+                       "instances": [{"image_bytes": b64(i)} for i in images]})
+    status, response = rest_predict(loaded, body)
+    assert status == 200, response
+    predictions = json.loads(response)["predictions"]
+    assert len(predictions) == 2
+    for p in predictions:
+        assert p["patch_grid"] == [4, 4]
+        attention = np.array(p["attention"])
+        assert attention.shape == (TINY_MAX_STEPS, 16)
+        np.testing.assert_allclose(attention[0].sum(), 1.0, atol=1e-5)
+        assert np.array(p["level_attention"]).shape == (TINY_MAX_STEPS, 2, 16)
+        assert np.array(p["gates"]).shape == (TINY_MAX_STEPS, 2)
+
+
+def test_columnar_format(loaded, images, reference):
+    status, body = rest_predict(loaded, json.dumps({"inputs": {"image_bytes": [b64(i) for i in images]}}))
+    assert status == 200
+    outputs = json.loads(body)["outputs"]
+    assert outputs["caption"] == reference[0]
+    assert np.array(outputs["tokens"]).shape == (2, TINY_MAX_STEPS)
+    status, body = rest_predict(loaded, json.dumps({"signature_name": "caption_with_attention",
+                                                    "inputs": [b64(images[0])]}))
+    assert status == 200
+    outputs = json.loads(body)["outputs"]
+    assert outputs["patch_grid"] == [[4, 4]] and np.array(outputs["attention"]).shape == (1, TINY_MAX_STEPS, 16)
+
+
+def test_bad_image_gives_an_error_body_naming_the_index(loaded, images, reference):
+    status, body = rest_predict(loaded, json.dumps({"instances": [b64(images[0]), b64(b"hello")]}))
+    assert status == 400
+    assert "image_bytes[1]: not a JPEG, PNG, GIF or BMP image" in json.loads(body)["error"]
+    status, body = rest_predict(loaded, json.dumps({"instances": [b64(images[0])]}))  # the server keeps going
+    assert status == 200 and json.loads(body)["predictions"][0]["caption"] == reference[0][0]
+
+
+def test_response_body_example(loaded, images, capsys):
+    """Prints a response (the README's example), and checks it is plain JSON of the documented keys."""
+    status, body = rest_predict(loaded, json.dumps({"instances": [b64(images[0])]}))
+    assert status == 200
+    response = json.loads(body)
+    assert set(response["predictions"][0]) == {"caption", "score", "tokens"}
+    with capsys.disabled():
+        print("\nREST response:", body)
