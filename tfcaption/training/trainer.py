@@ -218,14 +218,15 @@ class Trainer:
                 try:
                     batch = next(iterator)
                 except StopIteration:
+                    # steps_per_epoch longer than one pass: start another pass with a fresh shuffle.
                     iterator = iter(self._train_batches(epoch + 1000 * (step + 1)))
                     batch = next(iterator)
                 loss, count = self._train_step(batch)
-                loss_sum += float(loss) * float(count)  # per-step loss is sum/global count
+                loss_sum += float(loss) * float(count)  # the step's loss is its token mean
                 count_sum += float(count)
                 if step % 10 == 0 or step == steps - 1:
                     lr = float(self.optimizer.learning_rate)
-                    progress.update(step + 1, [("loss", loss_sum / max(count_sum, 1.0) * 1.0), ("lr", lr)])
+                    progress.update(step + 1, [("loss", loss_sum / max(count_sum, 1.0)), ("lr", lr)])
             train_loss = loss_sum / max(count_sum, 1.0)
             train_seconds = time.time() - started
             val_loss, val_cider, samples = self.validate()
