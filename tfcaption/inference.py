@@ -7,6 +7,7 @@ the encoder levels, for `tfcaption.viz.attention.attention_figure`.
 
 import json
 import os
+import re
 
 import numpy as np
 import tensorflow as tf
@@ -46,8 +47,14 @@ def check_image(data, name="image"):
     try:
         tf.io.decode_image(data, channels=3, expand_animations=False)
     except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as error:
-        reason = error.message.splitlines()[0] if error.message else "undecodable"
-        raise ImageError(f"{name}: not a decodable image ({reason})") from None
+        raise ImageError(f"{name}: not a decodable image ({_plain_reason(error)})") from None
+
+
+def _plain_reason(error):
+    """TensorFlow's error text without its op/device decorations."""
+    text = (error.message or "undecodable").splitlines()[0]
+    text = re.sub(r"\{\{[^}]*\}\}\s*", "", text)
+    return re.sub(r"\s*\[Op:\w+\]$", "", text).strip() or "undecodable"
 
 
 class AttentionUnavailableError(ValueError):
@@ -139,7 +146,8 @@ class _SavedModelBackend:
             self._image_size = config["serving"]["image_size"]
             self._eos_id = config["model"]["eos_id"]
         images = [_display_image(decode_image(tf.constant(b), self._image_size)) for b in image_bytes]
-        grid = tuple(int(v) for v in outputs["patch_grid"].numpy())
+        # (rows, cols), given per image ([B, 2]) by the export; the same for every image.
+        grid = tuple(int(v) for v in np.asarray(outputs["patch_grid"]).reshape(-1, 2)[0])
         captions = [c.decode("utf-8") for c in outputs["caption"].numpy()]
         return _attention_results(
             captions, outputs["score"].numpy(), outputs["tokens"].numpy(), outputs["attention"].numpy(),
