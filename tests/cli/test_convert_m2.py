@@ -8,7 +8,6 @@ installed), a truncated file, and a vocabulary pickle with extra words.
 
 import json
 import os
-import struct
 import subprocess
 import sys
 import textwrap
@@ -19,6 +18,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.data.test_m2_vocab import vocab_pickle
+from tests.models.test_torch_checkpoint import Call, G, PersId, dumps
 from tfcaption.data.m2_vocab import load_m2_vocab
 from tfcaption.models.m2_convert import convert_m2
 from tfcaption.models.torch_checkpoint import load_state_dict
@@ -36,69 +37,7 @@ PROGRAM = "tfcaption-convert-m2"
 
 
 # ------------------------------------------------------------------------------------------------
-# a minimal pickle writer for the two released formats (protocol 2 checkpoint, protocol 3 vocab)
-
-
-class Global:
-    def __init__(self, module, name):
-        self.module, self.name = module, name
-
-
-class Call:
-    """func(*args), optionally followed by SETITEMS (a filled defaultdict)."""
-
-    def __init__(self, func, *args, items=None):
-        self.func, self.args, self.items = func, args, items
-
-
-class PersistentId:
-    def __init__(self, value):
-        self.value = value
-
-
-def _emit(obj, out):
-    if obj is None:
-        out += b"N"
-    elif obj is True or obj is False:
-        out += b"\x88" if obj else b"\x89"
-    elif isinstance(obj, int):
-        out += b"J" + struct.pack("<i", obj)
-    elif isinstance(obj, str):
-        data = obj.encode("utf-8")
-        out += b"X" + struct.pack("<I", len(data)) + data
-    elif isinstance(obj, tuple):
-        out += b"("
-        for item in obj:
-            _emit(item, out)
-        out += b"t"
-    elif isinstance(obj, list):
-        out += b"]("
-        for item in obj:
-            _emit(item, out)
-        out += b"e"
-    elif isinstance(obj, dict):
-        out += b"}("
-        for key, value in obj.items():
-            _emit(key, out)
-            _emit(value, out)
-        out += b"u"
-    elif isinstance(obj, Global):
-        out += b"c" + obj.module.encode() + b"\n" + obj.name.encode() + b"\n"
-    elif isinstance(obj, Call):
-        _emit(obj.func, out)
-        _emit(tuple(obj.args), out)
-        out += b"R"
-        if obj.items:
-            out += b"("
-            for key, value in obj.items.items():
-                _emit(key, out)
-                _emit(value, out)
-            out += b"u"
-    elif isinstance(obj, PersistentId):
-        _emit(obj.value, out)
-        out += b"Q"
-    else:
-        raise TypeError(type(obj))
+# the released formats, written with the checkpoint and vocabulary tests' opcode-level pickle writers
 
 
 STORAGES = {np.dtype("float32"): "FloatStorage", np.dtype("int64"): "LongStorage", np.dtype("bool"): "BoolStorage"}
@@ -112,15 +51,13 @@ def save_zip_checkpoint(path, state_dict):
         key = str(index)
         storages[key] = array.astype(array.dtype.newbyteorder("<")).tobytes()
         strides = tuple(int(s // array.itemsize) for s in array.strides)
-        storage = PersistentId(("storage", Global("torch", STORAGES[array.dtype]), key, "cpu", int(array.size)))
-        tensor = Call(Global("torch._utils", "_rebuild_tensor_v2"), storage, 0, tuple(array.shape), strides, False,
-                      Call(Global("collections", "OrderedDict")))
+        storage = PersId(("storage", G("torch", STORAGES[array.dtype]), key, "cpu", int(array.size)))
+        tensor = Call(G("torch._utils", "_rebuild_tensor_v2"), storage, 0, tuple(array.shape), strides, False,
+                      Call(G("collections", "OrderedDict")))
         entries.append((name, tensor))
-    out = bytearray(b"\x80\x02")
-    _emit({"state_dict": Call(Global("collections", "OrderedDict"), entries), "epoch": 0}, out)
-    out += b"."
+    pickled = dumps({"state_dict": Call(G("collections", "OrderedDict"), entries), "epoch": 0})
     with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
-        archive.writestr("archive/data.pkl", bytes(out))
+        archive.writestr("archive/data.pkl", pickled)
         archive.writestr("archive/byteorder", "little")
         for key, raw in storages.items():
             archive.writestr(f"archive/data/{key}", raw)
@@ -130,18 +67,7 @@ def save_zip_checkpoint(path, state_dict):
 
 def save_vocab_pickle(path, itos):
     """A `data.vocab.Vocab` pickled like the released vocab.pkl (protocol 3, NEWOBJ then BUILD)."""
-    out = bytearray(b"\x80\x03")
-    _emit(Global("data.vocab", "Vocab"), out)
-    out += b")\x81"
-    _emit({
-        "freqs": Call(Global("collections", "Counter"), {w: 5 for w in itos[4:]}),
-        "itos": list(itos),
-        "stoi": Call(Global("collections", "defaultdict"), Global("data.vocab", "_default_unk_index"),
-                     items={w: i for i, w in enumerate(itos)}),
-        "vectors": None,
-    }, out)
-    out += b"b."
-    Path(path).write_bytes(bytes(out))
+    Path(path).write_bytes(vocab_pickle(itos))
     return path
 
 
