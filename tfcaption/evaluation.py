@@ -28,6 +28,17 @@ def blind_baseline(data_dir, split="train"):
     return blind_baseline_caption(captions, scenes[:500] or None)
 
 
+def evaluation_splits(data_dir, requested, fallback=("test", "val")):
+    """The requested splits that the dataset has; if it has none of them, its test (else val) split.
+
+    The default run config asks for shapes' `test` and `novel`; a COCO layout has only `train` and `val`,
+    and that is what it is evaluated on then.
+    """
+    available = [s for s, v in load_manifest(data_dir).get("splits", {}).items() if v.get("images")]
+    chosen = [s for s in requested if s in available]
+    return chosen or [s for s in fallback if s in available][:1]
+
+
 def evaluate_splits(model, vocab, data_dir, splits, blind_caption=None, beam_size=3, max_steps=None,
                     batch_size=100, use_java=None, collapse_repeats=False, jit_compile=True, log=print):
     """Captions each split and scores it.

@@ -11,7 +11,8 @@ PROGRAM = "tfcaption-evaluate"
 def build_parser():
     parser = argparse.ArgumentParser(prog=PROGRAM, description=__doc__.split(":", 1)[1].strip())
     parser.add_argument("--model", default="runs/shapes-small", help="run directory (default runs/shapes-small)")
-    parser.add_argument("--data", help="dataset spec (default: the one the model was trained on)")
+    parser.add_argument("--data", help="dataset spec, e.g. a prepared directory or karpathy:dataset_coco.json?images=DIR "
+                        "(default: the one the model was trained on)")
     parser.add_argument("--splits", default=None, help="comma-separated splits (default: the run's eval splits)")
     parser.add_argument("--beam-size", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=None)
@@ -41,7 +42,7 @@ def main(argv=None):
     import os
 
     from tfcaption.data.sources import resolve_dataset
-    from tfcaption.evaluation import blind_baseline, evaluate_splits, write_json
+    from tfcaption.evaluation import blind_baseline, evaluate_splits, evaluation_splits, write_json
     from tfcaption.metrics.coco import format_metrics_table
     from tfcaption.training.run_directory import load_run
 
@@ -49,7 +50,7 @@ def main(argv=None):
     train = run_config.train
     spec = args.data or train.data
     data_dir = resolve_dataset(spec, train.resolved_data_root, train.dataset_options if not args.data else {})
-    splits = args.splits.split(",") if args.splits else list(train.eval_splits)
+    splits = args.splits.split(",") if args.splits else evaluation_splits(data_dir, train.eval_splits)
     blind = None if args.no_blind else blind_baseline(data_dir)
     report, predictions = evaluate_splits(
         model, vocab, data_dir, splits, blind_caption=blind,

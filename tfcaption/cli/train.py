@@ -17,7 +17,9 @@ def build_parser():
     )
     parser.add_argument("--config", help="run config (JSON or YAML) with 'model' and 'train' sections")
     parser.add_argument("--preset", default=None, help="model preset: small (default), m2, ...")
-    parser.add_argument("--data", help="dataset spec: shapes (default) or a prepared records directory")
+    parser.add_argument("--data", help="dataset spec: shapes (default), a directory made by tfcaption-prepare, or a "
+                        "source (coco:ROOT, karpathy:FILE.json?images=DIR, tfds:coco_captions, folder:DIR), "
+                        "prepared once into the data root")
     parser.add_argument("--output-dir", help="run directory (default runs/shapes-small); reruns resume")
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--batch-size", type=int)
@@ -74,7 +76,8 @@ def main(argv=None):
 
     from tfcaption.data.sources import resolve_dataset
     from tfcaption.data.tokenizer import Vocabulary
-    from tfcaption.evaluation import blind_baseline, evaluate_splits, training_captions, write_json
+    from tfcaption.evaluation import (blind_baseline, evaluate_splits, evaluation_splits, training_captions,
+                                      write_json)
     from tfcaption.export.saved_model import export_saved_model
     from tfcaption.metrics.coco import format_metrics_table
     from tfcaption.training.run_directory import RunDirectory
@@ -104,7 +107,7 @@ def main(argv=None):
     blind = blind_baseline(data_dir)
     write_json(run.blind_baseline, {"caption": blind})
     report, predictions = evaluate_splits(
-        model, vocab, data_dir, train.eval_splits, blind_caption=blind, beam_size=train.eval_beam_size,
+        model, vocab, data_dir, evaluation_splits(data_dir, train.eval_splits), blind_caption=blind, beam_size=train.eval_beam_size,
         max_steps=train.max_caption_words + 1, batch_size=train.eval_batch_size, jit_compile=train.jit_compile,
     )
     write_json(run.report, report)

@@ -34,6 +34,11 @@ __all__ = [
 
 ImageSize = Union[int, Sequence[int]]
 
+# Images above this many pixels are refused by dataset preparation and by the serving signature, by
+# their header, before decoding: far above any captioning photo, below sizes that make a decoder
+# allocate gigabytes.
+DEFAULT_MAX_PIXELS = 40_000_000
+
 
 def _hw(image_size: ImageSize) -> tuple[int, int]:
     if isinstance(image_size, int):

@@ -24,6 +24,8 @@ __all__ = [
     "MANIFEST_NAME",
     "WrittenShards",
     "shard_name",
+    "is_shard_file",
+    "serialize_example",
     "list_shards",
     "list_splits",
     "write_shards",
@@ -77,6 +79,11 @@ class WrittenShards(list):
 def shard_name(split: str, index: int, num_shards: int) -> str:
     """File name of shard ``index`` of ``num_shards`` for ``split``."""
     return f"{split}-{index:05d}-of-{num_shards:05d}.tfrecord"
+
+
+def is_shard_file(name: str) -> bool:
+    """Whether a file name is a shard, or a shard's temporary name while it is written."""
+    return bool(_SHARD_RE.match(re.sub(r"\.tmp-[0-9a-z]+$", "", name)))
 
 
 def _join(data_dir: str, name: str) -> str:
@@ -141,6 +148,11 @@ def _to_bytes(value, field: str) -> bytes:
     if isinstance(value, str):
         return value.encode("utf-8")
     raise TypeError(f"example field {field!r} must be str or bytes, got {type(value).__name__}")
+
+
+def serialize_example(example: dict) -> bytes:
+    """One example dict (see :func:`write_shards`) as a serialised ``tf.train.Example``."""
+    return _serialize(example)[0]
 
 
 def _serialize(example: dict) -> tuple[bytes, int]:

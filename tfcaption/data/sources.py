@@ -1,34 +1,255 @@
-"""Dataset specs: turning `--data SPEC` into a prepared records directory."""
+"""Dataset specs: what `--data SPEC` names, and turning it into a prepared records directory.
 
+Specs (every command takes them; paths may be local or any ``tf.io.gfile`` URL such as ``gs://``):
+
+    shapes                                  the built-in synthetic dataset (built once, cached)
+    records:DIR   or   DIR                  a directory prepared by tfcaption-prepare (manifest.json + shards)
+    coco:ROOT                               COCO's download layout: ROOT/annotations/captions_<split><year>.json
+                                            with images in ROOT/<split><year>/ (train2014 -> split "train")
+    coco:FILE.json[?images=DIR&split=NAME]  one COCO captions file; images default to the sibling folder
+                                            named after the file (annotations/../val2014/)
+    karpathy:FILE.json[?images=ROOT&restval=train|keep]
+                                            a Karpathy split file (dataset_coco.json, dataset_flickr8k.json,
+                                            dataset_flickr30k.json); image = ROOT/filepath/filename, ROOT
+                                            defaulting to the file's folder; restval is trained on by default
+    tfds:NAME[?data_dir=DIR&download=0&splits=a,b&restval=keep]
+                                            a TensorFlow Datasets dataset, e.g. tfds:coco_captions
+    folder:DIR[?captions=FILE&val=0.05&test=0.05]
+                                            images under DIR plus a captions table (DIR/captions.csv,
+                                            .jsonl or .txt by default): image path, caption[, split]
+
+Options after ``?`` are URL query parameters. Source specs given to a training or evaluation command are
+prepared once into ``<data_root>/<scheme>-<fingerprint>/`` and reused while the source is unchanged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
 import os
+import urllib.parse
+from typing import Iterator, Optional
 
 import tensorflow as tf
+
+from tfcaption.data import annotations
+
+SOURCE_SCHEMES = ("coco", "karpathy", "tfds", "folder")
+_CAPTION_FILES = ("captions.csv", "captions.jsonl", "captions.txt", "captions.json")
 
 
 class DatasetNotFoundError(FileNotFoundError):
     """A dataset spec that names nothing usable; the message is one line for the console."""
 
 
-def resolve_dataset(spec, data_root, options=None, verbose=True):
-    """Returns the directory of prepared records for `spec`, building it if needed.
+@dataclasses.dataclass
+class DatasetSpec:
+    """A parsed ``--data`` spec: ``scheme:path?options``."""
 
-    Specs:
-        shapes            the built-in procedurally generated dataset (built once,
-                          then cached under `data_root`); `options` are
-                          `ShapesConfig` fields (e.g. {"num_train": 2000}).
-        records:DIR, DIR  a directory already holding prepared shards and a
-                          manifest.json (local path or any tf.io.gfile URL).
+    scheme: str
+    path: str
+    options: dict
+
+    @classmethod
+    def parse(cls, spec: str) -> "DatasetSpec":
+        spec = str(spec).strip()
+        scheme, sep, rest = spec.partition(":")
+        if not sep or scheme not in SOURCE_SCHEMES + ("records", "shapes"):
+            scheme, rest = ("shapes", "") if spec == "shapes" else ("records", spec)
+        path, _, query = rest.partition("?")
+        options = dict(urllib.parse.parse_qsl(query, keep_blank_values=True))
+        if path and "://" not in path:
+            path = os.path.expanduser(path)
+        return cls(scheme, path, options)
+
+    def option(self, name, default=None, known=()):
+        unknown = set(self.options) - set(known)
+        if unknown:
+            raise ValueError(f"unknown option(s) {', '.join(sorted(unknown))} for {self.scheme}: specs "
+                             f"(known: {', '.join(known) or 'none'})")
+        return self.options.get(name, default)
+
+
+def _flag(value, name) -> bool:
+    lowered = str(value).strip().lower()
+    if lowered in ("1", "true", "yes", "train"):
+        return True
+    if lowered in ("0", "false", "no", "keep"):
+        return False
+    raise ValueError(f"option {name}={value!r} is not a yes/no value")
+
+
+def _require(path: str, what: str) -> str:
+    if not tf.io.gfile.exists(path):
+        raise DatasetNotFoundError(f"{what} not found: {path}")
+    return path
+
+
+class FileSource:
+    """A source read from annotation files on disk (COCO, Karpathy or a captions table).
+
+    It holds every split's items in a fixed order (the annotations are read once, up front), so the
+    preparation can shard them deterministically and resume by position.
+    """
+
+    def __init__(self, scheme: str, splits: dict, files: list, settings: dict):
+        self.scheme = scheme
+        self._splits = {name: splits[name] for name in sorted(splits, key=_split_order)}
+        self._files = files
+        self._settings = settings
+
+    def describe(self) -> dict:
+        return {"scheme": self.scheme, "files": self._files, **self._settings}
+
+    def fingerprint_parts(self) -> dict:
+        stats = []
+        for path in self._files:
+            stat = tf.io.gfile.stat(path)
+            stats.append([path, stat.length, stat.mtime_nsec])
+        return {**self.describe(), "file_stats": stats}
+
+    def split_names(self) -> list:
+        return list(self._splits)
+
+    def split_size(self, split: str) -> int:
+        return len(self._splits[split].items)
+
+    def orphans(self, split: str) -> dict:
+        return dict(self._splits[split].orphans)
+
+    def items(self, split: str, start: int = 0) -> Iterator[annotations.Item]:
+        return iter(self._splits[split].items[start:])
+
+
+def _split_order(name: str):
+    return ({"train": 0, "val": 1, "test": 2}.get(name, 3), name)
+
+
+def _coco_source(spec: DatasetSpec) -> FileSource:
+    path = spec.path
+    images_option = spec.option("images", known=("images", "split"))
+    if tf.io.gfile.isdir(path):
+        if images_option or spec.options.get("split"):
+            raise ValueError("coco:ROOT takes no options; name one captions file to use images= or split=")
+        files = sorted(tf.io.gfile.glob(os.path.join(path, "annotations", "captions_*.json")))
+        if not files:
+            raise DatasetNotFoundError(f"no annotations/captions_*.json under {path} (COCO's layout: "
+                                       "ROOT/annotations/captions_train2014.json, ROOT/train2014/*.jpg)")
+        plan = [(f, os.path.join(path, _coco_stem(f)), annotations.split_name_for(_coco_stem(f))) for f in files]
+    else:
+        _require(path, "COCO captions file")
+        stem = _coco_stem(path)
+        folder = os.path.dirname(path)
+        images = images_option or next(
+            (c for c in (os.path.join(os.path.dirname(folder), stem), os.path.join(folder, stem))
+             if tf.io.gfile.isdir(c)), folder)
+        plan = [(path, images, spec.options.get("split") or annotations.split_name_for(stem))]
+    seen_ids: set = set()
+    splits: dict = {}
+    for annotation_file, images, split in plan:
+        _require(images, "image folder")
+        read = annotations.read_coco_captions(annotation_file, images, seen_ids)
+        merged = splits.setdefault(split, annotations.SplitItems())
+        merged.items.extend(read.items)
+        merged.orphans.update(read.orphans)
+    return FileSource("coco", splits, [p for p, _, _ in plan], {"images": sorted({i for _, i, _ in plan})})
+
+
+def _coco_stem(path: str) -> str:
+    """``.../captions_train2014.json`` -> ``train2014``."""
+    stem = os.path.splitext(os.path.basename(path))[0]
+    return stem[len("captions_"):] if stem.startswith("captions_") else stem
+
+
+def _karpathy_source(spec: DatasetSpec) -> FileSource:
+    path = _require(spec.path, "Karpathy split file")
+    images = spec.option("images", known=("images", "restval")) or os.path.dirname(path)
+    _require(images, "image root")
+    fold = _flag(spec.options.get("restval", "train"), "restval")
+    splits = annotations.read_karpathy(path, images, fold_restval=fold)
+    return FileSource("karpathy", splits, [path], {"images": images, "fold_restval": fold})
+
+
+def _folder_source(spec: DatasetSpec) -> FileSource:
+    root = spec.path
+    if not tf.io.gfile.isdir(root):
+        raise DatasetNotFoundError(f"image folder not found: {root}")
+    captions = spec.option("captions", known=("captions", "val", "test"))
+    if captions is None:
+        captions = next((os.path.join(root, n) for n in _CAPTION_FILES if tf.io.gfile.exists(os.path.join(root, n))),
+                        None)
+        if captions is None:
+            raise DatasetNotFoundError(f"no captions file in {root} (looked for {', '.join(_CAPTION_FILES)}); "
+                                       "name one with folder:DIR?captions=FILE")
+    _require(captions, "captions file")
+    val, test = float(spec.options.get("val", 0.05)), float(spec.options.get("test", 0.05))
+    splits = annotations.read_caption_table(captions, root, val_fraction=val, test_fraction=test)
+    return FileSource("folder", splits, [captions], {"images": root, "val": val, "test": test})
+
+
+def _tfds_source(spec: DatasetSpec):
+    from tfcaption.data.tfds_source import TfdsSource
+
+    spec.option("data_dir", known=("data_dir", "download", "splits", "restval"))
+    splits = spec.options.get("splits")
+    return TfdsSource(
+        spec.path, data_dir=spec.options.get("data_dir") or None,
+        download=_flag(spec.options.get("download", "1"), "download"),
+        fold_restval=_flag(spec.options.get("restval", "train"), "restval"),
+        splits=[s.strip() for s in splits.split(",") if s.strip()] if splits else None)
+
+
+_OPENERS = {"coco": _coco_source, "karpathy": _karpathy_source, "folder": _folder_source, "tfds": _tfds_source}
+
+
+def open_source(spec) -> object:
+    """The source a spec names (``coco:``, ``karpathy:``, ``tfds:`` or ``folder:``), annotations read.
+
+    Raises:
+        DatasetNotFoundError: a file or folder the spec names does not exist.
+        AnnotationsError: an annotations file that is unusable as a whole.
+        ValueError: an unknown scheme or option.
+    """
+    parsed = spec if isinstance(spec, DatasetSpec) else DatasetSpec.parse(spec)
+    if parsed.scheme not in _OPENERS:
+        raise ValueError(f"{spec!r} is not a source spec; give one of "
+                         f"{', '.join(s + ':...' for s in SOURCE_SCHEMES)}")
+    if not parsed.path:
+        raise ValueError(f"{spec!r} names no path or dataset after '{parsed.scheme}:'")
+    return _OPENERS[parsed.scheme](parsed)
+
+
+def source_fingerprint(source) -> str:
+    text = json.dumps(source.fingerprint_parts(), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def resolve_dataset(spec, data_root, options=None, verbose=True):
+    """Returns the directory of prepared records for `spec`, preparing it first if needed.
+
+    `options`: for `shapes`, `ShapesConfig` fields (e.g. {"num_train": 2000}); for source specs,
+    keyword arguments of `tfcaption.data.prepare.prepare_dataset` (e.g. {"max_image_side": 256}).
     """
     options = dict(options or {})
-    if spec == "shapes":
+    parsed = DatasetSpec.parse(spec)
+    if parsed.scheme == "shapes":
         from tfcaption.data.shapes import ShapesConfig, build_shapes_dataset
 
         return build_shapes_dataset(data_root, ShapesConfig.from_dict(options), verbose=verbose)
-    path = spec[len("records:"):] if spec.startswith("records:") else spec
-    if "://" not in path:
-        path = os.path.expanduser(path)
+    if parsed.scheme in SOURCE_SCHEMES:
+        from tfcaption.data.prepare import prepare_dataset
+
+        source = open_source(parsed)
+        data_dir = os.path.join(os.path.expanduser(data_root), f"{parsed.scheme}-{source_fingerprint(source)}")
+        prepare_dataset(source, data_dir, verbose=verbose, **options)
+        return data_dir
+    path = parsed.path
     if not tf.io.gfile.exists(path):
-        raise DatasetNotFoundError(f"Dataset not found: {path!r} (give 'shapes' or a prepared records directory).")
+        raise DatasetNotFoundError(
+            f"Dataset not found: {path!r} (give 'shapes', a prepared records directory, or a source spec: "
+            f"{', '.join(s + ':...' for s in SOURCE_SCHEMES)}).")
     if not tf.io.gfile.exists(os.path.join(path, "manifest.json")):
-        raise DatasetNotFoundError(f"{path} has no manifest.json: it is not a prepared tfcaption dataset.")
+        raise DatasetNotFoundError(f"{path} has no manifest.json: it is not a prepared tfcaption dataset "
+                                   "(prepare it with tfcaption-prepare SOURCE DIR).")
     return path

@@ -19,9 +19,7 @@ the next request normally.
 
 import tensorflow as tf
 
-from tfcaption.data.pipeline import decode_image
-
-DEFAULT_MAX_PIXELS = 40_000_000
+from tfcaption.data.pipeline import DEFAULT_MAX_PIXELS, decode_image
 
 # Per-element status codes (kept in the graph as int32).
 OK, EMPTY, UNKNOWN_FORMAT, TOO_LARGE, UNDECODABLE = 0, 1, 2, 3, 4

@@ -196,10 +196,14 @@ class Trainer:
         if latest:
             self.checkpoint.restore(latest)
             self.log(f"Resuming from {latest} (epoch {int(self.epoch.numpy())} done).")
-        else:
+        elif not self.manifest.get("images_checked"):  # tfcaption-prepare already decoded every image
             undecodable, ids = pipeline.count_undecodable(self.data_dir, "train")
             if undecodable:
                 self.log(f"train: {undecodable} undecodable image(s) will be skipped (e.g. {', '.join(ids[:3])}).")
+        has_val = bool(self.manifest["splits"].get("val", {}).get("images"))
+        if not has_val:
+            self.log(f"No val split in {self.data_dir}: no validation, no early stopping; the last epoch's "
+                     "weights are kept as the best.")
         history = []
         writer = tf.summary.create_file_writer(self.run.logs)
         steps = self.steps_per_epoch()
@@ -229,8 +233,12 @@ class Trainer:
                     progress.update(step + 1, [("loss", loss_sum / max(count_sum, 1.0)), ("lr", lr)])
             train_loss = loss_sum / max(count_sum, 1.0)
             train_seconds = time.time() - started
-            val_loss, val_cider, samples = self.validate()
-            improved = val_cider > float(self.best_cider.numpy())
+            if has_val:
+                val_loss, val_cider, samples = self.validate()
+                improved = val_cider > float(self.best_cider.numpy())
+            else:
+                val_loss = val_cider = float("nan")
+                samples, improved = [], True
             if improved:
                 self.best_cider.assign(val_cider)
                 self.epochs_without_improvement.assign(0)
@@ -257,7 +265,7 @@ class Trainer:
             self.log(
                 f"epoch {epoch + 1}: train loss {train_loss:.4f}, val loss {val_loss:.4f}, "
                 f"val CIDEr-D {val_cider:.3f}{' (best)' if improved else ''}, "
-                f"{record['examples_per_second']:.0f} pairs/s; e.g. {samples[0]['caption']!r}"
+                f"{record['examples_per_second']:.0f} pairs/s" + (f"; e.g. {samples[0]['caption']!r}" if samples else "")
             )
             self._append_history(record)
         if tf.io.gfile.exists(self.run.best_weights):
