@@ -125,3 +125,16 @@ def test_paths_that_leave_the_image_root_are_refused(tmp_path):
     items = [i for s in read_caption_table(str(path), str(tmp_path), 0, 0).values() for i in s.items]
     assert [i.skip and i.skip[0] for i in items] == ["path_outside_root"] * 5 + [None]
     assert items[-1].path == os.path.join(str(tmp_path), "ok", "fine.jpg")
+
+
+def test_flickr_token_files_are_caption_tables(tmp_path):
+    path = tmp_path / "Flickr8k.token.txt"
+    path.write_text("1000268201_693b08cb0e.jpg#0\tA child in a pink dress .\n"
+                    "1000268201_693b08cb0e.jpg#1\tA girl going into a wooden building .\n"
+                    "1001773457_577c3a7d70.jpg#0\tA black dog and a spotted dog are fighting\n"
+                    "garbage line without a tab\n")
+    splits = read_caption_table(str(path), str(tmp_path), 0, 0)
+    items = splits["train"].items
+    assert [i.image_id for i in items] == ["1000268201_693b08cb0e.jpg", "1001773457_577c3a7d70.jpg"]
+    assert items[0].captions == ["A child in a pink dress .", "A girl going into a wooden building ."]
+    assert dict(splits["train"].orphans) == {"malformed_row": 1}

@@ -267,9 +267,21 @@ def read_karpathy(path: str, image_root: str, fold_restval: bool = True) -> dict
 # ----------------------------------------------------------------------------- CSV / JSON Lines tables
 
 
+# Flickr8k / Flickr30k's own caption files: "<image file>#<n><TAB><caption>" per line.
+_FLICKR_TOKEN_LINE = re.compile(r"^(?P<image>[^\t#]+)#\d+\t(?P<caption>.*)$")
+
+
 def _table_rows(path: str):
-    """``(line_number, row dict or None)`` for each row of a CSV (with a header) or JSON Lines file."""
+    """``(line_number, row dict or None)`` for each row of a CSV (with a header), JSON Lines file, or
+    Flickr token file (``Flickr8k.token.txt``, ``results_20130124.token``)."""
     text = _read_text(path)
+    lines = text.splitlines()
+    if lines and _FLICKR_TOKEN_LINE.match(lines[0]):
+        for number, line in enumerate(lines, 1):
+            match = _FLICKR_TOKEN_LINE.match(line)
+            if line.strip():
+                yield number, {"image": match["image"], "caption": match["caption"]} if match else None
+        return
     if path.lower().endswith((".jsonl", ".ndjson", ".json")):
         for number, line in enumerate(text.splitlines(), 1):
             if not line.strip():
@@ -313,7 +325,8 @@ def read_caption_table(path: str, image_root: str, val_fraction: float = 0.05,
     """Items per split of a captions table: one row per (image, caption), several rows per image allowed.
 
     CSV needs a header naming an image column (``image``, ``file_name``, ...) and a caption column
-    (``caption``, ``text``, ...); JSON Lines needs the same keys in each object. An optional ``split``
+    (``caption``, ``text``, ...); JSON Lines needs the same keys in each object. Flickr's own token files
+    (``1000268201_693b08cb0e.jpg#0<TAB>A child ...``) are read too. An optional ``split``
     column assigns splits (``restval`` counts as ``train``); without it each image goes to val / test with
     the given probabilities by a hash of its path, so the assignment is stable as images are added.
     Image paths are relative to ``image_root``; the relative path is the image id.

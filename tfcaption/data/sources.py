@@ -37,6 +37,8 @@ from tfcaption.data import annotations
 
 SOURCE_SCHEMES = ("coco", "karpathy", "tfds", "folder")
 _CAPTION_FILES = ("captions.csv", "captions.jsonl", "captions.txt", "captions.json")
+# `dataset_options` a source spec accepts: keyword arguments of prepare_dataset.
+PREPARE_OPTIONS = ("images_per_shard", "workers", "max_image_side", "max_pixels")
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -240,6 +242,10 @@ def resolve_dataset(spec, data_root, options=None, verbose=True):
     if parsed.scheme in SOURCE_SCHEMES:
         from tfcaption.data.prepare import prepare_dataset
 
+        unknown = sorted(set(options) - set(PREPARE_OPTIONS))
+        if unknown:
+            raise ValueError(f"dataset_options {', '.join(unknown)} do not apply to {parsed.scheme}: sources "
+                             f"(they take {', '.join(PREPARE_OPTIONS)})")
         source = open_source(parsed)
         data_dir = os.path.join(os.path.expanduser(data_root), f"{parsed.scheme}-{source_fingerprint(source)}")
         prepare_dataset(source, data_dir, verbose=verbose, **options)

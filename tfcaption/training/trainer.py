@@ -57,13 +57,16 @@ class Trainer:
         self.data_dir = data_dir
         self.vocab = vocab
         self.log = log
+        self.manifest = load_manifest(data_dir)
+        if not self.manifest.get("splits", {}).get("train", {}).get("captions"):
+            splits = ", ".join(f"{k} ({v.get('captions', 0)} captions)" for k, v in self.manifest.get("splits", {}).items())
+            raise ValueError(f"{data_dir} has no training captions (splits: {splits or 'none'}).")
         self.strategy = strategy or make_strategy(self.config.strategy)
         self.run = RunDirectory(self.config.output_dir)
         tf.io.gfile.makedirs(self.run.path)
         run_config.save(self.run.config)
         vocab.save(self.run.vocab)
 
-        self.manifest = load_manifest(data_dir)
         with self.strategy.scope():
             self.model = Captioner(self.model_config)
             schedule = self._schedule()
