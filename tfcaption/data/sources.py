@@ -29,7 +29,7 @@ import hashlib
 import json
 import os
 import urllib.parse
-from typing import Iterator, Optional
+from typing import Iterator
 
 import tensorflow as tf
 
