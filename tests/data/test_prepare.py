@@ -187,3 +187,25 @@ def test_eval_dataset_over_prepared_odd_modes_matches_direct_decoding(coco):
     for record in read_records(str(coco["out"]), "train").take(7).as_numpy_iterator():
         direct = decode_image(record["image"], 24).numpy()
         assert direct.shape == (24, 24, 3) and np.isfinite(direct).all()
+
+
+def test_a_directory_another_live_preparation_holds_is_refused(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    layouts.make_folder(str(tmp_path / "src"), "csv")
+    out = tmp_path / "out"
+    out.mkdir()
+    lock = out / prepare_module.LOCK_NAME
+    lock.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getppid()}))  # alive: pytest's parent
+    with pytest.raises(PrepareError, match=f"another process \\(pid {os.getppid()}\\)"):
+        _quiet(f"folder:{tmp_path / 'src'}", out)
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    lock.write_text(json.dumps({"host": socket.gethostname(), "pid": int(finished.stdout)}))  # a dead process
+    (out / "train-00000-of-00001.tfrecord.tmp-99999").write_bytes(b"half a shard")  # what a killed run leaves
+    (out / "_prepare").mkdir()
+    (out / "_prepare" / "plan.json.tmp-99999").write_text("{")
+    _quiet(f"folder:{tmp_path / 'src'}", out)  # the stale lock is taken over, the leftovers removed
+    assert sorted(n for n in os.listdir(out) if ".tmp-" in n) == []
+    assert not lock.exists()  # released

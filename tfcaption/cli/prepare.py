@@ -48,11 +48,16 @@ def main(argv=None):
     from tfcaption.data.sources import open_source
 
     source = open_source(args.source)
-    prepare_dataset(
-        source, args.out_dir, images_per_shard=args.images_per_shard, workers=args.workers,
-        max_image_side=args.max_image_side, max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS,
-        overwrite=args.overwrite, verbose=not args.quiet,
-    )
+    try:
+        prepare_dataset(
+            source, args.out_dir, images_per_shard=args.images_per_shard, workers=args.workers,
+            max_image_side=args.max_image_side, max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS,
+            overwrite=args.overwrite, verbose=not args.quiet,
+        )
+    except KeyboardInterrupt:
+        print(f"{PROGRAM}: interrupted; the finished shards are kept, and the same command resumes after them",
+              file=sys.stderr)
+        return 130
     if not args.quiet:
         print(f"\nTrain on it:  tfcaption-train --data {args.out_dir} --output-dir runs/NAME")
     return 0

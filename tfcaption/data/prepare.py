@@ -20,6 +20,7 @@ import hashlib
 import json
 import math
 import os
+import socket
 import time
 from typing import Callable, Optional
 
@@ -35,6 +36,7 @@ __all__ = ["PrepareError", "prepare_dataset", "format_summary"]
 
 FORMAT_VERSION = 1
 STATE_DIR = "_prepare"
+LOCK_NAME = "prepare-lock.json"
 SKIPPED_LOG = "skipped.jsonl"
 _REPORT_SECONDS = 10.0
 # How often a word must occur to be in a vocabulary built with min_count 5 (M2's COCO setting).
@@ -87,6 +89,17 @@ def prepare_dataset(source, out_dir: str, images_per_shard: int = 1000, workers:
         if not overwrite:
             raise PrepareError(f"{out_dir} already holds a prepared dataset of another source or settings "
                                f"({finished.get('source', {}).get('scheme', '?')}); use another directory or --overwrite")
+    lock = _acquire_lock(out_dir)
+    try:
+        return _prepare_locked(source, out_dir, plan, plan_id, finished, images_per_shard, workers,
+                               max_image_side, max_pixels, overwrite, verbose, say)
+    finally:
+        _release_lock(lock)
+
+
+def _prepare_locked(source, out_dir, plan, plan_id, finished, images_per_shard, workers, max_image_side,
+                    max_pixels, overwrite, verbose, say):
+    if finished is not None:  # another dataset, and overwrite was asked for
         _clear(out_dir)
     state_dir = _join(out_dir, STATE_DIR)
     state_plan = _read_json(_join(state_dir, "plan.json"))
@@ -102,6 +115,7 @@ def prepare_dataset(source, out_dir: str, images_per_shard: int = 1000, workers:
                                "or --overwrite")
         _clear(out_dir)
     tf.io.gfile.makedirs(state_dir)
+    _remove_temporaries(out_dir, state_dir)  # left by a run that was killed mid-shard
     if state_plan is None:
         _write_json(_join(state_dir, "plan.json"), {"plan_id": plan_id, **plan})
 
@@ -120,7 +134,7 @@ def prepare_dataset(source, out_dir: str, images_per_shard: int = 1000, workers:
         say(format_summary(manifest, out_dir, time.perf_counter() - started, workers))
     if not any(s["images"] for s in manifest["splits"].values()):
         raise ValueError(f"no usable image in {source.describe().get('files') or source.describe()}: "
-                           f"every image was skipped ({_reasons(manifest['skipped']['images'])})")
+                         f"every image was skipped ({_reasons(manifest['skipped']['images'])})")
     return manifest
 
 
@@ -269,7 +283,7 @@ def _write_skipped_log(out_dir, shard_stats):
 
 def format_summary(manifest: dict, out_dir: str, seconds: Optional[float] = None, workers: Optional[int] = None) -> str:
     """The console summary of a preparation: per-split counts, skips by reason, conversions, vocabulary."""
-    timing = f" in {seconds:.1f} s with {workers} workers" if seconds is not None else ""
+    timing = f" in {seconds:.1f} s with {workers} thread{'s' if workers != 1 else ''}" if seconds is not None else ""
     lines = [f"Prepared {manifest['name']} into {out_dir}{timing}",
              f"{'split':<10}{'images':>9}{'captions':>10}{'shards':>8}{'skipped images':>16}{'skipped captions':>18}"]
     for split, s in manifest["splits"].items():
@@ -332,6 +346,44 @@ def _write_json(path, value):
 def _remove_tree(path):
     if tf.io.gfile.exists(path):
         tf.io.gfile.rmtree(path)
+
+
+def _acquire_lock(out_dir):
+    """Claim ``out_dir`` for this process: two preparations writing one directory would corrupt it."""
+    tf.io.gfile.makedirs(out_dir)
+    path = _join(out_dir, LOCK_NAME)
+    holder = _read_json(path)
+    if holder is not None:
+        same_host = holder.get("host") == socket.gethostname()
+        if not same_host:
+            raise PrepareError(f"{out_dir} is being prepared by process {holder.get('pid')} on {holder.get('host')}; "
+                               f"if no preparation is running there, delete {path}")
+        if holder.get("pid") != os.getpid() and _process_alive(holder.get("pid")):
+            raise PrepareError(f"{out_dir} is being prepared by another process (pid {holder.get('pid')}); "
+                               "wait for it to finish or stop it")
+    _write_json(path, {"host": socket.gethostname(), "pid": os.getpid()})
+    return path
+
+
+def _release_lock(path):
+    holder = _read_json(path)
+    if holder is not None and holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname():
+        tf.io.gfile.remove(path)
+
+
+def _process_alive(pid) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (OSError, TypeError, ValueError):
+        return False
+    return True
+
+
+def _remove_temporaries(out_dir, state_dir):
+    for directory in (out_dir, state_dir):
+        for name in tf.io.gfile.listdir(directory):
+            if ".tmp-" in name and not tf.io.gfile.isdir(_join(directory, name)):
+                tf.io.gfile.remove(_join(directory, name))
 
 
 def _clear(out_dir):
