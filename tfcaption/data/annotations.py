@@ -161,7 +161,7 @@ def _join_under(root: str, relative: str) -> Optional[str]:
 def _image_item(image_id: str, root: str, relative: str, seen_ids: set) -> Item:
     item = Item(image_id=image_id, captions=[])
     if image_id in seen_ids:
-        item.skip = ("duplicate_image_id", f"image id {image_id} appears more than once")
+        item.skip = ("duplicate_image_id", f"image id {image_id} appears twice")
         return item
     seen_ids.add(image_id)
     item.path = _join_under(root, relative)

@@ -19,12 +19,13 @@ the way the reference evaluation reads them:
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from tfcaption.data.annotations import AnnotationsError, read_karpathy
 
 MAX_REGIONS = 50
 FEATURES_SUFFIX = "_features"
@@ -32,7 +33,6 @@ H5PY_HINT = "reading HDF5 region features needs h5py: pip install 'tfcaption[h5]
 
 # Karpathy's split names; training uses train + restval (as M2 and most captioning papers do).
 KARPATHY_SPLITS = ("train", "restval", "val", "test")
-_SPLIT_ALIASES = {"train": ("train", "restval")}
 
 
 class FeaturesNotFoundError(KeyError):
@@ -58,10 +58,6 @@ class FeaturesNotFoundError(KeyError):
 
 class FeatureFileError(ValueError):
     """An HDF5 file that is not a region-features file (unreadable, wrong shapes)."""
-
-
-class AnnotationsError(ValueError):
-    """A Karpathy-style annotations file that cannot be used; the message names the file."""
 
 
 def import_h5py():
@@ -225,53 +221,35 @@ class KarpathySplit:
 
 
 def load_karpathy_split(path, split: str = "test") -> KarpathySplit:
-    """Reads one split of a Karpathy-style captions file (`dataset_coco.json`).
+    """Reads one split of a Karpathy-style captions file (`dataset_coco.json`), strictly.
 
-    Each entry of `images` needs `split`, `sentences` (each with `raw`) and an id: `cocoid` (the COCO
-    image id, which keys the released features file) or else `imgid`. `split="train"` means
-    train + restval, the training set of M2 and most captioning papers; "val", "test" and "restval"
-    select that split alone.
+    Parsing is :func:`tfcaption.data.annotations.read_karpathy`'s (ids are `cocoid`, the COCO image id
+    that keys the released features file, else `imgid`); `split="train"` means train + restval, the
+    training set of M2 and most captioning papers; "val", "test" and "restval" select that split alone.
+    Unlike dataset preparation, which counts and skips bad entries, evaluating against a features file
+    must see every image of the split, so an id listed twice or an image with no caption is an error.
 
     Raises:
         FileNotFoundError: no such file.
-        AnnotationsError: not JSON, no `images` list, an unknown split name, an image without an id
-            or references, an id that appears twice, or no images in the split.
+        AnnotationsError: not JSON, no `images` list, an unknown split name, an id that appears twice,
+            an image without references, or no images in the split.
     """
     path = os.fspath(path)
     if split not in KARPATHY_SPLITS:
         raise AnnotationsError(f"unknown split {split!r}; Karpathy splits are {', '.join(KARPATHY_SPLITS)}")
-    wanted = _SPLIT_ALIASES.get(split, (split,))
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"annotations file not found: {path}")
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise AnnotationsError(f"{path} is not a JSON file ({error})") from None
-    images = data.get("images") if isinstance(data, dict) else None
-    if not isinstance(images, list):
-        raise AnnotationsError(f"{path} has no 'images' list: not a Karpathy-style dataset_coco.json")
-    result = KarpathySplit(split)
-    for index, image in enumerate(images):
-        if not isinstance(image, dict):
-            raise AnnotationsError(f"{path}: images[{index}] is not an object")
-        if image.get("split") not in wanted:
-            continue
-        raw_id = image.get("cocoid", image.get("imgid"))
-        if raw_id is None:
-            raise AnnotationsError(f"{path}: images[{index}] ({image.get('filename', 'no filename')}) "
-                                   "has neither 'cocoid' nor 'imgid'")
-        image_id = str(raw_id)
-        if image_id in result.references:
-            raise AnnotationsError(f"{path}: image id {image_id} appears twice in split {split!r}")
-        captions = [s.get("raw") for s in image.get("sentences", ()) if isinstance(s, dict)]
-        captions = [c for c in captions if isinstance(c, str) and c.strip()]
-        if not captions:
-            raise AnnotationsError(f"{path}: image {image_id} has no reference captions ('sentences[].raw')")
-        result.image_ids.append(image_id)
-        result.references[image_id] = captions
-        result.filenames[image_id] = str(image.get("filename", ""))
-    if not result.image_ids:
-        found = sorted({str(i.get("split")) for i in images if isinstance(i, dict)})
+    splits = read_karpathy(path, image_root="", fold_restval=split == "train")
+    items = splits[split].items if split in splits else []
+    if not items:
+        found = sorted(name for name, s in splits.items() if s.items)
         raise AnnotationsError(f"{path}: no images in split {split!r} (splits present: {', '.join(found) or 'none'})")
+    result = KarpathySplit(split)
+    for item in items:
+        reason = item.skip[0] if item.skip else None
+        if reason == "duplicate_image_id":
+            raise AnnotationsError(f"{path}: {item.skip[1]} in split {split!r}")
+        if reason == "no_captions":
+            raise AnnotationsError(f"{path}: image {item.image_id} has no reference captions ('sentences[].raw')")
+        result.image_ids.append(item.image_id)
+        result.references[item.image_id] = item.captions
+        result.filenames[item.image_id] = os.path.basename(item.path or "")
     return result
