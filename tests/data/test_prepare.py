@@ -209,3 +209,18 @@ def test_a_directory_another_live_preparation_holds_is_refused(tmp_path):
     _quiet(f"folder:{tmp_path / 'src'}", out)  # the stale lock is taken over, the leftovers removed
     assert sorted(n for n in os.listdir(out) if ".tmp-" in n) == []
     assert not lock.exists()  # released
+
+
+def test_an_unforeseen_decoder_failure_skips_that_image_only(tmp_path, monkeypatch):
+    _, expected = layouts.make_folder(str(tmp_path / "src"), "csv")
+    real_check = prepare_module.check_image
+
+    def check(data, **options):
+        if data == layouts.GOOD["gray.jpg"](1):
+            raise MemoryError("decoder ran out of memory")
+        return real_check(data, **options)
+
+    monkeypatch.setattr(prepare_module, "check_image", check)
+    manifest = _quiet(f"folder:{tmp_path / 'src'}", tmp_path / "out")
+    assert manifest["skipped"]["images"]["undecodable_image"] == 1
+    assert manifest["splits"]["train"]["images"] == expected["splits"]["train"]["images"] - 1

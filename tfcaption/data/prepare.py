@@ -180,6 +180,8 @@ def _process_item(item, max_image_side, max_pixels):
         return item, check_image(data, max_pixels=max_pixels, max_side=max_image_side)
     except ImageSkipped as skipped:
         return item, skipped
+    except Exception as error:  # noqa: BLE001 - a decoder failing in a way not foreseen: still one file
+        return item, ImageSkipped("undecodable_image", f"{type(error).__name__}: {error}")
 
 
 def _write_shard(path, split, results) -> dict:

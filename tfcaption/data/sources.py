@@ -65,12 +65,12 @@ class DatasetSpec:
             path = os.path.expanduser(path)
         return cls(scheme, path, options)
 
-    def option(self, name, default=None, known=()):
+    def check_options(self, *known):
+        """Raises ValueError naming any option this scheme does not take (a typo must not be ignored)."""
         unknown = set(self.options) - set(known)
         if unknown:
             raise ValueError(f"unknown option(s) {', '.join(sorted(unknown))} for {self.scheme}: specs "
                              f"(known: {', '.join(known) or 'none'})")
-        return self.options.get(name, default)
 
 
 def _flag(value, name) -> bool:
@@ -130,9 +130,10 @@ def _split_order(name: str):
 
 def _coco_source(spec: DatasetSpec) -> FileSource:
     path = spec.path
-    images_option = spec.option("images", known=("images", "split"))
+    spec.check_options("images", "split")
+    images_option = spec.options.get("images")
     if tf.io.gfile.isdir(path):
-        if images_option or spec.options.get("split"):
+        if spec.options:
             raise ValueError("coco:ROOT takes no options; name one captions file to use images= or split=")
         files = sorted(tf.io.gfile.glob(os.path.join(path, "annotations", "captions_*.json")))
         if not files:
@@ -166,7 +167,8 @@ def _coco_stem(path: str) -> str:
 
 def _karpathy_source(spec: DatasetSpec) -> FileSource:
     path = _require(spec.path, "Karpathy split file")
-    images = spec.option("images", known=("images", "restval")) or os.path.dirname(path)
+    spec.check_options("images", "restval")
+    images = spec.options.get("images") or os.path.dirname(path)
     _require(images, "image root")
     fold = _flag(spec.options.get("restval", "train"), "restval")
     splits = annotations.read_karpathy(path, images, fold_restval=fold)
@@ -177,7 +179,8 @@ def _folder_source(spec: DatasetSpec) -> FileSource:
     root = spec.path
     if not tf.io.gfile.isdir(root):
         raise DatasetNotFoundError(f"image folder not found: {root}")
-    captions = spec.option("captions", known=("captions", "val", "test"))
+    spec.check_options("captions", "val", "test")
+    captions = spec.options.get("captions")
     if captions is None:
         captions = next((os.path.join(root, n) for n in _CAPTION_FILES if tf.io.gfile.exists(os.path.join(root, n))),
                         None)
@@ -193,7 +196,7 @@ def _folder_source(spec: DatasetSpec) -> FileSource:
 def _tfds_source(spec: DatasetSpec):
     from tfcaption.data.tfds_source import TfdsSource
 
-    spec.option("data_dir", known=("data_dir", "download", "splits", "restval"))
+    spec.check_options("data_dir", "download", "splits", "restval")
     splits = spec.options.get("splits")
     return TfdsSource(
         spec.path, data_dir=spec.options.get("data_dir") or None,
