@@ -138,3 +138,18 @@ def test_flickr_token_files_are_caption_tables(tmp_path):
     assert [i.image_id for i in items] == ["1000268201_693b08cb0e.jpg", "1001773457_577c3a7d70.jpg"]
     assert items[0].captions == ["A child in a pink dress .", "A girl going into a wooden building ."]
     assert dict(splits["train"].orphans) == {"malformed_row": 1}
+
+
+def test_hostile_tables_and_json_fail_with_the_file_named(tmp_path):
+    nul = tmp_path / "nul.csv"
+    nul.write_bytes(b"image,caption\na.jpg,a cap\x00tion\nb.jpg,fine\n")
+    items = read_caption_table(str(nul), str(tmp_path), 0, 0)["train"].items
+    assert [i.captions for i in items] == [["a cap tion"], ["fine"]]
+    huge = tmp_path / "huge.csv"
+    huge.write_text("image,caption\na.jpg,\"" + "x" * 200_000 + "\"\n")
+    with pytest.raises(AnnotationsError, match="huge.csv: line"):
+        read_caption_table(str(huge), str(tmp_path))
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(AnnotationsError, match="deep.json nests JSON too deeply"):
+        read_karpathy(str(deep), str(tmp_path))

@@ -70,3 +70,19 @@ def test_max_side_downscales_keeping_aspect_and_16_bit_levels():
     assert abs(small[..., 0].mean() - array[..., 0].mean()) < 4.0
     untouched = layouts.GOOD["rgb.jpg"](0)
     assert check_image(untouched, max_side=1000).data == untouched
+
+
+def test_reading_stops_at_the_size_limit(tmp_path):
+    from tfcaption.data.image_check import read_image_file
+
+    os_link = tmp_path / "endless.jpg"
+    os_link.symlink_to("/dev/zero")  # a file that never ends must not fill the memory
+    with pytest.raises(ImageSkipped) as caught:
+        read_image_file(str(os_link), max_bytes=1024)
+    assert caught.value.reason == "too_large"
+    with pytest.raises(ImageSkipped) as caught:
+        read_image_file(str(tmp_path / "absent.jpg"))
+    assert caught.value.reason == "missing_file"
+    with pytest.raises(ImageSkipped) as caught:
+        read_image_file(str(tmp_path))  # a directory
+    assert caught.value.reason == "unreadable_file"

@@ -145,6 +145,8 @@ def _read_json(path: str):
         return json.loads(_read_text(path))
     except json.JSONDecodeError as error:
         raise AnnotationsError(f"{path} is not a JSON file ({error})") from None
+    except RecursionError:
+        raise AnnotationsError(f"{path} nests JSON too deeply to be an annotations file") from None
 
 
 def _join_under(root: str, relative: str) -> Optional[str]:
@@ -292,15 +294,22 @@ def _table_rows(path: str):
                 row = None
             yield number, row if isinstance(row, dict) else None
         return
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    fields = [f.strip().lower() for f in reader.fieldnames or []]
+    # NUL bytes stop Python's csv reader; inside a caption they are control characters, removed anyway.
+    reader = csv.DictReader(io.StringIO(text.replace("\x00", " "), newline=""))
+    try:
+        fields = [f.strip().lower() for f in reader.fieldnames or []]
+    except csv.Error as error:
+        raise AnnotationsError(f"{path}: not a readable CSV file ({error})") from None
     if not any(f in IMAGE_COLUMNS for f in fields) or not any(f in CAPTION_COLUMNS for f in fields):
         raise AnnotationsError(
             f"{path}: the header row must name an image column ({', '.join(IMAGE_COLUMNS)}) and a caption "
             f"column ({', '.join(CAPTION_COLUMNS)}); found {', '.join(reader.fieldnames or []) or 'no header'}")
     reader.fieldnames = fields
-    for row in reader:
-        yield reader.line_num, row
+    try:
+        for row in reader:
+            yield reader.line_num, row
+    except csv.Error as error:  # e.g. a field over the csv module's size limit: the file is not a table
+        raise AnnotationsError(f"{path}: line {reader.line_num}: {error}") from None
 
 
 def _column(row: dict, names) -> Optional[str]:

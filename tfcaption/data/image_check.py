@@ -29,6 +29,8 @@ __all__ = ["CheckedImage", "ImageSkipped", "DEFAULT_MAX_PIXELS", "check_image", 
 # Formats tf.io.decode_image reads.
 TF_FORMATS = frozenset({"JPEG", "PNG", "GIF", "BMP"})
 JPEG_QUALITY = 95
+# Larger files are not read: 40 megapixels of 16-bit RGBA PNG stays below this.
+MAX_FILE_BYTES = 512 * 1024 * 1024
 # Leading bytes of JPEG, PNG, GIF, BMP, WebP (RIFF) and TIFF files.
 _MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF8", b"BM", b"RIFF", b"II*\x00", b"MM\x00*")
 
@@ -51,11 +53,18 @@ class CheckedImage:
     conversion: Optional[str] = None
 
 
-def read_image_file(path: str) -> bytes:
-    """The bytes of an image file (local path or ``tf.io.gfile`` URL), or :class:`ImageSkipped`."""
+def read_image_file(path: str, max_bytes: int = MAX_FILE_BYTES) -> bytes:
+    """The bytes of an image file (local path or ``tf.io.gfile`` URL), or :class:`ImageSkipped`.
+
+    At most ``max_bytes`` are read, so a huge file (or a link to a device that never ends) is skipped as
+    ``too_large`` instead of filling the memory.
+    """
     try:
         with tf.io.gfile.GFile(path, "rb") as f:
-            return f.read()
+            data = f.read(max_bytes + 1)
+        if len(data) > max_bytes:
+            raise ImageSkipped("too_large", f"{path} is larger than {max_bytes} bytes")
+        return data
     except tf.errors.NotFoundError:
         raise ImageSkipped("missing_file", f"{path} does not exist") from None
     except (tf.errors.OpError, OSError) as error:

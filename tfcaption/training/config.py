@@ -18,7 +18,8 @@ class TrainConfig:
 
     data: str = "shapes"  # dataset spec (see tfcaption.data.sources)
     data_root: str = ""  # cache for built/prepared datasets; "" = default_data_root()
-    dataset_options: dict = dataclasses.field(default_factory=dict)  # e.g. shapes sizes: {"num_train": 2000}
+    # shapes: ShapesConfig fields ({"num_train": 2000}); sources: prepare options ({"max_image_side": 320})
+    dataset_options: dict = dataclasses.field(default_factory=dict)
     output_dir: str = "runs/shapes-small"
     export_root: str = "savedmodel"
     model_name: str = "shapes_m2_small"
