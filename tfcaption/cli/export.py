@@ -34,7 +34,7 @@ def main(argv=None):
     model, vocab, run_config = load_run(args.model, weights=args.weights)
     train = run_config.train
     path = export_saved_model(
-        model, vocab, args.export_root or train.export_root, args.name or train.model_name, version=args.version,
+        model, vocab, args.export_root or train.export_root, args.name or train.export_name, version=args.version,
         beam_size=args.beam_size or train.export_beam_size, max_steps=args.max_steps or train.max_caption_words + 1,
         run_config=run_config, max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS,
     )

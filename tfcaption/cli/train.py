@@ -122,7 +122,7 @@ def main(argv=None):
     export_path = None
     if train.export:
         export_path = export_saved_model(
-            model, vocab, train.export_root, train.model_name, beam_size=train.export_beam_size,
+            model, vocab, train.export_root, train.export_name, beam_size=train.export_beam_size,
             max_steps=train.max_caption_words + 1, run_config=run_config,
         )
     minutes = (time.time() - started) / 60

@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+import re
 
 from tfcaption.models.config import CaptionerConfig, dataclass_from_dict
 
@@ -22,7 +23,7 @@ class TrainConfig:
     dataset_options: dict = dataclasses.field(default_factory=dict)
     output_dir: str = "runs/shapes-small"
     export_root: str = "savedmodel"
-    model_name: str = "shapes_m2_small"
+    model_name: str = ""  # export name; "" = shapes_m2_small for shapes, else the run directory's name
     batch_size: int = 64
     epochs: int = 4
     steps_per_epoch: int = 0  # 0 = one pass over the training pairs
@@ -58,6 +59,16 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, values):
         return dataclass_from_dict(cls, values)
+
+    @property
+    def export_name(self):
+        """The SavedModel name under `export_root`: `model_name`, or one derived from the run."""
+        if self.model_name:
+            return self.model_name
+        if self.data == "shapes":
+            return "shapes_m2_small"
+        name = re.sub(r"[^A-Za-z0-9_.-]+", "_", os.path.basename(os.path.normpath(self.output_dir)))
+        return name.strip("._-") or "captioner"
 
     @property
     def resolved_data_root(self):
