@@ -50,7 +50,7 @@ def test_coco_reader_keeps_order_and_names_each_problem(tmp_path):
                                  "empty_caption", "invalid_utf8"]
     assert train.items[11].skip[0] == "duplicate_image_id"
     assert train.items[12].skip[0] == "path_outside_root" and train.items[12].path is None
-    assert dict(train.orphans) == {"unknown_image_id": 1}
+    assert dict(train.orphan_captions) == {"unknown_image_id": 1}
     val = read_coco_captions(str(tmp_path / "annotations" / "captions_val2014.json"), str(tmp_path / "val2014"), seen)
     assert [i.skip and i.skip[0] for i in val.items] == [None, "duplicate_image_id"]  # id 2 is a train image
 
@@ -92,7 +92,7 @@ def test_caption_table_rows_group_by_image(tmp_path, fmt):
     first = train.items[0]
     assert first.image_id == "images/rgb.jpg" and first.captions == layouts.captions_for(0)
     assert _reasons([first]) == ["empty_caption", "invalid_utf8", "split_conflict"]
-    assert dict(train.orphans) == {"malformed_row": 1}
+    assert dict(train.orphan_captions) == {"malformed_row": 1}
     assert [i.image_id for i in splits["test"].items] == ["images/photo.webp"]
 
 
@@ -137,7 +137,7 @@ def test_flickr_token_files_are_caption_tables(tmp_path):
     items = splits["train"].items
     assert [i.image_id for i in items] == ["1000268201_693b08cb0e.jpg", "1001773457_577c3a7d70.jpg"]
     assert items[0].captions == ["A child in a pink dress .", "A girl going into a wooden building ."]
-    assert dict(splits["train"].orphans) == {"malformed_row": 1}
+    assert dict(splits["train"].orphan_captions) == {"malformed_row": 1}
 
 
 def test_hostile_tables_and_json_fail_with_the_file_named(tmp_path):
@@ -153,3 +153,16 @@ def test_hostile_tables_and_json_fail_with_the_file_named(tmp_path):
     deep.write_text("[" * 100_000 + "]" * 100_000)
     with pytest.raises(AnnotationsError, match="deep.json nests JSON too deeply"):
         read_karpathy(str(deep), str(tmp_path))
+
+
+def test_entries_that_become_no_item_are_counted_as_images_or_captions(tmp_path):
+    path = tmp_path / "captions_val2014.json"
+    path.write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "a.jpg"}, {"id": 2}, "not an object"],
+        "annotations": [{"id": [1], "image_id": 1, "caption": "a cat"}, {"id": [1], "image_id": 1, "caption": "a dog"},
+                        {"caption": "no image id"}]}))
+    result = read_coco_captions(str(path), str(tmp_path))
+    assert dict(result.orphan_images) == {"malformed_image_entry": 2}
+    assert dict(result.orphan_captions) == {"malformed_annotation": 1}
+    assert result.items[0].captions == ["a cat"]  # list ids compared as text: the repeat is dropped
+    assert result.items[0].dropped_captions == [("duplicate_caption_id", "annotation id [1]")]

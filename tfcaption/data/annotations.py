@@ -7,8 +7,8 @@ turns its file into :class:`Item` lists per split and, for each entry it cannot 
   another caption of the same image, is dropped from its image (the image keeps its other captions);
 * an image entry with a duplicate id, a path that leaves the image root, or no usable caption left
   becomes an item marked ``skip`` (so the preparation counts it beside the images that fail to load);
-* an annotation that points at no image (``unknown_image_id``) or a row that cannot be parsed at all is
-  counted in the split's ``orphans``.
+* an annotation that points at no image (``unknown_image_id``), a row or an image entry that cannot be
+  parsed at all, is counted in the split's ``orphan_captions`` or ``orphan_images``.
 
 Only a file that is unusable as a whole (not JSON, wrong layout, missing columns) raises
 :class:`AnnotationsError`, with the file's name in the message.
@@ -74,10 +74,11 @@ class Item:
 
 @dataclasses.dataclass
 class SplitItems:
-    """A split's items in a fixed order, plus the entries that belong to no image."""
+    """A split's items in a fixed order, plus counts by reason of the entries that never became items."""
 
     items: list = dataclasses.field(default_factory=list)
-    orphans: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    orphan_images: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    orphan_captions: collections.Counter = dataclasses.field(default_factory=collections.Counter)
 
 
 def split_name_for(name: str) -> str:
@@ -200,7 +201,7 @@ def read_coco_captions(annotations_path: str, images_dir: str, seen_ids: Optiona
     by_id = {}
     for entry in data["images"]:
         if not isinstance(entry, dict) or "id" not in entry or not isinstance(entry.get("file_name"), str):
-            result.orphans["malformed_image_entry"] += 1
+            result.orphan_images["malformed_image_entry"] += 1
             continue
         item = _image_item(str(entry["id"]), images_dir, entry["file_name"], seen_ids)
         result.items.append(item)
@@ -209,18 +210,19 @@ def read_coco_captions(annotations_path: str, images_dir: str, seen_ids: Optiona
     annotation_ids = set()
     for entry in data["annotations"]:
         if not isinstance(entry, dict) or "image_id" not in entry:
-            result.orphans["malformed_annotation"] += 1
+            result.orphan_captions["malformed_annotation"] += 1
             continue
         target = by_id.get(str(entry["image_id"]))
         if target is None:
-            result.orphans["unknown_image_id"] += 1
+            result.orphan_captions["unknown_image_id"] += 1
             continue
         item, seen_captions = target
         if entry.get("id") is not None:
-            if entry["id"] in annotation_ids:
-                item.dropped_captions.append(("duplicate_caption_id", f"annotation id {entry['id']}"))
+            annotation_id = str(entry["id"])  # str: a hostile file may use lists as ids
+            if annotation_id in annotation_ids:
+                item.dropped_captions.append(("duplicate_caption_id", f"annotation id {annotation_id}"))
                 continue
-            annotation_ids.add(entry["id"])
+            annotation_ids.add(annotation_id)
         add_caption(item.captions, seen_captions, item.dropped_captions, entry.get("caption"))
     for item in result.items:
         finish_item(item)
@@ -246,13 +248,13 @@ def read_karpathy(path: str, image_root: str, fold_restval: bool = True) -> dict
     seen_ids: set = set()
     for entry in data["images"]:
         if not isinstance(entry, dict) or not isinstance(entry.get("filename"), str):
-            splits.setdefault("train", SplitItems()).orphans["malformed_image_entry"] += 1
+            splits.setdefault("train", SplitItems()).orphan_images["malformed_image_entry"] += 1
             continue
         split = str(entry.get("split", ""))
         if fold_restval and split == "restval":
             split = "train"
         if not _SPLIT_NAME.match(split):
-            splits.setdefault("train", SplitItems()).orphans["invalid_split"] += 1
+            splits.setdefault("train", SplitItems()).orphan_images["invalid_split"] += 1
             continue
         raw_id = entry.get("cocoid", entry.get("imgid", entry["filename"]))
         relative = posixpath.join(str(entry.get("filepath") or ""), entry["filename"])
@@ -347,21 +349,21 @@ def read_caption_table(path: str, image_root: str, val_fraction: float = 0.05,
     for line, row in _table_rows(path):
         relative = None if row is None else _column(row, IMAGE_COLUMNS)
         if not isinstance(relative, str) or not relative.strip():
-            splits.setdefault("train", SplitItems()).orphans["malformed_row"] += 1
+            splits.setdefault("train", SplitItems()).orphan_captions["malformed_row"] += 1
             continue
         raw_path = relative.strip()
         relative = posixpath.normpath(raw_path.replace("\\", "/"))  # the image id: one per file
         try:
             relative.encode("utf-8")
         except UnicodeEncodeError:
-            splits.setdefault("train", SplitItems()).orphans["invalid_utf8"] += 1
+            splits.setdefault("train", SplitItems()).orphan_captions["invalid_utf8"] += 1
             continue
         requested = str(row.get("split") or "").strip()
         split = split_name_for(requested) if requested else None
         if split == "restval":
             split = "train"
         if split is not None and not _SPLIT_NAME.match(split):
-            splits.setdefault("train", SplitItems()).orphans["invalid_split"] += 1
+            splits.setdefault("train", SplitItems()).orphan_captions["invalid_split"] += 1
             continue
         if relative not in by_path:
             split = split or _holdout_split(relative, val_fraction, test_fraction)

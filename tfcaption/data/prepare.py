@@ -228,8 +228,8 @@ def _manifest(source, plan, plan_id, shard_stats) -> dict:
     splits, skipped_images, skipped_captions = {}, collections.Counter(), collections.Counter()
     converted, kinds = collections.Counter(), collections.Counter()
     for split, stats in shard_stats.items():
-        images = collections.Counter()
-        captions = collections.Counter(source.orphans(split))
+        orphan_images, orphan_captions = source.orphans(split)
+        images, captions = collections.Counter(orphan_images), collections.Counter(orphan_captions)
         for s in stats:
             images.update(s["skipped_images"])
             captions.update(s["skipped_captions"])

@@ -117,8 +117,9 @@ class FileSource:
     def split_size(self, split: str) -> int:
         return len(self._splits[split].items)
 
-    def orphans(self, split: str) -> dict:
-        return dict(self._splits[split].orphans)
+    def orphans(self, split: str) -> tuple[dict, dict]:
+        """Counts by reason of the image entries and of the captions that became no item."""
+        return dict(self._splits[split].orphan_images), dict(self._splits[split].orphan_captions)
 
     def items(self, split: str, start: int = 0) -> Iterator[annotations.Item]:
         return iter(self._splits[split].items[start:])
@@ -155,7 +156,8 @@ def _coco_source(spec: DatasetSpec) -> FileSource:
         read = annotations.read_coco_captions(annotation_file, images, seen_ids)
         merged = splits.setdefault(split, annotations.SplitItems())
         merged.items.extend(read.items)
-        merged.orphans.update(read.orphans)
+        merged.orphan_images.update(read.orphan_images)
+        merged.orphan_captions.update(read.orphan_captions)
     return FileSource("coco", splits, [p for p, _, _ in plan], {"images": sorted({i for _, i, _ in plan})})
 
 

@@ -63,7 +63,7 @@ class TfdsSource:
         return list(self._parts)
 
     def orphans(self, split: str):
-        return {}
+        return {}, {}
 
     def _dataset(self, split: str):
         if self.download and not self._prepared:
