@@ -84,3 +84,9 @@ def test_tfds_batches_train_the_model(prepared, tmp_path):
 def test_unknown_tfds_dataset_is_one_clear_error():
     with pytest.raises(ValueError, match="TFDS has no dataset 'no_such_captions'"):
         open_source("tfds:no_such_captions")
+
+
+def test_a_dataset_tfds_has_not_built_is_one_clear_error(tmp_path):
+    source = open_source(f"tfds:coco_captions?data_dir={tmp_path}&download=0")
+    with pytest.raises(FileNotFoundError, match="tfds:coco_captions is not built in"):
+        source.split_size("val")

@@ -69,9 +69,13 @@ class TfdsSource:
         if self.download and not self._prepared:
             self.builder.download_and_prepare()
             self._prepared = True
-        return self.builder.as_dataset(
-            split="+".join(self._parts[split]), shuffle_files=False,
-            decoders={"image": self._tfds.decode.SkipDecoding()})
+        try:
+            return self.builder.as_dataset(
+                split="+".join(self._parts[split]), shuffle_files=False,
+                decoders={"image": self._tfds.decode.SkipDecoding()})
+        except AssertionError as error:  # TFDS's way of saying the dataset was never built there
+            raise FileNotFoundError(f"tfds:{self.name} is not built in {self.builder.data_dir} (drop download=0 "
+                                    f"to let TFDS download and build it): {str(error).splitlines()[0]}") from None
 
     def split_size(self, split: str) -> int:
         if split not in self._sizes:
