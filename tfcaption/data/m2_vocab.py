@@ -17,6 +17,8 @@ import pickle
 from collections.abc import Mapping
 from typing import Any
 
+from tfcaption.restricted_pickle import AllowListUnpickler, Guarded, MalformedPickle, UnsafePickle
+
 __all__ = ["M2_SPECIALS", "VocabularyError", "load_m2_vocab"]
 
 # The released code builds its vocabulary with these specials first, in this order (ids 0..3).
@@ -32,7 +34,7 @@ class _Vocab:
 
     def __setstate__(self, state: Any) -> None:
         if not isinstance(state, dict):
-            raise _Malformed(f"Vocab state must be a dict, found {type(state).__name__}")
+            raise MalformedPickle(f"Vocab state must be a dict, found {type(state).__name__}")
         self.__dict__.update(state)
 
 
@@ -41,63 +43,24 @@ def _default_unk_index() -> int:
     return 0
 
 
-class _Unsafe(Exception):
-    pass
-
-
-class _Malformed(Exception):
-    pass
-
-
-class _Guarded:
-    """An allow-listed callable whose state a pickle's BUILD opcode cannot change.
-
-    Handing the unpickler the real ``collections.Counter`` class would let a hostile file set
-    attributes on it (BUILD falls back to ``setattr``) and so alter Counter for the whole process.
-    """
-
-    __slots__ = ("fn", "qualname")
-
-    def __init__(self, fn, qualname: str):
-        self.fn = fn
-        self.qualname = qualname
-
-    def __call__(self, *args):
-        return self.fn(*args)
-
-    def __setstate__(self, state):
-        raise _Malformed(f"the pickle tries to set state on {self.qualname}")
-
-
 _ALLOWED = {
     ("data.vocab", "Vocab"): _Vocab,
-    ("data.vocab", "_default_unk_index"): _Guarded(_default_unk_index, "data.vocab._default_unk_index"),
-    ("collections", "Counter"): _Guarded(collections.Counter, "collections.Counter"),
+    ("data.vocab", "_default_unk_index"): Guarded(_default_unk_index, "data.vocab._default_unk_index"),
+    ("collections", "Counter"): Guarded(collections.Counter, "collections.Counter"),
     ("collections", "defaultdict"): collections.defaultdict,  # a C type: immutable
     ("collections", "OrderedDict"): collections.OrderedDict,  # a C type: immutable
 }
 
 
-class _VocabUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        try:
-            return _ALLOWED[(module, name)]
-        except KeyError:
-            raise _Unsafe(f"{module}.{name}") from None
-
-    def persistent_load(self, pid: Any) -> Any:
-        raise _Malformed(f"unexpected persistent id {pid!r}")
-
-
 def _read(path: str) -> Any:
     with open(path, "rb") as stream:  # a missing file raises FileNotFoundError, as open() does
         try:
-            return _VocabUnpickler(stream, encoding="utf-8").load()
-        except _Unsafe as exc:
+            return AllowListUnpickler(stream, _ALLOWED).load()
+        except UnsafePickle as exc:
             raise VocabularyError(
                 f"{path}: unsafe pickle global '{exc}'; a vocabulary may only hold data.vocab.Vocab, "
                 "collections containers, strings and numbers (refused without importing it)") from None
-        except _Malformed as exc:
+        except MalformedPickle as exc:
             raise VocabularyError(f"{path}: malformed vocabulary pickle: {exc}") from None
         except (EOFError, pickle.UnpicklingError) as exc:
             raise VocabularyError(

@@ -33,6 +33,8 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from tfcaption.restricted_pickle import AllowListUnpickler, Guarded, MalformedPickle, UnsafePickle
+
 __all__ = ["CheckpointError", "load_torch_checkpoint", "load_state_dict"]
 
 # The first pickle of a legacy file is this integer; torch uses it to recognise its own files.
@@ -154,31 +156,23 @@ class _TensorRef:
     dtype: _DType
 
 
-class _Unsafe(Exception):
-    """Raised inside unpickling for a refused global; converted to CheckpointError by the caller."""
-
-
-class _Malformed(Exception):
-    """A structurally wrong pickle (bad rebuild arguments); converted to CheckpointError."""
-
-
 def _check_int_tuple(value: Any, what: str) -> tuple[int, ...]:
     if not isinstance(value, (tuple, list)) or not all(
         isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value
     ):
-        raise _Malformed(f"tensor {what} must be a tuple of non-negative ints, found {value!r}")
+        raise MalformedPickle(f"tensor {what} must be a tuple of non-negative ints, found {value!r}")
     return tuple(int(v) for v in value)
 
 
 def _make_tensor(storage: Any, offset: Any, size: Any, stride: Any, dtype: _DType | None = None):
     if not isinstance(storage, _StorageRef):
-        raise _Malformed(f"tensor rebuild expects a storage, found {type(storage).__name__}")
+        raise MalformedPickle(f"tensor rebuild expects a storage, found {type(storage).__name__}")
     if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
-        raise _Malformed(f"tensor storage offset must be a non-negative int, found {offset!r}")
+        raise MalformedPickle(f"tensor storage offset must be a non-negative int, found {offset!r}")
     size_t = _check_int_tuple(size, "size")
     stride_t = _check_int_tuple(stride, "stride")
     if len(size_t) != len(stride_t):
-        raise _Malformed(f"tensor size {size_t} and stride {stride_t} differ in length")
+        raise MalformedPickle(f"tensor size {size_t} and stride {stride_t} differ in length")
     return _TensorRef(storage, int(offset), size_t, stride_t, dtype or storage.dtype)
 
 
@@ -195,41 +189,18 @@ def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=Fals
 def _rebuild_tensor_v3(storage, storage_offset, size, stride, requires_grad, backward_hooks,
                        dtype, metadata=None):
     if not isinstance(dtype, _DType):
-        raise _Malformed(f"_rebuild_tensor_v3 expects a torch dtype, found {dtype!r}")
+        raise MalformedPickle(f"_rebuild_tensor_v3 expects a torch dtype, found {dtype!r}")
     return _make_tensor(storage, storage_offset, size, stride, dtype)
 
 
 def _rebuild_parameter(data, requires_grad=False, backward_hooks=None):
     if not isinstance(data, _TensorRef):
-        raise _Malformed(f"_rebuild_parameter expects a tensor, found {type(data).__name__}")
+        raise MalformedPickle(f"_rebuild_parameter expects a tensor, found {type(data).__name__}")
     return data
 
 
 def _rebuild_parameter_with_state(data, requires_grad, backward_hooks, state):
     return _rebuild_parameter(data)
-
-
-class _Guarded:
-    """An allow-listed callable as the unpickler sees it.
-
-    Wrapping the stand-in functions means a pickle's BUILD opcode cannot set attributes on them
-    (``__setstate__`` refuses), so a hostile file cannot alter this module's functions for later loads.
-    """
-
-    __slots__ = ("fn", "qualname")
-
-    def __init__(self, fn, qualname: str):
-        self.fn = fn
-        self.qualname = qualname
-
-    def __call__(self, *args):
-        return self.fn(*args)
-
-    def __setstate__(self, state):
-        raise _Malformed(f"the pickle tries to set state on {self.qualname}")
-
-    def __repr__(self) -> str:
-        return f"<stand-in for {self.qualname}>"
 
 
 _REBUILDERS = (_rebuild_tensor, _rebuild_tensor_v2, _rebuild_tensor_v3, _rebuild_parameter,
@@ -238,9 +209,9 @@ _REBUILDERS = (_rebuild_tensor, _rebuild_tensor_v2, _rebuild_tensor_v3, _rebuild
 
 def _rebuild_from_type_v2(func, new_type, args, state):
     """Tensor subclasses pickle as (rebuild function, class, args, state): allow plain Tensor/Parameter."""
-    if (not isinstance(func, _Guarded) or func.fn not in _REBUILDERS
+    if (not isinstance(func, Guarded) or func.fn not in _REBUILDERS
             or not isinstance(new_type, _TypeMarker) or not isinstance(args, tuple)):
-        raise _Malformed("_rebuild_from_type_v2 with an unsupported rebuild function or tensor type")
+        raise MalformedPickle("_rebuild_from_type_v2 with an unsupported rebuild function or tensor type")
     return func(*args)
 
 
@@ -258,13 +229,13 @@ _NDARRAY = _TypeMarker("numpy.ndarray")
 
 def _np_reconstruct(subtype, shape, dtype):
     if subtype is not _NDARRAY:
-        raise _Malformed("numpy array reconstruction is allowed for numpy.ndarray only")
+        raise MalformedPickle("numpy array reconstruction is allowed for numpy.ndarray only")
     return _np_reconstruct_impl(np.ndarray, shape, dtype)
 
 
 def _np_scalar(dtype, data=None):
     if not isinstance(dtype, np.dtype):
-        raise _Malformed("numpy scalar without a numpy dtype")
+        raise MalformedPickle("numpy scalar without a numpy dtype")
     return _np_scalar_impl(dtype) if data is None else _np_scalar_impl(dtype, data)
 
 
@@ -278,7 +249,7 @@ def _codecs_encode(text, encoding="utf-8"):
     if not isinstance(text, str) or str(encoding).lower().replace("_", "-") not in (
         "latin1", "latin-1", "iso-8859-1", "utf-8", "utf8"
     ):
-        raise _Malformed(f"_codecs.encode with encoding {encoding!r} is not allowed")
+        raise MalformedPickle(f"_codecs.encode with encoding {encoding!r} is not allowed")
     return text.encode(encoding)
 
 
@@ -298,7 +269,7 @@ def _allowed_globals() -> dict[tuple[str, str], Any]:
         ("_codecs", "encode"): _codecs_encode,
     }
     allowed: dict[tuple[str, str], Any] = {
-        key: _Guarded(fn, ".".join(key)) for key, fn in functions.items()
+        key: Guarded(fn, ".".join(key)) for key, fn in functions.items()
     }
     allowed.update({
         ("collections", "OrderedDict"): collections.OrderedDict,
@@ -322,50 +293,43 @@ def _allowed_globals() -> dict[tuple[str, str], Any]:
 _ALLOWED = _allowed_globals()
 
 
-class _RestrictedUnpickler(pickle.Unpickler):
+class _RestrictedUnpickler(AllowListUnpickler):
     """Resolves only allow-listed globals; storages become :class:`_StorageRef` placeholders."""
 
     def __init__(self, file: BinaryIO, allowed: Mapping[tuple[str, str], Any], storages=None,
                  legacy: bool = False):
-        super().__init__(file, encoding="utf-8")
-        self._allowed = allowed
+        super().__init__(file, allowed)
         self._storages = storages  # key -> _StorageRef, shared between tensors; None: no persistent ids
         self._legacy = legacy
 
-    def find_class(self, module: str, name: str) -> Any:
-        try:
-            return self._allowed[(module, name)]
-        except KeyError:
-            raise _Unsafe(f"{module}.{name}") from None
-
     def persistent_load(self, pid: Any) -> Any:
         if self._storages is None:
-            raise _Malformed(f"unexpected persistent id {pid!r}")
+            raise MalformedPickle(f"unexpected persistent id {pid!r}")
         if not isinstance(pid, tuple) or not pid:
-            raise _Malformed(f"persistent id must be a tuple, found {pid!r}")
+            raise MalformedPickle(f"persistent id must be a tuple, found {pid!r}")
         if pid[0] == "module":
-            raise _Malformed("the file pickles a whole nn.Module (source code), not tensors; "
+            raise MalformedPickle("the file pickles a whole nn.Module (source code), not tensors; "
                              "save model.state_dict() instead")
         if pid[0] != "storage" or len(pid) < 5:
-            raise _Malformed(f"unsupported persistent id {pid[:2]!r}")
+            raise MalformedPickle(f"unsupported persistent id {pid[:2]!r}")
         storage_type, key, location, numel = pid[1:5]
         if not isinstance(storage_type, _StorageType):
-            raise _Malformed(f"persistent id names {storage_type!r}, not a storage type")
+            raise MalformedPickle(f"persistent id names {storage_type!r}, not a storage type")
         if not isinstance(key, str) or not isinstance(numel, int) or numel < 0:
-            raise _Malformed(f"bad storage key/size in persistent id {pid!r}")
+            raise MalformedPickle(f"bad storage key/size in persistent id {pid!r}")
         root = self._storages.get(key)
         if root is None:
             root = _StorageRef(key, storage_type.dtype, int(numel), str(location))
             self._storages[key] = root
         elif root.dtype != storage_type.dtype or root.numel != numel:
-            raise _Malformed(f"storage {key} is referenced with two different types or sizes")
+            raise MalformedPickle(f"storage {key} is referenced with two different types or sizes")
         view = pid[5] if (self._legacy and len(pid) > 5) else None
         if view is None:
             return root
         # Legacy storage view: (view_key, element offset, element count) into the root storage.
         if (not isinstance(view, tuple) or len(view) != 3 or not all(isinstance(v, int) for v in view[1:])
                 or view[1] < 0 or view[2] < 0 or view[1] + view[2] > root.numel):
-            raise _Malformed(f"bad storage view {view!r} of storage {key}")
+            raise MalformedPickle(f"bad storage view {view!r} of storage {key}")
         return _StorageRef(key, root.dtype, root.numel, root.location, (view[1], view[2]))
 
 
@@ -374,11 +338,11 @@ def _unpickle(path: str, stream: BinaryIO, what: str, storages=None, legacy=Fals
     """Run the restricted unpickler, turning every failure into a CheckpointError naming ``what``."""
     try:
         return _RestrictedUnpickler(stream, allowed, storages, legacy).load()
-    except _Unsafe as exc:
+    except UnsafePickle as exc:
         raise CheckpointError(
             f"{path}: unsafe pickle global '{exc}' in {what}; only tensors, numbers, strings and plain "
             "containers can be loaded (refused without importing or calling it)") from None
-    except _Malformed as exc:
+    except MalformedPickle as exc:
         raise CheckpointError(f"{path}: malformed {what}: {exc}") from None
     except CheckpointError:
         raise
