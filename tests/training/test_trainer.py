@@ -84,3 +84,33 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
     assert outcome["losses"][1] < outcome["losses"][0]
     assert outcome["max_replica_difference"] == 0.0
     assert os.path.exists(tmp_path / "run" / "best.weights.h5")
+
+
+def test_training_without_a_val_split_keeps_the_last_weights(tmp_path):
+    from tests.data import layouts
+    from tfcaption.data.prepare import prepare_dataset
+    from tfcaption.models.config import CaptionerConfig
+    from tfcaption.training.config import RunConfig, TrainConfig
+    from tfcaption.training.trainer import Trainer
+    from tfcaption.data.sources import open_source
+    from tfcaption.data.tokenizer import Vocabulary
+    from tfcaption.evaluation import training_captions
+
+    root = tmp_path / "photos"
+    root.mkdir()
+    rows = ["image,caption,split"]
+    for i in range(12):
+        (root / f"{i}.jpg").write_bytes(layouts.encode(layouts.photo(i, (40, 40)), "JPEG"))
+        rows += [f"{i}.jpg,{c},train" for c in layouts.captions_for(i % 3)]
+    (root / "captions.csv").write_text("\n".join(rows) + "\n")
+    data_dir = str(tmp_path / "prepared")
+    prepare_dataset(open_source(f"folder:{root}"), data_dir, verbose=False)
+    vocab = Vocabulary.build(training_captions(data_dir))
+    config = CaptionerConfig.from_preset("small", vocab_size=vocab.size, max_length=12, **TINY_MODEL)
+    train = TrainConfig(output_dir=str(tmp_path / "run"), epochs=2, batch_size=8, warmup_steps=4, max_caption_words=10,
+                        jit_compile=False)
+    messages = []
+    history = Trainer(RunConfig(config, train), data_dir, vocab, log=messages.append).fit()
+    assert any("No val split" in m for m in messages)
+    assert [h["epoch"] for h in history] == [1, 2] and all(np.isnan(h["val_cider_d"]) for h in history)
+    assert os.path.exists(tmp_path / "run" / "best.weights.h5")

@@ -107,8 +107,9 @@ def main(argv=None):
     blind = blind_baseline(data_dir)
     write_json(run.blind_baseline, {"caption": blind})
     report, predictions = evaluate_splits(
-        model, vocab, data_dir, evaluation_splits(data_dir, train.eval_splits), blind_caption=blind, beam_size=train.eval_beam_size,
-        max_steps=train.max_caption_words + 1, batch_size=train.eval_batch_size, jit_compile=train.jit_compile,
+        model, vocab, data_dir, evaluation_splits(data_dir, train.eval_splits), blind_caption=blind,
+        beam_size=train.eval_beam_size, max_steps=train.max_caption_words + 1, batch_size=train.eval_batch_size,
+        jit_compile=train.jit_compile,
     )
     write_json(run.report, report)
     write_json(run.join("predictions.json"), predictions)

@@ -243,7 +243,8 @@ class Trainer:
                 val_loss = val_cider = float("nan")
                 samples, improved = [], True
             if improved:
-                self.best_cider.assign(val_cider)
+                if has_val:
+                    self.best_cider.assign(val_cider)
                 self.epochs_without_improvement.assign(0)
                 self.model.save_weights(self.run.best_weights)
             else:
