@@ -117,7 +117,7 @@ def _prepare_locked(source, out_dir, plan, plan_id, finished, images_per_shard, 
     tf.io.gfile.makedirs(state_dir)
     _remove_temporaries(out_dir, state_dir)  # left by a run that was killed mid-shard
     if state_plan is None:
-        _write_json(_join(state_dir, "plan.json"), {"plan_id": plan_id, **plan})
+        records.write_json_atomically(_join(state_dir, "plan.json"), {"plan_id": plan_id, **plan})
 
     workers = workers or min(16, 2 * (os.cpu_count() or 1))
     started = time.perf_counter()
@@ -161,7 +161,7 @@ def _prepare_split(source, split, out_dir, state_dir, per_shard, pool, max_image
             continue
         results = list(pool.map(lambda item: _process_item(item, max_image_side, max_pixels), batch))
         stats[index] = _write_shard(_join(out_dir, names[index]), split, results)
-        _write_json(_join(state_dir, f"{names[index]}.json"), stats[index])
+        records.write_json_atomically(_join(state_dir, f"{names[index]}.json"), stats[index])
         done_items += len(batch)
         now = time.perf_counter()
         if now - last_report >= _REPORT_SECONDS or index == num_shards - 1:
@@ -338,13 +338,6 @@ def _read_json(path):
         return None  # a record cut off by the interruption: that shard is redone
 
 
-def _write_json(path, value):
-    temp = f"{path}.tmp-{os.getpid()}"
-    with tf.io.gfile.GFile(temp, "w") as f:
-        f.write(json.dumps(value, sort_keys=True, ensure_ascii=False))
-    tf.io.gfile.rename(temp, path, overwrite=True)
-
-
 def _remove_tree(path):
     if tf.io.gfile.exists(path):
         tf.io.gfile.rmtree(path)
@@ -363,7 +356,7 @@ def _acquire_lock(out_dir):
         if holder.get("pid") != os.getpid() and _process_alive(holder.get("pid")):
             raise PrepareError(f"{out_dir} is being prepared by another process (pid {holder.get('pid')}); "
                                "wait for it to finish or stop it")
-    _write_json(path, {"host": socket.gethostname(), "pid": os.getpid()})
+    records.write_json_atomically(path, {"host": socket.gethostname(), "pid": os.getpid()})
     return path
 
 

@@ -32,6 +32,7 @@ __all__ = [
     "read_records",
     "parse_record",
     "write_manifest",
+    "write_json_atomically",
     "load_manifest",
 ]
 
@@ -284,12 +285,17 @@ def write_manifest(data_dir: str, manifest: dict) -> str:
     data_dir = str(data_dir)
     tf.io.gfile.makedirs(data_dir)
     path = _join(data_dir, MANIFEST_NAME)
-    text = json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    write_json_atomically(path, manifest, indent=2)
+    return path
+
+
+def write_json_atomically(path: str, value, indent=None) -> None:
+    """Write ``value`` as JSON to a temporary name beside ``path``, then rename: readers never see half."""
+    text = json.dumps(value, indent=indent, sort_keys=True, ensure_ascii=False) + "\n"
     tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
     with tf.io.gfile.GFile(tmp, "w") as f:
         f.write(text)
     tf.io.gfile.rename(tmp, path, overwrite=True)
-    return path
 
 
 def load_manifest(data_dir: str) -> dict:
