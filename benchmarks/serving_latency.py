@@ -42,7 +42,7 @@ def newest_version(path):
 
 def shapes_images(count, image_size):
     """Encoded PNG shapes scenes (test split), like a client would send."""
-    from tfcaption.data.shapes import ShapesConfig, generate_example
+    from tfcaption.datasets.shapes.dataset import ShapesConfig, generate_example
 
     config = ShapesConfig(image_size=image_size)
     return [generate_example(config, "test", i)["image"] for i in range(count)]
@@ -77,12 +77,11 @@ def measure(path, images, requests, batch_size, batches):
 
 
 def export_from_run(run_dir, root, beam_size):
-    from tfcaption.export.saved_model import export_saved_model
+    from tfcaption.export.saved_model import export_run
     from tfcaption.training.run_directory import load_run
 
     model, vocab, run_config = load_run(run_dir)
-    return export_saved_model(model, vocab, root, f"beam{beam_size}", beam_size=beam_size,
-                              max_steps=run_config.train.max_caption_words + 1, run_config=run_config)
+    return export_run(model, vocab, run_config, root, f"beam{beam_size}", beam_size=beam_size)
 
 
 def main(argv=None):

@@ -17,7 +17,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from tfcaption.decoding.generate import compiled_generator  # noqa: E402
+from tfcaption.decoding.captioning import compiled_generator  # noqa: E402
 from tfcaption.models import Captioner, CaptionerConfig  # noqa: E402
 from tfcaption.training.trainer import masked_cross_entropy  # noqa: E402
 

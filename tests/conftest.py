@@ -1,19 +1,22 @@
-"""Shared fixtures: a tiny shapes dataset and the settings of a tiny, fast model."""
+"""Fixtures several test directories share, and the CI rule that a skip is a failure.
 
+Plain helpers (constants, builders, file writers) are in tests/helpers/; this file holds only pytest
+fixtures and plugins.
+"""
+
+import json
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.helpers.tiny import TINY_SHAPES  # noqa: E402
 
-# A model small enough to train for a few steps in seconds on two CPU cores.
-TINY_MODEL = {
-    "image_size": 32, "patch_size": 8, "hidden_dim": 32, "num_heads": 2, "key_dim": 16, "intermediate_dim": 64,
-    "num_encoder_layers": 2, "num_decoder_layers": 2, "memory_slots": 4, "dropout": 0.0,
-}
-TINY_SHAPES = {"image_size": 32, "num_train": 48, "num_val": 12, "num_test": 12, "num_novel": 8, "num_shards": 2}
+# ci_skips: under CI (the variable set, non-empty) a skipped test is reported as a failure.
+# pytester: tests/test_ci_skips.py runs an inner pytest session to check that.
+pytest_plugins = ["tests.helpers.ci_skips", "pytester"]
 
 
 @pytest.fixture(scope="session")
@@ -24,23 +27,30 @@ def data_root(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_shapes(data_root):
     """Directory of a tiny shapes dataset (records + manifest), built once per session."""
-    from tfcaption.data.shapes import ShapesConfig, build_shapes_dataset
+    from tfcaption.datasets.shapes.dataset import ShapesConfig, build_shapes_dataset
 
     return build_shapes_dataset(data_root, ShapesConfig(**TINY_SHAPES), verbose=False, workers=1)
 
 
-def tiny_train_args(output_dir, data_root, export_root, epochs=2):
-    """`tfcaption-train` arguments for a run of a few seconds on the tiny dataset."""
-    import json
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory):
+    """The M2 reference fixture converted to a run directory, and its inputs as an HDF5 file (ids 100, 101, 102).
 
-    sets = [f"model.{k}={v}" for k, v in TINY_MODEL.items()]
-    sets += [
-        f"train.dataset_options={json.dumps(TINY_SHAPES)}", f"train.data_root={data_root}",
-        f"train.export_root={export_root}", "train.batch_size=16", "train.warmup_steps=20",
-        "train.learning_rate_scale=2.0", "train.eval_batch_size=8", "train.val_images=8", "train.max_caption_words=20",
-        "train.eval_beam_size=2", "train.export_beam_size=2",
-    ]
-    args = ["--output-dir", output_dir, "--epochs", str(epochs)]
-    for s in sets:
-        args += ["--set", s]
-    return args
+    Used by tests/interop/m2/test_features.py and tests/cli/test_features_cli.py.
+    """
+    from tests.helpers.m2_fixture import FIXTURE, skip_without_fixture
+    from tests.helpers.optional import h5py, skip_without_h5py
+    from tfcaption.interop.m2.convert import convert
+
+    skip_without_h5py()
+    skip_without_fixture("config.json", "m2_tiny.pth", "vocab.pkl", "inputs.npz", "expected.npz")
+    tmp = tmp_path_factory.mktemp("features_run")
+    heads = json.loads((FIXTURE / "config.json").read_text())["h"]
+    convert(FIXTURE / "m2_tiny.pth", FIXTURE / "vocab.pkl", tmp / "run", num_heads=heads)
+    inputs = np.load(FIXTURE / "inputs.npz")
+    real = np.any(inputs["features"] != 0, axis=-1).sum(axis=1)  # 10, 9, 7 real regions
+    with h5py.File(tmp / "features.h5", "w") as f:
+        for row, n in enumerate(real):
+            f[f"{100 + row}_features"] = inputs["features"][row, :n]
+    return {"run": str(tmp / "run"), "h5": str(tmp / "features.h5"), "tmp": tmp,
+            "expected": dict(np.load(FIXTURE / "expected.npz"))}

@@ -5,7 +5,7 @@ import io
 import numpy as np
 import pytest
 
-from tests.conftest import tiny_train_args
+from tests.helpers.tiny import tiny_train_args
 from tfcaption.cli import train as train_cli
 
 
@@ -14,7 +14,7 @@ def run_dir(tmp_path_factory, data_root):
     root = tmp_path_factory.mktemp("inference")
     run = str(root / "run")
     args = tiny_train_args(run, data_root, str(root / "savedmodel"), epochs=2)
-    args += ["--set", "train.export=false", "--set", "train.eval_splits=[]"]
+    args += ["--set", "export.enabled=false", "--set", "decode.eval_splits=[]"]
     assert train_cli.main(args) == 0
     return run
 
@@ -59,7 +59,7 @@ def test_single_image_gives_one_dict(predictor, images):
     assert single["caption"] == predictor.caption(images["bytes"][0])["caption"]
 
 
-def test_attention_shapes_sums_and_words(predictor, images):
+def test_attention_maps_are_distributions_one_per_caption_word(predictor, images):
     config = predictor.backend.model.config
     side = config.image_size // config.patch_size
     levels = config.num_encoder_layers
@@ -77,15 +77,15 @@ def test_attention_shapes_sums_and_words(predictor, images):
 
 
 def test_combined_map_is_the_gate_weighted_level_mix(predictor, images):
-    """Recompute from the raw greedy search: sum_n gate_n * attention_n, renormalised."""
+    """Recompute from the raw greedy search's per-level maps: sum_n gate_n * attention_n, renormalised."""
     import tensorflow as tf
 
     from tfcaption.data.pipeline import decode_image
-    from tfcaption.decoding.generate import generate
+    from tfcaption.decoding.greedy import greedy_search
 
     model = predictor.backend.model
     batch = tf.stack([decode_image(tf.constant(b), model.config.image_size) for b in images["bytes"]])
-    raw = generate(model, batch, 1, predictor.backend.max_steps, return_attention=True)
+    raw = greedy_search(model, *model.encode(batch), predictor.backend.max_steps, return_attention=True)
     level, gates = raw["attention"].numpy(), raw["gates"].numpy()
     for i, result in enumerate(predictor.caption_with_attention(images["bytes"])):
         n = len(result["words"])
@@ -139,7 +139,6 @@ def test_saved_model_without_the_signature_says_it_predates_attention(run_dir, t
 
 
 def test_saved_model_attention_matches_the_run_directory(run_dir, predictor, images, tmp_path):
-    """Runs once the export has the caption_with_attention signature (the export change lands separately)."""
     import tensorflow as tf
 
     from tfcaption.export.saved_model import export_saved_model
@@ -148,8 +147,7 @@ def test_saved_model_attention_matches_the_run_directory(run_dir, predictor, ima
     model, vocab, run_config = load_run(run_dir)
     path = export_saved_model(model, vocab, str(tmp_path / "export"), "tiny", beam_size=1,
                               max_steps=predictor.backend.max_steps, run_config=run_config)
-    if "caption_with_attention" not in tf.saved_model.load(path).signatures:
-        pytest.skip("this export has no caption_with_attention signature yet")
+    assert "caption_with_attention" in tf.saved_model.load(path).signatures  # every export has it
     import tfcaption
 
     served = tfcaption.load(path).caption_with_attention(images["bytes"])

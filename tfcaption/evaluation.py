@@ -7,7 +7,7 @@ import tensorflow as tf
 from tfcaption.data import pipeline
 from tfcaption.data.records import load_manifest, read_records
 from tfcaption.decoding.captioning import caption_batches
-from tfcaption.metrics.grounding import blind_baseline_caption
+from tfcaption.datasets.shapes.grounding import blind_baseline_caption
 from tfcaption.metrics.report import evaluate_results
 
 
@@ -67,6 +67,16 @@ def evaluate_splits(model, vocab, data_dir, splits, blind_caption=None, beam_siz
         report[split] = split_report
         predictions[split] = [{k: r[k] for k in ("image_id", "caption", "score")} for r in results]
     return report, predictions
+
+
+def report_rows(report):
+    """Rows for `format_metrics_table`: `split/model` and, where scored, `split/blind` per split."""
+    rows = {}
+    for split, split_report in report.items():
+        rows[f"{split}/model"] = split_report["model"]
+        if "blind_baseline" in split_report:
+            rows[f"{split}/blind"] = split_report["blind_baseline"]
+    return rows
 
 
 def write_json(path, value):

@@ -1,18 +1,21 @@
 """Captioning images from Python: `tfcaption.load(path).caption(images)`.
 
 `caption_with_attention(images)` also returns, per generated word, where the
-decoder looked (a map over the patch grid) and how the meshed decoder weighed
-the encoder levels, for `tfcaption.viz.attention.attention_figure`.
+decoder looked (a map over the patch grid, levels mixed by
+`tfcaption.decoding.mix_levels`) and how the meshed decoder weighed the encoder
+levels, for `tfcaption.viz.attention.attention_figure`. Run directories caption
+through `tfcaption.decoding.caption_batches`, exports through their signatures.
 """
 
 import json
 import os
-import re
 
 import numpy as np
 import tensorflow as tf
 
+from tfcaption.data.image_check import ImageSkipped, check_image
 from tfcaption.data.pipeline import decode_image
+from tfcaption.decoding.captioning import caption_batches
 
 
 class ImageError(ValueError):
@@ -40,47 +43,20 @@ def read_image_bytes(image):
     return tf.io.encode_png(array).numpy()
 
 
-def check_image(data, name="image"):
-    """Raises `ImageError` naming `name` when `data` does not decode as an image."""
-    if not data:
-        raise ImageError(f"{name}: empty file")
+def checked_image_bytes(image, name="image"):
+    """The encoded bytes to caption for a path, bytes or array, checked as tfcaption-prepare checks images.
+
+    `tfcaption.data.image_check.check_image` is the one image check: TensorFlow's decoder decides, and
+    formats only Pillow reads (WebP, TIFF) come back as JPEG. Raises `ImageError` naming `name`.
+    """
     try:
-        tf.io.decode_image(data, channels=3, expand_animations=False)
-    except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as error:
-        raise ImageError(f"{name}: not a decodable image ({_plain_reason(error)})") from None
-
-
-def _plain_reason(error):
-    """TensorFlow's error text without its op/device decorations."""
-    text = (error.message or "undecodable").splitlines()[0]
-    text = re.sub(r"\{\{[^}]*\}\}\s*", "", text)
-    return re.sub(r"\s*\[Op:\w+\]$", "", text).strip() or "undecodable"
+        return check_image(read_image_bytes(image)).data
+    except ImageSkipped as skipped:
+        raise ImageError(f"{name}: not a decodable image ({skipped.detail})") from None
 
 
 class AttentionUnavailableError(ValueError):
     """The model cannot report attention maps (an old export, or a region-feature model)."""
-
-
-def combine_levels(level_attention, gates):
-    """One map per word from per-level maps, as the SavedModel export combines them.
-
-    Each encoder level's map is weighted by that level's mean meshed gate, the
-    weighted maps are summed, and the result is renormalised to sum to 1 over
-    the patches, so the map says where the word looked in the mix of levels
-    the decoder actually used.
-
-    Args:
-        level_attention: (..., N_levels, P) attention over P patches per level.
-        gates: (..., N_levels) mean gate per level.
-
-    Returns:
-        (..., P) float32 maps, each summing to 1.
-    """
-    level_attention = np.asarray(level_attention, np.float32)
-    gates = np.asarray(gates, np.float32)
-    combined = np.sum(level_attention * gates[..., None], axis=-2)
-    total = np.sum(combined, axis=-1, keepdims=True)
-    return combined / np.maximum(total, np.finfo(np.float32).tiny)
 
 
 def _display_image(image):
@@ -157,26 +133,22 @@ class _SavedModelBackend:
 
 class _RunBackend:
     def __init__(self, path, beam_size=None):
-        from tfcaption.decoding.generate import compiled_generator
         from tfcaption.training.run_directory import load_run
 
         self.model, self.vocab, run_config = load_run(path)
-        beam_size = beam_size or run_config.train.eval_beam_size
-        self.generator = compiled_generator(
-            self.model, beam_size, run_config.train.max_caption_words + 1, jit_compile=True
-        )
+        self.beam_size = beam_size or run_config.decode.beam_size
+        self.max_steps = run_config.data.max_decode_steps
         self.image_size = self.model.config.image_size
-        self.max_steps = run_config.train.max_caption_words + 1
         self.path = path
-        self._attention_generator = None
 
-    def _images(self, image_bytes):
-        return tf.stack([decode_image(tf.constant(b), self.image_size) for b in image_bytes])
+    def _caption(self, image_bytes, **options):
+        images = tf.stack([decode_image(tf.constant(b), self.image_size) for b in image_bytes])
+        batch = {self.model.image_key: images, "image_id": [str(i) for i in range(len(image_bytes))]}
+        return images, caption_batches(self.model, self.vocab, [batch], max_steps=self.max_steps, **options)
 
     def __call__(self, image_bytes):
-        outputs = self.generator(self._images(image_bytes))
-        captions = [self.vocab.decode(t) for t in outputs["tokens"].numpy().tolist()]
-        return captions, outputs["scores"].numpy()
+        _, results = self._caption(image_bytes, beam_size=self.beam_size)
+        return [r["caption"] for r in results], np.array([r["score"] for r in results], np.float32)
 
     def with_attention(self, image_bytes):
         config = self.model.config
@@ -184,24 +156,15 @@ class _RunBackend:
             raise AttentionUnavailableError(
                 f"{self.path}: attention maps need a pixel model; this one reads precomputed region features."
             )
-        if self._attention_generator is None:
-            # Greedy search is the decoder that records attention; beam search would
-            # have to carry every beam's maps through its reordering for no benefit here.
-            from tfcaption.decoding.generate import compiled_generator
-
-            self._attention_generator = compiled_generator(
-                self.model, 1, self.max_steps, jit_compile=True, return_attention=True
-            )
-        images = self._images(image_bytes)
-        outputs = self._attention_generator(images)
-        tokens = outputs["tokens"].numpy()
-        captions = [self.vocab.decode(t) for t in tokens.tolist()]
-        attention = combine_levels(outputs["attention"].numpy(), outputs["gates"].numpy())
+        # Greedy search is the decoder that records attention; beam search would
+        # have to carry every beam's maps through its reordering for no benefit here.
+        images, results = self._caption(image_bytes, beam_size=1, return_attention=True)
         side = config.image_size // config.patch_size
         display = [_display_image(image) for image in images.numpy()]
         return _attention_results(
-            captions, outputs["scores"].numpy(), tokens, attention, outputs["gates"].numpy(), display,
-            (side, side), self.vocab.tokens, config.eos_id,
+            [r["caption"] for r in results], [r["score"] for r in results], [np.asarray(r["tokens"]) for r in results],
+            [r["attention"] for r in results], [r["gates"] for r in results], display, (side, side),
+            self.vocab.tokens, config.eos_id,
         )
 
 
@@ -265,9 +228,7 @@ def _encoded_inputs(images):
     data = []
     for i, image in enumerate(images):
         name = os.fspath(image) if isinstance(image, (str, os.PathLike)) else f"image {i}"
-        payload = read_image_bytes(image)
-        check_image(payload, name)
-        data.append(payload)
+        data.append(checked_image_bytes(image, name))
     return single, data
 
 

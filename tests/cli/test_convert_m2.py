@@ -18,26 +18,22 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.data.test_m2_vocab import vocab_pickle
-from tests.models.test_torch_checkpoint import Call, G, PersId, dumps
-from tfcaption.data.m2_vocab import load_m2_vocab
-from tfcaption.models.m2_convert import convert_m2
-from tfcaption.models.torch_checkpoint import load_state_dict
+from tests.helpers.m2_fixture import FIXTURE, requires_fixture
+from tests.helpers.paths import REPO_ROOT
+from tests.helpers.pickles import Call, G, PersId, dumps, vocab_pickle
+from tfcaption.interop.m2.vocab import load_m2_vocab
+from tfcaption.interop.m2.convert import convert_m2
+from tfcaption.interop.m2.checkpoint import load_state_dict
 from tfcaption.training.run_directory import load_run
 
-REPO = Path(__file__).resolve().parents[2]
-FIXTURE = (REPO / ".." / "shared" / "fixtures" / "m2_reference").resolve()
 CHECKPOINT = FIXTURE / "m2_tiny.pth"
 VOCAB = FIXTURE / "vocab.pkl"
-pytestmark = pytest.mark.skipif(
-    not all((FIXTURE / n).exists() for n in ("m2_tiny.pth", "vocab.pkl", "inputs.npz", "config.json")),
-    reason=f"M2 reference fixture not found at {FIXTURE}",
-)
+pytestmark = requires_fixture("m2_tiny.pth", "vocab.pkl", "inputs.npz", "config.json")
 PROGRAM = "tfcaption-convert-m2"
 
 
 # ------------------------------------------------------------------------------------------------
-# the released formats, written with the checkpoint and vocabulary tests' opcode-level pickle writers
+# the released formats, written with the opcode-level pickle writers of tests/helpers/pickles.py
 
 
 STORAGES = {np.dtype("float32"): "FloatStorage", np.dtype("int64"): "LongStorage", np.dtype("bool"): "BoolStorage"}
@@ -103,7 +99,7 @@ def start(tmp_path, name, *args):
         site.mkdir()
         (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
     attempts = tmp_path / f"{name}.torch"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(site), str(REPO)]), TORCH_ATTEMPTS_FILE=str(attempts))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(site), REPO_ROOT]), TORCH_ATTEMPTS_FILE=str(attempts))
     process = subprocess.Popen([sys.executable, "-m", "tfcaption.cli.convert_m2", *map(str, args)], cwd=tmp_path,
                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     return process, attempts
@@ -172,8 +168,8 @@ def test_converts_without_torch(runs):
     assert sorted(p.name for p in run.iterdir()) == ["best.weights.h5", "config.json", "conversion.json", "vocab.txt"]
     assert (run / "vocab.txt").read_text().split("\n")[:-1] == runs["itos"]
     config = json.loads((run / "config.json").read_text())
-    assert config["train"]["eval_beam_size"] == 5
-    assert config["train"]["max_caption_words"] + 1 == 20  # tfcaption decodes max_caption_words + 1 steps
+    assert config["decode"]["beam_size"] == 5
+    assert config["data"]["max_caption_words"] + 1 == 20  # tfcaption decodes max_caption_words + 1 steps
     assert config["model"]["encoder_padding_mask"] == "released" and config["model"]["num_heads"] == runs["heads"]
     provenance = json.loads((run / "conversion.json").read_text())
     assert provenance["parameters"] == 335936 and provenance["vocab_size"] == 30
@@ -185,7 +181,7 @@ def test_run_directory_round_trip(runs):
     model, vocab, run_config = load_run(str(runs["tmp"] / "run"))
     direct = convert_m2(runs["state_dict"], runs["itos"], num_heads=runs["heads"])
     assert model.config == direct.config and vocab.tokens == runs["itos"]
-    assert run_config.train.eval_beam_size == 5
+    assert run_config.decode.beam_size == 5 and run_config.data.max_decode_steps == 20
     inputs = np.load(FIXTURE / "inputs.npz")
     batch = {"features": inputs["features"], "tokens": inputs["tokens"]}
     loaded = tf.nn.log_softmax(model(batch, training=False)).numpy()

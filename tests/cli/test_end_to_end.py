@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from tests.conftest import tiny_train_args
+from tests.helpers.tiny import tiny_train_args
 from tfcaption.cli import caption as caption_cli
 from tfcaption.cli import evaluate as evaluate_cli
 from tfcaption.cli import export as export_cli

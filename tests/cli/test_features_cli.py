@@ -2,17 +2,17 @@
 
 import json
 
-import pytest
-
-from tests.data.test_features import _image, _karpathy, converted, needs_fixture  # noqa: F401 (fixture)
+from tests.helpers.karpathy import karpathy_file, karpathy_image
+from tests.helpers.m2_fixture import requires_fixture
+from tests.helpers.optional import needs_h5py
 from tfcaption.cli import caption as caption_cli
 from tfcaption.cli import evaluate as evaluate_cli
 
-pytest.importorskip("h5py", reason="h5py is the optional [h5] extra")
+# `converted` (tests/conftest.py): the M2 reference fixture as a run directory plus an HDF5 features file.
+pytestmark = [needs_h5py, requires_fixture("config.json", "m2_tiny.pth", "vocab.pkl", "inputs.npz", "expected.npz")]
 
 
-@needs_fixture
-def test_caption_cli_prints_json_with_all_beams(converted, capsys):  # noqa: F811
+def test_caption_cli_prints_json_with_all_beams(converted, capsys):
     code = caption_cli.main(["--model", converted["run"], "--features", converted["h5"], "100", "102",
                              "--json", "--all-beams", "--beam-size", "3"])
     assert code == 0
@@ -24,17 +24,15 @@ def test_caption_cli_prints_json_with_all_beams(converted, capsys):  # noqa: F81
         assert {"caption", "tokens", "score"} <= set(result["beams"][0])
 
 
-@needs_fixture
-def test_caption_cli_names_a_missing_feature_key(converted, capsys):  # noqa: F811
+def test_caption_cli_names_a_missing_feature_key(converted, capsys):
     assert caption_cli.main(["--model", converted["run"], "--features", converted["h5"], "404"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "404" in err
 
 
-@needs_fixture
-def test_evaluate_cli_on_a_karpathy_split(converted, capsys):  # noqa: F811
-    annotations = _karpathy(converted["tmp"] / "cli_dataset_coco.json",
-                            [_image(100, "test", "w01 w02"), _image(101, "test", "w03")])
+def test_evaluate_cli_on_a_karpathy_split_reports_raw_and_collapsed_metrics(converted, capsys):
+    annotations = karpathy_file(converted["tmp"] / "cli_dataset_coco.json",
+                            [karpathy_image(100, "test", "w01 w02"), karpathy_image(101, "test", "w03")])
     output = converted["tmp"] / "evaluation.json"
     code = evaluate_cli.main(["--model", converted["run"], "--features", converted["h5"], "--annotations",
                               str(annotations), "--no-java", "--beam-size", "3", "--output", str(output)])

@@ -5,8 +5,8 @@ import os
 
 import pytest
 
-from tests.conftest import TINY_MODEL
-from tests.data import layouts
+from tests.helpers.tiny import TINY_MODEL
+from tests.helpers import layouts
 from tfcaption.cli import evaluate as evaluate_cli
 from tfcaption.cli import prepare as prepare_cli
 from tfcaption.cli import train as train_cli
@@ -45,7 +45,7 @@ def test_prepare_errors_are_one_line(tmp_path, capsys, args, message):
     assert err.startswith("tfcaption-prepare: error:") and message in err and "\n" not in err
 
 
-def test_train_and_evaluate_on_a_prepared_coco_layout(coco_root, tmp_path, capsys):
+def test_train_then_evaluate_on_a_prepared_coco_layout_give_the_same_captions(coco_root, tmp_path, capsys):
     out = str(tmp_path / "prepared")
     assert prepare_cli.main([f"coco:{coco_root}", out, "--quiet"]) == 0
     run = str(tmp_path / "run")

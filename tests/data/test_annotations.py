@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from tests.data import layouts
+from tests.helpers import layouts
 from tfcaption.data.annotations import (
     AnnotationsError, clean_caption, read_caption_table, read_coco_captions, read_karpathy, split_name_for)
 
@@ -22,14 +22,14 @@ from tfcaption.data.annotations import (
     (42, (None, "malformed_caption")),
     ("Ein Café — очень 好", ("Ein Café — очень 好", None)),
 ])
-def test_clean_caption(value, expected):
+def test_clean_caption_collapses_whitespace_or_names_why_it_drops_the_caption(value, expected):
     assert clean_caption(value) == expected
 
 
 @pytest.mark.parametrize("name, split", [
     ("captions_train2014", "train"), ("val2017", "val"), ("validation", "val"), ("test", "test"), ("restval", "restval"),
 ])
-def test_split_names_from_files(name, split):
+def test_split_name_is_read_from_the_file_name(name, split):
     assert split_name_for(name) == split
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.data import layouts
+from tests.helpers import layouts
 from tfcaption.data.image_check import ImageSkipped, check_image
 from tfcaption.data.pipeline import decode_image
 

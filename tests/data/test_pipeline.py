@@ -83,12 +83,12 @@ def test_decode_image_rejects_garbage():
         decode_image(tf.constant(b"definitely not an image"), 8)
 
 
-def test_decode_image_rectangular_size():
+def test_decode_image_to_a_rectangular_size_gives_that_height_and_width():
     out = decode_image(tf.constant(_solid_png((1, 2, 3), 10)), (4, 6))
     assert out.shape == (4, 6, 3)
 
 
-def test_tokenize_captions_layout_truncation_flip_and_static_batch():
+def test_tokenize_captions_wraps_in_bos_eos_truncates_flips_and_keeps_a_static_batch():
     vocab = Vocabulary.build(["the red one is left of the blue one on the right"])
     captions = tf.constant(["The red one, LEFT of the blue one", "right", "the red one is left of it all"])
     tokens = tokenize_captions(captions, vocab, 4, flip=tf.constant([True, False, False])).numpy()
@@ -146,7 +146,7 @@ def _collect(ds):
     return np.concatenate(images), np.concatenate(tokens)
 
 
-def test_train_dataset_shapes_and_dtypes(basic):
+def test_train_dataset_has_static_shapes_images_in_range_and_drops_the_remainder(basic):
     data_dir, _, _, vocab = basic
     ds = train_dataset(data_dir, "train", vocab, batch_size=4, max_length=5, image_size=8)
     spec = ds.element_spec
@@ -238,7 +238,7 @@ def test_flip_mirrors_the_image_and_swaps_left_and_right(tmp_path):
     np.testing.assert_allclose(images, np.broadcast_to(original, images.shape), atol=1e-6)
 
 
-def test_eval_dataset_order_padding_and_remainder(basic):
+def test_eval_dataset_keeps_write_order_pads_captions_and_keeps_the_remainder(basic):
     data_dir, examples, _, _ = basic
     ds = eval_dataset(data_dir, "train", batch_size=4, image_size=8)
     spec = ds.element_spec

@@ -7,12 +7,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.data import layouts
+from tests.helpers import layouts
 from tfcaption.data import prepare as prepare_module
 from tfcaption.data.pipeline import eval_dataset
 from tfcaption.data.prepare import PrepareError, prepare_dataset
 from tfcaption.data.records import list_shards, load_manifest, read_records
-from tfcaption.data.sources import DatasetNotFoundError, open_source, resolve_dataset
+from tfcaption.data.catalog import resolve_dataset
+from tfcaption.data.sources import DatasetNotFoundError, open_source
 
 
 def _quiet(source, out_dir, **options):
@@ -92,7 +93,7 @@ def test_another_dataset_is_not_overwritten_without_asking(coco, tmp_path):
 
 
 @pytest.mark.parametrize("layout", ["karpathy", "folder-csv", "folder-jsonl"])
-def test_other_layouts(tmp_path, layout):
+def test_karpathy_and_folder_layouts_give_the_expected_counts_and_captions(tmp_path, layout):
     if layout == "karpathy":
         path, expected = layouts.make_karpathy(str(tmp_path / "src"))
         spec = f"karpathy:{path}"
@@ -185,9 +186,19 @@ def test_eval_dataset_over_prepared_odd_modes_matches_direct_decoding(coco):
     """The kept originals (CMYK, 16-bit, palette...) decode in the pipeline exactly as they do alone."""
     from tfcaption.data.pipeline import decode_image
 
+    direct = {}
     for record in read_records(str(coco["out"]), "train").take(7).as_numpy_iterator():
-        direct = decode_image(record["image"], 24).numpy()
-        assert direct.shape == (24, 24, 3) and np.isfinite(direct).all()
+        image = decode_image(record["image"], 24).numpy()
+        assert image.shape == (24, 24, 3) and np.isfinite(image).all()
+        direct[record["image_id"].decode()] = image
+    assert len(direct) == 7  # every kept original, one of each mode
+    piped = {}
+    for batch in eval_dataset(str(coco["out"]), "train", 3, 24).as_numpy_iterator():  # 3 per batch: 3 + 3 + 1
+        for image_id, image in zip(batch["image_id"], batch["images"]):
+            piped[image_id.decode()] = image
+    assert sorted(piped, key=int) == sorted(direct, key=int)
+    for image_id, image in direct.items():
+        np.testing.assert_allclose(piped[image_id], image, rtol=0, atol=1e-6, err_msg=f"image {image_id}")
 
 
 def test_a_directory_another_live_preparation_holds_is_refused(tmp_path):

@@ -109,7 +109,7 @@ def test_missing_split_error_names_directory_split_and_existing_splits(tmp_path)
     assert "train, val-small" in message
 
 
-def test_missing_directory_and_incomplete_split_errors(tmp_path):
+def test_a_missing_directory_or_shard_is_a_file_not_found_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         read_records(str(tmp_path / "nowhere"), "train")
     out = write_shards(_examples(4), str(tmp_path), "train", 2)
@@ -134,5 +134,5 @@ def test_manifest_round_trip_and_missing_error(tmp_path):
     assert "\n" not in str(info.value)
 
 
-def test_shard_name_format():
+def test_shard_names_are_split_index_of_count_zero_padded():
     assert records.shard_name("train", 3, 16) == "train-00003-of-00016.tfrecord"

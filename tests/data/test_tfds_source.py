@@ -11,8 +11,8 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from tests.conftest import TINY_MODEL
-from tests.data import layouts
+from tests.helpers.tiny import TINY_MODEL
+from tests.helpers import layouts
 from tfcaption.data.prepare import prepare_dataset
 from tfcaption.data.sources import open_source
 
@@ -66,15 +66,16 @@ def test_tfds_batches_train_the_model(prepared, tmp_path):
     from tfcaption.data.tokenizer import Vocabulary
     from tfcaption.evaluation import training_captions
     from tfcaption.models.config import CaptionerConfig
-    from tfcaption.training.config import RunConfig, TrainConfig
+    from tfcaption.config import DataConfig, DecodeConfig, RunConfig, TrainConfig
     from tfcaption.training.trainer import Trainer
 
     vocab = Vocabulary.build(training_captions(prepared["out"]))
     config = CaptionerConfig.from_preset("small", vocab_size=vocab.size, max_length=12, **TINY_MODEL)
     train = TrainConfig(output_dir=str(tmp_path / "run"), epochs=4, batch_size=4, warmup_steps=4,
-                        learning_rate_scale=4.0, val_images=4, eval_batch_size=4, max_caption_words=10,
-                        jit_compile=False, early_stopping_patience=0)
-    history = Trainer(RunConfig(config, train), prepared["out"], vocab, log=lambda *a: None).fit()
+                        learning_rate_scale=4.0, val_images=4, jit_compile=False, early_stopping_patience=0)
+    run_config = RunConfig(model=config, data=DataConfig(max_caption_words=10), train=train,
+                           decode=DecodeConfig(batch_size=4))
+    history = Trainer(run_config, prepared["out"], vocab, log=lambda *a: None).fit()
     losses = [h["train_loss"] for h in history]
     assert len(losses) == 4 and all(np.isfinite(losses))
     assert losses[-1] < 0.9 * losses[0]

@@ -26,7 +26,7 @@ TRICKY = [
 ]
 
 
-def test_normalize_caption_examples():
+def test_normalize_caption_lowercases_and_turns_punctuation_into_spaces():
     assert normalize_caption("  A Dog's  ball, (RED)!\n") == "a dog s ball red"
     assert normalize_caption("snake_case-and-dashes/and.dots") == "snake case and dashes and dots"
     assert normalize_caption("CAFÉ naïve") == "café naïve"
@@ -85,7 +85,7 @@ def test_vocabulary_rejects_bad_token_lists():
         Vocabulary(list(SPECIALS) + ["two words"])
 
 
-def test_save_and_load_round_trip(tmp_path):
+def test_vocabulary_saves_one_token_a_line_and_loads_back_equal(tmp_path):
     vocab = Vocabulary.build(CAPTIONS + ["ünïcode wörds"])
     path = vocab.save(str(tmp_path / "sub" / "vocab.txt"))
     lines = open(path, encoding="utf-8").read().splitlines()
@@ -96,7 +96,7 @@ def test_save_and_load_round_trip(tmp_path):
         Vocabulary.load(str(tmp_path / "missing.txt"))
 
 
-def test_encode_decode_round_trip_and_decode_rules():
+def test_encode_maps_unknown_words_to_unk_and_decode_stops_at_eos_skipping_specials():
     vocab = Vocabulary.build(CAPTIONS)
     ids = vocab.encode("A RED circle, left of the purple square")
     assert ids == [4, 5, 6, 11, 12, 13, 0, 7]  # "purple" is unknown
@@ -146,7 +146,7 @@ def test_decode_tf_equals_decode_on_random_ids(dtype):
     assert any(g == "" for g in got) and any(" " in g for g in got)
 
 
-def test_decode_tf_inside_a_saved_model(tmp_path):
+def test_decode_tf_inside_a_saved_model_equals_decode(tmp_path):
     vocab = Vocabulary.build(CAPTIONS)
 
     class Decoder(tf.Module):

@@ -45,7 +45,7 @@ def test_cached_decoding_equals_uncached(model, images):
     np.testing.assert_array_equal(log_probs.argmax(-1)[live], tokens[live])
 
 
-def test_beam_search_invariants(model, images):
+def test_beam_search_is_best_first_pads_after_eos_and_never_worse_than_greedy(model, images):
     out = beam_search(model, *model.encode(images), beam_size=3, max_steps=10)
     scores = out["scores"].numpy()
     assert (np.diff(scores, axis=1) <= 1e-6).all()  # best first

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.export import encode, random_rgb, tiny_export
+from tests.helpers.exports import encode, random_rgb, tiny_export
 
 MAX_PIXELS = 64 * 64
 

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from tests.export import TINY_MAX_STEPS, encode, quiet_env, random_rgb, tiny_export
+from tests.helpers.exports import TINY_MAX_STEPS, encode, quiet_env, random_rgb, tiny_export
 
 SAVED_MODEL_CLI = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
 
@@ -64,7 +64,7 @@ def child(export, images):
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def test_layout_versions_and_assets(export):
+def test_export_is_version_1_with_config_and_vocab_assets_and_never_overwrites(export):
     from tfcaption.export.saved_model import export_saved_model, next_version
 
     model_dir, version = os.path.split(export)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.export import TINY_MAX_STEPS, encode, random_rgb, tiny_export
+from tests.helpers.exports import TINY_MAX_STEPS, encode, random_rgb, tiny_export
 
 
 def _from_json(value):
@@ -88,7 +88,7 @@ def reference(loaded, images):
     return [c.decode() for c in out["caption"].numpy()], out["score"].numpy()
 
 
-def test_row_format_with_bare_b64_instances(loaded, images, reference):
+def test_row_format_with_bare_b64_instances_gives_the_reference_captions(loaded, images, reference):
     status, body = rest_predict(loaded, json.dumps({"instances": [b64(i) for i in images]}))
     assert status == 200
     predictions = json.loads(body)["predictions"]
@@ -98,7 +98,7 @@ def test_row_format_with_bare_b64_instances(loaded, images, reference):
                for p in predictions)
 
 
-def test_row_format_named_input_on_the_attention_signature(loaded, images):
+def test_row_format_named_input_on_the_attention_signature_gives_attention_maps(loaded, images):
     body = json.dumps({"signature_name": "caption_with_attention",
                        "instances": [{"image_bytes": b64(i)} for i in images]})
     status, response = rest_predict(loaded, body)
@@ -114,7 +114,7 @@ def test_row_format_named_input_on_the_attention_signature(loaded, images):
         assert np.array(p["gates"]).shape == (TINY_MAX_STEPS, 2)
 
 
-def test_columnar_format(loaded, images, reference):
+def test_columnar_format_gives_the_reference_captions_on_both_signatures(loaded, images, reference):
     status, body = rest_predict(loaded, json.dumps({"inputs": {"image_bytes": [b64(i) for i in images]}}))
     assert status == 200
     outputs = json.loads(body)["outputs"]
@@ -135,7 +135,7 @@ def test_bad_image_gives_an_error_body_naming_the_index(loaded, images, referenc
     assert status == 200 and json.loads(body)["predictions"][0]["caption"] == reference[0][0]
 
 
-def test_response_body_example(loaded, images):
+def test_row_format_response_has_exactly_the_documented_keys(loaded, images):
     """A row-format response is plain JSON with exactly the documented keys."""
     status, body = rest_predict(loaded, json.dumps({"instances": [b64(images[0])]}))
     assert status == 200

@@ -2,7 +2,7 @@ import numpy as np
 
 import keras
 
-from tests.layers.numpy_reference import dense, layer_norm, memory_attention
+from tests.helpers.numpy_reference import dense, layer_norm, memory_attention
 from tfcaption.layers.decoder import MeshedDecoder, sinusoid_table
 from tfcaption.layers.encoder import MemoryAugmentedEncoder
 from tfcaption.layers.feed_forward import PositionWiseFeedForward
@@ -32,7 +32,7 @@ def test_encoder_returns_every_level_matching_numpy():
         np.testing.assert_allclose(out[:, i], h, atol=1e-4)
 
 
-def test_feed_forward_and_layer_norm_epsilon():
+def test_feed_forward_matches_numpy_and_keeps_the_layer_norm_epsilon():
     layer = PositionWiseFeedForward(12, dropout=0.0, layer_norm_epsilon=1e-5)
     x = np.random.default_rng(1).normal(size=(2, 3, 8)).astype("float32")
     np.testing.assert_allclose(np.asarray(layer(x)), _ffn(layer, x), atol=1e-5)
@@ -49,7 +49,7 @@ def test_patches_are_row_major_blocks():
     assert encoded.shape == (2, 4, 16)
 
 
-def test_region_encoder_masks():
+def test_region_encoder_corrected_mask_hides_zero_rows_and_released_mask_none():
     features = np.ones((2, 4, 6), "float32")
     features[0, 2:] = 0.0
     _, corrected = RegionEncoder(8, padding_mask="corrected")(features)

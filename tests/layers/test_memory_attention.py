@@ -3,7 +3,7 @@ import pytest
 
 import keras
 
-from tests.layers.numpy_reference import memory_attention
+from tests.helpers.numpy_reference import memory_attention
 from tfcaption.layers.memory_attention import MemoryAugmentedAttention
 
 
@@ -39,7 +39,7 @@ def test_masked_keys_get_no_weight_but_memory_is_never_masked():
     np.testing.assert_allclose(np.asarray(out2)[0], np.asarray(out)[0], atol=1e-5)
 
 
-def test_memory_scaling_and_released_init_bound():
+def test_memory_slots_are_scaled_and_released_init_stays_within_its_bound():
     layer = MemoryAugmentedAttention(num_heads=2, key_dim=4, memory_slots=10, memory_init="released")
     layer(_random((1, 2, 8), 3), _random((1, 2, 8), 3), _random((1, 2, 8), 3))
     bound = np.sqrt(6.0 / (10 * 8 + 8))
@@ -53,7 +53,7 @@ def test_memory_scaling_and_released_init_bound():
     )
 
 
-def test_paper_init_std():
+def test_paper_init_gives_memory_std_one_over_key_dim_and_slots():
     layer = MemoryAugmentedAttention(num_heads=8, key_dim=64, memory_slots=40)
     x = np.zeros((1, 1, 512), "float32")
     layer(x, x, x)
@@ -61,7 +61,7 @@ def test_paper_init_std():
     assert abs(np.asarray(layer.memory_values).std() - 1 / 40) < 0.003
 
 
-def test_get_config_round_trip():
+def test_get_config_round_trips_and_the_layer_is_registered():
     layer = MemoryAugmentedAttention(num_heads=2, key_dim=4, value_dim=6, memory_slots=3, memory_init="released")
     clone = MemoryAugmentedAttention.from_config(layer.get_config())
     assert clone.get_config() == layer.get_config()

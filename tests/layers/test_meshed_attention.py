@@ -1,6 +1,6 @@
 import numpy as np
 
-from tests.layers.numpy_reference import dense, layer_norm, memory_attention, sigmoid
+from tests.helpers.numpy_reference import dense, layer_norm, memory_attention, sigmoid
 from tfcaption.layers.meshed_attention import MeshedCrossAttention
 
 

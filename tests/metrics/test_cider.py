@@ -94,7 +94,7 @@ def test_each_caption_its_own_document_matches_pycocoevalcap():
     assert scores[6] > 0
 
 
-def test_hand_computed_example():
+def test_scores_equal_a_hand_computed_example():
     # Two images, per-image frequencies: N = 2 and every n-gram has df 1, so idf = ln 2 everywhere.
     # Image 1: candidate == reference "a b": cosine 1 for unigrams and bigrams, 0 for n = 3, 4
     #          (both vectors empty) -> 10 * (1 + 1 + 0 + 0) / 4 = 5.
@@ -140,7 +140,7 @@ def test_small_cache_gives_the_same_scores():
     assert len(small_scorer._cache) == len({r for rr in refs for r in rr})
 
 
-def test_errors_and_edge_cases():
+def test_mismatched_inputs_are_errors_and_empty_inputs_score_zero():
     scorer = CiderD()
     with pytest.raises(ValueError, match="2 candidates but 1"):
         scorer.score(["a", "b"], [["a"]])
@@ -152,3 +152,9 @@ def test_errors_and_edge_cases():
     assert mean == 0.0 and scores.shape == (0,)
     mean, scores = scorer.score(["", ""], [[""], ["..."]])  # nothing to match at all
     assert mean == 0.0 and np.all(scores == 0.0)
+
+
+def test_candidates_sharing_no_ngram_with_any_reference_score_zero():
+    references = [["a red circle", "one red circle"], ["two blue squares", "blue squares"]]
+    mean, scores = CiderD(references).score(["green", "yellow"], references)
+    assert mean == 0.0 and scores.tolist() == [0.0, 0.0]

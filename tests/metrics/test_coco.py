@@ -16,13 +16,13 @@ from pycocoevalcap.rouge.rouge import Rouge
 from pycocoevalcap.tokenizer import ptbtokenizer
 from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
+from tests.helpers.optional import needs_java, skip_without_java
 from tfcaption.metrics import coco
 from tfcaption.metrics.coco import (
     METRIC_KEYS, caption_metrics, collapse_repeated_words, format_metrics_table,
     ptb_tokenize_python,
 )
 
-needs_java = pytest.mark.skipif(shutil.which("java") is None, reason="java is not installed")
 
 # COCO-style references (raw: capitals, final periods, commas, clitics, quotes, brackets, hyphens).
 REFERENCES = {
@@ -68,8 +68,7 @@ TRICKY = [
 @pytest.fixture(scope="module")
 def java_tokenized():
     """One PTBTokenizer call on every reference, candidate and tricky caption."""
-    if shutil.which("java") is None:
-        pytest.skip("java is not installed")
+    skip_without_java()
     request = {("ref", k): [{"caption": c} for c in v] for k, v in REFERENCES.items()}
     request.update({("cand", k): [{"caption": c}] for k, c in CANDIDATES.items()})
     request["tricky"] = [{"caption": c} for c in TRICKY]
@@ -78,8 +77,7 @@ def java_tokenized():
 
 @pytest.fixture(scope="module")
 def java_metrics():
-    if shutil.which("java") is None:
-        pytest.skip("java is not installed")
+    skip_without_java()
     return caption_metrics(REFERENCES, CANDIDATES, use_java=True)
 
 
@@ -97,7 +95,7 @@ def test_punctuation_list_is_pycocoevalcaps():
     assert coco.PTB_PUNCTUATION == frozenset(ptbtokenizer.PUNCTUATIONS)
 
 
-def test_python_tokeniser_rules():
+def test_python_tokeniser_splits_clitics_drops_punctuation_and_is_idempotent():
     assert ptb_tokenize_python("The dog's ball isn't red.") == "the dog 's ball is n't red"
     assert ptb_tokenize_python("A (big) dog, running!") == "a -lrb- big -rrb- dog running"
     assert ptb_tokenize_python("Mr. Smith can't, 1,000 at 5:30.") == \
@@ -181,7 +179,7 @@ def test_no_java_found_warns_once_and_skips_meteor(monkeypatch, caplog):
         caption_metrics(REFERENCES, CANDIDATES, use_java=True)
 
 
-def test_collapse_repeats():
+def test_collapse_repeats_removes_repeated_words_before_scoring():
     refs = {"a": ["A dog runs."]}
     plain = caption_metrics(refs, {"a": "a a dog dog runs"}, use_java=False)
     collapsed = caption_metrics(refs, {"a": "a a dog dog runs"}, use_java=False,
@@ -192,7 +190,7 @@ def test_collapse_repeats():
     assert collapse_repeated_words("") == ""
 
 
-def test_input_errors():
+def test_bad_inputs_are_errors_and_empty_captions_still_score():
     with pytest.raises(ValueError, match="'7'"):
         caption_metrics(REFERENCES, {"1": "a man", "7": "a dog", "8": "a cat"}, use_java=False)
     with pytest.raises(ValueError, match="no candidates"):
@@ -213,7 +211,7 @@ def test_meteor_failure_gives_a_clear_message(monkeypatch):
         coco._meteor_score({"1": ["a dog"]}, {"1": ["a dog"]})
 
 
-def test_format_metrics_table():
+def test_metrics_table_is_fixed_width_percent_with_dashes_for_missing_values():
     model = {"bleu_1": 0.808, "bleu_2": 0.6543, "bleu_3": 0.5, "bleu_4": 0.391, "meteor": 0.292,
              "rouge_l": 0.586, "cider_d": 1.312, "tokenizer": "ptb"}
     blind = dict(model, meteor=None, cider_d=0.05, grounding_precision=0.25,

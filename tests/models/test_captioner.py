@@ -29,7 +29,7 @@ def test_m2_region_model_has_the_papers_parameter_count():
     assert total - sum(int(np.prod(w.shape)) for w in model.trainable_weights) == 55 * 512
 
 
-def test_config_round_trip_and_serialization():
+def test_config_round_trips_and_the_model_is_registered():
     model = Captioner(_config())
     clone = Captioner.from_config(model.get_config())
     assert clone.config == model.config

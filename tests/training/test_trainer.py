@@ -8,7 +8,8 @@ import sys
 import numpy as np
 import tensorflow as tf
 
-from tests.conftest import REPO_ROOT, TINY_MODEL, TINY_SHAPES
+from tests.helpers.paths import REPO_ROOT
+from tests.helpers.tiny import TINY_MODEL, TINY_SHAPES
 from tfcaption.training.schedule import WarmupInverseSqrt
 from tfcaption.training.trainer import masked_cross_entropy
 
@@ -42,11 +43,11 @@ import json, sys
 import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-from tfcaption.data.shapes import ShapesConfig, build_shapes_dataset
+from tfcaption.datasets.shapes.dataset import ShapesConfig, build_shapes_dataset
 from tfcaption.data.tokenizer import Vocabulary
 from tfcaption.evaluation import training_captions
 from tfcaption.models.config import CaptionerConfig
-from tfcaption.training.config import RunConfig, TrainConfig
+from tfcaption.config import DataConfig, DecodeConfig, RunConfig, TrainConfig
 from tfcaption.training.strategy import make_strategy
 from tfcaption.training.trainer import Trainer
 
@@ -55,9 +56,11 @@ data_dir = build_shapes_dataset(data_root, ShapesConfig(**shapes), verbose=False
 vocab = Vocabulary.build(training_captions(data_dir))
 config = CaptionerConfig.from_preset("small", vocab_size=vocab.size, max_length=22, **model)
 train = TrainConfig(output_dir=output_dir, epochs=2, batch_size=16, warmup_steps=10, learning_rate_scale=2.0,
-                    val_images=8, eval_batch_size=8, max_caption_words=20, strategy="mirrored")
+                    val_images=8, strategy="mirrored")
+run_config = RunConfig(model=config, data=DataConfig(max_caption_words=20), train=train,
+                       decode=DecodeConfig(batch_size=8))
 strategy = make_strategy("mirrored")
-trainer = Trainer(RunConfig(config, train), data_dir, vocab, strategy=strategy, log=lambda *a: None)
+trainer = Trainer(run_config, data_dir, vocab, strategy=strategy, log=lambda *a: None)
 history = trainer.fit()
 variable = trainer.model.decoder.output_dense.kernel
 replicas = [v.numpy() for v in variable.value.values] if hasattr(variable, "value") and hasattr(variable.value, "values") else []
@@ -71,7 +74,7 @@ print(json.dumps({
 """
 
 
-def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
+def test_mirrored_strategy_on_two_logical_cpus_trains_with_identical_replicas(tmp_path):
     result = subprocess.run(
         [sys.executable, "-c", MIRRORED_SCRIPT, str(tmp_path / "data"), str(tmp_path / "run"),
          json.dumps(TINY_MODEL), json.dumps(TINY_SHAPES)],
@@ -87,10 +90,10 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
 
 
 def test_training_without_a_val_split_keeps_the_last_weights(tmp_path):
-    from tests.data import layouts
+    from tests.helpers import layouts
     from tfcaption.data.prepare import prepare_dataset
     from tfcaption.models.config import CaptionerConfig
-    from tfcaption.training.config import RunConfig, TrainConfig
+    from tfcaption.config import DataConfig, RunConfig, TrainConfig
     from tfcaption.training.trainer import Trainer
     from tfcaption.data.sources import open_source
     from tfcaption.data.tokenizer import Vocabulary
@@ -107,10 +110,10 @@ def test_training_without_a_val_split_keeps_the_last_weights(tmp_path):
     prepare_dataset(open_source(f"folder:{root}"), data_dir, verbose=False)
     vocab = Vocabulary.build(training_captions(data_dir))
     config = CaptionerConfig.from_preset("small", vocab_size=vocab.size, max_length=12, **TINY_MODEL)
-    train = TrainConfig(output_dir=str(tmp_path / "run"), epochs=2, batch_size=8, warmup_steps=4, max_caption_words=10,
-                        jit_compile=False)
+    train = TrainConfig(output_dir=str(tmp_path / "run"), epochs=2, batch_size=8, warmup_steps=4, jit_compile=False)
     messages = []
-    history = Trainer(RunConfig(config, train), data_dir, vocab, log=messages.append).fit()
+    run_config = RunConfig(model=config, data=DataConfig(max_caption_words=10), train=train)
+    history = Trainer(run_config, data_dir, vocab, log=messages.append).fit()
     assert any("No val split" in m for m in messages)
     assert [h["epoch"] for h in history] == [1, 2] and all(np.isnan(h["val_cider_d"]) for h in history)
     assert os.path.exists(tmp_path / "run" / "best.weights.h5")

@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from tests.conftest import tiny_train_args
-from tests.viz.grounding import grounding_pairs, object_patches
+from tests.helpers.tiny import tiny_train_args
+from tests.helpers.grounding import grounding_pairs, object_patches
 from tfcaption.viz.attention import DPI, attention_figure, upsample
 
 def _fake_result(words=("a", "red", "circle"), rows=4, cols=4, size=(32, 48), levels=2):
@@ -58,7 +58,7 @@ def test_gates_add_one_chart_per_word_with_the_gate_values(tmp_path):
         np.testing.assert_allclose([bar.get_height() for bar in chart.patches], gates)
 
 
-def test_max_words_and_wrapping(tmp_path):
+def test_max_words_caps_the_panels_and_many_words_wrap_onto_rows(tmp_path):
     words = tuple(f"w{i}" for i in range(13))
     figure = attention_figure(_fake_result(words), max_words=8)
     assert len(figure.axes) == 1 + 8
@@ -97,11 +97,11 @@ def tiny_predictor(tmp_path_factory, data_root):
 
     root = tmp_path_factory.mktemp("viz")
     args = tiny_train_args(str(root / "run"), data_root, str(root / "savedmodel"), epochs=1)
-    assert train_cli.main(args + ["--set", "train.export=false", "--set", "train.eval_splits=[]"]) == 0
+    assert train_cli.main(args + ["--set", "export.enabled=false", "--set", "decode.eval_splits=[]"]) == 0
     return tfcaption.load(str(root / "run"), beam_size=1)
 
 
-def test_figure_from_a_shapes_image_of_a_trained_model(tiny_predictor, tiny_shapes, tmp_path):
+def test_figure_of_a_trained_model_on_a_shapes_image_has_a_panel_per_word(tiny_predictor, tiny_shapes, tmp_path):
     from tfcaption.data.records import read_records
 
     record = next(read_records(tiny_shapes, "test").as_numpy_iterator())

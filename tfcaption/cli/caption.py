@@ -72,15 +72,13 @@ def main(argv=None):
         raise ValueError("--gates adds to the attention figure: give --attention OUT.png too.")
     if not args.images:
         raise ValueError("give image files or glob patterns (or --features FILE.h5).")
-    from tfcaption.inference import CaptionPredictor, ImageError, check_image, read_image_bytes
+    from tfcaption.inference import CaptionPredictor, ImageError, checked_image_bytes
 
     predictor = CaptionPredictor(args.model, beam_size=args.beam_size)
     good, failures = [], 0
     for path in expand(args.images):
         try:
-            data = read_image_bytes(path)
-            check_image(data, path)
-            good.append((path, data))
+            good.append((path, checked_image_bytes(path, path)))
         except (ImageError, OSError) as error:
             failures += 1
             print(f"{PROGRAM}: error: {error}", file=sys.stderr)
@@ -117,8 +115,8 @@ def caption_with_figures(predictor, good, out, show_gates):
 
 
 def caption_feature_file(args):
-    from tfcaption.region_features import caption_features, format_captions
-    from tfcaption.data.features import FeaturesNotFoundError
+    from tfcaption.interop.m2.captioning import caption_features, format_captions
+    from tfcaption.interop.m2.features import FeaturesNotFoundError
 
     try:
         results = caption_features(args.model, args.features, image_ids=args.images or None,

@@ -85,23 +85,31 @@ def parse_value(text):
 
 
 def apply_overrides(run_config, assignments):
-    """Applies `section.field=value` (or a bare `field=value`) assignments to a RunConfig.
+    """Applies `section.field=value` assignments (or a bare `field=value`) to a RunConfig.
 
-    All changes to a section are applied together, so fields checked against
-    each other (hidden_dim = num_heads * key_dim) can change in one go.
+    An assignment is a `--set` string (its value parsed by `parse_value`) or a `(key, value)` pair from
+    a flag. Old flat names (`train.max_caption_words`, `train.export_root`, ...) go where the field lives
+    now (`tfcaption.config.LEGACY_TRAIN_FIELDS`). All changes to a section are applied together, so
+    fields checked against each other (hidden_dim = num_heads * key_dim) can change in one go.
     """
     import dataclasses
 
-    changes = {"train": {}, "model": {}}
+    from tfcaption.config import SECTIONS, resolve_field
+
+    changes = {name: {} for name in SECTIONS}
     for assignment in assignments or ():
-        key, sep, text = assignment.partition("=")
-        if not sep:
-            raise ValueError(f"--set expects FIELD=VALUE, got {assignment!r}.")
+        if isinstance(assignment, tuple):
+            key, value = assignment
+        else:
+            key, sep, text = assignment.partition("=")
+            if not sep:
+                raise ValueError(f"--set expects FIELD=VALUE, got {assignment!r}.")
+            value = parse_value(text)
         section, _, field = key.rpartition(".")
-        for name in [section] if section else ["train", "model"]:
-            target = getattr(run_config, name, None)
-            if name in changes and field in {f.name for f in dataclasses.fields(target)}:
-                changes[name][field] = parse_value(text)
+        for name in [section] if section else list(SECTIONS):
+            name, resolved = resolve_field(name, field)
+            if name in SECTIONS and resolved in {f.name for f in dataclasses.fields(SECTIONS[name])}:
+                changes[name][resolved] = value
                 break
         else:
             raise ValueError(f"Unknown config field {key!r} (see config.json of any run for the field names).")

@@ -41,31 +41,26 @@ def main(argv=None):
         return evaluate_feature_file(args)
     import os
 
-    from tfcaption.data.sources import resolve_dataset
-    from tfcaption.evaluation import blind_baseline, evaluate_splits, evaluation_splits, write_json
+    from tfcaption.data.catalog import resolve_dataset
+    from tfcaption.evaluation import blind_baseline, evaluate_splits, evaluation_splits, report_rows, write_json
     from tfcaption.metrics.coco import format_metrics_table
     from tfcaption.training.run_directory import load_run
 
     model, vocab, run_config = load_run(args.model, weights=args.weights)
-    train = run_config.train
-    spec = args.data or train.data
-    data_dir = resolve_dataset(spec, train.resolved_data_root, train.dataset_options if not args.data else {})
-    splits = args.splits.split(",") if args.splits else evaluation_splits(data_dir, train.eval_splits)
+    data, decode = run_config.data, run_config.decode
+    spec = args.data or data.spec
+    data_dir = resolve_dataset(spec, data.root, data.options if not args.data else {})
+    splits = args.splits.split(",") if args.splits else evaluation_splits(data_dir, decode.eval_splits)
     blind = None if args.no_blind else blind_baseline(data_dir)
     report, predictions = evaluate_splits(
         model, vocab, data_dir, splits, blind_caption=blind,
-        beam_size=args.beam_size or train.eval_beam_size, max_steps=train.max_caption_words + 1,
-        batch_size=args.batch_size or train.eval_batch_size, use_java=False if args.no_java else None,
+        beam_size=args.beam_size or decode.beam_size, max_steps=data.max_decode_steps,
+        batch_size=args.batch_size or decode.batch_size, use_java=False if args.no_java else None,
         collapse_repeats=args.collapse_repeats, jit_compile=not args.no_xla,
     )
     if not report:
         raise ValueError(f"None of the splits {splits} exist in {data_dir}.")
-    rows = {}
-    for split, split_report in report.items():
-        rows[f"{split}/model"] = split_report["model"]
-        if "blind_baseline" in split_report:
-            rows[f"{split}/blind"] = split_report["blind_baseline"]
-    print(format_metrics_table(rows))
+    print(format_metrics_table(report_rows(report)))
     output = args.output or os.path.join(args.model, "evaluation.json")
     write_json(output, {"report": report, "predictions": predictions, "data": spec})
     print(f"Report written to {output}")
@@ -77,8 +72,8 @@ def evaluate_feature_file(args):
     import json
     import os
 
-    from tfcaption.region_features import evaluate_features, metrics_rows
-    from tfcaption.data.features import FeaturesNotFoundError
+    from tfcaption.interop.m2.captioning import evaluate_features, metrics_rows
+    from tfcaption.interop.m2.features import FeaturesNotFoundError
     from tfcaption.metrics.coco import format_metrics_table
 
     if not (args.features and args.annotations):

@@ -11,7 +11,7 @@ PROGRAM = "tfcaption-export"
 def build_parser():
     parser = argparse.ArgumentParser(prog=PROGRAM, description=__doc__.split(":", 1)[1].strip())
     parser.add_argument("--model", default="runs/shapes-small", help="run directory (default runs/shapes-small)")
-    parser.add_argument("--export-root", default=None, help="default: the run's export_root (savedmodel)")
+    parser.add_argument("--export-root", default=None, help="default: the run's export.root (savedmodel)")
     parser.add_argument("--name", default=None, help="model name under the export root (default: the run's)")
     parser.add_argument("--version", type=int, default=None, help="integer version (default: next free)")
     parser.add_argument("--beam-size", type=int, default=None, help="beam size fixed in the export")
@@ -27,17 +27,12 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     quiet_tensorflow()
-    from tfcaption.export.image_decoding import DEFAULT_MAX_PIXELS
-    from tfcaption.export.saved_model import export_saved_model
+    from tfcaption.export.saved_model import export_run
     from tfcaption.training.run_directory import load_run
 
     model, vocab, run_config = load_run(args.model, weights=args.weights)
-    train = run_config.train
-    path = export_saved_model(
-        model, vocab, args.export_root or train.export_root, args.name or train.export_name, version=args.version,
-        beam_size=args.beam_size or train.export_beam_size, max_steps=args.max_steps or train.max_caption_words + 1,
-        run_config=run_config, max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS,
-    )
+    path = export_run(model, vocab, run_config, args.export_root, args.name, version=args.version,
+                      beam_size=args.beam_size, max_steps=args.max_steps, max_pixels=args.max_pixels)
     print(path)
     return 0
 

@@ -43,7 +43,7 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     quiet_tensorflow()
-    from tfcaption.data.image_check import DEFAULT_MAX_PIXELS
+    from tfcaption.data.pipeline import DEFAULT_MAX_PIXELS
     from tfcaption.data.prepare import prepare_dataset
     from tfcaption.data.sources import open_source
 

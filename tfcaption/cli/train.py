@@ -15,7 +15,8 @@ def build_parser():
         description="Train a Meshed-Memory Transformer captioner from raw pixels, evaluate it and export it. "
         "With no arguments: the built-in shapes dataset, the CPU-sized 'small' preset.",
     )
-    parser.add_argument("--config", help="run config (JSON or YAML) with 'model' and 'train' sections")
+    parser.add_argument("--config", help="run config (JSON or YAML) with model, data, train, decode and export "
+                        "sections")
     parser.add_argument("--preset", default=None, help="model preset: small (default), m2, ...")
     parser.add_argument("--data", help="dataset spec: shapes (default), a directory made by tfcaption-prepare, or a "
                         "source (coco:ROOT, karpathy:FILE.json?images=DIR, tfds:coco_captions, folder:DIR), "
@@ -27,34 +28,29 @@ def build_parser():
     parser.add_argument("--no-xla", action="store_true", help="do not XLA-compile the train and decode steps")
     parser.add_argument("--no-export", action="store_true", help="skip the SavedModel export")
     parser.add_argument("--set", action="append", metavar="FIELD=VALUE", default=[],
-                        help="override any config field, e.g. --set train.warmup_steps=500 --set model.dropout=0.2")
+                        help="override any config field, e.g. --set train.warmup_steps=500 --set model.dropout=0.2 "
+                        "--set data.max_caption_words=20")
     return parser
 
 
 def resolve_config(args):
     """Preset/config file, then a resumed run's config, then flags; checked for a consistent model."""
+    from tfcaption.config import RunConfig
     from tfcaption.models.config import CaptionerConfig
-    from tfcaption.training.config import RunConfig, TrainConfig
     from tfcaption.training.run_directory import RunDirectory
 
     if args.config:
         run_config = RunConfig.load(args.config)
     else:
-        run_config = RunConfig(CaptionerConfig.from_preset(args.preset or "small"), TrainConfig())
+        run_config = RunConfig(model=CaptionerConfig.from_preset(args.preset or "small"))
     if args.preset and args.config:
         run_config.model = CaptionerConfig.from_preset(args.preset)
     flags = {
-        "data": args.data, "output_dir": args.output_dir, "epochs": args.epochs, "batch_size": args.batch_size,
-        "strategy": args.strategy,
+        "data.spec": args.data, "train.output_dir": args.output_dir, "train.epochs": args.epochs,
+        "train.batch_size": args.batch_size, "train.strategy": args.strategy,
+        "train.jit_compile": False if args.no_xla else None, "export.enabled": False if args.no_export else None,
     }
-    for field, value in flags.items():
-        if value is not None:
-            setattr(run_config.train, field, value)
-    if args.no_xla:
-        run_config.train.jit_compile = False
-    if args.no_export:
-        run_config.train.export = False
-    apply_overrides(run_config, args.set)
+    apply_overrides(run_config, [(key, value) for key, value in flags.items() if value is not None] + args.set)
     run = RunDirectory(run_config.train.output_dir)
     if run.exists():
         saved = RunConfig.load(run.config)
@@ -74,27 +70,28 @@ def main(argv=None):
     quiet_tensorflow()
     started = time.time()
 
-    from tfcaption.data.sources import resolve_dataset
-    from tfcaption.data.tokenizer import Vocabulary
-    from tfcaption.evaluation import (blind_baseline, evaluate_splits, evaluation_splits, training_captions,
-                                      write_json)
-    from tfcaption.export.saved_model import export_saved_model
+    from tfcaption.data.catalog import resolve_dataset
+    from tfcaption.data.vocabulary import build_vocabulary, load_vocabulary
+    from tfcaption.evaluation import (blind_baseline, evaluate_splits, evaluation_splits, report_rows,
+                                      training_captions, write_json)
+    from tfcaption.export.saved_model import export_run
     from tfcaption.metrics.coco import format_metrics_table
     from tfcaption.training.run_directory import RunDirectory
     from tfcaption.training.trainer import Trainer
 
     run_config = resolve_config(args)
-    train = run_config.train
-    run = RunDirectory(train.output_dir)
-    print(f"Dataset: {train.data}", flush=True)
-    data_dir = resolve_dataset(train.data, train.resolved_data_root, train.dataset_options)
+    data, decode = run_config.data, run_config.decode
+    run = RunDirectory(run_config.train.output_dir)
+    print(f"Dataset: {data.spec}", flush=True)
+    data_dir = resolve_dataset(data.spec, data.root, data.options)
 
     if run.exists():
-        vocab = Vocabulary.load(run.vocab)
+        vocab = load_vocabulary(run.vocab, data.tokenizer)
     else:
-        vocab = Vocabulary.build(training_captions(data_dir), min_count=train.min_word_count)
+        vocab = build_vocabulary(data.tokenizer, training_captions(data_dir), min_count=data.min_word_count,
+                                 max_size=data.vocab_size or None)
     run_config.model = run_config.model.replace(
-        vocab_size=vocab.size, max_length=max(run_config.model.max_length, train.max_caption_words + 2),
+        vocab_size=vocab.size, max_length=max(run_config.model.max_length, data.max_tokens),
         pad_id=vocab.pad_id, bos_id=vocab.bos_id, eos_id=vocab.eos_id,
     )
     print(f"Vocabulary: {vocab.size} tokens. Run directory: {run.path}", flush=True)
@@ -107,25 +104,16 @@ def main(argv=None):
     blind = blind_baseline(data_dir)
     write_json(run.blind_baseline, {"caption": blind})
     report, predictions = evaluate_splits(
-        model, vocab, data_dir, evaluation_splits(data_dir, train.eval_splits), blind_caption=blind,
-        beam_size=train.eval_beam_size, max_steps=train.max_caption_words + 1, batch_size=train.eval_batch_size,
-        jit_compile=train.jit_compile,
+        model, vocab, data_dir, evaluation_splits(data_dir, decode.eval_splits), blind_caption=blind,
+        beam_size=decode.beam_size, max_steps=data.max_decode_steps, batch_size=decode.batch_size,
+        jit_compile=run_config.train.jit_compile,
     )
     write_json(run.report, report)
     write_json(run.join("predictions.json"), predictions)
-    rows = {}
-    for split, split_report in report.items():
-        rows[f"{split}/model"] = split_report["model"]
-        rows[f"{split}/blind"] = split_report["blind_baseline"]
-    print(format_metrics_table(rows))
+    print(format_metrics_table(report_rows(report)))
     print(f"Blind baseline caption: {blind!r}")
 
-    export_path = None
-    if train.export:
-        export_path = export_saved_model(
-            model, vocab, train.export_root, train.export_name, beam_size=train.export_beam_size,
-            max_steps=train.max_caption_words + 1, run_config=run_config,
-        )
+    export_path = export_run(model, vocab, run_config) if run_config.export.enabled else None
     minutes = (time.time() - started) / 60
     print(f"\nRun directory:   {run.path}")
     print(f"Report:          {run.report}")

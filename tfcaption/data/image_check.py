@@ -24,7 +24,7 @@ from PIL import Image, UnidentifiedImageError
 
 from tfcaption.data.pipeline import DEFAULT_MAX_PIXELS
 
-__all__ = ["CheckedImage", "ImageSkipped", "DEFAULT_MAX_PIXELS", "check_image", "read_image_file"]
+__all__ = ["CheckedImage", "ImageSkipped", "check_image", "read_image_file"]
 
 # Formats tf.io.decode_image reads.
 TF_FORMATS = frozenset({"JPEG", "PNG", "GIF", "BMP"})

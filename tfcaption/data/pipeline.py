@@ -21,12 +21,11 @@ from typing import Optional, Sequence, Union
 import tensorflow as tf
 
 from tfcaption.data.records import read_records
-from tfcaption.data.tokenizer import Vocabulary, normalize_caption_tf
+from tfcaption.data.tokenizer import Vocabulary
 
 __all__ = [
     "decode_image",
     "tokenize_captions",
-    "swap_left_right",
     "train_dataset",
     "eval_dataset",
     "count_undecodable",
@@ -80,27 +79,19 @@ def decode_image(image_bytes: tf.Tensor, image_size: ImageSize) -> tf.Tensor:
     return tf.ensure_shape(image, [height, width, 3])
 
 
-def swap_left_right(words):
-    """Swap the whole words "left" and "right" (the caption of a mirrored image); any shape."""
-    return tf.where(tf.equal(words, "left"), "right", tf.where(tf.equal(words, "right"), "left", words))
-
-
 def tokenize_captions(captions: tf.Tensor, vocab: Vocabulary, max_length: int,
                       flip: Optional[tf.Tensor] = None) -> tf.Tensor:
     """Raw captions ``tf.string [B]`` -> ``int32 [B, max_length + 2]``: ``<bos> w1..wn <eos> <pad>...``.
 
-    Normalises like :func:`~tfcaption.data.tokenizer.normalize_caption_tf`, keeps the first
-    ``max_length`` words (the row still ends with ``<eos>``), and where ``flip[b]`` is true swaps the
-    words "left" and "right" before they are looked up. Works on a whole batch at once: vectorised over
-    the batch it costs ~40 us less CPU per caption than tokenising captions one by one in tf.data.
+    Normalises and looks up with ``vocab.ids_tf`` (for the word vocabulary: like
+    :func:`~tfcaption.data.tokenizer.normalize_caption_tf`; ids are words, or subword pieces with a
+    :class:`~tfcaption.data.wordpiece.WordPieceVocabulary`), keeps the first ``max_length`` ids (the row
+    still ends with ``<eos>``), and where ``flip[b]`` is true swaps the words "left" and "right" before
+    they are looked up. Works on a whole batch at once: vectorised over the batch it costs ~40 us less
+    CPU per caption than tokenising captions one by one in tf.data.
     """
     captions = tf.convert_to_tensor(captions, tf.string)
-    words = tf.strings.split(normalize_caption_tf(captions))  # ragged [B, None]
-    if flip is not None:
-        row_flip = tf.gather(tf.convert_to_tensor(flip, tf.bool), words.value_rowids())
-        flat = words.flat_values
-        words = words.with_flat_values(tf.where(row_flip, swap_left_right(flat), flat))
-    ids = vocab.words_to_ids_tf(words[:, :max_length])
+    ids = vocab.ids_tf(captions, flip)[:, :max_length]  # ragged [B, None]
     n = tf.shape(captions)[0]
     ids = tf.concat([tf.fill([n, 1], vocab.bos_id), ids, tf.fill([n, 1], vocab.eos_id)], axis=1)
     # The static batch size (when known, e.g. drop_remainder=True) is kept for XLA.
@@ -183,9 +174,17 @@ def train_dataset(data_dir: str, split: str, vocab: Vocabulary, batch_size: int,
         ``tf.data.Dataset`` of ``{"images": float32 [B, S, S, 3], "tokens": int32 [B, max_length + 2]}``.
 
     Example:
-        >>> ds = train_dataset("data/shapes", "train", vocab, batch_size=32, max_length=20, image_size=96)
-        >>> batch = next(iter(ds)); batch["images"].shape, batch["tokens"].shape
-        (TensorShape([32, 96, 96, 3]), TensorShape([32, 22]))
+        >>> import tempfile
+        >>> from tfcaption.data.records import write_shards
+        >>> png = tf.io.encode_png(tf.zeros((40, 40, 3), tf.uint8)).numpy()
+        >>> vocab = Vocabulary.build(["a red circle"])
+        >>> with tempfile.TemporaryDirectory() as data_dir:
+        ...     _ = write_shards([{"image_id": "1", "image": png, "captions": ["a red circle", "a circle"]}],
+        ...                      data_dir, "train", 1)
+        ...     ds = train_dataset(data_dir, "train", vocab, batch_size=2, max_length=20, image_size=96)
+        ...     batch = next(iter(ds))
+        >>> batch["images"].shape, batch["tokens"].shape
+        (TensorShape([2, 96, 96, 3]), TensorShape([2, 22]))
     """
     if max_length < 1:
         raise ValueError(f"max_length must be >= 1, got {max_length}")

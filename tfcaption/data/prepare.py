@@ -28,7 +28,8 @@ import numpy as np
 import tensorflow as tf
 
 from tfcaption.data import records
-from tfcaption.data.image_check import DEFAULT_MAX_PIXELS, ImageSkipped, check_image, read_image_file
+from tfcaption.data.image_check import ImageSkipped, check_image, read_image_file
+from tfcaption.data.pipeline import DEFAULT_MAX_PIXELS
 from tfcaption.data.sources import source_fingerprint
 from tfcaption.data.tokenizer import normalize_caption
 

@@ -199,9 +199,12 @@ def write_shards(examples: Iterable[dict], data_dir: str, split: str, num_shards
         ``.captions`` counts.
 
     Example:
-        >>> out = write_shards([{"image_id": "1", "image": png, "captions": ["a cat"]}], "/tmp/d", "train", 2)
-        >>> list(out), out.images, out.captions
-        (['/tmp/d/train-00000-of-00002.tfrecord', '/tmp/d/train-00001-of-00002.tfrecord'], 1, 1)
+        >>> import tempfile
+        >>> png = tf.io.encode_png(tf.zeros((8, 8, 3), tf.uint8)).numpy()
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     out = write_shards([{"image_id": "1", "image": png, "captions": ["a cat"]}], d, "train", 2)
+        ...     [os.path.relpath(path, d) for path in out], out.images, out.captions
+        (['train-00000-of-00002.tfrecord', 'train-00001-of-00002.tfrecord'], 1, 1)
     """
     if num_shards < 1:
         raise ValueError(f"num_shards must be >= 1, got {num_shards}")

@@ -18,8 +18,8 @@ Specs (every command takes them; paths may be local or any ``tf.io.gfile`` URL s
                                             images under DIR plus a captions table (DIR/captions.csv,
                                             .jsonl or .txt by default): image path, caption[, split]
 
-Options after ``?`` are URL query parameters. Source specs given to a training or evaluation command are
-prepared once into ``<data_root>/<scheme>-<fingerprint>/`` and reused while the source is unchanged.
+Options after ``?`` are URL query parameters. This module parses specs and opens sources; turning a spec
+into a prepared directory (once, cached by fingerprint) is `tfcaption.data.catalog.resolve_dataset`.
 """
 
 from __future__ import annotations
@@ -37,8 +37,6 @@ from tfcaption.data import annotations
 
 SOURCE_SCHEMES = ("coco", "karpathy", "tfds", "folder")
 _CAPTION_FILES = ("captions.csv", "captions.jsonl", "captions.txt", "captions.json")
-# `dataset_options` a source spec accepts: keyword arguments of prepare_dataset.
-PREPARE_OPTIONS = ("images_per_shard", "workers", "max_image_side", "max_pixels")
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -230,37 +228,3 @@ def open_source(spec) -> object:
 def source_fingerprint(source) -> str:
     text = json.dumps(source.fingerprint_parts(), sort_keys=True, default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
-
-
-def resolve_dataset(spec, data_root, options=None, verbose=True):
-    """Returns the directory of prepared records for `spec`, preparing it first if needed.
-
-    `options`: for `shapes`, `ShapesConfig` fields (e.g. {"num_train": 2000}); for source specs,
-    keyword arguments of `tfcaption.data.prepare.prepare_dataset` (e.g. {"max_image_side": 256}).
-    """
-    options = dict(options or {})
-    parsed = DatasetSpec.parse(spec)
-    if parsed.scheme == "shapes":
-        from tfcaption.data.shapes import ShapesConfig, build_shapes_dataset
-
-        return build_shapes_dataset(data_root, ShapesConfig.from_dict(options), verbose=verbose)
-    if parsed.scheme in SOURCE_SCHEMES:
-        from tfcaption.data.prepare import prepare_dataset
-
-        unknown = sorted(set(options) - set(PREPARE_OPTIONS))
-        if unknown:
-            raise ValueError(f"dataset_options {', '.join(unknown)} do not apply to {parsed.scheme}: sources "
-                             f"(they take {', '.join(PREPARE_OPTIONS)})")
-        source = open_source(parsed)
-        data_dir = os.path.join(os.path.expanduser(data_root), f"{parsed.scheme}-{source_fingerprint(source)}")
-        prepare_dataset(source, data_dir, verbose=verbose, **options)
-        return data_dir
-    path = parsed.path
-    if not tf.io.gfile.exists(path):
-        raise DatasetNotFoundError(
-            f"Dataset not found: {path!r} (give 'shapes', a prepared records directory, or a source spec: "
-            f"{', '.join(s + ':...' for s in SOURCE_SCHEMES)}).")
-    if not tf.io.gfile.exists(os.path.join(path, "manifest.json")):
-        raise DatasetNotFoundError(f"{path} has no manifest.json: it is not a prepared tfcaption dataset "
-                                   "(prepare it with tfcaption-prepare SOURCE DIR).")
-    return path

@@ -21,6 +21,10 @@ Known residual difference: ICU's case tables (TF 2.21) lack ~40 lowercase mappin
 The vocabulary keeps the Meshed-Memory Transformer's special tokens and ids (``<unk>``=0, ``<pad>``=1,
 ``<bos>``=2, ``<eos>``=3), then words by descending count, ties broken alphabetically, so a vocabulary
 built twice from the same captions is identical.
+
+A subword alternative with the same interface, for languages written without spaces and open
+vocabularies, is :class:`tfcaption.data.wordpiece.WordPieceVocabulary`; ``tfcaption.data.vocabulary``
+picks either by name (``"word"``, the default, or ``"wordpiece"``).
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ __all__ = [
     "normalize_caption",
     "normalize_caption_tf",
     "Vocabulary",
+    "swap_left_right",
 ]
 
 UNK, PAD, BOS, EOS = "<unk>", "<pad>", "<bos>", "<eos>"
@@ -105,6 +110,18 @@ def normalize_caption_tf(text: tf.Tensor) -> tf.Tensor:
     text = tf.strings.regex_replace(text, _re2_pattern(), " ")
     text = tf.strings.lower(text, encoding="utf-8")
     return tf.strings.strip(text)
+
+
+def swap_left_right(words):
+    """Swap the whole words "left" and "right" (the caption of a mirrored image); any shape."""
+    return tf.where(tf.equal(words, "left"), "right", tf.where(tf.equal(words, "right"), "left", words))
+
+
+def _swap_left_right_rows(words: tf.RaggedTensor, flip) -> tf.RaggedTensor:
+    """:func:`swap_left_right` in the rows ``b`` of ``words [B, None]`` where ``flip[b]``."""
+    row_flip = tf.gather(tf.convert_to_tensor(flip, tf.bool), words.value_rowids())
+    flat = words.flat_values
+    return words.with_flat_values(tf.where(row_flip, swap_left_right(flat), flat))
 
 
 class Vocabulary:
@@ -194,7 +211,8 @@ class Vocabulary:
         return token in self._ids
 
     def __eq__(self, other) -> bool:
-        return isinstance(other, Vocabulary) and self._tokens == other._tokens
+        # The exact type: a WordPieceVocabulary with the same tokens encodes text differently.
+        return type(other) is type(self) and self._tokens == other._tokens
 
     def __repr__(self) -> str:
         return f"Vocabulary(size={self.size})"
@@ -246,13 +264,32 @@ class Vocabulary:
                     vocabulary=self._tokens[1:], num_oov_indices=1, oov_token=UNK, mask_token=None)
         return self._lookup
 
+    def ids_tf(self, captions, flip=None) -> tf.RaggedTensor:
+        """Graph version of :meth:`encode`: ``tf.string [B]`` -> ragged ``tf.int32 [B, None]``, without
+        ``<bos>``/``<eos>``.
+
+        Normalises like :func:`normalize_caption_tf`, splits at spaces, and where ``flip[b]`` is true
+        swaps the whole words "left" and "right" before they are looked up (the caption of a mirrored
+        image). Vectorised over the batch; usable inside tf.data.
+
+        Args:
+            captions: raw captions, ``tf.string [B]``.
+            flip: optional ``tf.bool [B]``.
+
+        Example:
+            >>> vocab = Vocabulary.build(["a circle left of a square", "a square"])
+            >>> vocab.ids_tf(tf.constant(["A circle, left!", "a square left"]), flip=[False, True]).to_list()
+            [[4, 6, 7], [4, 5, 0]]
+        """
+        words = tf.strings.split(normalize_caption_tf(tf.convert_to_tensor(captions, dtype=tf.string)))
+        if flip is not None:
+            words = _swap_left_right_rows(words, flip)
+        return self.words_to_ids_tf(words)
+
     def encode_tf(self, strings) -> tf.RaggedTensor:
         """Normalise and map ``strings`` (``tf.string[B]``) to ids in the graph: ``tf.int32`` ragged
-        ``[B, None]``, without ``<bos>``/``<eos>``."""
-        strings = tf.convert_to_tensor(strings, dtype=tf.string)
-        words = tf.strings.split(normalize_caption_tf(strings))
-        ids = self.lookup_layer()(words)
-        return tf.cast(ids, tf.int32)
+        ``[B, None]``, without ``<bos>``/``<eos>`` (``ids_tf`` without the flip)."""
+        return self.ids_tf(strings)
 
     def words_to_ids_tf(self, words: tf.Tensor) -> tf.Tensor:
         """Ids (``tf.int32``) of already-normalised words, any shape (dense or ragged)."""

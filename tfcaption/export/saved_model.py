@@ -25,9 +25,9 @@ import uuid
 
 import tensorflow as tf
 
-from tfcaption.decoding.generate import generate
-from tfcaption.decoding.greedy import greedy_search
-from tfcaption.export.image_decoding import DEFAULT_MAX_PIXELS, decode_batch
+from tfcaption.decoding.captioning import generate
+from tfcaption.data.pipeline import DEFAULT_MAX_PIXELS
+from tfcaption.export.image_decoding import decode_batch
 
 DEFAULT_EXPORT_ROOT = "savedmodel"
 SIGNATURES = ("serving_default", "caption_with_attention")
@@ -71,8 +71,7 @@ class CaptionerModule(tf.Module):
         return generate(self.model, images, self.beam_size, self.max_steps)
 
     def _greedy_with_attention(self, images):
-        encoder_outputs, encoder_mask = self.model.encode(images, training=False)
-        return greedy_search(self.model, encoder_outputs, encoder_mask, self.max_steps, return_attention=True)
+        return generate(self.model, images, 1, self.max_steps, return_attention=True)
 
     def _decode_batch(self, image_bytes):
         return decode_batch(image_bytes, self.image_size, self.max_pixels)
@@ -90,24 +89,12 @@ class CaptionerModule(tf.Module):
 
     @tf.function(input_signature=[IMAGE_BYTES])
     def serve_with_attention(self, image_bytes):
-        outputs = self._attend(self._decode_batch(image_bytes))
-        level_attention = tf.cast(outputs["attention"], tf.float32)  # (B, T, N, P)
-        gates = tf.cast(outputs["gates"], tf.float32)  # (B, T, N)
-        # A step is part of the caption until (and including) its first <eos>.
-        is_eos = tf.cast(tf.equal(outputs["tokens"], self.model.config.eos_id), tf.int32)
-        live = tf.equal(tf.cumsum(is_eos, axis=1, exclusive=True), 0)
-        live_f = tf.cast(live, tf.float32)
-        mixed = tf.einsum("btn,btnp->btp", gates, level_attention)
-        attention = tf.math.divide_no_nan(mixed, tf.reduce_sum(mixed, axis=-1, keepdims=True)) * live_f[..., None]
+        outputs = self._attend(self._decode_batch(image_bytes))  # attention mixed by decoding.mix_levels
         result = self._text_outputs(outputs)
-        result.update({
-            "attention": attention,
-            "level_attention": level_attention * live_f[..., None, None],
-            "gates": gates * live_f[..., None],
-            # One (rows, cols) row per image: TF Serving's row ("instances") format needs every output to
-            # share the batch dimension, so a bare [2] tensor would fail (or be mis-split) there.
-            "patch_grid": tf.tile(tf.constant([self.patch_grid], tf.int32), [tf.shape(attention)[0], 1]),
-        })
+        result.update({name: outputs[name] for name in ("attention", "level_attention", "gates")})
+        # One (rows, cols) row per image: TF Serving's row ("instances") format needs every output to
+        # share the batch dimension, so a bare [2] tensor would fail (or be mis-split) there.
+        result["patch_grid"] = tf.tile(tf.constant([self.patch_grid], tf.int32), [tf.shape(result["tokens"])[0], 1])
         return result
 
 
@@ -141,6 +128,7 @@ def export_saved_model(model, vocab, export_root=DEFAULT_EXPORT_ROOT, model_name
         vocab_path = vocab.save(os.path.join(assets_dir, "vocab.txt"))
         config_path = os.path.join(assets_dir, "config.json")
         export_config = {
+            **(run_config.to_dict() if run_config is not None else {}),
             "model": model.config.to_dict(),
             "serving": {
                 "beam_size": module.beam_size, "max_steps": module.max_steps, "image_size": module.image_size,
@@ -148,8 +136,6 @@ def export_saved_model(model, vocab, export_root=DEFAULT_EXPORT_ROOT, model_name
                 "signatures": list(SIGNATURES), "attention_decoding": "greedy",
             },
         }
-        if run_config is not None:
-            export_config["train"] = run_config.train.to_dict()
         with open(config_path, "w") as f:
             json.dump(export_config, f, indent=2, sort_keys=True)
         module.vocab_file = tf.saved_model.Asset(vocab_path)
@@ -168,3 +154,16 @@ def export_saved_model(model, vocab, export_root=DEFAULT_EXPORT_ROOT, model_name
         tf.io.gfile.rmtree(staging)
         raise FileExistsError(f"Export version already exists, refusing to overwrite: {target}")
     return target
+
+
+def export_run(model, vocab, run_config, export_root=None, model_name=None, version=None, beam_size=None,
+               max_steps=None, max_pixels=None):
+    """`export_saved_model` with a run's settings: `run_config.export` and its caption length.
+
+    Any argument given replaces the run's value (what tfcaption-export's flags do).
+    """
+    return export_saved_model(
+        model, vocab, export_root or run_config.export.root, model_name or run_config.export_name, version=version,
+        beam_size=beam_size or run_config.export.beam_size, max_steps=max_steps or run_config.data.max_decode_steps,
+        run_config=run_config, max_pixels=max_pixels or DEFAULT_MAX_PIXELS,
+    )

@@ -19,7 +19,7 @@ class ConvStem(keras.layers.Layer):
         **kwargs: standard `keras.layers.Layer` arguments.
 
     Example:
-    >>> ConvStem((16, 32))(keras.ops.zeros((2, 96, 96, 3))).shape
+    >>> tuple(ConvStem((16, 32))(keras.ops.zeros((2, 96, 96, 3))).shape)
     (2, 24, 24, 32)
 
     Reference:

@@ -46,8 +46,9 @@ class MeshedDecoder(keras.layers.Layer):
 
     Example:
     >>> decoder = MeshedDecoder(30, 2, 64, 4, 16, 128, num_levels=3, max_length=20)
+    >>> decoder.build((None, None))  # (batch, steps) token ids
     >>> tokens = keras.ops.ones((2, 7), dtype="int32")
-    >>> decoder(tokens, keras.ops.ones((2, 3, 10, 64))).shape
+    >>> tuple(decoder(tokens, keras.ops.ones((2, 3, 10, 64))).shape)
     (2, 7, 30)
 
     Reference:

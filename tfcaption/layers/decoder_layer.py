@@ -33,9 +33,10 @@ class MeshedDecoderLayer(keras.layers.Layer):
 
     Example:
     >>> layer = MeshedDecoderLayer(4, 16, 128, num_levels=3)
+    >>> layer.build((None, None, 64))  # before project_encoder, which needs the built cross-attention
     >>> y = keras.ops.ones((2, 7, 64)); enc = keras.ops.ones((2, 3, 10, 64))
     >>> k, v = layer.cross_attention.project_encoder(enc)
-    >>> layer(y, k, v).shape
+    >>> tuple(layer(y, k, v).shape)
     (2, 7, 64)
 
     Reference:

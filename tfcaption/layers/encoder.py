@@ -21,7 +21,7 @@ class MemoryAugmentedEncoder(keras.layers.Layer):
 
     Example:
     >>> encoder = MemoryAugmentedEncoder(3, 4, 16, 128, memory_slots=8)
-    >>> encoder(keras.ops.ones((2, 10, 64))).shape
+    >>> tuple(encoder(keras.ops.ones((2, 10, 64))).shape)
     (2, 3, 10, 64)
 
     Reference:

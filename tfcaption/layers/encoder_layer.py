@@ -22,7 +22,7 @@ class MemoryAugmentedEncoderLayer(keras.layers.Layer):
 
     Example:
     >>> layer = MemoryAugmentedEncoderLayer(4, 16, 128, memory_slots=8)
-    >>> layer(keras.ops.ones((2, 10, 64))).shape
+    >>> tuple(layer(keras.ops.ones((2, 10, 64))).shape)
     (2, 10, 64)
 
     Reference:

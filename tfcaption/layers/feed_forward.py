@@ -14,7 +14,7 @@ class PositionWiseFeedForward(keras.layers.Layer):
         **kwargs: standard `keras.layers.Layer` arguments.
 
     Example:
-    >>> PositionWiseFeedForward(128)(keras.ops.ones((2, 5, 64))).shape
+    >>> tuple(PositionWiseFeedForward(128)(keras.ops.ones((2, 5, 64))).shape)
     (2, 5, 64)
 
     Reference:

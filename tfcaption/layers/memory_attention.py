@@ -48,7 +48,7 @@ class MemoryAugmentedAttention(keras.layers.Layer):
     Example:
     >>> layer = MemoryAugmentedAttention(num_heads=4, key_dim=16, memory_slots=8)
     >>> x = keras.ops.ones((2, 10, 64))
-    >>> layer(x, x, x).shape
+    >>> tuple(layer(x, x, x).shape)
     (2, 10, 64)
 
     Reference:

@@ -32,7 +32,7 @@ class MeshedCrossAttention(keras.layers.Layer):
     >>> layer = MeshedCrossAttention(4, 16, num_levels=3)
     >>> s = keras.ops.ones((2, 7, 64)); enc = keras.ops.ones((2, 3, 10, 64))
     >>> k, v = layer.project_encoder(enc)
-    >>> layer(s, k, v).shape
+    >>> tuple(layer(s, k, v).shape)
     (2, 7, 64)
 
     Reference:

@@ -20,7 +20,7 @@ class PatchEncoder(keras.layers.Layer):
 
     Example:
     >>> patches = keras.ops.zeros((2, 64, 432))
-    >>> PatchEncoder(64, 128)(patches).shape
+    >>> tuple(PatchEncoder(64, 128)(patches).shape)
     (2, 64, 128)
 
     Reference:

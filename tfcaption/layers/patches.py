@@ -20,7 +20,7 @@ class Patches(keras.layers.Layer):
 
     Example:
     >>> images = keras.ops.zeros((2, 96, 96, 3))
-    >>> Patches(12)(images).shape
+    >>> tuple(Patches(12)(images).shape)
     (2, 64, 432)
 
     Reference:

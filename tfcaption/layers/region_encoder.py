@@ -23,7 +23,7 @@ class RegionEncoder(keras.layers.Layer):
     Example:
     >>> features = keras.ops.ones((2, 50, 2048))
     >>> projected, mask = RegionEncoder(512)(features)
-    >>> projected.shape, mask.shape
+    >>> tuple(projected.shape), tuple(mask.shape)
     ((2, 50, 512), (2, 50))
 
     Reference:

@@ -319,7 +319,8 @@ class CiderD:
             w_r = r_weight[hit]
             contribution = np.minimum(c_weight[pos[hit]], w_r) * w_r
             dot = np.bincount(r_ref[hit] * n + r_order[hit], contribution, minlength=num_refs * n)
-        dot = dot.reshape(num_refs, n)
+        # float64 even when no n-gram matches (bincount of nothing with empty weights is int64).
+        dot = dot.reshape(num_refs, n).astype(np.float64, copy=False)
 
         # Weights are >= 0, so a zero norm means a zero dot product: divide only where both norms
         # are non-zero, as pycocoevalcap does.

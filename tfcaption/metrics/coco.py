@@ -295,8 +295,8 @@ def caption_metrics(
         RuntimeError: java requested but missing, or the PTB tokenizer / METEOR failed.
 
     Example:
-        >>> caption_metrics({"1": ["A dog runs.", "A dog is running."]}, {"1": "a dog runs"},
-        ...                 use_java=False)["bleu_1"]
+        >>> round(caption_metrics({"1": ["A dog runs.", "A dog is running."]}, {"1": "a dog runs"},
+        ...                       use_java=False)["bleu_1"], 6)
         1.0
     """
     global _NO_JAVA_WARNED
@@ -380,7 +380,7 @@ def format_metrics_table(rows: Mapping[str, Mapping]) -> str:
 
     Metrics are shown x100 with one decimal (the way captioning papers print them, CIDEr-D included),
     None or a missing metric as "-". Grounding precision/recall/F1 columns appear when any row has
-    them (from `tfcaption.metrics.grounding`).
+    them (from `tfcaption.datasets.shapes.grounding`).
 
     Args:
         rows: row label (e.g. "test/model", "test/blind_baseline") -> metrics dict as returned by

@@ -1,9 +1,7 @@
 """Scoring a split's captions: COCO metrics, grounding, and the image-blind baseline."""
 
-import json
-
 from tfcaption.metrics.coco import caption_metrics
-from tfcaption.metrics.grounding import grounding_scores
+from tfcaption.datasets.shapes.grounding import grounding_scores
 
 METRIC_KEYS = ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_l", "cider_d")
 GROUNDING_KEYS = ("grounding_precision", "grounding_recall", "grounding_f1")
@@ -34,10 +32,3 @@ def evaluate_results(results, blind_caption=None, use_java=None, collapse_repeat
         report["blind_baseline"] = _score([blind_caption] * len(results), results, use_java, collapse_repeats)
         report["blind_baseline"]["caption"] = blind_caption
     return report
-
-
-def write_report(path, report):
-    import tensorflow as tf
-
-    with tf.io.gfile.GFile(path, "w") as f:
-        f.write(json.dumps(report, indent=2, sort_keys=True))

@@ -37,7 +37,7 @@ class Captioner(keras.Model):
     >>> model = Captioner(config)
     >>> images = keras.ops.zeros((2, 96, 96, 3))
     >>> tokens = keras.ops.ones((2, 5), dtype="int32")
-    >>> model({"images": images, "tokens": tokens}).shape
+    >>> tuple(model({"images": images, "tokens": tokens}).shape)
     (2, 5, 40)
 
     Reference:

@@ -4,16 +4,16 @@ import os
 
 import tensorflow as tf
 
-from tfcaption.data.tokenizer import Vocabulary
+from tfcaption.data.vocabulary import load_vocabulary
 from tfcaption.models.captioner import Captioner
-from tfcaption.training.config import RunConfig
+from tfcaption.config import RunConfig
 
 
 class RunDirectory:
     """Paths inside a run directory.
 
     ```
-    <run>/config.json         RunConfig (model + training)
+    <run>/config.json         RunConfig (model, data, train, decode, export)
     <run>/vocab.txt           the vocabulary, one token per line
     <run>/checkpoints/        tf.train.Checkpoint of model + optimizer + progress (resume)
     <run>/best.weights.h5     weights of the epoch with the best validation CIDEr-D
@@ -79,7 +79,7 @@ def load_run(path, weights="best"):
             f"{path} is not a tfcaption run or checkpoint directory (it has no config.json and vocab.txt)."
         )
     run_config = RunConfig.load(run.config)
-    vocab = Vocabulary.load(run.vocab)
+    vocab = load_vocabulary(run.vocab, run_config.data.tokenizer)
     model = Captioner(run_config.model)
     if weights == "best" and tf.io.gfile.exists(run.best_weights):
         model.load_weights(run.best_weights)

@@ -54,6 +54,8 @@ class Trainer:
         self.run_config = run_config
         self.config = run_config.train
         self.model_config = run_config.model
+        self.data_config = run_config.data
+        self.decode_config = run_config.decode
         self.data_dir = data_dir
         self.vocab = vocab
         self.log = log
@@ -156,8 +158,8 @@ class Trainer:
 
     def _train_batches(self, epoch):
         dataset = pipeline.train_dataset(
-            self.data_dir, "train", self.vocab, self._global_batch(), self.config.max_caption_words,
-            self.model_config.image_size, seed=self.config.seed + epoch, augment_flip=self.config.augment_flip,
+            self.data_dir, "train", self.vocab, self._global_batch(), self.data_config.max_caption_words,
+            self.model_config.image_size, seed=self.config.seed + epoch, augment_flip=self.data_config.augment_flip,
         )
         return self.strategy.experimental_distribute_dataset(dataset)
 
@@ -173,7 +175,7 @@ class Trainer:
         """Validation loss (teacher forced) and CIDEr-D of greedy captions on the val split."""
         loss_sum, count = 0.0, 0.0
         batches = pipeline.train_dataset(
-            self.data_dir, "val", self.vocab, self.config.eval_batch_size, self.config.max_caption_words,
+            self.data_dir, "val", self.vocab, self.decode_config.batch_size, self.data_config.max_caption_words,
             self.model_config.image_size, seed=0, augment_flip=False, drop_remainder=False, shuffle_buffer=1,
         )
         for batch in batches:
@@ -182,8 +184,8 @@ class Trainer:
             count += float(c)
         results = caption_batches(
             self.model, self.vocab,
-            pipeline.eval_dataset(self.data_dir, "val", self.config.eval_batch_size, self.model_config.image_size),
-            beam_size=1, max_steps=self.config.max_caption_words + 1, jit_compile=self.config.jit_compile,
+            pipeline.eval_dataset(self.data_dir, "val", self.decode_config.batch_size, self.model_config.image_size),
+            beam_size=1, max_steps=self.data_config.max_decode_steps, jit_compile=self.config.jit_compile,
             limit=self.config.val_images or None,
         )
         references = [r["references"] for r in results]

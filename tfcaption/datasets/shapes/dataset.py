@@ -3,7 +3,7 @@
 Why a synthetic dataset: it trains in minutes on a CPU, needs no download,
 and every image comes with its ground truth (the scene: each object's shape,
 colour, size and position), so a caption can be scored for what it gets right
-about the image (`tfcaption.metrics.grounding`), not only for n-gram overlap
+about the image (`tfcaption.datasets.shapes.grounding`), not only for n-gram overlap
 with references. The `novel` split holds (colour, shape) pairs that never
 occur in train/val/test, to measure compositional generalisation.
 
@@ -32,8 +32,8 @@ from collections.abc import Iterator
 import numpy as np
 from PIL import Image
 
-from tfcaption.data import shapes_grammar
-from tfcaption.data.shapes_grammar import COLOURS, SHAPES, SIZES
+from tfcaption.datasets.shapes import grammar as shapes_grammar
+from tfcaption.datasets.shapes.grammar import COLOURS, SHAPES, SIZES
 
 __all__ = [
     "COLOURS", "MAX_OBJECTS", "NOVEL_PAIRS", "SHAPES", "SIZES", "SPLITS", "ShapesConfig",

@@ -2,7 +2,7 @@
 
 Why: BLEU or CIDEr reward sounding like the references; on `shapes` we know
 the truth of every image, so a caption can be checked object by object. Each
-caption is parsed with `tfcaption.data.shapes_grammar.parse_caption`, each
+caption is parsed with `tfcaption.datasets.shapes.grammar.parse_caption`, each
 mention is expanded by its count into predicted objects ("two red circles"
 is two objects), and predicted objects are matched one-to-one to the scene's
 objects. A predicted object matches a true one when colour and shape agree
@@ -26,7 +26,7 @@ grounding_scores(["two red circles"], [{"objects": [
 import collections
 import json
 
-from tfcaption.data.shapes_grammar import normalize_text, parse_caption, relation_holds
+from tfcaption.datasets.shapes.grammar import normalize_text, parse_caption, relation_holds
 
 
 def grounding_scores(captions: list[str], scenes: list[str | dict]) -> dict:

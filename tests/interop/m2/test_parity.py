@@ -6,24 +6,18 @@ the same encoder outputs, teacher-forced log-probabilities and beams, to float32
 """
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfcaption.data.m2_vocab import load_m2_vocab
+from tests.helpers.m2_fixture import FILES, FIXTURE, requires_fixture
+from tfcaption.interop.m2.vocab import load_m2_vocab
 from tfcaption.decoding.beam_search import beam_search
-from tfcaption.models.m2_convert import convert_m2, infer_config
-from tfcaption.models.torch_checkpoint import load_state_dict
+from tfcaption.interop.m2.convert import convert_m2, infer_config
+from tfcaption.interop.m2.checkpoint import load_state_dict
 
-REPO = Path(__file__).resolve().parents[2]
-FIXTURE = (REPO / ".." / "shared" / "fixtures" / "m2_reference").resolve()
-FILES = ("config.json", "m2_tiny.pth", "m2_tiny_zip.pth", "vocab.pkl", "inputs.npz", "expected.npz")
-pytestmark = pytest.mark.skipif(
-    not all((FIXTURE / name).exists() for name in FILES),
-    reason=f"M2 reference fixture not found at {FIXTURE} (needs {', '.join(FILES)})",
-)
+pytestmark = requires_fixture(*FILES)
 
 TOLERANCE = 1e-5  # encoder outputs and log-probs, max abs difference (float32 against the float32 reference)
 BEAM_TOLERANCE = 1e-4  # beam scores and per-step log-probs
@@ -58,7 +52,7 @@ def test_inferred_config_is_the_fixture_model(reference):
     assert all(w.dtype == "float32" for w in model.weights)
 
 
-def test_every_encoder_layer_matches(reference):
+def test_every_encoder_layer_matches_the_reference(reference):
     model, expected = reference["model"], reference["expected"]
     outputs, _ = model.encode(reference["inputs"]["features"], training=False)
     outputs = np.asarray(outputs)
@@ -84,7 +78,7 @@ def test_released_padding_mask_attends_to_everything(reference):
     np.testing.assert_array_equal(~mask, released[:, 0, 0, :])
 
 
-def test_teacher_forced_log_probs_match(reference):
+def test_teacher_forced_log_probs_match_the_reference(reference):
     model, inputs, expected = reference["model"], reference["inputs"], reference["expected"]
     logits = model({"features": inputs["features"], "tokens": inputs["tokens"]}, training=False)
     log_probs = tf.nn.log_softmax(logits).numpy()

@@ -5,8 +5,8 @@ import random
 import numpy as np
 import pytest
 
-from tfcaption.data import shapes_grammar as grammar
-from tfcaption.data.shapes_grammar import ObjectMention, parse_caption
+from tfcaption.datasets.shapes import grammar
+from tfcaption.datasets.shapes.grammar import ObjectMention, parse_caption
 
 
 def test_reads_relation_chains_and_counts():
@@ -87,7 +87,7 @@ def test_normalisation_follows_the_tokenizer_rule():
     assert parse_caption("A Red-Circle.").objects == [ObjectMention(1, None, "red", "circle")]
 
 
-def test_mention_text_articles_and_plurals():
+def test_mention_text_picks_a_or_an_and_pluralises_counts():
     assert grammar.mention_text(1, None, "orange", "circle") == "an orange circle"
     assert grammar.mention_text(1, "large", "orange", "circle") == "a large orange circle"
     assert grammar.mention_text(3, "small", "blue", "star") == "three small blue stars"

@@ -5,12 +5,29 @@ map one to one onto the Keras weights (kernels stored (in, out)). Every key
 and every weight must be used exactly once: a checkpoint from another model,
 a truncated export or a vocabulary of the wrong size fails with one line
 naming the first mismatch, instead of a silently half-loaded model.
+
+`convert` is what tfcaption-convert-m2 runs: read the `.pth` and `vocab.pkl` with the restricted
+readers, map the weights, and write a run directory that every tfcaption tool loads:
+
+    OUT_DIR/config.json        RunConfig: the converted `m2_reference` model + evaluation settings
+    OUT_DIR/vocab.txt          the released vocabulary, one token per line (ids unchanged)
+    OUT_DIR/best.weights.h5    the weights
+    OUT_DIR/conversion.json    where the weights came from (paths, sha256, sizes)
+
+Decoding settings are the reference evaluation's: beam 5, 20 decoding steps (<eos> included), stored
+as `data.max_caption_words` = 19 because tfcaption decodes `max_caption_words + 1` steps.
 """
 
+import hashlib
+import json
+import os
 import re
 
 import numpy as np
 
+from tfcaption.interop.m2 import REFERENCE_BEAM_SIZE, REFERENCE_STEPS
+from tfcaption.interop.m2.checkpoint import load_state_dict
+from tfcaption.interop.m2.vocab import load_m2_vocab
 from tfcaption.models.captioner import Captioner
 from tfcaption.models.config import CaptionerConfig
 
@@ -143,3 +160,99 @@ def convert_m2(state_dict, vocab_tokens, num_heads=8):
         )
     model = Captioner(config)
     return load_m2_weights(model, state_dict)
+
+
+def _sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def converted_run_config(model_config, out_dir, max_caption_words=REFERENCE_STEPS - 1):
+    """A RunConfig for a converted checkpoint: its model, and the reference's evaluation settings.
+
+    The training fields describe the authors' cross-entropy setup (batch 50, Adam eps 1e-8, warmup
+    10000, words kept at count >= 5), so fine-tuning from the converted weights starts from the
+    released recipe; `data` is empty because the model was trained on detection features, which
+    are given per command (`--features`), not as a tfcaption records directory.
+    """
+    from tfcaption.config import DataConfig, DecodeConfig, ExportConfig, RunConfig, TrainConfig
+
+    return RunConfig(
+        model=model_config,
+        data=DataConfig(spec="", max_caption_words=max_caption_words, min_word_count=5, augment_flip=False),
+        train=TrainConfig(output_dir=os.fspath(out_dir), batch_size=50, warmup_steps=10000, adam_epsilon=1e-8,
+                          label_smoothing=0.0, early_stopping_patience=5),
+        decode=DecodeConfig(beam_size=REFERENCE_BEAM_SIZE, batch_size=50, eval_splits=("test",)),
+        export=ExportConfig(model_name="m2_coco", beam_size=REFERENCE_BEAM_SIZE),
+    )
+
+
+def read_release(checkpoint, vocab_path):
+    """`(state_dict, itos)` from the released files, read without PyTorch or the authors' code.
+
+    Kept apart from the conversion so that unreadable inputs fail before the model is built.
+    """
+    for path, what in ((checkpoint, "checkpoint"), (vocab_path, "vocabulary")):
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{what} file not found: {path}")
+    return load_state_dict(checkpoint), load_m2_vocab(vocab_path)
+
+
+def check_out_dir(out_dir, overwrite):
+    """OUT_DIR as a path, refusing to replace a run unless asked (checked before any work)."""
+    path = os.fspath(out_dir)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise FileExistsError(f"{path} exists and is not a directory")
+    existing = [n for n in ("config.json", "best.weights.h5") if os.path.exists(os.path.join(path, n))]
+    if existing and not overwrite:
+        raise FileExistsError(f"{path} already holds a run ({', '.join(existing)}); pass --overwrite to replace it")
+    return path
+
+
+def convert(checkpoint, vocab_path, out_dir, num_heads=8, max_caption_words=REFERENCE_STEPS - 1, overwrite=False):
+    """Converts the released files into a run directory; returns `(model, run_directory)`.
+
+    Raises CheckpointError / VocabularyError / ConversionError (all ValueError) naming the problem,
+    FileNotFoundError for a missing input, FileExistsError when OUT_DIR already holds a run.
+    """
+    if max_caption_words < 1:
+        raise ValueError(f"--max-caption-words must be >= 1, got {max_caption_words}")
+    path = check_out_dir(out_dir, overwrite)
+    state_dict, itos = read_release(checkpoint, vocab_path)
+    return write_run(state_dict, itos, path, checkpoint, vocab_path, num_heads, max_caption_words)
+
+
+def write_run(state_dict, itos, out_dir, checkpoint, vocab_path, num_heads, max_caption_words):
+    """Builds the model from the release (TensorFlow from here on) and writes the run directory."""
+    from tfcaption.data.tokenizer import Vocabulary
+    from tfcaption.training.run_directory import RunDirectory
+
+    run = RunDirectory(out_dir)
+    model = convert_m2(state_dict, itos, num_heads=num_heads)
+    run_config = converted_run_config(model.config, run.path, max_caption_words)
+    steps = run_config.data.max_decode_steps
+    if steps > model.config.max_length:
+        raise ValueError(f"--max-caption-words {max_caption_words} needs {steps} decoding steps, but "
+                         f"the checkpoint's position table allows {model.config.max_length}")
+    vocab = Vocabulary(itos)  # refuses tokens vocab.txt cannot hold (whitespace), so ids stay aligned
+    os.makedirs(run.path, exist_ok=True)
+    run_config.save(run.config)
+    vocab.save(run.vocab)
+    model.save_weights(run.best_weights)
+    provenance = {
+        "source": "Meshed-Memory Transformer release (aimagelab/meshed-memory-transformer)",
+        "checkpoint": os.path.abspath(checkpoint),
+        "checkpoint_sha256": _sha256(checkpoint),
+        "vocab": os.path.abspath(vocab_path),
+        "vocab_sha256": _sha256(vocab_path),
+        "num_heads": num_heads,
+        "vocab_size": vocab.size,
+        "parameters": int(model.count_params()),
+        "decoding": {"beam_size": REFERENCE_BEAM_SIZE, "max_steps": steps},
+    }
+    with open(run.join("conversion.json"), "w") as f:
+        json.dump(provenance, f, indent=2, sort_keys=True)
+    return model, run

@@ -3,7 +3,7 @@
 Why this module exists: models on region features (the converted M2 release, or any run with
 `image_input="regions"`) take no pixels, so tfcaption-caption and tfcaption-evaluate cannot feed
 them images. These two functions are their `--features` path: read the HDF5 file (the release's
-`coco_detections.hdf5` layout, see `tfcaption.data.features`), beam-search every image, and return
+`coco_detections.hdf5` layout, see `tfcaption.interop.m2.features`), beam-search every image, and return
 plain records (caption) or COCO metrics (evaluate) against Karpathy's split. Reproducing the paper
 is then: convert the checkpoint (tfcaption-convert-m2), `evaluate_features(...)` on the test split.
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tfcaption.data.features import MAX_REGIONS, RegionFeatureFile, load_karpathy_split
+from tfcaption.interop.m2.features import MAX_REGIONS, RegionFeatureFile, load_karpathy_split
 
 METRIC_VARIANTS = {"collapse_repeats": True, "raw": False}
 
@@ -38,21 +38,6 @@ def _check_model(model, model_dir, feature_dim):
                          f"{config.feature_dim}.")
 
 
-def _decoder(model, beam_size, max_steps, reference_mode, jit_compile):
-    import tensorflow as tf
-
-    from tfcaption.decoding.beam_search import beam_search
-
-    options = {"fill_token": 0, "stop_early": False, "length_penalty": 0.0} if reference_mode else {}
-
-    @tf.function(jit_compile=jit_compile, reduce_retracing=True)
-    def decode(features):
-        encoder_outputs, encoder_mask = model.encode(features, training=False)
-        return beam_search(model, encoder_outputs, encoder_mask, beam_size, max_steps, **options)
-
-    return decode
-
-
 def caption_features(model_dir, features_path, image_ids=None, beam_size=None, all_beams=False, batch_size=50,
                      json_output=True, reference_mode=False, max_steps=None, jit_compile=False, weights="best",
                      max_regions=MAX_REGIONS):
@@ -65,7 +50,7 @@ def caption_features(model_dir, features_path, image_ids=None, beam_size=None, a
         image_ids: the images to caption (str or int ids); None = every `*_features` dataset in
             the file, numeric ids in numeric order. All ids are checked before decoding starts: a
             missing one raises `FeaturesNotFoundError` (a KeyError) naming it and the file.
-        beam_size: default the run's `eval_beam_size` (5 for converted M2 checkpoints).
+        beam_size: default the run's `decode.beam_size` (5 for converted M2 checkpoints).
         all_beams: add `"beams"`: every beam, best first, as `{"caption", "tokens", "score"}`
             (`tokens` up to and including <eos>).
         batch_size: images per decoding call (a smaller last batch is padded to this size by
@@ -74,7 +59,7 @@ def caption_features(model_dir, features_path, image_ids=None, beam_size=None, a
             `json.dumps`. False: numpy values (int32 token arrays, float32 scores) and, per beam,
             the per-token `"log_probs"`, for analysis in Python.
         reference_mode: the released beam-search loop (fixed steps, 0 after <eos>); same captions.
-        max_steps: decoding steps, <eos> included; default the run's `max_caption_words + 1`
+        max_steps: decoding steps, <eos> included; default the run's `data.max_decode_steps`
             (20 for converted M2 checkpoints, as the reference).
         jit_compile: XLA-compile the decoder (worth it on GPU; graph mode otherwise).
         weights: "best" or "latest", as `load_run`.
@@ -93,11 +78,11 @@ def caption_features(model_dir, features_path, image_ids=None, beam_size=None, a
 def _caption(model_dir, features_path, image_ids, beam_size, all_beams, batch_size, json_output, reference_mode,
              max_steps, jit_compile, weights, max_regions):
     """`caption_features`, also returning the decoding settings it resolved from the run."""
+    from tfcaption.decoding.captioning import caption_batches
     from tfcaption.training.run_directory import load_run
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
-    results = []
     # The features file is checked first (cheap), so a wrong path or id fails before the model loads.
     with RegionFeatureFile(features_path, max_regions) as features:
         ids = [str(i) for i in image_ids] if image_ids is not None else features.image_ids()
@@ -107,34 +92,32 @@ def _caption(model_dir, features_path, image_ids, beam_size, all_beams, batch_si
         features.require(ids)
         model, vocab, run_config = load_run(model_dir, weights=weights)
         _check_model(model, model_dir, features.feature_dim)
-        train = run_config.train
-        beam_size = int(beam_size or train.eval_beam_size)
-        max_steps = int(max_steps or train.max_caption_words + 1)
+        beam_size = int(beam_size or run_config.decode.beam_size)
+        max_steps = int(max_steps or run_config.data.max_decode_steps)
         if beam_size < 1:
             raise ValueError(f"beam_size must be >= 1, got {beam_size}.")
         if not 1 <= max_steps <= model.config.max_length:
             raise ValueError(f"max_steps must be in 1..{model.config.max_length} (the model's position table), "
                              f"got {max_steps}.")
-        decode = _decoder(model, beam_size, max_steps, reference_mode, jit_compile)
+        options = {"fill_token": 0, "stop_early": False, "length_penalty": 0.0} if reference_mode else {}
         # At least 2 rows per call: beam_search inside tf.function fails for a batch of exactly one
         # image (its cache's static shape changes in the loop); a repeated row costs little.
         batch_size = max(2, min(batch_size, len(ids)))
-        for batch_ids, array in features.batches(ids, batch_size):
-            real = len(batch_ids)
-            if real < batch_size:
-                array = np.concatenate([array, np.repeat(array[-1:], batch_size - real, axis=0)])
-            beams = {name: value.numpy()[:real] for name, value in decode(array).items()}
-            for row, image_id in enumerate(batch_ids):
-                results.append(_record(image_id, vocab, model.config.eos_id, beams, row, all_beams, json_output))
+        batches = ({"features": array, "image_id": batch_ids} for batch_ids, array in features.batches(ids, batch_size))
+        # Beam search even for k = 1: the released loop is a beam search, and reference_mode needs its options.
+        decoded = caption_batches(model, vocab, batches, beam_size=beam_size, max_steps=max_steps,
+                                  jit_compile=jit_compile, keep_beams=True, pad_to=batch_size, search="beam",
+                                  **options)
+        results = [_record(r, vocab, model.config.eos_id, all_beams, json_output) for r in decoded]
     return results, {"beam_size": beam_size, "max_steps": max_steps}
 
 
-def _record(image_id, vocab, eos, beams, row, all_beams, json_output):
-    tokens, scores, log_probs = beams["tokens"][row], beams["scores"][row], beams["log_probs"][row]
-    record = {"image_id": image_id, "caption": vocab.decode(tokens[0].tolist()),
-              "score": float(scores[0]) if json_output else scores[0]}
+def _record(decoded, vocab, eos, all_beams, json_output):
+    record = {"image_id": decoded["image_id"], "caption": decoded["caption"],
+              "score": decoded["score"] if json_output else decoded["beam_scores"][0]}
     if all_beams:
         record["beams"] = []
+        tokens, scores, log_probs = decoded["beam_tokens"], decoded["beam_scores"], decoded["beam_log_probs"]
         for k in range(tokens.shape[0]):
             kept = _trim(tokens[k].tolist(), eos)
             beam = {"caption": vocab.decode(kept)}
@@ -160,7 +143,7 @@ def evaluate_features(model_dir, features_path, annotations_path, split="test", 
         collapse_repeats: None (default) scores twice and reports both: `"collapse_repeats"`, with
             consecutive repeated words collapsed as the reference evaluation does, and `"raw"`, the
             captions as decoded; True or False computes only that one.
-        beam_size: 5 as the reference; None = the run's `eval_beam_size`.
+        beam_size: 5 as the reference; None = the run's `decode.beam_size`.
         Other arguments as `caption_features`.
 
     Returns:

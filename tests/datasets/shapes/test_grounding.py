@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from tfcaption.data import shapes
-from tfcaption.data.shapes_grammar import normalize_text
-from tfcaption.metrics.grounding import blind_baseline_caption, grounding_scores
+from tfcaption.datasets.shapes import dataset as shapes
+from tfcaption.datasets.shapes.grammar import normalize_text
+from tfcaption.datasets.shapes.grounding import blind_baseline_caption, grounding_scores
 
 
 def obj(colour, shape, size="small", x=20.0, y=20.0):

@@ -10,9 +10,9 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from tfcaption.data import shapes
+from tfcaption.datasets.shapes import dataset as shapes
 from tfcaption.data.records import load_manifest, read_records
-from tfcaption.data.shapes_grammar import MAX_CAPTION_WORDS, normalize_text, parse_caption, relation_holds
+from tfcaption.datasets.shapes.grammar import MAX_CAPTION_WORDS, normalize_text, parse_caption, relation_holds
 
 SMALL = shapes.ShapesConfig(num_train=60, num_val=20, num_test=20, num_novel=60)
 
@@ -169,7 +169,7 @@ def test_captions_have_paraphrase_variety(caption_examples):
     assert np.mean(distinct) > 4.5
 
 
-def test_config_round_trip_fingerprint_and_validation():
+def test_config_round_trips_has_a_seed_dependent_fingerprint_and_rejects_bad_values():
     config = shapes.ShapesConfig(num_train=7, seed=3)
     assert shapes.ShapesConfig.from_dict(config.to_dict()) == config
     assert config.to_dict()["num_shards"] == 4

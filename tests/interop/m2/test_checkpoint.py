@@ -1,8 +1,8 @@
 """Tests for the torch-free .pth reader.
 
 The M2 fixture files were written by real PyTorch (legacy and zip serialisations); synthetic files
-are written here opcode by opcode (PyTorch is not installed), to reach strides, offsets, dtypes and
-hostile pickles the fixture does not contain.
+are written opcode by opcode with tests/helpers/pickles.py (PyTorch is not installed), to reach
+strides, offsets, dtypes and hostile pickles the fixture does not contain.
 """
 
 from __future__ import annotations
@@ -21,178 +21,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tfcaption.models.torch_checkpoint import CheckpointError, load_state_dict, load_torch_checkpoint
+from tests.helpers.m2_fixture import FIXTURE, requires_fixture
+from tests.helpers.paths import REPO_ROOT
+from tests.helpers.pickles import Call, G, Get, PersId, Put, Raw, Writer, dumps, emit
+from tfcaption.interop.m2.checkpoint import CheckpointError, load_state_dict, load_torch_checkpoint
 
-REPO = Path(__file__).resolve().parents[2]
-FIXTURE = (REPO / ".." / "shared" / "fixtures" / "m2_reference").resolve()
 LEGACY = FIXTURE / "m2_tiny.pth"
 ZIPPED = FIXTURE / "m2_tiny_zip.pth"
-needs_fixture = pytest.mark.skipif(
-    not (LEGACY.exists() and ZIPPED.exists() and (FIXTURE / "config.json").exists()),
-    reason=f"M2 reference fixture not found at {FIXTURE}",
-)
-
-
-# ---------------------------------------------------------------------------------------------
-# a tiny protocol-2 pickle writer, enough to produce the files torch.save writes
-
-
-class G:
-    """A global reference (GLOBAL opcode)."""
-
-    def __init__(self, module: str, name: str):
-        self.module, self.name = module, name
-
-
-class Call:
-    """func(*args) (REDUCE opcode)."""
-
-    def __init__(self, func, *args):
-        self.func, self.args = func, args
-
-
-class PersId:
-    """A persistent id (BINPERSID opcode)."""
-
-    def __init__(self, value: tuple):
-        self.value = value
-
-
-class Put:
-    """Memoise obj under index (BINPUT), as pickle does for objects referenced twice."""
-
-    def __init__(self, obj, index: int):
-        self.obj, self.index = obj, index
-
-
-class Get:
-    """Refer to a memoised object (BINGET)."""
-
-    def __init__(self, index: int):
-        self.index = index
-
-
-class Raw:
-    """The body of a stdlib protocol-2 pickle, spliced in (it memoises only its own objects)."""
-
-    def __init__(self, obj, numpy1x: bool = False):
-        data = pickle.dumps(obj, protocol=2)
-        assert data[:2] == b"\x80\x02" and data[-1:] == b"."
-        self.body = data[2:-1]
-        if numpy1x:  # numpy 1.x named its pickling helpers numpy.core.multiarray.*
-            self.body = self.body.replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
-
-
-def _emit(obj, out: bytearray) -> None:
-    if obj is None:
-        out += b"N"
-    elif obj is True or obj is False:
-        out += b"\x88" if obj else b"\x89"
-    elif isinstance(obj, int):
-        if 0 <= obj < 2**31:
-            out += b"J" + struct.pack("<i", obj)
-        else:
-            raw = obj.to_bytes((obj.bit_length() + 8) // 8, "little", signed=True)
-            out += b"\x8a" + bytes([len(raw)]) + raw
-    elif isinstance(obj, float):
-        out += b"G" + struct.pack(">d", obj)
-    elif isinstance(obj, str):
-        enc = obj.encode("utf-8")
-        out += b"X" + struct.pack("<I", len(enc)) + enc
-    elif isinstance(obj, tuple):
-        out += b"("
-        for item in obj:
-            _emit(item, out)
-        out += b"t"
-    elif isinstance(obj, list):
-        out += b"]("
-        for item in obj:
-            _emit(item, out)
-        out += b"e"
-    elif isinstance(obj, dict):
-        out += b"}("
-        for key, value in obj.items():
-            _emit(key, out)
-            _emit(value, out)
-        out += b"u"
-    elif isinstance(obj, G):
-        out += b"c" + obj.module.encode() + b"\n" + obj.name.encode() + b"\n"
-    elif isinstance(obj, Call):
-        _emit(obj.func, out)
-        _emit(tuple(obj.args), out)
-        out += b"R"
-    elif isinstance(obj, PersId):
-        _emit(obj.value, out)
-        out += b"Q"
-    elif isinstance(obj, Raw):
-        out += obj.body
-    elif isinstance(obj, Put):
-        _emit(obj.obj, out)
-        out += b"q" + bytes([obj.index])
-    elif isinstance(obj, Get):
-        out += b"h" + bytes([obj.index])
-    else:
-        raise TypeError(obj)
-
-
-def dumps(obj) -> bytes:
-    out = bytearray(b"\x80\x02")
-    _emit(obj, out)
-    return bytes(out + b".")
-
-
-STORAGE = {np.dtype(k): v for k, v in {
-    "float32": "FloatStorage", "float64": "DoubleStorage", "float16": "HalfStorage",
-    "int64": "LongStorage", "int32": "IntStorage", "int16": "ShortStorage", "int8": "CharStorage",
-    "uint8": "ByteStorage", "bool": "BoolStorage"}.items()}
-
-
-class Writer:
-    """Collects storages and writes a checkpoint in either serialisation."""
-
-    def __init__(self, legacy: bool):
-        self.legacy = legacy
-        self.storages: dict[str, tuple[bytes, int]] = {}
-
-    def storage(self, key: str, data: np.ndarray, type_name: str | None = None, view=None,
-                module: str = "torch", location: str = "cpu"):
-        data = np.ascontiguousarray(data).ravel()
-        type_name = type_name or STORAGE[data.dtype]
-        le = data.astype(data.dtype.newbyteorder("<")) if data.dtype.itemsize > 1 else data
-        self.storages[key] = (le.tobytes(), data.size)
-        pid = ("storage", G(module, type_name), key, location, data.size)
-        if self.legacy:
-            pid = pid + (view,)
-        return PersId(pid)
-
-    def tensor(self, storage, offset, size, stride, fn="_rebuild_tensor_v2"):
-        return Call(G("torch._utils", fn), storage, offset, tuple(size), tuple(stride), False,
-                    Call(G("collections", "OrderedDict")))
-
-    def write(self, path: Path, obj, byteorder: str | None = "little", big_data=None) -> Path:
-        main = dumps(obj)
-        if self.legacy:
-            out = bytearray()
-            out += pickle.dumps(0x1950A86A20F9469CFC6C, protocol=2)
-            out += pickle.dumps(1001, protocol=2)
-            out += pickle.dumps({"protocol_version": 1001, "little_endian": True,
-                                 "type_sizes": {"short": 2, "int": 4, "long": 4}}, protocol=2)
-            out += main
-            keys = sorted(self.storages)
-            out += pickle.dumps(keys, protocol=2)
-            for key in keys:
-                raw, numel = self.storages[key]
-                out += struct.pack("<q", numel) + raw
-            path.write_bytes(bytes(out))
-        else:
-            with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
-                zf.writestr("archive/data.pkl", main)
-                if byteorder:
-                    zf.writestr("archive/byteorder", byteorder)
-                for key, (raw, _) in self.storages.items():
-                    zf.writestr(f"archive/data/{key}", (big_data or {}).get(key, raw))
-                zf.writestr("archive/version", "3\n")
-        return path
+needs_fixture = requires_fixture("m2_tiny.pth", "m2_tiny_zip.pth", "config.json")
 
 
 def _cut(src: Path, dst: Path, n: int) -> Path:
@@ -243,7 +79,7 @@ def test_fixture_tensors_are_the_files_own_little_endian_bytes(path):
 
 
 @needs_fixture
-def test_fixture_top_level_checkpoint():
+def test_fixture_top_level_keys_and_rng_state_agree_in_both_formats():
     legacy = load_torch_checkpoint(LEGACY)
     zipped = load_torch_checkpoint(ZIPPED)
     expected = {"epoch", "val_loss", "val_cider", "best_cider", "use_rl", "state_dict", "torch_rng_state"}
@@ -278,14 +114,14 @@ def test_reader_needs_no_torch(tmp_path):
 
         def load(name, rel):
             # By file path: the reader itself must not need torch (nor the package's other modules).
-            spec = importlib.util.spec_from_file_location(name, {str(REPO)!r} + "/" + rel)
+            spec = importlib.util.spec_from_file_location(name, {REPO_ROOT!r} + "/" + rel)
             module = importlib.util.module_from_spec(spec)
             sys.modules[name] = module
             spec.loader.exec_module(module)
             return module
 
-        tc = load("isolated_torch_checkpoint", "tfcaption/models/torch_checkpoint.py")
-        mv = load("isolated_m2_vocab", "tfcaption/data/m2_vocab.py")
+        tc = load("isolated_torch_checkpoint", "tfcaption/interop/m2/checkpoint.py")
+        mv = load("isolated_m2_vocab", "tfcaption/interop/m2/vocab.py")
         a = tc.load_state_dict({str(LEGACY)!r})
         b = tc.load_state_dict({str(ZIPPED)!r})
         itos = mv.load_m2_vocab({str(FIXTURE / "vocab.pkl")!r})
@@ -303,7 +139,7 @@ def test_reader_needs_no_torch(tmp_path):
 
 @needs_fixture
 @pytest.mark.parametrize("cut", [1, 10, 40, 120, 5000, 29100, 32700, 32800, 32803 + 100, 700_000, -1])
-def test_truncated_legacy_fixture(tmp_path, cut):
+def test_truncated_legacy_fixture_is_an_error_naming_the_file_and_the_short_storage(tmp_path, cut):
     size = LEGACY.stat().st_size
     path = _cut(LEGACY, tmp_path / "cut.pth", cut if cut > 0 else size + cut)
     with pytest.raises(CheckpointError) as info:
@@ -315,7 +151,7 @@ def test_truncated_legacy_fixture(tmp_path, cut):
 
 @needs_fixture
 @pytest.mark.parametrize("cut", [4, 100, 30_000, 700_000, -22, -1])
-def test_truncated_zip_fixture(tmp_path, cut):
+def test_truncated_zip_fixture_is_a_zip_archive_error_naming_the_file(tmp_path, cut):
     size = ZIPPED.stat().st_size
     path = _cut(ZIPPED, tmp_path / "cut.pth", cut if cut > 0 else size + cut)
     with pytest.raises(CheckpointError, match="zip archive") as info:
@@ -386,15 +222,15 @@ def test_other_globals_are_refused(tmp_path, target):
 def test_build_cannot_tamper_with_stand_ins(tmp_path):
     # BUILD with a (None, slotstate) pair would setattr on the allow-listed rebuild function.
     body = bytearray(b"\x80\x02")
-    _emit(G("torch._utils", "_rebuild_tensor_v2"), body)
-    _emit((None, {"__defaults__": (1, 2, 3)}), body)
+    emit(G("torch._utils", "_rebuild_tensor_v2"), body)
+    emit((None, {"__defaults__": (1, 2, 3)}), body)
     body += b"b."
     path = tmp_path / "tamper.pth"
     with zipfile.ZipFile(path, "w") as zf:
         zf.writestr("archive/data.pkl", bytes(body))
     with pytest.raises(CheckpointError, match="malformed .*set state on torch._utils._rebuild_tensor_v2"):
         load_torch_checkpoint(path)
-    from tfcaption.models import torch_checkpoint
+    from tfcaption.interop.m2 import checkpoint as torch_checkpoint
 
     assert torch_checkpoint._rebuild_tensor_v2.__defaults__ == (False, None, None)
 
@@ -435,7 +271,7 @@ def _strided_checkpoint(tmp_path: Path, legacy: bool) -> Path:
 
 
 @pytest.mark.parametrize("legacy", [True, False], ids=["legacy", "zip"])
-def test_strides_offsets_and_dtypes(tmp_path, legacy):
+def test_strides_offsets_and_dtypes_load_as_contiguous_numpy_copies(tmp_path, legacy):
     ckpt = load_torch_checkpoint(_strided_checkpoint(tmp_path, legacy))
     sd = ckpt["state_dict"]
     base = np.arange(24, dtype=np.float32)
@@ -467,7 +303,7 @@ def test_strides_offsets_and_dtypes(tmp_path, legacy):
 
 
 @pytest.mark.parametrize("legacy", [True, False], ids=["legacy", "zip"])
-def test_shared_tensors_and_tuples(tmp_path, legacy):
+def test_memoised_tensors_and_tuples_load_as_one_shared_object(tmp_path, legacy):
     # Tied weights pickle one tensor twice (memo); a shared tuple of tensors must be converted too.
     w = Writer(legacy)
     s = w.storage("0", np.arange(6, dtype=np.float32))
@@ -480,7 +316,7 @@ def test_shared_tensors_and_tuples(tmp_path, legacy):
     assert [t.tolist() for t in ckpt["again"]] == [[1.0, 2.0], [4.0, 5.0]]
 
 
-def test_zip_big_endian_byteorder(tmp_path):
+def test_zip_big_endian_storages_load_as_native_values(tmp_path):
     w = Writer(legacy=False)
     values = np.array([1.5, -2.0, 3.25, 1e-3], np.float32)
     ints = np.array([1, -2, 2**40], np.int64)
@@ -493,7 +329,7 @@ def test_zip_big_endian_byteorder(tmp_path):
     assert sd["b"].tolist() == [1, -2, 2**40] and sd["b"].dtype == np.dtype("=i8")
 
 
-def test_rebuild_v3_untyped_storage_and_subclass(tmp_path):
+def test_rebuild_v3_untyped_storage_and_parameter_subclass_load_their_values(tmp_path):
     w = Writer(legacy=False)
     values = np.array([0.25, -4.0, 8.5], np.float32)
     raw = w.storage("0", np.frombuffer(values.tobytes(), np.uint8), "UntypedStorage")
@@ -508,7 +344,7 @@ def test_rebuild_v3_untyped_storage_and_subclass(tmp_path):
     assert sd["sub"].tolist() == [9, 8]
 
 
-def test_released_style_training_checkpoint(tmp_path):
+def test_released_style_training_checkpoint_loads_cuda_storages_optimizer_and_rng_states(tmp_path):
     """What the released train.py saved from a GPU under torch 1.1 and numpy 1.x: CUDA storage types,
     Adam state keyed by ints, numpy scalars from the metrics, numpy/python RNG states."""
     w = Writer(legacy=True)
@@ -533,7 +369,7 @@ def test_released_style_training_checkpoint(tmp_path):
     assert ckpt["random_rng_state"] == (3, (0, 1, 2, 3, 4), None)
 
 
-def test_legacy_storage_view(tmp_path):
+def test_legacy_storage_view_reads_from_the_view_offset(tmp_path):
     w = Writer(legacy=True)
     view = w.storage("0", np.arange(10, dtype=np.float32), view=("0_view", 4, 3))
     sd = load_state_dict(w.write(tmp_path / "view.pth", {"v": w.tensor(view, 1, [2], [1])}))
@@ -548,7 +384,7 @@ def test_out_of_bounds_view_is_an_error(tmp_path, legacy):
         load_state_dict(w.write(tmp_path / "oob.pth", obj))
 
 
-def test_legacy_element_count_mismatch(tmp_path):
+def test_legacy_storage_element_count_mismatch_is_an_error(tmp_path):
     w = Writer(legacy=True)
     path = w.write(tmp_path / "count.pth", {"w": w.tensor(w.storage("0", np.arange(4, dtype=np.float32)),
                                                           0, [4], [1])})
@@ -561,7 +397,7 @@ def test_legacy_element_count_mismatch(tmp_path):
         load_torch_checkpoint(path)
 
 
-def test_zip_missing_storage_and_module_pickle(tmp_path):
+def test_zip_missing_storage_and_pickled_module_are_errors(tmp_path):
     w = Writer(legacy=False)
     obj = {"w": w.tensor(w.storage("0", np.ones(2, np.float32)), 0, [2], [1])}
     path = w.write(tmp_path / "missing.pth", obj)
@@ -579,7 +415,7 @@ def test_zip_missing_storage_and_module_pickle(tmp_path):
         load_torch_checkpoint(module)
 
 
-def test_load_state_dict_shapes(tmp_path):
+def test_load_state_dict_accepts_a_bare_dict_and_names_what_it_found_instead(tmp_path):
     w = Writer(legacy=False)
     tensor = w.tensor(w.storage("0", np.ones(3, np.float32)), 0, [3], [1])
     plain = w.write(tmp_path / "plain.pth", {"a": tensor})

@@ -33,7 +33,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from tfcaption.restricted_pickle import AllowListUnpickler, Guarded, MalformedPickle, UnsafePickle
+from tfcaption.interop.m2.restricted_pickle import AllowListUnpickler, Guarded, MalformedPickle, load_or_raise
 
 __all__ = ["CheckpointError", "load_torch_checkpoint", "load_state_dict"]
 
@@ -336,20 +336,10 @@ class _RestrictedUnpickler(AllowListUnpickler):
 def _unpickle(path: str, stream: BinaryIO, what: str, storages=None, legacy=False,
               allowed=_ALLOWED) -> Any:
     """Run the restricted unpickler, turning every failure into a CheckpointError naming ``what``."""
-    try:
-        return _RestrictedUnpickler(stream, allowed, storages, legacy).load()
-    except UnsafePickle as exc:
-        raise CheckpointError(
-            f"{path}: unsafe pickle global '{exc}' in {what}; only tensors, numbers, strings and plain "
-            "containers can be loaded (refused without importing or calling it)") from None
-    except MalformedPickle as exc:
-        raise CheckpointError(f"{path}: malformed {what}: {exc}") from None
-    except CheckpointError:
-        raise
-    except (EOFError, pickle.UnpicklingError) as exc:
-        raise CheckpointError(f"{path}: truncated or corrupt {what} ({exc or type(exc).__name__})") from None
-    except Exception as exc:  # any other pickle-level failure (incl. RecursionError) on a corrupt file
-        raise CheckpointError(f"{path}: corrupt {what} ({type(exc).__name__}: {exc})") from None
+    return load_or_raise(
+        _RestrictedUnpickler(stream, allowed, storages, legacy), CheckpointError, path, what,
+        f" in {what}; only tensors, numbers, strings and plain containers can be loaded (refused without "
+        "importing or calling it)")
 
 
 # --------------------------------------------------------------------------------------------------

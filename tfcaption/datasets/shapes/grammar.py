@@ -1,7 +1,7 @@
 """The caption language of the `shapes` dataset: one grammar, read both ways.
 
 Why one module for writing and reading captions: the grounded metrics
-(`tfcaption.metrics.grounding`) are only as trustworthy as the parser that
+(`tfcaption.datasets.shapes.grounding`) are only as trustworthy as the parser that
 turns a model's caption back into objects and relations. Keeping the
 generator (`describe_scene`) and the parser (`parse_caption`) next to the
 same word tables means every caption the dataset contains is, by

@@ -1,7 +1,8 @@
 """Tests for the torch-free reader of the released M2 ``vocab.pkl``.
 
-Variants of the file are written here opcode by opcode in the released layout (protocol 3, class
-``data.vocab.Vocab``), because the authors' ``data.vocab`` module is deliberately not importable.
+Variants of the file are written opcode by opcode (tests/helpers/pickles.py) in the released layout
+(protocol 3, class ``data.vocab.Vocab``), because the authors' ``data.vocab`` module is deliberately
+not importable.
 """
 
 from __future__ import annotations
@@ -9,84 +10,19 @@ from __future__ import annotations
 import collections
 import os
 import pickle
-import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tfcaption.data.m2_vocab import M2_SPECIALS, VocabularyError, load_m2_vocab
+from tests.helpers.m2_fixture import FIXTURE, requires_fixture
+from tests.helpers.pickles import G, emit, vocab_pickle
+from tfcaption.interop.m2.vocab import M2_SPECIALS, VocabularyError, load_m2_vocab
 
-REPO = Path(__file__).resolve().parents[2]
-FIXTURE = (REPO / ".." / "shared" / "fixtures" / "m2_reference").resolve()
 VOCAB = FIXTURE / "vocab.pkl"
-needs_fixture = pytest.mark.skipif(not VOCAB.exists(), reason=f"M2 reference vocab not found at {VOCAB}")
+needs_fixture = requires_fixture("vocab.pkl")
 
 WORDS = [f"w{i:02d}" for i in range(26)]
-
-
-class G:
-    def __init__(self, module: str, name: str):
-        self.module, self.name = module, name
-
-
-def _emit(obj, out: bytearray) -> None:
-    if obj is None:
-        out += b"N"
-    elif isinstance(obj, bool):
-        out += b"\x88" if obj else b"\x89"
-    elif isinstance(obj, int):
-        out += b"J" + struct.pack("<i", obj)
-    elif isinstance(obj, str):
-        enc = obj.encode("utf-8")
-        out += b"X" + struct.pack("<I", len(enc)) + enc
-    elif isinstance(obj, list):
-        out += b"]("
-        for item in obj:
-            _emit(item, out)
-        out += b"e"
-    elif isinstance(obj, dict):
-        out += b"}("
-        for key, value in obj.items():
-            _emit(key, out)
-            _emit(value, out)
-        out += b"u"
-    elif isinstance(obj, G):
-        out += b"c" + obj.module.encode() + b"\n" + obj.name.encode() + b"\n"
-    else:
-        raise TypeError(obj)
-
-
-def vocab_pickle(itos, stoi="auto", cls=("data.vocab", "Vocab"), plain_stoi=False) -> bytes:
-    """A protocol-3 pickle laid out like the released file: Vocab() then BUILD with its __dict__."""
-    out = bytearray(b"\x80\x03")
-    _emit(G(*cls), out)
-    out += b")\x81"  # EMPTY_TUPLE, NEWOBJ
-    state = bytearray(b"}(")
-    _emit("freqs", state)
-    _emit(G("collections", "Counter"), state)
-    _emit({w: 5 for w in itos if isinstance(w, str) and not w.startswith("<")}, state)
-    state += b"\x85R"  # TUPLE1, REDUCE: Counter({...})
-    _emit("itos", state)
-    _emit(list(itos), state)
-    if stoi is not None:
-        _emit("stoi", state)
-        if plain_stoi:
-            state += b"}"
-        else:
-            _emit(G("collections", "defaultdict"), state)
-            _emit(G("data.vocab", "_default_unk_index"), state)
-            state += b"\x85R"  # defaultdict(_default_unk_index)
-        pairs = {w: i for i, w in enumerate(itos)} if stoi == "auto" else stoi
-        state += b"("
-        for key, value in pairs.items():
-            _emit(key, state)
-            _emit(value, state)
-        state += b"u"
-    _emit("vectors", state)
-    _emit(None, state)
-    state += b"u"
-    return bytes(out + state + b"b.")
 
 
 def _write(tmp_path: Path, data: bytes, name: str = "vocab.pkl") -> Path:
@@ -96,7 +32,7 @@ def _write(tmp_path: Path, data: bytes, name: str = "vocab.pkl") -> Path:
 
 
 @needs_fixture
-def test_released_fixture():
+def test_released_fixture_reads_as_the_specials_then_the_words():
     itos = load_m2_vocab(VOCAB)
     assert len(itos) == 30
     assert tuple(itos[:4]) == M2_SPECIALS == ("<unk>", "<pad>", "<bos>", "<eos>")
@@ -110,7 +46,7 @@ def test_writer_reproduces_the_fixture_layout(tmp_path):
     assert load_m2_vocab(_write(tmp_path, vocab_pickle(itos))) == load_m2_vocab(VOCAB)
 
 
-def test_plain_dict_stoi_and_no_stoi(tmp_path):
+def test_plain_dict_stoi_or_no_stoi_loads_and_a_disagreeing_stoi_is_named(tmp_path):
     # Later torchtext-style vocabularies pickle stoi as a plain dict, or drop it.
     itos = list(M2_SPECIALS) + ["a", "dog"]
     no_stoi = _write(tmp_path, vocab_pickle(itos, stoi=None), "a.pkl")
@@ -131,7 +67,7 @@ def test_plain_dict_stoi_and_no_stoi(tmp_path):
     (["<unk>", "<pad>", "<bos>", "<eos>", "a", "b", "a"],
      r"word 'a' appears twice in 'itos' \(ids 4 and 6\)"),
 ])
-def test_bad_itos(tmp_path, itos, pattern):
+def test_bad_itos_is_an_error_naming_the_file_and_the_problem(tmp_path, itos, pattern):
     path = _write(tmp_path, vocab_pickle(itos, stoi=None))
     with pytest.raises(VocabularyError, match=pattern) as info:
         load_m2_vocab(path)
@@ -153,7 +89,7 @@ def test_stoi_must_agree_with_itos(tmp_path, stoi, pattern):
 
 
 @needs_fixture
-def test_fixture_with_swapped_specials_and_stoi_edit(tmp_path):
+def test_fixture_with_swapped_specials_or_an_edited_stoi_is_refused(tmp_path):
     data = VOCAB.read_bytes()
     swapped = data.replace(b"<pad>", b"<tmp>").replace(b"<bos>", b"<pad>").replace(b"<tmp>", b"<bos>")
     with pytest.raises(VocabularyError, match=r"found \['<unk>', '<bos>', '<pad>', '<eos>'\]"):
@@ -165,7 +101,7 @@ def test_fixture_with_swapped_specials_and_stoi_edit(tmp_path):
         load_m2_vocab(_write(tmp_path, edited, "edited.pkl"))
 
 
-def test_not_a_vocab_object(tmp_path):
+def test_a_pickle_that_is_not_a_vocab_object_is_refused(tmp_path):
     path = _write(tmp_path, pickle.dumps([1, 2, 3], protocol=3))
     with pytest.raises(VocabularyError, match="expected a data.vocab.Vocab object, found list"):
         load_m2_vocab(path)
@@ -180,9 +116,9 @@ def test_unsafe_globals_refused_and_not_run(tmp_path, module):
     name = "eval" if module == "builtins" else "system"
     arg = f"__import__('os').system('touch {marker}')" if module == "builtins" else f"touch {marker}"
     out = bytearray(b"\x80\x03")
-    _emit(G(module, name), out)
+    emit(G(module, name), out)
     out += b"("
-    _emit(arg, out)
+    emit(arg, out)
     out += b"tR."
     path = _write(tmp_path, bytes(out))
     with pytest.raises(VocabularyError, match=rf"unsafe pickle global '{module}\.{name}'") as info:
@@ -207,9 +143,9 @@ def test_class_named_in_the_file_cannot_be_swapped(tmp_path):
 def test_build_cannot_tamper_with_counter(tmp_path):
     # BUILD with (None, slotstate) would setattr on collections.Counter for the whole process.
     out = bytearray(b"\x80\x03")
-    _emit(G("collections", "Counter"), out)
+    emit(G("collections", "Counter"), out)
     out += b"N"
-    _emit({"most_common": "oops"}, out)
+    emit({"most_common": "oops"}, out)
     out += b"\x86b."
     with pytest.raises(VocabularyError, match="set state on collections.Counter"):
         load_m2_vocab(_write(tmp_path, bytes(out)))
@@ -219,7 +155,7 @@ def test_build_cannot_tamper_with_counter(tmp_path):
 
 @needs_fixture
 @pytest.mark.parametrize("cut", [0, 1, 2, 20, 30, 200, 400, 520, 600, 731, 733])
-def test_truncated_fixture(tmp_path, cut):
+def test_truncated_fixture_is_an_error_naming_the_file(tmp_path, cut):
     path = _write(tmp_path, VOCAB.read_bytes()[:cut])
     with pytest.raises(VocabularyError) as info:
         load_m2_vocab(path)
@@ -227,7 +163,7 @@ def test_truncated_fixture(tmp_path, cut):
 
 
 @pytest.mark.parametrize("seed", range(6))
-def test_garbage(tmp_path, seed):
+def test_random_bytes_are_an_error_naming_the_file(tmp_path, seed):
     rng = np.random.default_rng(seed)
     data = rng.bytes(int(rng.integers(1, 4000)))
     if seed % 2:  # looks like a pickle for the first two bytes

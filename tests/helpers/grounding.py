@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 
-from tfcaption.data.shapes_grammar import COLOURS, SHAPES
+from tfcaption.datasets.shapes.grammar import COLOURS, SHAPES
 
 
 def object_patches(obj, width, height, rows, cols):

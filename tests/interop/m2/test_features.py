@@ -1,17 +1,19 @@
 """Region features from HDF5 (the M2 release's layout), the Karpathy split, and captioning from them.
 
 HDF5 files are written here with h5py; the captioning tests use the M2 reference fixture converted
-to a run directory, whose expected beams were computed by the authors' code.
+to a run directory (the `converted` fixture, tests/conftest.py), whose expected beams were computed by the authors' code.
 """
 
 import json
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tfcaption.data.features import (
+from tests.helpers.karpathy import karpathy_file, karpathy_image
+from tests.helpers.m2_fixture import FIXTURE, requires_fixture
+from tests.helpers.optional import h5py, needs_h5py
+from tfcaption.interop.m2.features import (
     MAX_REGIONS,
     AnnotationsError,
     FeatureFileError,
@@ -21,14 +23,7 @@ from tfcaption.data.features import (
     load_karpathy_split,
 )
 
-h5py = pytest.importorskip("h5py", reason="h5py is the optional [h5] extra")
-
-REPO = Path(__file__).resolve().parents[2]
-FIXTURE = (REPO / ".." / "shared" / "fixtures" / "m2_reference").resolve()
-needs_fixture = pytest.mark.skipif(
-    not all((FIXTURE / n).exists() for n in ("m2_tiny.pth", "vocab.pkl", "inputs.npz", "expected.npz")),
-    reason=f"M2 reference fixture not found at {FIXTURE}",
-)
+needs_fixture = requires_fixture("config.json", "m2_tiny.pth", "vocab.pkl", "inputs.npz", "expected.npz")
 
 DIM = 32
 ROWS = {"7": 3, "12": 50, "3": 1, "99": 55}  # 55 > 50: the reference keeps the first 50
@@ -46,7 +41,8 @@ def h5_file(tmp_path):
     return path, arrays
 
 
-def test_ids_padding_and_truncation(h5_file):
+@needs_h5py
+def test_ids_are_numeric_order_and_features_zero_padded_or_cut_to_max_regions(h5_file):
     path, arrays = h5_file
     with RegionFeatureFile(path) as features:
         assert features.image_ids() == ["3", "7", "12", "99"]  # numeric order, *_boxes ignored
@@ -62,6 +58,7 @@ def test_ids_padding_and_truncation(h5_file):
         np.testing.assert_array_equal(features.read("12"), arrays["12"][:5])
 
 
+@needs_h5py
 def test_missing_image_is_a_named_key_error(h5_file):
     path, _ = h5_file
     with RegionFeatureFile(path) as features:
@@ -79,7 +76,8 @@ def test_missing_image_is_a_named_key_error(h5_file):
         next(batches)
 
 
-def test_batches(h5_file):
+@needs_h5py
+def test_feature_batches_follow_the_requested_ids_in_order(h5_file):
     path, arrays = h5_file
     ids = ["99", "3", 7, "12", "3"]
     batches = list(feature_batches(path, ids, batch_size=2))
@@ -91,7 +89,8 @@ def test_batches(h5_file):
             np.testing.assert_array_equal(stacked[row], features.read(image_id))
 
 
-def test_bad_files(tmp_path, monkeypatch):
+@needs_h5py
+def test_missing_unreadable_or_misshapen_files_and_missing_h5py_are_clear_errors(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="region features file not found"):
         RegionFeatureFile(tmp_path / "none.h5")
     not_h5 = tmp_path / "text.h5"
@@ -111,26 +110,13 @@ def test_bad_files(tmp_path, monkeypatch):
     assert "pip install 'tfcaption[h5]'" in str(info.value) and "\n" not in str(info.value)
 
 
-def _karpathy(path, images):
-    path.write_text(json.dumps({"dataset": "coco", "images": images}))
-    return path
-
-
-def _image(cocoid, split, *captions, imgid=0):
-    image = {"filename": f"COCO_val2014_{cocoid or 0:012d}.jpg", "imgid": imgid, "split": split,
-             "sentences": [{"raw": c, "tokens": c.lower().split()} for c in captions]}
-    if cocoid is not None:
-        image["cocoid"] = cocoid
-    return image
-
-
-def test_karpathy_split(tmp_path):
-    path = _karpathy(tmp_path / "dataset_coco.json", [
-        _image(391895, "test", "A man riding a bike.", "A biker on a road."),
-        _image(522418, "val", "A woman cutting a cake."),
-        _image(184613, "restval", "A boy with an umbrella."),
-        _image(318219, "train", "A computer on a desk."),
-        _image(None, "test", "A cat on a sofa.", imgid=17),  # no cocoid: imgid is the id
+def test_karpathy_split_selects_images_by_split_and_names_bad_files(tmp_path):
+    path = karpathy_file(tmp_path / "dataset_coco.json", [
+        karpathy_image(391895, "test", "A man riding a bike.", "A biker on a road."),
+        karpathy_image(522418, "val", "A woman cutting a cake."),
+        karpathy_image(184613, "restval", "A boy with an umbrella."),
+        karpathy_image(318219, "train", "A computer on a desk."),
+        karpathy_image(None, "test", "A cat on a sofa.", imgid=17),  # no cocoid: imgid is the id
     ])
     test = load_karpathy_split(path, "test")
     assert test.image_ids == ["391895", "17"]
@@ -142,10 +128,10 @@ def test_karpathy_split(tmp_path):
         load_karpathy_split(path, "dev")
     with pytest.raises(FileNotFoundError):
         load_karpathy_split(tmp_path / "none.json")
-    empty = _karpathy(tmp_path / "only_train.json", [_image(1, "train", "x")])
+    empty = karpathy_file(tmp_path / "only_train.json", [karpathy_image(1, "train", "x")])
     with pytest.raises(AnnotationsError, match="no images in split 'test' \\(splits present: train\\)"):
         load_karpathy_split(empty, "test")
-    twice = _karpathy(tmp_path / "twice.json", [_image(1, "test", "x"), _image(1, "test", "y")])
+    twice = karpathy_file(tmp_path / "twice.json", [karpathy_image(1, "test", "x"), karpathy_image(1, "test", "y")])
     with pytest.raises(AnnotationsError, match="image id 1 appears twice"):
         load_karpathy_split(twice, "test")
     (tmp_path / "bad.json").write_text("{")
@@ -156,25 +142,8 @@ def test_karpathy_split(tmp_path):
 # ------------------------------------------------------------------------------- captioning from features
 
 
-@pytest.fixture(scope="module")
-def converted(tmp_path_factory):
-    """The reference fixture as a run directory, and its inputs as an HDF5 file (ids 100, 101, 102)."""
-    from tfcaption.cli.convert_m2 import convert
-
-    tmp = tmp_path_factory.mktemp("features_run")
-    heads = json.loads((FIXTURE / "config.json").read_text())["h"]
-    convert(FIXTURE / "m2_tiny.pth", FIXTURE / "vocab.pkl", tmp / "run", num_heads=heads)
-    inputs = np.load(FIXTURE / "inputs.npz")
-    real = np.any(inputs["features"] != 0, axis=-1).sum(axis=1)  # 10, 9, 7 real regions
-    with h5py.File(tmp / "features.h5", "w") as f:
-        for row, n in enumerate(real):
-            f[f"{100 + row}_features"] = inputs["features"][row, :n]
-    return {"run": str(tmp / "run"), "h5": str(tmp / "features.h5"), "tmp": tmp,
-            "expected": dict(np.load(FIXTURE / "expected.npz"))}
-
-
 def _words(tokens):
-    from tfcaption.data.m2_vocab import load_m2_vocab
+    from tfcaption.interop.m2.vocab import load_m2_vocab
 
     itos = load_m2_vocab(FIXTURE / "vocab.pkl")
     words = []
@@ -186,8 +155,9 @@ def _words(tokens):
 
 
 @needs_fixture
+@needs_h5py
 def test_caption_features_reproduces_the_reference_beams(converted):
-    from tfcaption.region_features import caption_features
+    from tfcaption.interop.m2.captioning import caption_features
 
     expected = converted["expected"]
     # The fixture's reference ran on 10 regions per image (zero-padded): pad to 10 to compare.
@@ -207,8 +177,9 @@ def test_caption_features_reproduces_the_reference_beams(converted):
 
 
 @needs_fixture
-def test_caption_features_defaults_and_errors(converted):
-    from tfcaption.region_features import caption_features, format_captions
+@needs_h5py
+def test_caption_features_defaults_give_sorted_beams_and_unknown_ids_or_dims_are_errors(converted):
+    from tfcaption.interop.m2.captioning import caption_features, format_captions
 
     # Run defaults (beam 5, 20 steps) and the release's 50-row padding; numpy values on request.
     results = caption_features(converted["run"], converted["h5"], image_ids=[102, "100"], all_beams=True,
@@ -239,15 +210,16 @@ def test_caption_features_defaults_and_errors(converted):
 
 
 @needs_fixture
+@needs_h5py
 def test_evaluate_features_reports_raw_and_collapsed(converted):
-    from tfcaption.region_features import evaluate_features, metrics_rows
+    from tfcaption.interop.m2.captioning import evaluate_features, metrics_rows
 
     expected = converted["expected"]
     best = [_words(expected["beam_tokens_f32"][row, 0].tolist()) for row in range(3)]
     assert "w01 w01" in best[0]  # the reference's best caption repeats words, so collapsing matters
     # Two test images whose references are exactly the reference's best captions, one train image.
-    annotations = _karpathy(converted["tmp"] / "dataset_coco.json", [
-        _image(100, "test", best[0]), _image(101, "test", best[1]), _image(102, "train", best[2]),
+    annotations = karpathy_file(converted["tmp"] / "dataset_coco.json", [
+        karpathy_image(100, "test", best[0]), karpathy_image(101, "test", best[1]), karpathy_image(102, "train", best[2]),
     ])
     report = evaluate_features(converted["run"], converted["h5"], annotations, split="test", beam_size=3,
                                max_steps=12, max_regions=10, use_java=False)

@@ -88,8 +88,16 @@ class RegionFeatureFile:
             does); 50 for the released model.
 
     Example:
-        >>> with RegionFeatureFile("coco_detections.hdf5") as features:   # doctest: +SKIP
-        ...     array = features.read_batch(["391895", "522418"])          # (2, 50, 2048) float32
+        >>> import tempfile, h5py
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     path = os.path.join(tmp, "coco_detections.hdf5")
+        ...     with h5py.File(path, "w") as f:   # the release's layout: "<image id>_features", (regions, 2048)
+        ...         f["391895_features"] = np.ones((36, 2048), np.float32)
+        ...         f["522418_features"] = np.ones((50, 2048), np.float32)
+        ...     with RegionFeatureFile(path) as features:
+        ...         array = features.read_batch(["391895", "522418"])
+        >>> array.shape, array.dtype
+        ((2, 50, 2048), dtype('float32'))
     """
 
     def __init__(self, path: str | os.PathLike, max_regions: int = MAX_REGIONS):

@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import collections
 import os
-import pickle
 from collections.abc import Mapping
 from typing import Any
 
-from tfcaption.restricted_pickle import AllowListUnpickler, Guarded, MalformedPickle, UnsafePickle
+from tfcaption.interop.m2.restricted_pickle import AllowListUnpickler, Guarded, MalformedPickle, load_or_raise
 
 __all__ = ["M2_SPECIALS", "VocabularyError", "load_m2_vocab"]
 
@@ -54,20 +53,10 @@ _ALLOWED = {
 
 def _read(path: str) -> Any:
     with open(path, "rb") as stream:  # a missing file raises FileNotFoundError, as open() does
-        try:
-            return AllowListUnpickler(stream, _ALLOWED).load()
-        except UnsafePickle as exc:
-            raise VocabularyError(
-                f"{path}: unsafe pickle global '{exc}'; a vocabulary may only hold data.vocab.Vocab, "
-                "collections containers, strings and numbers (refused without importing it)") from None
-        except MalformedPickle as exc:
-            raise VocabularyError(f"{path}: malformed vocabulary pickle: {exc}") from None
-        except (EOFError, pickle.UnpicklingError) as exc:
-            raise VocabularyError(
-                f"{path}: truncated or corrupt vocabulary pickle ({exc or type(exc).__name__})") from None
-        except Exception as exc:  # any other failure of the pickle machinery on a corrupt file
-            raise VocabularyError(
-                f"{path}: corrupt vocabulary pickle ({type(exc).__name__}: {exc})") from None
+        return load_or_raise(
+            AllowListUnpickler(stream, _ALLOWED), VocabularyError, path, "vocabulary pickle",
+            "; a vocabulary may only hold data.vocab.Vocab, collections containers, strings and numbers "
+            "(refused without importing it)")
 
 
 def load_m2_vocab(path: str | os.PathLike) -> list[str]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import pickle
 from typing import Any, Mapping
 
-__all__ = ["UnsafePickle", "MalformedPickle", "Guarded", "AllowListUnpickler"]
+__all__ = ["UnsafePickle", "MalformedPickle", "Guarded", "AllowListUnpickler", "load_or_raise"]
 
 
 class UnsafePickle(Exception):
@@ -62,3 +62,26 @@ class AllowListUnpickler(pickle.Unpickler):
 
     def persistent_load(self, pid: Any) -> Any:
         raise MalformedPickle(f"unexpected persistent id {pid!r}")
+
+
+def load_or_raise(unpickler: pickle.Unpickler, error: type, path: str, what: str, unsafe_detail: str) -> Any:
+    """``unpickler.load()``, every failure turned into ``error`` (a ValueError) naming ``path`` and ``what``.
+
+    Args:
+        unpickler: a restricted unpickler over the file's stream.
+        error: the reader's exception class; raised as it is when the unpickler raises it itself.
+        what: what is being read, for the messages ("vocabulary pickle", "checkpoint data.pkl").
+        unsafe_detail: appended to the unsafe-global message: what such a file may hold instead.
+    """
+    try:
+        return unpickler.load()
+    except UnsafePickle as exc:
+        raise error(f"{path}: unsafe pickle global '{exc}'{unsafe_detail}") from None
+    except MalformedPickle as exc:
+        raise error(f"{path}: malformed {what}: {exc}") from None
+    except error:
+        raise
+    except (EOFError, pickle.UnpicklingError) as exc:
+        raise error(f"{path}: truncated or corrupt {what} ({exc or type(exc).__name__})") from None
+    except Exception as exc:  # any other pickle-level failure (incl. RecursionError) on a corrupt file
+        raise error(f"{path}: corrupt {what} ({type(exc).__name__}: {exc})") from None

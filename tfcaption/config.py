@@ -1,0 +1,197 @@
+"""A run's configuration as data: one `RunConfig` with a section per concern, JSON or YAML.
+
+```
+model   CaptionerConfig   the architecture (tfcaption.models.config)
+data    DataConfig        which dataset, how captions become tokens, the one caption-length setting
+train   TrainConfig       the optimisation: run directory, batches, schedule, strategy, validation
+decode  DecodeConfig      captioning for evaluation: beam size, batch size, evaluated splits
+export  ExportConfig      the SavedModel: where, under which name, beam size, pixel limit
+```
+
+The caption length is set once, `data.max_caption_words`; decoding runs `max_decode_steps`
+(= words + 1, <eos> included) and a token row holds `max_tokens` (= words + 2, <bos> and <eos>).
+`model.max_length` is the model's capacity (its position table), raised to `max_tokens` when a run
+is built and fixed by a converted checkpoint.
+
+Files written before the sections existed (one flat `train` section holding data, decoding and
+export fields) still load: `LEGACY_TRAIN_FIELDS` says where each old field lives now, and
+`--set train.OLD_NAME=...` keeps working through the same table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+
+from tfcaption.models.config import CaptionerConfig, dataclass_from_dict
+
+
+@dataclasses.dataclass
+class DataConfig:
+    """The dataset and its captions."""
+
+    spec: str = "shapes"  # dataset spec (see tfcaption.data.catalog)
+    root: str = ""  # cache for built/prepared datasets; "" = tfcaption.data.catalog.default_data_root()
+    # shapes: ShapesConfig fields ({"num_train": 2000}); sources: prepare options ({"max_image_side": 320})
+    options: dict = dataclasses.field(default_factory=dict)
+    max_caption_words: int = 25  # the one caption-length setting; see max_decode_steps / max_tokens
+    # "word" (M2's, COCO parity) or "wordpiece" (NFKC-normalised subwords learned from the training captions with
+    # tensorflow-text, for languages written without spaces and open vocabularies); see tfcaption.data.tokenizer
+    tokenizer: str = "word"
+    min_word_count: int = 1  # rarer words (word) or pieces (wordpiece) are left out of the vocabulary
+    vocab_size: int = 0  # the largest vocabulary, specials included; 0 = no cap (word) or 8000 (wordpiece)
+    augment_flip: bool = True  # mirror training images (swapping "left" and "right" in their captions)
+
+    @property
+    def max_decode_steps(self):
+        """Decoding steps: every word and the closing <eos>."""
+        return self.max_caption_words + 1
+
+    @property
+    def max_tokens(self):
+        """A training row: <bos>, the words, <eos>."""
+        return self.max_caption_words + 2
+
+    def __post_init__(self):
+        if self.max_caption_words < 1:
+            raise ValueError(f"data.max_caption_words must be >= 1, got {self.max_caption_words}.")
+        if self.tokenizer not in ("word", "wordpiece"):
+            raise ValueError(f"data.tokenizer must be 'word' or 'wordpiece', got {self.tokenizer!r}.")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """The optimisation and the run directory."""
+
+    output_dir: str = "runs/shapes-small"
+    batch_size: int = 64
+    epochs: int = 4
+    steps_per_epoch: int = 0  # 0 = one pass over the training pairs
+    learning_rate_schedule: str = "linear"  # "linear" (warm-up, then to zero at the end) or "noam" (M2's)
+    learning_rate_scale: float = 1.0
+    warmup_steps: int = 1000
+    adam_beta_1: float = 0.9
+    adam_beta_2: float = 0.98
+    adam_epsilon: float = 1e-9
+    label_smoothing: float = 0.0
+    early_stopping_patience: int = 3
+    seed: int = 0
+    jit_compile: bool = True
+    strategy: str = "auto"  # auto | default | mirrored | multiworker | tpu
+    val_images: int = 500  # images decoded for the per-epoch validation CIDEr-D (0 = all)
+
+
+@dataclasses.dataclass
+class DecodeConfig:
+    """Captioning for evaluation (validation always decodes greedily)."""
+
+    beam_size: int = 3
+    batch_size: int = 100
+    eval_splits: tuple = ("test", "novel")
+
+    def __post_init__(self):
+        self.eval_splits = tuple(self.eval_splits)
+
+
+@dataclasses.dataclass
+class ExportConfig:
+    """The SavedModel written at the end of a run (its pixel limit: `tfcaption-export --max-pixels`)."""
+
+    enabled: bool = True
+    root: str = "savedmodel"
+    model_name: str = ""  # "" = shapes_m2_small for shapes, else the run directory's name
+    beam_size: int = 3
+
+
+SECTIONS = {"model": CaptionerConfig, "data": DataConfig, "train": TrainConfig, "decode": DecodeConfig,
+            "export": ExportConfig}
+
+# Flat `train` fields of configs written before the sections existed -> (section, field) now.
+LEGACY_TRAIN_FIELDS = {
+    "data": ("data", "spec"), "data_root": ("data", "root"), "dataset_options": ("data", "options"),
+    "max_caption_words": ("data", "max_caption_words"), "min_word_count": ("data", "min_word_count"),
+    "augment_flip": ("data", "augment_flip"),
+    "eval_splits": ("decode", "eval_splits"), "eval_beam_size": ("decode", "beam_size"),
+    "eval_batch_size": ("decode", "batch_size"),
+    "export": ("export", "enabled"), "export_root": ("export", "root"), "model_name": ("export", "model_name"),
+    "export_beam_size": ("export", "beam_size"),
+}
+
+
+def resolve_field(section, field):
+    """`(section, field)` for a config key, following `LEGACY_TRAIN_FIELDS` for old train names."""
+    if section == "train" and field in LEGACY_TRAIN_FIELDS:
+        return LEGACY_TRAIN_FIELDS[field]
+    return section, field
+
+
+def _to_dict(section):
+    values = dataclasses.asdict(section)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
+
+
+@dataclasses.dataclass
+class RunConfig:
+    """Every setting of a run, saved as `config.json` in each run directory and export."""
+
+    model: CaptionerConfig = dataclasses.field(default_factory=CaptionerConfig)
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    decode: DecodeConfig = dataclasses.field(default_factory=DecodeConfig)
+    export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
+
+    def to_dict(self):
+        return {name: self.model.to_dict() if name == "model" else _to_dict(getattr(self, name))
+                for name in SECTIONS}
+
+    @classmethod
+    def from_dict(cls, values):
+        """A RunConfig from its dict; unknown sections or fields are errors naming them."""
+        unknown = sorted(set(values) - set(SECTIONS) - {"serving"})  # exports add a "serving" section
+        if unknown:
+            raise ValueError(f"Unknown config sections: {', '.join(unknown)} (sections: {', '.join(SECTIONS)}).")
+        sections = {name: dict(values.get(name) or {}) for name in SECTIONS}
+        for old, (section, field) in LEGACY_TRAIN_FIELDS.items():
+            if old in sections["train"]:
+                sections[section].setdefault(field, sections["train"].pop(old))
+        return cls(**{name: dataclass_from_dict(SECTIONS[name], fields) for name, fields in sections.items()})
+
+    def replace(self, **sections):
+        return dataclasses.replace(self, **sections)
+
+    @property
+    def export_name(self):
+        """The SavedModel name under `export.root`: `export.model_name`, or one derived from the run."""
+        if self.export.model_name:
+            return self.export.model_name
+        if self.data.spec == "shapes":
+            return "shapes_m2_small"
+        name = re.sub(r"[^A-Za-z0-9_.-]+", "_", os.path.basename(os.path.normpath(self.train.output_dir)))
+        return name.strip("._-") or "captioner"
+
+    def save(self, path):
+        import tensorflow as tf
+
+        with tf.io.gfile.GFile(path, "w") as f:
+            f.write(json.dumps(self.to_dict(), indent=2, sort_keys=True))
+
+    @classmethod
+    def load(cls, path):
+        """Reads a run config from JSON, or YAML when the file ends in .yaml/.yml."""
+        import tensorflow as tf
+
+        if not tf.io.gfile.exists(path):
+            raise FileNotFoundError(f"Config file not found: {path}")
+        with tf.io.gfile.GFile(path) as f:
+            text = f.read()
+        if path.endswith((".yaml", ".yml")):
+            try:
+                import yaml
+            except ImportError as error:
+                raise ImportError(f"Reading {path} needs PyYAML: pip install pyyaml (or use JSON).") from error
+            values = yaml.safe_load(text) or {}
+        else:
+            values = json.loads(text)
+        return cls.from_dict(values)
