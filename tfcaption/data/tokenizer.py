@@ -238,15 +238,16 @@ class Vocabulary:
     def decode(self, ids: Iterable[int]) -> str:
         """Words of ``ids`` joined by spaces: stops at the first ``<eos>``, skips ``<pad>`` and ``<bos>``;
         ``<unk>`` (and any id outside the vocabulary) is shown as ``"<unk>"``."""
-        words = []
+        return " ".join(self.id_to_token(i) for i in self.caption_ids(ids))
+
+    def caption_ids(self, ids: Iterable[int]) -> Iterable[int]:
+        """The ids of ``ids`` that are text: up to the first ``<eos>``, without ``<pad>`` and ``<bos>``."""
         for i in ids:
             i = int(i)
             if i == self.eos_id:
                 break
-            if i in (self.pad_id, self.bos_id):
-                continue
-            words.append(self.id_to_token(i))
-        return " ".join(words)
+            if i not in (self.pad_id, self.bos_id):
+                yield i
 
     # ------------------------------------------------------------------ TensorFlow
     def lookup_layer(self):

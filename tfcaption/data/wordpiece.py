@@ -370,15 +370,8 @@ class WordPieceVocabulary(Vocabulary):
         Ids outside the vocabulary decode as ``<unk>``."""
         if self._tables is None:
             self._tables = self._piece_texts()
-        texts, parts = self._tables, []
-        for i in ids:
-            i = int(i)
-            if i == self.eos_id:
-                break
-            if i in (self.pad_id, self.bos_id):
-                continue
-            parts.append(texts[i] if 0 <= i < len(texts) else " " + UNK)
-        text = "".join(parts)
+        texts = self._tables
+        text = "".join(texts[i] if 0 <= i < len(texts) else " " + UNK for i in self.caption_ids(ids))
         return _join_units(text[1:] if text.startswith(" ") else text)
 
     # ------------------------------------------------------------------ TensorFlow
