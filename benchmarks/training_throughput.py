@@ -32,17 +32,25 @@ def time_calls(fn, repeats):
     return (time.perf_counter() - started) / repeats
 
 
+def example_inputs(model, batch_size):
+    """Random inputs of the model's kind: pixels in [0, 255], or 50 region rows."""
+    shape = tuple(50 if d is None else d for d in model.image_encoder.example_shape)
+    if model.input_key == "images":
+        return tf.random.uniform((batch_size,) + shape, 0, 255)
+    return tf.random.normal((batch_size,) + shape)
+
+
 def train_rate(config, batch_size, caption_tokens, repeats):
     model = Captioner(config)
     optimizer = keras.optimizers.Adam(1e-4, beta_2=0.98)
     optimizer.build(model.trainable_variables)
-    images = tf.random.uniform((batch_size, config.image_size, config.image_size, 3), -1, 1)
+    images = example_inputs(model, batch_size)
     tokens = tf.random.uniform((batch_size, caption_tokens), 4, config.vocab_size, tf.int32)
 
     @tf.function(jit_compile=True)
     def step():
         with tf.GradientTape() as tape:
-            logits = model({"images": images, "tokens": tokens[:, :-1]}, training=True)
+            logits = model({model.input_key: images, "tokens": tokens[:, :-1]}, training=True)
             total, count = masked_cross_entropy(tokens[:, 1:], logits, config.pad_id)
             loss = total / count
         optimizer.apply(tape.gradient(loss, model.trainable_variables), model.trainable_variables)
@@ -52,8 +60,7 @@ def train_rate(config, batch_size, caption_tokens, repeats):
 
 
 def decode_rate(model, batch_size, beam_size, steps, repeats):
-    config = model.config
-    images = tf.random.uniform((batch_size, config.image_size, config.image_size, 3), -1, 1)
+    images = example_inputs(model, batch_size)
     generator = compiled_generator(model, beam_size, steps, stop_early=False)
     return batch_size / time_calls(lambda: generator(images), repeats)
 

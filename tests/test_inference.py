@@ -60,9 +60,9 @@ def test_single_image_gives_one_dict(predictor, images):
 
 
 def test_attention_maps_are_distributions_one_per_caption_word(predictor, images):
-    config = predictor.backend.model.config
-    side = config.image_size // config.patch_size
-    levels = config.num_encoder_layers
+    model = predictor.backend.model
+    side = model.config.image_encoder.image_size // model.config.image_encoder.patch_size
+    levels = model.config.encoder.num_levels
     for result in predictor.caption_with_attention(images["bytes"]):
         words = result["words"]
         assert " ".join(words) == result["caption"]
@@ -72,7 +72,7 @@ def test_attention_maps_are_distributions_one_per_caption_word(predictor, images
         np.testing.assert_allclose(result["attention"].sum(axis=(1, 2)), 1.0, atol=1e-5)
         assert (result["attention"] >= 0).all()
         assert ((result["gates"] >= 0) & (result["gates"] <= 1)).all()  # sigmoid gates
-        assert result["image"].shape == (config.image_size, config.image_size, 3)
+        assert result["image"].shape == model.image_encoder.example_shape
         assert result["image"].dtype == np.uint8
 
 
@@ -84,7 +84,7 @@ def test_combined_map_is_the_gate_weighted_level_mix(predictor, images):
     from tfcaption.decoding.greedy import greedy_search
 
     model = predictor.backend.model
-    batch = tf.stack([decode_image(tf.constant(b), model.config.image_size) for b in images["bytes"]])
+    batch = tf.stack([decode_image(tf.constant(b), model.image_encoder.image_size) for b in images["bytes"]])
     raw = greedy_search(model, *model.encode(batch), predictor.backend.max_steps, return_attention=True)
     level, gates = raw["attention"].numpy(), raw["gates"].numpy()
     for i, result in enumerate(predictor.caption_with_attention(images["bytes"])):

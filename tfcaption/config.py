@@ -25,7 +25,7 @@ import json
 import os
 import re
 
-from tfcaption.models.config import CaptionerConfig, dataclass_from_dict
+from tfcaption.models.config import CaptionerConfig, check_choice, dataclass_from_dict
 
 
 @dataclasses.dataclass
@@ -57,8 +57,7 @@ class DataConfig:
     def __post_init__(self):
         if self.max_caption_words < 1:
             raise ValueError(f"data.max_caption_words must be >= 1, got {self.max_caption_words}.")
-        if self.tokenizer not in ("word", "wordpiece"):
-            raise ValueError(f"data.tokenizer must be 'word' or 'wordpiece', got {self.tokenizer!r}.")
+        check_choice("data.tokenizer", self.tokenizer, ("word", "wordpiece"))
 
 
 @dataclasses.dataclass
@@ -90,6 +89,7 @@ class DecodeConfig:
     beam_size: int = 3
     batch_size: int = 100
     eval_splits: tuple = ("test", "novel")
+    java: bool = True  # PTB tokenisation and METEOR through Java when it is installed; False: Python only, no METEOR
 
     def __post_init__(self):
         self.eval_splits = tuple(self.eval_splits)
@@ -156,7 +156,9 @@ class RunConfig:
         for old, (section, field) in LEGACY_TRAIN_FIELDS.items():
             if old in sections["train"]:
                 sections[section].setdefault(field, sections["train"].pop(old))
-        return cls(**{name: dataclass_from_dict(SECTIONS[name], fields) for name, fields in sections.items()})
+        # The model section reads its own older (flat) layout; the others are plain dataclasses.
+        return cls(**{name: CaptionerConfig.from_dict(fields) if name == "model"
+                      else dataclass_from_dict(SECTIONS[name], fields) for name, fields in sections.items()})
 
     def replace(self, **sections):
         return dataclasses.replace(self, **sections)

@@ -49,6 +49,7 @@ def evaluate_splits(model, vocab, data_dir, splits, blind_caption=None, beam_siz
     Images that cannot be decoded are skipped, counted and reported, never fatal.
     """
     manifest = load_manifest(data_dir)
+    model.check_inputs(manifest.get("inputs"), data_dir)
     report, predictions = {}, {}
     for split in splits:
         if split not in manifest.get("splits", {}):
@@ -56,7 +57,7 @@ def evaluate_splits(model, vocab, data_dir, splits, blind_caption=None, beam_siz
             continue
         expected = manifest["splits"][split]["images"]
         results = caption_batches(
-            model, vocab, pipeline.eval_dataset(data_dir, split, batch_size, model.config.image_size),
+            model, vocab, pipeline.eval_dataset(data_dir, split, batch_size, model.image_encoder.image_size),
             beam_size=beam_size, max_steps=max_steps, jit_compile=jit_compile,
         )
         skipped = expected - len(results)

@@ -1,10 +1,13 @@
 """Captioning images from Python: `tfcaption.load(path).caption(images)`.
 
 `caption_with_attention(images)` also returns, per generated word, where the
-decoder looked (a map over the patch grid, levels mixed by
-`tfcaption.decoding.mix_levels`) and how the meshed decoder weighed the encoder
-levels, for `tfcaption.viz.attention.attention_figure`. Run directories caption
-through `tfcaption.decoding.caption_batches`, exports through their signatures.
+decoder looked (a map over the image encoder's token grid, levels mixed by
+`tfcaption.decoding.mix_levels`; per-region weights for region models) and,
+for the meshed decoder, how it weighed the encoder levels, for
+`tfcaption.viz.attention.attention_figure`. Region-feature models take feature
+arrays `(R, feature_dim)` (or a batch of them) where pixel models take images.
+Run directories caption through `tfcaption.decoding.caption_batches`, exports
+through their signatures.
 """
 
 import json
@@ -56,12 +59,12 @@ def checked_image_bytes(image, name="image"):
 
 
 class AttentionUnavailableError(ValueError):
-    """The model cannot report attention maps (an old export, or a region-feature model)."""
+    """The model cannot report attention maps (an export that predates them)."""
 
 
 def _display_image(image):
-    """A [-1, 1] float image -> uint8 RGB, the pixels the model saw."""
-    return np.clip(np.round((np.asarray(image) + 1.0) * 127.5), 0, 255).astype(np.uint8)
+    """Decoded pixel values in [0, 255] -> uint8 RGB, the pixels the model saw."""
+    return np.clip(np.round(np.asarray(image)), 0, 255).astype(np.uint8)
 
 
 def _words(tokens, vocab_tokens, eos_id):
@@ -75,18 +78,26 @@ def _words(tokens, vocab_tokens, eos_id):
 
 
 def _attention_results(captions, scores, tokens, attention, gates, images, grid, vocab_tokens, eos_id):
+    """Per image: words, and their attention as (n, rows, cols) over a grid (prefix tokens such as a class
+    token dropped and the rest renormalised) or (n, regions) without one; gates (n, levels) or None."""
     results = []
-    rows, cols = grid
     for i, caption in enumerate(captions):
         words = _words(tokens[i].tolist(), vocab_tokens, eos_id)
         n = len(words)
+        maps = np.asarray(attention[i][:n], np.float32)
+        if grid is not None:
+            rows, cols, prefix = grid
+            maps = maps[:, prefix:]
+            if prefix:
+                maps = maps / np.maximum(maps.sum(-1, keepdims=True), 1e-12)
+            maps = maps.reshape(n, rows, cols)
         results.append({
             "caption": caption,
             "score": float(scores[i]),
             "words": words,
-            "attention": np.asarray(attention[i][:n], np.float32).reshape(n, rows, cols),
-            "gates": np.asarray(gates[i][:n], np.float32),
-            "image": images[i],
+            "attention": maps,
+            "gates": None if gates is None else np.asarray(gates[i][:n], np.float32),
+            "image": None if images is None else images[i],
         })
     return results
 
@@ -96,38 +107,51 @@ class _SavedModelBackend:
         self.path = path
         self.loaded = tf.saved_model.load(path)
         self.signature = self.loaded.signatures["serving_default"]
+        config = {}
+        if tf.io.gfile.exists(self._asset("config.json")):  # the oldest exports carry no config
+            with tf.io.gfile.GFile(self._asset("config.json")) as f:
+                config = json.load(f)
+        serving = config.get("serving", {})
+        self.input_name = serving.get("input", "image_bytes")  # exports before region models: image bytes
+        self.input_key = "images" if self.input_name == "image_bytes" else "features"
+        self._image_size = serving.get("image_size")
+        self._prefix = (serving.get("token_grid") or {}).get("prefix", 0)
+        self._eos_id = config.get("model", {}).get("eos_id", 3)
         self._vocab_tokens = None
 
-    def __call__(self, image_bytes):
-        outputs = self.signature(image_bytes=tf.constant(image_bytes, tf.string))
+    def _feed(self, inputs):
+        dtype = tf.string if self.input_key == "images" else tf.float32
+        return {self.input_name: tf.constant(inputs, dtype)}
+
+    def __call__(self, inputs):
+        outputs = self.signature(**self._feed(inputs))
         captions = [c.decode("utf-8") for c in outputs["caption"].numpy()]
         return captions, outputs["score"].numpy()
 
     def _asset(self, name):
         return os.path.join(self.path, "assets", name)
 
-    def with_attention(self, image_bytes):
+    def with_attention(self, inputs):
         if "caption_with_attention" not in self.loaded.signatures:
             raise AttentionUnavailableError(
                 f"{self.path}: this export predates attention maps (no 'caption_with_attention' signature); "
                 "re-export it with tfcaption-export, or pass the run directory as the model."
             )
         signature = self.loaded.signatures["caption_with_attention"]
-        outputs = signature(image_bytes=tf.constant(image_bytes, tf.string))
+        outputs = signature(**self._feed(inputs))
         if self._vocab_tokens is None:
             with tf.io.gfile.GFile(self._asset("vocab.txt")) as f:
                 self._vocab_tokens = f.read().splitlines()
-            with tf.io.gfile.GFile(self._asset("config.json")) as f:
-                config = json.load(f)
-            self._image_size = config["serving"]["image_size"]
-            self._eos_id = config["model"]["eos_id"]
-        images = [_display_image(decode_image(tf.constant(b), self._image_size)) for b in image_bytes]
-        # (rows, cols), given per image ([B, 2]) by the export; the same for every image.
-        grid = tuple(int(v) for v in np.asarray(outputs["patch_grid"]).reshape(-1, 2)[0])
+        images = grid = None
+        if "patch_grid" in outputs:
+            images = [_display_image(decode_image(tf.constant(b), self._image_size)) for b in inputs]
+            # (rows, cols), given per image ([B, 2]) by the export; the same for every image.
+            grid = tuple(int(v) for v in np.asarray(outputs["patch_grid"]).reshape(-1, 2)[0]) + (self._prefix,)
         captions = [c.decode("utf-8") for c in outputs["caption"].numpy()]
+        gates = outputs["gates"].numpy() if "gates" in outputs else None
         return _attention_results(
             captions, outputs["score"].numpy(), outputs["tokens"].numpy(), outputs["attention"].numpy(),
-            outputs["gates"].numpy(), images, grid, self._vocab_tokens, self._eos_id,
+            gates, images, grid, self._vocab_tokens, self._eos_id,
         )
 
 
@@ -138,33 +162,32 @@ class _RunBackend:
         self.model, self.vocab, run_config = load_run(path)
         self.beam_size = beam_size or run_config.decode.beam_size
         self.max_steps = run_config.data.max_decode_steps
-        self.image_size = self.model.config.image_size
+        self.input_key = self.model.input_key
         self.path = path
 
-    def _caption(self, image_bytes, **options):
-        images = tf.stack([decode_image(tf.constant(b), self.image_size) for b in image_bytes])
-        batch = {self.model.image_key: images, "image_id": [str(i) for i in range(len(image_bytes))]}
-        return images, caption_batches(self.model, self.vocab, [batch], max_steps=self.max_steps, **options)
+    def _caption(self, inputs, **options):
+        if self.input_key == "images":
+            size = self.model.image_encoder.image_size
+            inputs = tf.stack([decode_image(tf.constant(b), size) for b in inputs]).numpy()
+        batch = {self.input_key: inputs, "image_id": [str(i) for i in range(len(inputs))]}
+        return inputs, caption_batches(self.model, self.vocab, [batch], max_steps=self.max_steps, **options)
 
-    def __call__(self, image_bytes):
-        _, results = self._caption(image_bytes, beam_size=self.beam_size)
+    def __call__(self, inputs):
+        _, results = self._caption(inputs, beam_size=self.beam_size)
         return [r["caption"] for r in results], np.array([r["score"] for r in results], np.float32)
 
-    def with_attention(self, image_bytes):
-        config = self.model.config
-        if config.image_input != "pixels":
-            raise AttentionUnavailableError(
-                f"{self.path}: attention maps need a pixel model; this one reads precomputed region features."
-            )
+    def with_attention(self, inputs):
         # Greedy search is the decoder that records attention; beam search would
         # have to carry every beam's maps through its reordering for no benefit here.
-        images, results = self._caption(image_bytes, beam_size=1, return_attention=True)
-        side = config.image_size // config.patch_size
-        display = [_display_image(image) for image in images.numpy()]
+        inputs, results = self._caption(inputs, beam_size=1, return_attention=True)
+        grid, display = self.model.token_grid, None
+        if grid is not None:
+            grid = (grid.rows, grid.cols, grid.prefix)
+            display = [_display_image(image) for image in inputs]
+        gates = [r["gates"] for r in results] if self.model.decoder.has_gates else None
         return _attention_results(
             [r["caption"] for r in results], [r["score"] for r in results], [np.asarray(r["tokens"]) for r in results],
-            [r["attention"] for r in results], [r["gates"] for r in results], display, (side, side),
-            self.vocab.tokens, config.eos_id,
+            [r["attention"] for r in results], gates, display, grid, self.vocab.tokens, self.model.config.eos_id,
         )
 
 
@@ -185,14 +208,25 @@ class CaptionPredictor:
             self.backend = _RunBackend(path, beam_size)
         self.path = path
 
+    @property
+    def input_key(self):
+        """"images" (paths, bytes or arrays of pixels) or "features" (region-feature arrays)."""
+        return self.backend.input_key
+
+    def _inputs(self, images):
+        if self.input_key == "features":
+            return _feature_inputs(images)
+        return _encoded_inputs(images)
+
     def caption(self, images):
-        """Captions a list of images (paths, encoded bytes or arrays).
+        """Captions a list of images (paths, encoded bytes or arrays), or of region-feature arrays
+        `(R, feature_dim)` / one `(B, R, feature_dim)` batch for a region-feature model.
 
         Returns a list of `{"caption": str, "score": float}` (one dict for a
         single image). Raises `ImageError` naming the first input that is not
-        a decodable image.
+        a decodable image (or not a finite feature array).
         """
-        single, data = _encoded_inputs(images)
+        single, data = self._inputs(images)
         captions, scores = self.backend(data)
         results = [{"caption": c, "score": float(s)} for c, s in zip(captions, scores)]
         return results[0] if single else results
@@ -206,17 +240,18 @@ class CaptionPredictor:
 
         Returns per image (one dict for a single image): `caption`, `score`,
         `words` (generated words before <eos>), `attention` float32
-        [len(words), rows, cols] (encoder levels combined by their mean gate,
-        each map summing to 1 over the patch grid), `gates` float32
-        [len(words), levels] (mean meshed gate per encoder level) and `image`
-        (uint8 RGB at the model's input size, for drawing).
+        [len(words), rows, cols] over the image encoder's token grid (encoder
+        levels combined by their mean gate, each map summing to 1), or
+        [len(words), regions] for a region-feature model; `gates` float32
+        [len(words), levels] (mean meshed gate per encoder level; None for a
+        decoder without gates) and `image` (uint8 RGB at the model's input
+        size, for drawing; None for region features).
 
         Raises:
             ImageError: an input is not a decodable image.
-            AttentionUnavailableError: an export without the signature, or a
-                region-feature model.
+            AttentionUnavailableError: an export without the signature.
         """
-        single, data = _encoded_inputs(images)
+        single, data = self._inputs(images)
         results = self.backend.with_attention(data)
         return results[0] if single else results
 
@@ -230,6 +265,23 @@ def _encoded_inputs(images):
         name = os.fspath(image) if isinstance(image, (str, os.PathLike)) else f"image {i}"
         data.append(checked_image_bytes(image, name))
     return single, data
+
+
+def _feature_inputs(features):
+    """(single, float32 [B, R, D]) for one (R, D) array, a list of them (zero-padded to the longest), or a batch."""
+    single = not isinstance(features, (list, tuple)) and np.ndim(features) == 2
+    arrays = [np.asarray(f, np.float32) for f in ([features] if single else list(features))]
+    for i, array in enumerate(arrays):
+        if array.ndim != 2:
+            raise ImageError(f"features {i}: expected an array (regions, feature_dim), got shape {array.shape}")
+        if not np.isfinite(array).all():
+            raise ImageError(f"features {i}: NaN or infinite values")
+    if len({a.shape[1] for a in arrays}) > 1:
+        raise ImageError(f"features: every array needs the same feature_dim, got {sorted({a.shape[1] for a in arrays})}")
+    batch = np.zeros((len(arrays), max(a.shape[0] for a in arrays), arrays[0].shape[1]), np.float32)
+    for i, array in enumerate(arrays):
+        batch[i, :len(array)] = array
+    return single, batch
 
 
 def resolve_model_path(path):

@@ -170,7 +170,7 @@ def test_converts_without_torch(runs):
     config = json.loads((run / "config.json").read_text())
     assert config["decode"]["beam_size"] == 5
     assert config["data"]["max_caption_words"] + 1 == 20  # tfcaption decodes max_caption_words + 1 steps
-    assert config["model"]["encoder_padding_mask"] == "released" and config["model"]["num_heads"] == runs["heads"]
+    assert config["model"]["image_encoder"]["padding_mask"] == "released" and config["model"]["num_heads"] == runs["heads"]
     provenance = json.loads((run / "conversion.json").read_text())
     assert provenance["parameters"] == 335936 and provenance["vocab_size"] == 30
 

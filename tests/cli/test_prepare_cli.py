@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from tests.helpers.tiny import TINY_MODEL
+from tests.helpers.tiny import model_sets
 from tests.helpers import layouts
 from tfcaption.cli import evaluate as evaluate_cli
 from tfcaption.cli import prepare as prepare_cli
@@ -49,7 +49,7 @@ def test_train_then_evaluate_on_a_prepared_coco_layout_give_the_same_captions(co
     out = str(tmp_path / "prepared")
     assert prepare_cli.main([f"coco:{coco_root}", out, "--quiet"]) == 0
     run = str(tmp_path / "run")
-    sets = [f"model.{k}={v}" for k, v in TINY_MODEL.items()] + [
+    sets = model_sets() + [
         "train.batch_size=8", "train.warmup_steps=10", "train.learning_rate_scale=4.0", "train.eval_batch_size=8",
         "train.max_caption_words=8", "train.eval_beam_size=2", f"train.export_root={tmp_path / 'savedmodel'}",
         f"train.data_root={tmp_path / 'cache'}", "train.model_name=coco_tiny", "train.early_stopping_patience=0"]

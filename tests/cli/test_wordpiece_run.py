@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.helpers.tiny import TINY_MODEL
+from tests.helpers.tiny import model_sets
 from tfcaption.cli import train as train_cli
 
 # Colour words and shapes written without spaces, as Japanese is.
@@ -48,7 +48,7 @@ def japanese_folder(tmp_path_factory):
 def test_wordpiece_run_on_japanese_captions_exports_japanese_captions_for_a_tensorflow_only_process(
         japanese_folder, tmp_path, capsys):
     run, export_root = str(tmp_path / "run"), str(tmp_path / "savedmodel")
-    sets = [f"model.{k}={v}" for k, v in TINY_MODEL.items()] + [
+    sets = model_sets() + [
         "data.tokenizer=wordpiece", "data.vocab_size=64", "data.max_caption_words=12", "data.augment_flip=false",
         f"data.root={tmp_path / 'cache'}", "train.batch_size=8", "train.warmup_steps=20",
         "train.learning_rate_scale=1.0", "train.steps_per_epoch=25", "train.early_stopping_patience=0",

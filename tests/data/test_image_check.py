@@ -19,7 +19,7 @@ def test_modes_the_decoder_reads_are_kept_unchanged(name):
     assert checked.data == data and checked.conversion is None
     assert checked.kind == layouts.GOOD_KINDS[name]
     pixels = decode_image(checked.data, 32).numpy()
-    assert pixels.shape == (32, 32, 3) and -1.0 <= pixels.min() and pixels.max() <= 1.0
+    assert pixels.shape == (32, 32, 3) and 0.0 <= pixels.min() and pixels.max() <= 255.0
 
 
 def test_formats_tensorflow_cannot_decode_are_converted_to_jpeg():

@@ -33,8 +33,8 @@ def _solid_png(rgb, size=8) -> bytes:
     return tf.io.encode_png(np.full((size, size, 3), rgb, dtype=np.uint8)).numpy()
 
 
-def _scaled(rgb):
-    return np.asarray(rgb, np.float32) / 255.0 * 2.0 - 1.0
+def _float_rgb(rgb):
+    return np.asarray(rgb, np.float32)
 
 
 # ----------------------------------------------------------------------------- decode_image
@@ -51,31 +51,31 @@ def test_decode_image_solid_colour_in_every_format(fmt):
     if fmt == "GIF":
         image = image.convert("P", palette=Image.Palette.ADAPTIVE)
     out = _decode(_pil_bytes(image, fmt), 16)
-    atol = 0.03 if fmt == "JPEG" else 1e-5
-    np.testing.assert_allclose(out, np.broadcast_to(_scaled(rgb), out.shape), atol=atol)
+    atol = 4.0 if fmt == "JPEG" else 1e-3
+    np.testing.assert_allclose(out, np.broadcast_to(_float_rgb(rgb), out.shape), atol=atol)
 
 
 def test_decode_image_grayscale_rgba_and_16_bit():
     grey = _decode(_pil_bytes(Image.new("L", (9, 9), 128), "PNG"), 4)
-    np.testing.assert_allclose(grey, np.full((4, 4, 3), 128 / 255 * 2 - 1), atol=1e-5)
+    np.testing.assert_allclose(grey, np.full((4, 4, 3), 128.0), atol=1e-3)
 
     rgba = _decode(_pil_bytes(Image.new("RGBA", (8, 8), (10, 200, 30, 77)), "PNG"), 8)
-    np.testing.assert_allclose(rgba, np.broadcast_to(_scaled((10, 200, 30)), rgba.shape), atol=1e-6)
+    np.testing.assert_allclose(rgba, np.broadcast_to(_float_rgb((10, 200, 30)), rgba.shape), atol=1e-4)
 
     deep = np.broadcast_to(np.array([0, 30000, 65535], np.uint16), (12, 10, 3))
     png16 = tf.io.encode_png(tf.constant(deep)).numpy()
     out = _decode(png16, 6)
-    np.testing.assert_allclose(out[3, 3], [-1.0, 30000 / 65535 * 2 - 1, 1.0], atol=1e-5)
-    assert out.min() >= -1.0 and out.max() <= 1.0
+    np.testing.assert_allclose(out[3, 3], [0.0, 30000 / 65535 * 255, 255.0], atol=1e-3)
+    assert out.min() >= 0.0 and out.max() <= 255.0
 
 
 def test_decode_image_resize_is_antialiased_and_same_size_is_identity():
     pixels = np.random.RandomState(0).randint(0, 256, (32, 32, 3)).astype(np.uint8)
     data = tf.io.encode_png(pixels).numpy()
     small = _decode(data, 16)
-    want = tf.image.resize(pixels.astype(np.float32) / 255.0, [16, 16], antialias=True).numpy() * 2 - 1
-    np.testing.assert_allclose(small, want, atol=1e-5)
-    np.testing.assert_allclose(_decode(data, 32), pixels / 255.0 * 2 - 1, atol=1e-6)
+    want = tf.image.resize(pixels.astype(np.float32) / 255.0, [16, 16], antialias=True).numpy() * 255.0
+    np.testing.assert_allclose(small, want, atol=1e-3)
+    np.testing.assert_allclose(_decode(data, 32), pixels.astype(np.float32), atol=1e-4)
 
 
 def test_decode_image_rejects_garbage():
@@ -154,7 +154,7 @@ def test_train_dataset_has_static_shapes_images_in_range_and_drops_the_remainder
     assert spec["tokens"].shape.as_list() == [4, 7] and spec["tokens"].dtype == tf.int32
     images, tokens = _collect(ds)
     assert images.shape == (12, 8, 8, 3)  # 13 captions, drop_remainder drops the last one
-    assert images.min() >= -1 and images.max() <= 1
+    assert images.min() >= 0 and images.max() <= 255
 
 
 @pytest.mark.parametrize("decode_once", [False, True])
@@ -180,7 +180,7 @@ def test_train_dataset_one_element_per_caption_with_layout_and_pairing(basic, de
     # Every caption is paired with its own image: the colour word selects the pixel value.
     for image, row in zip(images, tokens):
         colour = vocab.tokens[row[2]]
-        np.testing.assert_allclose(image, np.broadcast_to(_scaled(COLOURS[colour]), image.shape), atol=1e-6)
+        np.testing.assert_allclose(image, np.broadcast_to(_float_rgb(COLOURS[colour]), image.shape), atol=1e-4)
 
 
 @pytest.mark.parametrize("decode_once", [False, True])
@@ -215,16 +215,16 @@ def test_flip_mirrors_the_image_and_swaps_left_and_right(tmp_path):
     write_shards([{"image_id": "0", "image": tf.io.encode_png(pixels).numpy(), "captions": [caption] * 40}],
                  str(tmp_path), "train", 1)
     vocab = Vocabulary.build([caption])
-    original = pixels / 255.0 * 2 - 1
+    original = pixels.astype(np.float32)
     images, tokens = _collect(train_dataset(str(tmp_path), "train", vocab, 8, 12, 8, seed=3,
                                             augment_flip=True))
     n_flipped = 0
     for image, row in zip(images, tokens):
-        if np.allclose(image, original[:, ::-1], atol=1e-6):
+        if np.allclose(image, original[:, ::-1], atol=1e-4):
             n_flipped += 1
             assert vocab.decode(row) == flipped_caption
         else:
-            np.testing.assert_allclose(image, original, atol=1e-6)
+            np.testing.assert_allclose(image, original, atol=1e-4)
             assert vocab.decode(row) == "red on the left blue on the right leftmost stays"
     assert 5 <= n_flipped <= 35  # p = 0.5 each over 40 pairs
     # The flips are a function of the seed: the same seed flips the same pairs.
@@ -235,7 +235,7 @@ def test_flip_mirrors_the_image_and_swaps_left_and_right(tmp_path):
     assert not np.array_equal(other[1], tokens)
     # Without augmentation nothing is flipped.
     images, _ = _collect(train_dataset(str(tmp_path), "train", vocab, 8, 12, 8, seed=3))
-    np.testing.assert_allclose(images, np.broadcast_to(original, images.shape), atol=1e-6)
+    np.testing.assert_allclose(images, np.broadcast_to(original, images.shape), atol=1e-4)
 
 
 def test_eval_dataset_keeps_write_order_pads_captions_and_keeps_the_remainder(basic):
@@ -253,8 +253,8 @@ def test_eval_dataset_keeps_write_order_pads_captions_and_keeps_the_remainder(ba
     assert first["captions"][0].tolist() == [b"a red square number 0", b"", b"", b""]
     assert batches[1]["captions"].shape == (2, 3)
     assert [json.loads(s)["i"] for s in first["scene"]] == [0, 1, 2, 3]
-    np.testing.assert_allclose(first["images"][1], np.broadcast_to(_scaled(COLOURS["green"]), (8, 8, 3)),
-                               atol=1e-6)
+    np.testing.assert_allclose(first["images"][1], np.broadcast_to(_float_rgb(COLOURS["green"]), (8, 8, 3)),
+                               atol=1e-4)
 
 
 @pytest.fixture(scope="module")

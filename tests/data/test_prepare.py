@@ -57,7 +57,7 @@ def test_coco_records_read_back_with_their_captions(coco):
     assert _read_back(coco["out"], "val") == {"200": layouts.captions_for(200)}
     batch = next(iter(eval_dataset(str(coco["out"]), "train", 16, 40)))
     assert batch["images"].shape == (7, 40, 40, 3)  # every written image decodes
-    assert float(tf.reduce_min(batch["images"])) >= -1.0 and float(tf.reduce_max(batch["images"])) <= 1.0
+    assert float(tf.reduce_min(batch["images"])) >= 0.0 and float(tf.reduce_max(batch["images"])) <= 255.0
 
 
 def test_skipped_log_lists_every_image_and_caption(coco):

@@ -20,7 +20,7 @@ def model():
 
 @pytest.fixture(scope="module")
 def images():
-    return tf.random.stateless_uniform((4, 32, 32, 3), seed=(1, 2), minval=-1, maxval=1)
+    return tf.random.stateless_uniform((4, 32, 32, 3), seed=(1, 2), minval=0, maxval=255)
 
 
 def test_greedy_equals_beam_of_one(model, images):
@@ -79,10 +79,25 @@ def test_xla_compiled_generate_matches_eager(model, images):
 def test_greedy_attention_is_a_distribution_over_patches(model, images):
     out = greedy_search(model, *model.encode(images), max_steps=6, return_attention=True, stop_early=False)
     attention = out["attention"].numpy()
-    assert attention.shape == (4, 6, model.config.num_encoder_layers, model.config.num_patches)
+    assert attention.shape == (4, 6, model.config.encoder.num_layers, model.token_grid.cells)
     np.testing.assert_allclose(attention.sum(-1), 1.0, atol=1e-5)
     gates = out["gates"].numpy()
     assert ((gates > 0) & (gates < 1)).all()
+
+
+def test_the_transformer_decoder_searches_through_the_same_interface(images):
+    from tests.helpers.tiny import tiny_preset
+
+    keras.utils.set_random_seed(12)
+    model = Captioner(tiny_preset("cptr_small"))
+    encoded = model.encode(images)
+    greedy = greedy_search(model, *encoded, max_steps=6, return_attention=True, stop_early=False)
+    beam = beam_search(model, *encoded, beam_size=1, max_steps=6, stop_early=False)
+    np.testing.assert_array_equal(greedy["tokens"].numpy(), beam["tokens"].numpy()[:, 0])
+    assert greedy["attention"].shape == (4, 6, 1, model.token_grid.cells) and "gates" not in greedy
+    mixed = generate(model, images, max_steps=6, return_attention=True)
+    assert "gates" not in mixed and mixed["attention"].shape == (4, 6, model.token_grid.cells)
+    assert generate(model, images, beam_size=3, max_steps=6)["beam_tokens"].shape == (4, 3, 6)
 
 
 def test_length_penalty_reranks_but_keeps_beams(model, images):

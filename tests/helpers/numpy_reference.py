@@ -28,7 +28,11 @@ def sigmoid(x):
 
 
 def memory_attention(layer, q_in, k_in, v_in, mask=None):
-    """`mask`: (B, Tq, Tk) bool, True where allowed; memory columns always allowed."""
+    """`mask`: (B, Tq, Tk) bool, True where allowed; memory columns always allowed.
+
+    The temperature is sqrt(d_k), or for `scale="sqrt_len_plus_dk"` sqrt(d_len + d_k) with d_len the
+    keys each query may attend: its allowed real keys plus the m memory slots (Springenberg et al., eq. 2).
+    """
     h, dk, dv, m = layer.num_heads, layer.key_dim, layer.value_dim, layer.memory_slots
     b = q_in.shape[0]
     q = dense(q_in, layer.query_dense)
@@ -42,7 +46,13 @@ def memory_attention(layer, q_in, k_in, v_in, mask=None):
     q = q.reshape(b, -1, h, dk).transpose(0, 2, 1, 3)
     k = k.reshape(b, -1, h, dk).transpose(0, 2, 3, 1)
     v = v.reshape(b, -1, h, dv).transpose(0, 2, 1, 3)
-    att = q @ k / np.sqrt(dk)
+    tq, tk = q_in.shape[1], k_in.shape[1]
+    if getattr(layer, "scale", "sqrt_dk") == "sqrt_len_plus_dk":
+        allowed = np.broadcast_to(mask, (b, tq, tk)).sum(-1) if mask is not None else np.full((b, tq), tk)
+        temperature = np.sqrt(allowed + m + dk)[:, None, :, None]
+    else:
+        temperature = np.sqrt(dk)
+    att = q @ k / temperature
     if mask is not None:
         tk = k_in.shape[1]
         att[:, :, :, :tk] = np.where(mask[:, None], att[:, :, :, :tk], -np.inf)

@@ -3,11 +3,12 @@ import numpy as np
 import keras
 
 from tests.helpers.numpy_reference import dense, layer_norm, memory_attention
-from tfcaption.layers.decoder import MeshedDecoder, sinusoid_table
+from tfcaption.layers.decoder import MeshedDecoder
 from tfcaption.layers.encoder import MemoryAugmentedEncoder
 from tfcaption.layers.feed_forward import PositionWiseFeedForward
 from tfcaption.layers.patch_encoder import PatchEncoder
 from tfcaption.layers.patches import Patches
+from tfcaption.layers.positions import sinusoid_table
 from tfcaption.layers.region_encoder import RegionEncoder
 
 
@@ -52,8 +53,8 @@ def test_patches_are_row_major_blocks():
 def test_region_encoder_corrected_mask_hides_zero_rows_and_released_mask_none():
     features = np.ones((2, 4, 6), "float32")
     features[0, 2:] = 0.0
-    _, corrected = RegionEncoder(8, padding_mask="corrected")(features)
-    _, released = RegionEncoder(8, padding_mask="released")(features)
+    _, corrected = RegionEncoder(8, 6, padding_mask="corrected")(features)
+    _, released = RegionEncoder(8, 6, padding_mask="released")(features)
     np.testing.assert_array_equal(np.asarray(corrected), [[1, 1, 0, 0], [1, 1, 1, 1]])
     assert np.asarray(released).all()
 

@@ -117,3 +117,28 @@ def test_training_without_a_val_split_keeps_the_last_weights(tmp_path):
     assert any("No val split" in m for m in messages)
     assert [h["epoch"] for h in history] == [1, 2] and all(np.isnan(h["val_cider_d"]) for h in history)
     assert os.path.exists(tmp_path / "run" / "best.weights.h5")
+
+
+def test_a_resumed_trainer_restores_every_model_and_optimizer_variable(tiny_shapes, tmp_path):
+    from tfcaption.config import DataConfig, RunConfig, TrainConfig
+    from tfcaption.data.tokenizer import Vocabulary
+    from tfcaption.evaluation import training_captions
+    from tfcaption.models.config import CaptionerConfig
+    from tfcaption.training.trainer import Trainer
+
+    vocab = Vocabulary.build(training_captions(tiny_shapes))
+    config = CaptionerConfig.from_preset("small", vocab_size=vocab.size, max_length=12, **TINY_MODEL)
+    train = TrainConfig(output_dir=str(tmp_path / "run"), epochs=1, batch_size=8, steps_per_epoch=2, warmup_steps=2,
+                        jit_compile=False, val_images=4)
+    run_config = RunConfig(model=config, data=DataConfig(max_caption_words=10), train=train)
+    first = Trainer(run_config, tiny_shapes, vocab, log=lambda *_: None)
+    first.fit()
+    second = Trainer(run_config, tiny_shapes, vocab, log=lambda *_: None)
+    second.checkpoint.restore(second.manager.latest_checkpoint).assert_existing_objects_matched()
+    assert len(first.model.variables) > 50  # the stem, every encoder and decoder layer, the head
+    for before, after in zip(first.model.variables + first.optimizer.variables,
+                             second.model.variables + second.optimizer.variables):
+        # The optimizer's own name differs ("adam", then "adam_1"); the rest of the path must not.
+        assert before.path.split("/", 1)[-1] == after.path.split("/", 1)[-1]
+        np.testing.assert_array_equal(np.asarray(before), np.asarray(after), err_msg=before.path)
+    assert int(second.optimizer.iterations) == 2 and int(second.epoch.numpy()) == 1

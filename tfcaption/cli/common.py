@@ -85,18 +85,22 @@ def parse_value(text):
 
 
 def apply_overrides(run_config, assignments):
-    """Applies `section.field=value` assignments (or a bare `field=value`) to a RunConfig.
+    """Applies `section.field=value` assignments (or a bare `field=value`) to a RunConfig, in place.
 
     An assignment is a `--set` string (its value parsed by `parse_value`) or a `(key, value)` pair from
-    a flag. Old flat names (`train.max_caption_words`, `train.export_root`, ...) go where the field lives
-    now (`tfcaption.config.LEGACY_TRAIN_FIELDS`). All changes to a section are applied together, so
-    fields checked against each other (hidden_dim = num_heads * key_dim) can change in one go.
+    a flag. Model parts take a dotted path (`model.encoder.num_layers=4`, `model.image_encoder.patch_size=8`,
+    or a whole part as JSON: `model.decoder={"type": "transformer", "num_layers": 2}`). Old names go where
+    the field lives now: flat train fields (`train.max_caption_words`, ...; `config.LEGACY_TRAIN_FIELDS`)
+    and flat model fields (`model.num_encoder_layers`, `model.image_size`, ...;
+    `models.config.LEGACY_FIELDS`). All changes are applied together, so fields checked against each
+    other (hidden_dim = num_heads * key_dim) can change in one go.
     """
     import dataclasses
 
-    from tfcaption.config import SECTIONS, resolve_field
+    from tfcaption.config import SECTIONS, RunConfig, resolve_field
+    from tfcaption.models.config import LEGACY_FIELDS, PART_TYPES
 
-    changes = {name: {} for name in SECTIONS}
+    values = run_config.to_dict()
     for assignment in assignments or ():
         if isinstance(assignment, tuple):
             key, value = assignment
@@ -105,15 +109,30 @@ def apply_overrides(run_config, assignments):
             if not sep:
                 raise ValueError(f"--set expects FIELD=VALUE, got {assignment!r}.")
             value = parse_value(text)
-        section, _, field = key.rpartition(".")
-        for name in [section] if section else list(SECTIONS):
-            name, resolved = resolve_field(name, field)
-            if name in SECTIONS and resolved in {f.name for f in dataclasses.fields(SECTIONS[name])}:
-                changes[name][resolved] = value
-                break
-        else:
+        path = key.split(".")
+        if len(path) == 1:  # a bare field: the section that has it
+            owners = [name for name in SECTIONS if path[0] in {f.name for f in dataclasses.fields(SECTIONS[name])}]
+            path = owners[:1] + path
+        section, field = resolve_field(path[0], path[1]) if len(path) > 1 else (path[0], None)
+        path = [section, field] + path[2:]
+        known = section in SECTIONS and field in {f.name for f in dataclasses.fields(SECTIONS[section])}
+        if section == "model" and field in LEGACY_FIELDS and len(path) == 2:
+            known = True  # moved into its part by CaptionerConfig.from_dict
+        if section == "model" and field in PART_TYPES and len(path) == 3:
+            part = values["model"][field]
+            kind = PART_TYPES[field].get(part.get("type"))
+            known = kind is not None and path[2] in {f.name for f in dataclasses.fields(kind)}
+        if not known or len(path) > (3 if section == "model" and field in PART_TYPES else 2):
             raise ValueError(f"Unknown config field {key!r} (see config.json of any run for the field names).")
-    for name, fields in changes.items():
-        if fields:
-            setattr(run_config, name, dataclasses.replace(getattr(run_config, name), **fields))
+        target = values
+        for name in path[:-1]:
+            target = target[name]
+        if section == "model" and len(path) == 2 and field in LEGACY_FIELDS:
+            part, part_field = LEGACY_FIELDS[field]
+            values["model"][part][part_field] = value  # the newest assignment wins over the part's value
+            continue
+        target[path[-1]] = value
+    updated = RunConfig.from_dict(values)
+    for name in SECTIONS:
+        setattr(run_config, name, getattr(updated, name))
     return run_config

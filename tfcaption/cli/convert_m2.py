@@ -52,8 +52,8 @@ def main(argv=None):
         raise type(error)(" ".join(str(error).split())) from None
     config = model.config
     print(f"Converted {args.checkpoint} ({model.count_params() / 1e6:.2f}M parameters, {config.vocab_size} tokens, "
-          f"{config.num_encoder_layers}+{config.num_decoder_layers} layers, d={config.hidden_dim}, "
-          f"{config.memory_slots} memory slots) to {run.path}")
+          f"{config.encoder.num_layers}+{config.decoder.num_layers} layers, d={config.hidden_dim}, "
+          f"{config.encoder.memory_slots} memory slots) to {run.path}")
     print(f"Decoding: beam {REFERENCE_BEAM_SIZE}, {args.max_caption_words + 1} steps (the reference evaluation).")
     return 0
 

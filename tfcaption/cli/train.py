@@ -12,15 +12,20 @@ PROGRAM = "tfcaption-train"
 def build_parser():
     parser = argparse.ArgumentParser(
         prog=PROGRAM,
-        description="Train a Meshed-Memory Transformer captioner from raw pixels, evaluate it and export it. "
-        "With no arguments: the built-in shapes dataset, the CPU-sized 'small' preset.",
+        description="Train a transformer captioner (M2, CPTR, spatial self-attention; from raw pixels or region "
+        "features), evaluate it and export it. With no arguments: the built-in shapes dataset, the CPU-sized "
+        "'small' preset.",
     )
     parser.add_argument("--config", help="run config (JSON or YAML) with model, data, train, decode and export "
                         "sections")
-    parser.add_argument("--preset", default=None, help="model preset: small (default), m2, ...")
+    from tfcaption.models.config import PRESETS
+
+    parser.add_argument("--preset", default=None, choices=sorted(PRESETS),
+                        help="model preset (default small); see the README's presets table")
     parser.add_argument("--data", help="dataset spec: shapes (default), a directory made by tfcaption-prepare, or a "
-                        "source (coco:ROOT, karpathy:FILE.json?images=DIR, tfds:coco_captions, folder:DIR), "
-                        "prepared once into the data root")
+                        "source (coco:ROOT, karpathy:FILE.json?images=DIR, tfds:coco_captions, folder:DIR, "
+                        "features:FILE.hdf5?captions=dataset_coco.json for region-feature presets), prepared once "
+                        "into the data root")
     parser.add_argument("--output-dir", help="run directory (default runs/shapes-small); reruns resume")
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--batch-size", type=int)
@@ -29,7 +34,7 @@ def build_parser():
     parser.add_argument("--no-export", action="store_true", help="skip the SavedModel export")
     parser.add_argument("--set", action="append", metavar="FIELD=VALUE", default=[],
                         help="override any config field, e.g. --set train.warmup_steps=500 --set model.dropout=0.2 "
-                        "--set data.max_caption_words=20")
+                        "--set model.encoder.num_layers=4 --set data.max_caption_words=20")
     return parser
 
 
@@ -106,7 +111,7 @@ def main(argv=None):
     report, predictions = evaluate_splits(
         model, vocab, data_dir, evaluation_splits(data_dir, decode.eval_splits), blind_caption=blind,
         beam_size=decode.beam_size, max_steps=data.max_decode_steps, batch_size=decode.batch_size,
-        jit_compile=run_config.train.jit_compile,
+        jit_compile=run_config.train.jit_compile, use_java=None if decode.java else False,
     )
     write_json(run.report, report)
     write_json(run.join("predictions.json"), predictions)

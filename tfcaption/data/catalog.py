@@ -1,9 +1,9 @@
 """The dataset catalog: what a `--data SPEC` names, as a prepared records directory (prepared once).
 
 Every command that reads a dataset goes through `resolve_dataset`: the built-in `shapes` dataset is
-built once per configuration, a source spec (`coco:`, `karpathy:`, `tfds:`, `folder:`) is prepared once
-into ``<data_root>/<scheme>-<fingerprint>/`` and reused while the source is unchanged, and a records
-directory is checked and returned. The spec syntax is documented in `tfcaption.data.sources`.
+built once per configuration, a source spec (`coco:`, `karpathy:`, `tfds:`, `folder:`, `features:`) is
+prepared once into ``<data_root>/<scheme>-<fingerprint>/`` and reused while the source is unchanged, and a
+records directory is checked and returned. The spec syntax is documented in `tfcaption.data.sources`.
 """
 
 from __future__ import annotations
@@ -13,9 +13,16 @@ import os
 import tensorflow as tf
 
 from tfcaption.data.prepare import prepare_dataset
-from tfcaption.data.sources import SOURCE_SCHEMES, DatasetNotFoundError, DatasetSpec, open_source, source_fingerprint
+from tfcaption.data.sources import (
+    SOURCE_OPTIONS,
+    SOURCE_SCHEMES,
+    DatasetNotFoundError,
+    DatasetSpec,
+    open_source,
+    source_fingerprint,
+)
 
-# `data.options` a source spec accepts: keyword arguments of prepare_dataset.
+# `data.options` every source spec accepts (besides its own SOURCE_OPTIONS): keyword arguments of prepare_dataset.
 PREPARE_OPTIONS = ("images_per_shard", "workers", "max_image_side", "max_pixels")
 
 
@@ -27,8 +34,21 @@ def default_data_root():
 def resolve_dataset(spec, data_root=None, options=None, verbose=True):
     """Returns the directory of prepared records for `spec`, preparing it first if needed.
 
-    `options`: for `shapes`, `ShapesConfig` fields (e.g. {"num_train": 2000}); for source specs,
-    keyword arguments of `tfcaption.data.prepare.prepare_dataset` (e.g. {"max_image_side": 256}).
+    Args:
+        spec: a dataset spec (see `tfcaption.data.sources`), e.g. ``"features:/data/coco_detections.hdf5"``.
+        data_root: where prepared datasets are cached (default: :func:`default_data_root`).
+        options: for `shapes`, `ShapesConfig` fields (e.g. {"num_train": 2000}); for source specs,
+            keyword arguments of `tfcaption.data.prepare.prepare_dataset` (e.g. {"max_image_side": 256})
+            and the scheme's spec options (`sources.SOURCE_OPTIONS`, e.g. {"captions": "dataset_coco.json"}
+            for `features:`), the same as writing them after ``?`` in the spec.
+        verbose: print the preparation's progress and summary.
+
+    Returns:
+        The prepared directory (shards + manifest.json).
+
+    Raises:
+        ValueError: an option the scheme does not take, or one given in both the spec and `options`
+            with different values.
     """
     options = dict(options or {})
     data_root = data_root or default_data_root()
@@ -38,10 +58,17 @@ def resolve_dataset(spec, data_root=None, options=None, verbose=True):
 
         return build_shapes_dataset(data_root, ShapesConfig.from_dict(options), verbose=verbose)
     if parsed.scheme in SOURCE_SCHEMES:
-        unknown = sorted(set(options) - set(PREPARE_OPTIONS))
+        spec_options = SOURCE_OPTIONS[parsed.scheme]
+        unknown = sorted(set(options) - set(PREPARE_OPTIONS) - set(spec_options))
         if unknown:
             raise ValueError(f"dataset_options {', '.join(unknown)} do not apply to {parsed.scheme}: sources "
-                             f"(they take {', '.join(PREPARE_OPTIONS)})")
+                             f"(they take {', '.join(spec_options + PREPARE_OPTIONS)})")
+        for key in set(options) & set(spec_options):
+            value = options.pop(key)
+            if key in parsed.options and str(parsed.options[key]) != str(value):
+                raise ValueError(f"option {key} is given twice, as {parsed.options[key]!r} in the spec and as "
+                                 f"{value!r} in dataset_options")
+            parsed.options[key] = value
         source = open_source(parsed)
         data_dir = os.path.join(os.path.expanduser(data_root), f"{parsed.scheme}-{source_fingerprint(source)}")
         prepare_dataset(source, data_dir, verbose=verbose, **options)

@@ -11,6 +11,13 @@ part of the data. :func:`count_undecodable` reports how many images were (or wil
 trainers and evaluators can say so.
 
 Captions are tokenised per batch (vectorised string ops + one StringLookup call), never in Python.
+
+Datasets of precomputed region features (manifest ``inputs.kind == "features"``, see
+:func:`tfcaption.data.records.input_kind`) go through the same pipelines, decided from the manifest:
+their batches carry ``"features": float32 [B, R, D]`` (:func:`decode_features`, all-zero rows are
+padding) where image datasets carry ``"images"``; ``image_size`` is ignored, and so is the flip
+augmentation. Their rows were checked at preparation, so nothing is dropped: a record that does not
+decode is an error.
 """
 
 from __future__ import annotations
@@ -20,11 +27,12 @@ from typing import Optional, Sequence, Union
 
 import tensorflow as tf
 
-from tfcaption.data.records import read_records
+from tfcaption.data.records import dataset_input_kind, read_records
 from tfcaption.data.tokenizer import Vocabulary
 
 __all__ = [
     "decode_image",
+    "decode_features",
     "tokenize_captions",
     "train_dataset",
     "eval_dataset",
@@ -52,12 +60,14 @@ def _decode_pixels(image_bytes: tf.Tensor) -> tf.Tensor:
 
 
 def decode_image(image_bytes: tf.Tensor, image_size: ImageSize) -> tf.Tensor:
-    """Encoded image bytes (PNG, JPEG, GIF, BMP) -> ``float32 [S, S, 3]`` in ``[-1, 1]``.
+    """Encoded image bytes (PNG, JPEG, GIF, BMP) -> ``float32 [S, S, 3]`` pixel values in ``[0, 255]``.
 
     Grayscale is replicated to RGB, alpha is dropped, an animated GIF gives its first frame. Pixels are
     converted to float with ``decode_image(dtype=float32)`` (``convert_image_dtype`` semantics: divide by
     the dtype's maximum), which is what makes 16-bit PNGs come out in range, then resized with
-    antialiasing (a plain bilinear downscale aliases badly on thin strokes) and mapped to [-1, 1].
+    antialiasing (a plain bilinear downscale aliases badly on thin strokes) and scaled to [0, 255]. The
+    model's image encoder applies its own normalisation (``x / 127.5 - 1`` for patches and ViT, the
+    keras.applications scaling for CNN backbones), so the data path is the same for every encoder.
 
     Args:
         image_bytes: scalar ``tf.string`` with the encoded file.
@@ -75,8 +85,37 @@ def decode_image(image_bytes: tf.Tensor, image_size: ImageSize) -> tf.Tensor:
         same_size,
         lambda: image,
         lambda: tf.image.resize(image, [height, width], method="bilinear", antialias=True))
-    image = tf.clip_by_value(image * 2.0 - 1.0, -1.0, 1.0)
+    image = tf.clip_by_value(image * 255.0, 0.0, 255.0)
     return tf.ensure_shape(image, [height, width, 3])
+
+
+def decode_features(data: tf.Tensor, feature_dim: int, max_regions: int) -> tf.Tensor:
+    """Stored region features (float32 bytes of ``(n, D)``, ``n <= R``) -> ``float32 [R, D]``, zero-padded.
+
+    Args:
+        data: scalar ``tf.string``, the ``features`` field of a record (little-endian float32).
+        feature_dim: ``D``, values per region (the manifest's ``inputs.feature_dim``).
+        max_regions: ``R``, rows after padding (the manifest's ``inputs.max_regions``).
+
+    Raises:
+        tf.errors.InvalidArgumentError: bytes that are not whole rows of ``D`` values, or more than ``R``
+            rows (at run time; preparation never writes either).
+    """
+    rows = tf.reshape(tf.io.decode_raw(data, tf.float32), [-1, feature_dim])
+    padded = tf.pad(rows, [[0, max_regions - tf.shape(rows)[0]], [0, 0]])
+    return tf.ensure_shape(padded, [max_regions, feature_dim])
+
+
+def _input_decoder(data_dir: str, image_size: ImageSize):
+    """``(record field, batch key, decode fn, map-and-drop fn)`` for a dataset's kind of inputs."""
+    inputs = dataset_input_kind(data_dir)
+    if inputs.kind == "features":
+        def map_all(ds, fn, chunk=1):  # nothing to drop: a bad record must stop the run
+            return ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+        return ("features", "features",
+                lambda data: decode_features(data, inputs.feature_dim, inputs.max_regions), map_all)
+    return "image", "images", lambda data: decode_image(data, image_size), _decode_or_drop
 
 
 def tokenize_captions(captions: tf.Tensor, vocab: Vocabulary, max_length: int,
@@ -149,6 +188,11 @@ def train_dataset(data_dir: str, split: str, vocab: Vocabulary, batch_size: int,
     ``shuffle_buffer`` files; the decoded one ~``decoded_shuffle_buffer / captions per image`` float32
     images (about 22 MB at 96x96, 120 MB at 224x224 with the defaults and 5 captions).
 
+    Region features (a dataset whose manifest says ``"features"``): the same pipeline, each record's
+    rows zero-padded to ``[R, D]`` where images are decoded, batches keyed ``"features"``, ``image_size``
+    and ``augment_flip`` ignored. Memory: a shuffle buffer entry is an image's stored rows (about
+    400 KB for 50 regions of 2048 values), so the default ``shuffle_buffer`` holds about 4 GB of them.
+
     Flip augmentation: with probability 0.5 per pair, the image is mirrored left-right and the caption's
     words "left" and "right" are swapped (before the words are looked up). The coin is
     ``tf.random.stateless_uniform`` seeded by a ``Dataset.random(seed)`` stream zipped onto the pairs
@@ -160,9 +204,10 @@ def train_dataset(data_dir: str, split: str, vocab: Vocabulary, batch_size: int,
         vocab: the :class:`~tfcaption.data.tokenizer.Vocabulary`.
         batch_size: pairs per batch.
         max_length: maximum number of words; ``tokens`` has ``max_length + 2`` columns.
-        image_size: output image side.
+        image_size: output image side (ignored for region features).
         seed: shuffle and augmentation seed (``None``: a random one).
-        augment_flip: enable the left-right flip augmentation.
+        augment_flip: enable the left-right flip augmentation (ignored for region features: they were
+            computed from the unflipped image, so swapping "left" and "right" alone would mislabel it).
         shuffle_buffer: encoded shuffle buffer size (images; pairs without ``decode_once``);
             <= 1 disables it.
         repeat: repeat forever (each pass reshuffled).
@@ -171,7 +216,8 @@ def train_dataset(data_dir: str, split: str, vocab: Vocabulary, batch_size: int,
         decoded_shuffle_buffer: decoded-pair shuffle buffer used with ``decode_once``; <= 1 disables it.
 
     Returns:
-        ``tf.data.Dataset`` of ``{"images": float32 [B, S, S, 3], "tokens": int32 [B, max_length + 2]}``.
+        ``tf.data.Dataset`` of ``{"images": float32 [B, S, S, 3], "tokens": int32 [B, max_length + 2]}``,
+        for region features ``{"features": float32 [B, R, D], "tokens": ...}``.
 
     Example:
         >>> import tempfile
@@ -194,6 +240,8 @@ def train_dataset(data_dir: str, split: str, vocab: Vocabulary, batch_size: int,
         seed = random.SystemRandom().randrange(2**31)
     seed = int(seed)
     vocab.lookup_layer()  # build the lookup table eagerly, outside the traced map functions
+    field, key, decode, decode_or_drop = _input_decoder(data_dir, image_size)
+    augment_flip = augment_flip and key == "images"
     records = read_records(data_dir, split, shuffle_files=True, seed=seed)
 
     def with_coins(ds):
@@ -207,37 +255,34 @@ def train_dataset(data_dir: str, split: str, vocab: Vocabulary, batch_size: int,
     def finish(image, caption, coin_seed):
         """Per pair: flip the image if the coin says so; the caption is tokenised per batch below."""
         if not augment_flip:
-            return {"images": image, "caption": caption}
+            return {key: image, "caption": caption}
         u = tf.random.stateless_uniform([], seed=tf.stack([coin_seed, tf.constant(seed, tf.int64)]))
         flip = u < 0.5
         image = tf.cond(flip, lambda: tf.reverse(image, axis=[1]), lambda: image)
-        return {"images": image, "caption": caption, "flip": flip}
+        return {key: image, "caption": caption, "flip": flip}
 
     def tokenize(batch):
         tokens = tokenize_captions(batch["caption"], vocab, max_length, flip=batch.get("flip"))
-        return {"images": batch["images"], "tokens": tokens}
+        return {key: batch[key], "tokens": tokens}
 
     if not decode_once:
         def to_pairs(record):
             captions = record["captions"]
-            return {"image": tf.fill(tf.shape(captions), record["image"]), "caption": captions}
+            return {"image": tf.fill(tf.shape(captions), record[field]), "caption": captions}
 
         pairs = records.map(to_pairs, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).unbatch()
         if shuffle_buffer and shuffle_buffer > 1:
             pairs = pairs.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
         if repeat:
             pairs = pairs.repeat()
-        ds = _decode_or_drop(
-            with_coins(pairs),
-            lambda pair, coin: finish(decode_image(pair["image"], image_size), pair["caption"], coin),
-            chunk=16)
+        ds = decode_or_drop(
+            with_coins(pairs), lambda pair, coin: finish(decode(pair["image"]), pair["caption"], coin), chunk=16)
     else:
         if shuffle_buffer and shuffle_buffer > 1:
             records = records.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
         if repeat:
             records = records.repeat()
-        images = _decode_or_drop(
-            records, lambda r: {"image": decode_image(r["image"], image_size), "captions": r["captions"]})
+        images = decode_or_drop(records, lambda r: {"image": decode(r[field]), "captions": r["captions"]})
 
         def to_pairs(element):
             # from_tensors(...).repeat() hands out the same tensor for every caption: no copies.
@@ -261,21 +306,28 @@ def eval_dataset(data_dir: str, split: str, batch_size: int, image_size: ImageSi
 
     Undecodable images are skipped (see :func:`count_undecodable` for how many).
 
+    Args:
+        data_dir, split: where the shards are (see :func:`tfcaption.data.records.read_records`).
+        batch_size: images per batch.
+        image_size: output image side (ignored for region features).
+
     Returns:
         ``tf.data.Dataset`` of ``{"image_id": tf.string [B], "images": float32 [B, S, S, 3],
-        "captions": tf.string [B, N] (padded with ""), "scene": tf.string [B]}``.
+        "captions": tf.string [B, N] (padded with ""), "scene": tf.string [B]}``; for region features
+        ``"features": float32 [B, R, D]`` in place of ``"images"``.
     """
+    field, key, decode, decode_or_drop = _input_decoder(data_dir, image_size)
     records = read_records(data_dir, split)
 
     def prepare(record):
         return {
             "image_id": record["image_id"],
-            "images": decode_image(record["image"], image_size),
+            key: decode(record[field]),
             "captions": record["captions"],
             "scene": record["scene"],
         }
 
-    ds = _decode_or_drop(records, prepare)
+    ds = decode_or_drop(records, prepare)
     ds = ds.padded_batch(batch_size, drop_remainder=False)  # strings pad with ""
     return ds.prefetch(tf.data.AUTOTUNE)
 
@@ -288,7 +340,10 @@ def count_undecodable(data_dir: str, split: str) -> tuple[int, list[str]]:
     ``(image_id, False)`` fallback. It runs the decoding step of :func:`decode_image` (resizing cannot
     fail on a decoded image, and an empty one counts as undecodable), so the count is what training and
     evaluation skip. Costs one decode of every image (~0.3 s per 1,000 images of 96x96 PNG or 640x480 JPEG here).
+    A region-features dataset has nothing to decode: ``(0, [])`` without reading it.
     """
+    if dataset_input_kind(data_dir).kind == "features":
+        return 0, []
     records = read_records(data_dir, split)
 
     def check(record):

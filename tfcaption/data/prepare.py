@@ -10,12 +10,23 @@ manifest is written last, so a directory with ``manifest.json`` is always comple
 
 Nothing is dropped silently: every image or caption that is not written is counted by reason in the
 manifest, listed one per line in ``OUT_DIR/skipped.jsonl``, and summarised on the console.
+
+A source of region features (:class:`tfcaption.data.sources.FeaturesSource`) goes through the same
+shards, resumption and manifest, with each image's rows read from its HDF5 file instead of an image
+file: stored unpadded, as float32 bytes (see :mod:`tfcaption.data.records`), cut to ``max_regions``
+(counted in ``converted`` as ``regions_cut_to_<R>``), in the main thread (h5py serialises all reads
+behind one lock, so threads would only queue). Unlike a bad image, bad features -- another width than
+the file's, NaN or inf -- stop the preparation with an error naming the image and the file: there is no
+decoder to be lenient about, only a features file that needs fixing. The manifest's ``inputs`` says
+which kind of dataset it is (:func:`tfcaption.data.records.input_kind`).
 """
 
 from __future__ import annotations
 
 import collections
 import concurrent.futures
+import contextlib
+import dataclasses
 import hashlib
 import json
 import math
@@ -65,11 +76,15 @@ def prepare_dataset(source, out_dir: str, images_per_shard: int = 1000, workers:
 
     Returns:
         The manifest dict: ``splits`` (images, captions, shards and skips per split), ``skipped``
-        (images and captions by reason), ``converted``, ``image_kinds``, ``vocabulary``.
+        (images and captions by reason), ``converted``, ``image_kinds``, ``vocabulary``, ``inputs``
+        (``{"kind": "images"}`` or ``{"kind": "features", "feature_dim": D, "max_regions": R}``).
+        ``max_image_side``, ``max_pixels`` and ``workers`` do not apply to region features.
 
     Raises:
         PrepareError: ``out_dir`` holds another dataset or another unfinished preparation.
         ValueError: not one usable image in the whole source (the manifest is still written).
+        FeatureFileError: (region features) an image's features of another width, or NaN / inf; a
+            ValueError naming the image and the HDF5 file.
     """
     if images_per_shard < 1:
         raise ValueError(f"images_per_shard must be >= 1, got {images_per_shard}")
@@ -123,11 +138,22 @@ def _prepare_locked(source, out_dir, plan, plan_id, finished, images_per_shard, 
     workers = workers or min(16, 2 * (os.cpu_count() or 1))
     started = time.perf_counter()
     shard_stats = {}
-    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+    inputs = records.input_kind({"inputs": source.inputs()})
+    with contextlib.ExitStack() as stack:
+        if inputs.kind == "features":
+            workers = 1
+            features = stack.enter_context(source.open_features())
+
+            def process(batch):
+                return [_read_features(item, features) for item in batch]
+        else:
+            pool = stack.enter_context(concurrent.futures.ThreadPoolExecutor(max_workers=workers))
+
+            def process(batch):
+                return list(pool.map(lambda item: _process_item(item, max_image_side, max_pixels), batch))
         for split in source.split_names():
-            shard_stats[split] = _prepare_split(source, split, out_dir, state_dir, images_per_shard, pool,
-                                                max_image_side, max_pixels, say)
-    manifest = _manifest(source, plan, plan_id, shard_stats)
+            shard_stats[split] = _prepare_split(source, split, out_dir, state_dir, images_per_shard, process, say)
+    manifest = _manifest(source, plan, plan_id, shard_stats, inputs)
     _write_skipped_log(out_dir, shard_stats)
     records.write_manifest(out_dir, manifest)
     _remove_tree(state_dir)
@@ -142,8 +168,11 @@ def _prepare_locked(source, out_dir, plan, plan_id, finished, images_per_shard, 
 # ------------------------------------------------------------------------------------------ splits
 
 
-def _prepare_split(source, split, out_dir, state_dir, per_shard, pool, max_image_side, max_pixels, say):
-    """Write the split's missing shards; returns every shard's stats (read back for finished ones)."""
+def _prepare_split(source, split, out_dir, state_dir, per_shard, process, say):
+    """Write the split's missing shards; returns every shard's stats (read back for finished ones).
+
+    ``process`` turns a shard's items into ``(item, outcome)`` pairs (see :func:`_write_shard`).
+    """
     total = source.split_size(split)
     num_shards = max(1, math.ceil(total / per_shard))
     names = [records.shard_name(split, i, num_shards) for i in range(num_shards)]
@@ -160,7 +189,7 @@ def _prepare_split(source, split, out_dir, state_dir, per_shard, pool, max_image
         batch = [item for _, item in zip(range(per_shard), items)]
         if stats[index] is not None:  # finished in an earlier run, after an unfinished one
             continue
-        results = list(pool.map(lambda item: _process_item(item, max_image_side, max_pixels), batch))
+        results = process(batch)
         stats[index] = _write_shard(_join(out_dir, names[index]), split, results)
         records.write_json_atomically(_join(state_dir, f"{names[index]}.json"), stats[index])
         done_items += len(batch)
@@ -185,8 +214,33 @@ def _process_item(item, max_image_side, max_pixels):
         return item, ImageSkipped("undecodable_image", f"{type(error).__name__}: {error}")
 
 
+@dataclasses.dataclass
+class _Regions:
+    """One image's region features ready to store, as ``CheckedImage`` holds an image's bytes."""
+
+    rows: np.ndarray
+    kind: str = "region_features"
+    conversion: Optional[str] = None
+
+
+def _read_features(item, features):
+    """``(item, _Regions)`` or, for an item its annotations already skip, ``(item, ImageSkipped)``.
+
+    Raises the reader's errors (a missing image, another width, NaN or inf), which name the image and file.
+    """
+    if item.skip is not None:
+        return item, ImageSkipped(*item.skip)
+    rows = features.read_rows(item.image_id)
+    cut = features.num_regions(item.image_id) > features.max_regions
+    return item, _Regions(rows, conversion=f"regions_cut_to_{features.max_regions}" if cut else None)
+
+
 def _write_shard(path, split, results) -> dict:
-    """Write one shard (temporary name, then rename) and return its counts and log entries."""
+    """Write one shard (temporary name, then rename) and return its counts and log entries.
+
+    ``results`` are ``(item, outcome)`` pairs: an outcome is an :class:`ImageSkipped`, a
+    :class:`~tfcaption.data.image_check.CheckedImage` (image bytes) or a :class:`_Regions` (region features).
+    """
     stats = {"images": 0, "captions": 0, "skipped_images": collections.Counter(),
              "skipped_captions": collections.Counter(), "converted": collections.Counter(),
              "image_kinds": collections.Counter(), "words": collections.Counter(),
@@ -202,8 +256,8 @@ def _write_shard(path, split, results) -> dict:
                 stats["skipped_captions"]["image_skipped"] += len(item.captions)
                 stats["log"].append(_entry(split, item, "image", outcome.reason, outcome.detail))
                 continue
-            writer.write(records.serialize_example(
-                {"image_id": item.image_id, "image": outcome.data, "captions": item.captions}))
+            stored = {"features": outcome.rows} if isinstance(outcome, _Regions) else {"image": outcome.data}
+            writer.write(records.serialize_example({"image_id": item.image_id, "captions": item.captions, **stored}))
             stats["images"] += 1
             stats["captions"] += len(item.captions)
             stats["image_kinds"][outcome.kind] += 1
@@ -225,7 +279,7 @@ def _entry(split, item, kind, reason, detail):
 # ---------------------------------------------------------------------------------------- manifest
 
 
-def _manifest(source, plan, plan_id, shard_stats) -> dict:
+def _manifest(source, plan, plan_id, shard_stats, inputs) -> dict:
     splits, skipped_images, skipped_captions = {}, collections.Counter(), collections.Counter()
     converted, kinds = collections.Counter(), collections.Counter()
     for split, stats in shard_stats.items():
@@ -245,8 +299,10 @@ def _manifest(source, plan, plan_id, shard_stats) -> dict:
         "name": source.scheme,
         "format": FORMAT_VERSION,
         "plan_id": plan_id,
-        # Every written image was decoded by the training decoder here, so trainers need not check again.
+        # Every written image was decoded by the training decoder here (every features row checked finite),
+        # so trainers need not check again.
         "images_checked": True,
+        "inputs": inputs.to_manifest(),
         "source": plan["source"],
         "options": plan["options"],
         "splits": splits,
@@ -296,6 +352,10 @@ def format_summary(manifest: dict, out_dir: str, seconds: Optional[float] = None
     lines.append(f"Skipped captions: {_reasons(manifest['skipped']['captions'])}")
     lines.append(f"Converted:        {_reasons(manifest['converted'])}")
     lines.append(f"Image kinds:      {_reasons(manifest['image_kinds'])}")
+    inputs = records.input_kind(manifest)
+    if inputs.kind == "features":
+        lines.append(f"Inputs:           region features, {inputs.feature_dim} values per region, "
+                     f"padded to {inputs.max_regions} regions")
     vocab = manifest["vocabulary"]
     if vocab.get("captions"):
         length = vocab["caption_words"]

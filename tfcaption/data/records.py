@@ -5,6 +5,13 @@ examples -- ``{"image_id": str, "image": bytes, "captions": list[str], "scene": 
 ``<data_dir>/<split>-00000-of-00004.tfrecord`` shards plus ``<data_dir>/manifest.json``. Training,
 evaluation and export then read only this format, so they never need to know where the data came from.
 
+A dataset of precomputed region features (``features:`` specs) stores, in place of ``image``, a
+``features`` field: an image's real regions, ``(n, D)`` float32 little-endian bytes with ``n <=
+max_regions`` (unpadded: padding is the pipeline's job, so shards hold no zeros). The manifest says
+which a dataset holds, in ``"inputs"``: ``{"kind": "images"}`` or ``{"kind": "features", "feature_dim":
+D, "max_regions": R}`` (:func:`input_kind`; manifests written before region features have no
+``"inputs"`` and hold images).
+
 All file access goes through ``tf.io.gfile`` so that ``data_dir`` may be a local path or a ``gs://``
 bucket (TPU training reads from GCS). Writes go to temporary names that are renamed only once complete,
 so an interrupted preparation never leaves a shard set that looks finished.
@@ -16,7 +23,9 @@ import json
 import os
 import re
 import uuid
-from typing import Iterable, Optional
+from typing import Iterable, NamedTuple, Optional
+
+import numpy as np
 
 import tensorflow as tf
 
@@ -34,6 +43,10 @@ __all__ = [
     "write_manifest",
     "write_json_atomically",
     "load_manifest",
+    "InputKind",
+    "IMAGES",
+    "input_kind",
+    "dataset_input_kind",
 ]
 
 MANIFEST_NAME = "manifest.json"
@@ -44,13 +57,68 @@ _SHARD_RE = re.compile(r"^(?P<split>.+)-(?P<index>\d{5})-of-(?P<total>\d{5})\.tf
 # Shards read at once (each open reader holds a buffer); also the limit of exact write-order reading.
 _MAX_OPEN_SHARDS = 64
 
-_FEATURES = {
+_COMMON_FEATURES = {
     "image_id": tf.io.FixedLenFeature([], tf.string),
-    "image": tf.io.FixedLenFeature([], tf.string),
     # RaggedFeature with no partitions parses to a dense 1-D tensor for a single example.
     "captions": tf.io.RaggedFeature(tf.string),
     "scene": tf.io.FixedLenFeature([], tf.string, default_value=""),
 }
+# The field holding an example's input, per kind; each kind's records must have it (no default).
+_INPUT_FIELDS = {"images": "image", "features": "features"}
+_PARSE_SPECS = {kind: {**_COMMON_FEATURES, name: tf.io.FixedLenFeature([], tf.string)}
+                for kind, name in _INPUT_FIELDS.items()}
+
+
+class InputKind(NamedTuple):
+    """What a dataset's examples hold: ``"images"`` (encoded bytes) or ``"features"`` (region rows).
+
+    Attributes:
+        kind: ``"images"`` or ``"features"``.
+        feature_dim: values per region (features only, else None).
+        max_regions: regions per example after padding (features only, else None).
+    """
+
+    kind: str
+    feature_dim: Optional[int] = None
+    max_regions: Optional[int] = None
+
+    def to_manifest(self) -> dict:
+        """The manifest's ``"inputs"`` entry."""
+        if self.kind == "images":
+            return {"kind": "images"}
+        return {"kind": self.kind, "feature_dim": int(self.feature_dim), "max_regions": int(self.max_regions)}
+
+
+IMAGES = InputKind("images")
+
+
+def input_kind(manifest: Optional[dict]) -> InputKind:
+    """The inputs a manifest's dataset holds; a manifest without ``"inputs"`` (or none at all) means images.
+
+    Raises:
+        ValueError: an ``"inputs"`` entry of an unknown kind, or a features entry without its sizes.
+    """
+    inputs = (manifest or {}).get("inputs") or {"kind": "images"}
+    kind = inputs.get("kind", "images") if isinstance(inputs, dict) else inputs
+    if kind == "images":
+        return IMAGES
+    if kind != "features":
+        raise ValueError(f"manifest inputs of unknown kind {kind!r} (known: {', '.join(_INPUT_FIELDS)})")
+    try:
+        dims = int(inputs["feature_dim"]), int(inputs["max_regions"])
+    except (KeyError, TypeError, ValueError):
+        raise ValueError(f"manifest inputs {inputs!r}: a features dataset needs integer feature_dim and "
+                         "max_regions") from None
+    if min(dims) < 1:
+        raise ValueError(f"manifest inputs {inputs!r}: feature_dim and max_regions must be >= 1")
+    return InputKind("features", *dims)
+
+
+def dataset_input_kind(data_dir: str) -> InputKind:
+    """:func:`input_kind` of ``data_dir``'s manifest; images when the directory has no manifest (shards only)."""
+    if not tf.io.gfile.exists(_join(str(data_dir), MANIFEST_NAME)):
+        return IMAGES
+    return input_kind(load_manifest(data_dir))
 
 
 class WrittenShards(list):
@@ -158,22 +226,29 @@ def serialize_example(example: dict) -> bytes:
 
 def _serialize(example: dict) -> tuple[bytes, int]:
     """Serialised ``tf.train.Example`` and its caption count; validates the example dict."""
-    try:
-        image_id, image = example["image_id"], example["image"]
-    except KeyError as e:
-        raise KeyError(f"example is missing the {e.args[0]!r} field (has {sorted(example)})") from None
+    if "image_id" not in example or ("image" in example) == ("features" in example):
+        raise KeyError(f"an example needs 'image_id' and one of 'image' or 'features' (has {sorted(example)})")
     captions = example.get("captions", [])
     if isinstance(captions, (str, bytes)):
         raise TypeError("example 'captions' must be a list of strings, not a single string")
     captions = [_to_bytes(c, "captions") for c in captions]
-    if not isinstance(image, (bytes, bytearray, memoryview)):
-        raise TypeError(f"example 'image' must be encoded image bytes, got {type(image).__name__}")
     feature = {
-        "image_id": _bytes_feature([_to_bytes(image_id, "image_id")]),
-        "image": _bytes_feature([bytes(image)]),
+        "image_id": _bytes_feature([_to_bytes(example["image_id"], "image_id")]),
         "captions": _bytes_feature(captions),
         "scene": _bytes_feature([_to_bytes(example.get("scene") or "", "scene")]),
     }
+    if "image" in example:
+        image = example["image"]
+        if not isinstance(image, (bytes, bytearray, memoryview)):
+            raise TypeError(f"example 'image' must be encoded image bytes, got {type(image).__name__}")
+        feature["image"] = _bytes_feature([bytes(image)])
+    else:
+        rows = np.asarray(example["features"])
+        if rows.ndim != 2 or not np.issubdtype(rows.dtype, np.floating):
+            raise TypeError(f"example 'features' must be a float array (regions, feature_dim), got "
+                            f"{rows.dtype} {rows.shape}")
+        # Little-endian float32 is what tf.io.decode_raw reads back by default, on any machine.
+        feature["features"] = _bytes_feature([rows.astype("<f4").tobytes()])
     proto = tf.train.Example(features=tf.train.Features(feature=feature))
     return proto.SerializeToString(deterministic=True), len(captions)
 
@@ -189,7 +264,8 @@ def write_shards(examples: Iterable[dict], data_dir: str, split: str, num_shards
 
     Args:
         examples: dicts ``{"image_id": str, "image": bytes, "captions": list[str], "scene": str}``
-            (``scene`` may be missing or ``""``).
+            (``scene`` may be missing or ``""``); a features dataset's have ``"features"``, a float
+            array ``(regions, feature_dim)``, in place of ``"image"``.
         data_dir: output directory (local or ``gs://``); created if needed.
         split: split name, e.g. ``"train"``.
         num_shards: number of shard files (>= 1).
@@ -242,23 +318,32 @@ def write_shards(examples: Iterable[dict], data_dir: str, split: str, num_shards
     return WrittenShards(finals, images, captions)
 
 
-def parse_record(serialized: tf.Tensor) -> dict:
-    """Parse one serialised example into ``{"image_id", "image", "captions" (1-D), "scene"}`` tensors."""
-    parsed = tf.io.parse_single_example(serialized, _FEATURES)
+def parse_record(serialized: tf.Tensor, kind: str = "images") -> dict:
+    """Parse one serialised example into ``{"image_id", "image", "captions" (1-D), "scene"}`` tensors.
+
+    With ``kind="features"`` the input is ``"features"`` (the stored float32 bytes, see
+    :func:`tfcaption.data.pipeline.decode_features`) instead of ``"image"``.
+    """
+    if kind not in _PARSE_SPECS:
+        raise ValueError(f"unknown input kind {kind!r} (known: {', '.join(_PARSE_SPECS)})")
+    parsed = tf.io.parse_single_example(serialized, _PARSE_SPECS[kind])
+    name = _INPUT_FIELDS[kind]
     return {
         "image_id": parsed["image_id"],
-        "image": parsed["image"],
+        name: parsed[name],
         "captions": tf.reshape(parsed["captions"], [-1]),
         "scene": parsed["scene"],
     }
 
 
 def read_records(data_dir: str, split: str, shuffle_files: bool = False,
-                 seed: Optional[int] = None) -> tf.data.Dataset:
+                 seed: Optional[int] = None, kind: Optional[str] = None) -> tf.data.Dataset:
     """Dataset of parsed examples of ``split``.
 
     Elements: ``{"image_id": tf.string[], "image": tf.string[] (encoded bytes), "captions": tf.string[None],
-    "scene": tf.string[]}``. Without ``shuffle_files`` the order is deterministic: shard 0's records
+    "scene": tf.string[]}``, with ``"features"`` (float32 bytes) in place of ``"image"`` for a features
+    dataset; ``kind`` (``"images"`` / ``"features"``) defaults to the manifest's (:func:`dataset_input_kind`).
+    Without ``shuffle_files`` the order is deterministic: shard 0's records
     interleaved one by one with shard 1's, and so on (the inverse of the round-robin write, so with up
     to 64 shards the examples come back in the order they were written). With ``shuffle_files`` the shard order
     is shuffled with ``seed`` (re-shuffled each epoch).
@@ -267,6 +352,7 @@ def read_records(data_dir: str, split: str, shuffle_files: bool = False,
         FileNotFoundError: one line naming ``data_dir`` and ``split`` and listing the splits that exist.
     """
     paths = list_shards(data_dir, split)
+    kind = kind or dataset_input_kind(data_dir).kind
     files = tf.data.Dataset.from_tensor_slices(paths)
     if shuffle_files and len(paths) > 1:
         files = files.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
@@ -277,7 +363,8 @@ def read_records(data_dir: str, split: str, shuffle_files: bool = False,
         num_parallel_calls=min(len(paths), 8),
         deterministic=True,
     )
-    return ds.map(parse_record, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.map(lambda record: parse_record(record, kind), num_parallel_calls=tf.data.AUTOTUNE,
+                  deterministic=True)
 
 
 def write_manifest(data_dir: str, manifest: dict) -> str:

@@ -17,9 +17,18 @@ Specs (every command takes them; paths may be local or any ``tf.io.gfile`` URL s
     folder:DIR[?captions=FILE&val=0.05&test=0.05]
                                             images under DIR plus a captions table (DIR/captions.csv,
                                             .jsonl or .txt by default): image path, caption[, split]
+    features:FILE.hdf5[?captions=FILE[,FILE...]&max_regions=50&restval=train|keep]
+                                            precomputed region features (the M2 release's
+                                            coco_detections.hdf5 layout: <image_id>_features, (n, D))
+                                            with captions from a Karpathy split file (restval as for
+                                            karpathy:) or from COCO captions files named
+                                            captions_<split><year>.json (their splits from the names,
+                                            as for coco:); captions default to dataset_coco.json beside
+                                            the HDF5 file; each image keeps its first max_regions rows
 
-Options after ``?`` are URL query parameters. This module parses specs and opens sources; turning a spec
-into a prepared directory (once, cached by fingerprint) is `tfcaption.data.catalog.resolve_dataset`.
+Options after ``?`` are URL query parameters (``SOURCE_OPTIONS`` lists each scheme's); they may also be
+given as a dict to `tfcaption.data.catalog.resolve_dataset`. This module parses specs and opens sources;
+turning a spec into a prepared directory (once, cached by fingerprint) is `resolve_dataset`.
 """
 
 from __future__ import annotations
@@ -33,9 +42,18 @@ from typing import Iterator
 
 import tensorflow as tf
 
-from tfcaption.data import annotations
+from tfcaption.data import annotations, records
+from tfcaption.data.region_features import MAX_REGIONS, RegionFeatureFile
 
-SOURCE_SCHEMES = ("coco", "karpathy", "tfds", "folder")
+SOURCE_SCHEMES = ("coco", "karpathy", "tfds", "folder", "features")
+# The options each source scheme takes (after "?" in the spec, or as resolve_dataset options).
+SOURCE_OPTIONS = {
+    "coco": ("images", "split"),
+    "karpathy": ("images", "restval"),
+    "tfds": ("data_dir", "download", "splits", "restval"),
+    "folder": ("captions", "val", "test"),
+    "features": ("captions", "max_regions", "restval"),
+}
 _CAPTION_FILES = ("captions.csv", "captions.jsonl", "captions.txt", "captions.json")
 
 
@@ -122,6 +140,40 @@ class FileSource:
     def items(self, split: str, start: int = 0) -> Iterator[annotations.Item]:
         return iter(self._splits[split].items[start:])
 
+    def inputs(self) -> dict:
+        """The manifest's ``"inputs"`` entry for what this source's examples hold."""
+        return records.IMAGES.to_manifest()
+
+
+class FeaturesSource(FileSource):
+    """Captions from annotation files, and each image's content from an HDF5 file of region features.
+
+    Items are those of the captions files (``path`` is the image's file name, for the skipped log only);
+    preparation reads each item's rows with :meth:`open_features` instead of an image file. Opening
+    checks that the HDF5 file has features for every captioned image, so a missing one fails at once
+    rather than hours into a preparation.
+
+    Raises:
+        FeaturesNotFoundError: (a KeyError and a ValueError) naming the captioned images the HDF5
+            file lacks, and the file.
+    """
+
+    def __init__(self, splits: dict, files: list, features_path: str, max_regions: int, settings: dict):
+        super().__init__("features", splits, files + [features_path], {**settings, "max_regions": max_regions})
+        self.features_path = features_path
+        self.max_regions = max_regions
+        with self.open_features() as features:
+            features.require(item.image_id for split in self._splits.values() for item in split.items
+                             if item.skip is None)
+            self.feature_dim = features.feature_dim
+
+    def open_features(self) -> RegionFeatureFile:
+        """The HDF5 file, opened for reading (use it as a context manager)."""
+        return RegionFeatureFile(self.features_path, self.max_regions)
+
+    def inputs(self) -> dict:
+        return records.InputKind("features", self.feature_dim, self.max_regions).to_manifest()
+
 
 def _split_order(name: str):
     return ({"train": 0, "val": 1, "test": 2}.get(name, 3), name)
@@ -129,7 +181,7 @@ def _split_order(name: str):
 
 def _coco_source(spec: DatasetSpec) -> FileSource:
     path = spec.path
-    spec.check_options("images", "split")
+    spec.check_options(*SOURCE_OPTIONS["coco"])
     images_option = spec.options.get("images")
     if tf.io.gfile.isdir(path):
         if spec.options:
@@ -151,12 +203,16 @@ def _coco_source(spec: DatasetSpec) -> FileSource:
     splits: dict = {}
     for annotation_file, images, split in plan:
         _require(images, "image folder")
-        read = annotations.read_coco_captions(annotation_file, images, seen_ids)
-        merged = splits.setdefault(split, annotations.SplitItems())
-        merged.items.extend(read.items)
-        merged.orphan_images.update(read.orphan_images)
-        merged.orphan_captions.update(read.orphan_captions)
+        _merge(splits, split, annotations.read_coco_captions(annotation_file, images, seen_ids))
     return FileSource("coco", splits, [p for p, _, _ in plan], {"images": sorted({i for _, i, _ in plan})})
+
+
+def _merge(splits: dict, split: str, read: annotations.SplitItems) -> None:
+    """Append one annotations file's items (and orphan counts) to ``splits[split]``."""
+    merged = splits.setdefault(split, annotations.SplitItems())
+    merged.items.extend(read.items)
+    merged.orphan_images.update(read.orphan_images)
+    merged.orphan_captions.update(read.orphan_captions)
 
 
 def _coco_stem(path: str) -> str:
@@ -167,7 +223,7 @@ def _coco_stem(path: str) -> str:
 
 def _karpathy_source(spec: DatasetSpec) -> FileSource:
     path = _require(spec.path, "Karpathy split file")
-    spec.check_options("images", "restval")
+    spec.check_options(*SOURCE_OPTIONS["karpathy"])
     images = spec.options.get("images") or os.path.dirname(path)
     _require(images, "image root")
     fold = _flag(spec.options.get("restval", "train"), "restval")
@@ -179,7 +235,7 @@ def _folder_source(spec: DatasetSpec) -> FileSource:
     root = spec.path
     if not tf.io.gfile.isdir(root):
         raise DatasetNotFoundError(f"image folder not found: {root}")
-    spec.check_options("captions", "val", "test")
+    spec.check_options(*SOURCE_OPTIONS["folder"])
     captions = spec.options.get("captions")
     if captions is None:
         captions = next((os.path.join(root, n) for n in _CAPTION_FILES if tf.io.gfile.exists(os.path.join(root, n))),
@@ -196,7 +252,7 @@ def _folder_source(spec: DatasetSpec) -> FileSource:
 def _tfds_source(spec: DatasetSpec):
     from tfcaption.data.tfds_source import TfdsSource
 
-    spec.check_options("data_dir", "download", "splits", "restval")
+    spec.check_options(*SOURCE_OPTIONS["tfds"])
     splits = spec.options.get("splits")
     return TfdsSource(
         spec.path, data_dir=spec.options.get("data_dir") or None,
@@ -205,15 +261,59 @@ def _tfds_source(spec: DatasetSpec):
         splits=[s.strip() for s in splits.split(",") if s.strip()] if splits else None)
 
 
-_OPENERS = {"coco": _coco_source, "karpathy": _karpathy_source, "folder": _folder_source, "tfds": _tfds_source}
+def _features_source(spec: DatasetSpec) -> FeaturesSource:
+    path = _require(spec.path, "region features file")
+    spec.check_options(*SOURCE_OPTIONS["features"])
+    captions = spec.options.get("captions")
+    if captions is None:
+        captions = os.path.join(os.path.dirname(path), "dataset_coco.json")
+        if not tf.io.gfile.exists(captions):
+            raise DatasetNotFoundError(f"no captions for {path}: name a Karpathy split file or COCO captions "
+                                       "files with features:FILE.hdf5?captions=dataset_coco.json (looked for "
+                                       f"{captions})")
+    files = captions if isinstance(captions, (list, tuple)) else str(captions).split(",")
+    files = [_require(os.path.expanduser(str(f).strip()), "captions file") for f in files if str(f).strip()]
+    coco = [f for f in files if _is_coco_captions(f)]
+    if not files or (coco and len(coco) != len(files)) or (not coco and len(files) > 1):
+        raise ValueError(f"features: captions={captions!r}: give one Karpathy split file, or one or more COCO "
+                         "captions files (captions_<split><year>.json), not a mix")
+    max_regions = spec.options.get("max_regions", MAX_REGIONS)
+    if not str(max_regions).strip().isdigit() or int(max_regions) < 1:
+        raise ValueError(f"option max_regions={max_regions!r} is not a whole number >= 1")
+    max_regions = int(max_regions)
+    fold = _flag(spec.options.get("restval", "train"), "restval")
+    splits: dict = {}
+    if coco:
+        # Images are never opened: the image folder is empty, and file names only label the skipped log.
+        seen_ids: set = set()
+        for f in coco:
+            _merge(splits, annotations.split_name_for(_coco_stem(f)), annotations.read_coco_captions(f, "", seen_ids))
+        settings = {"captions_format": "coco"}
+    else:
+        splits = annotations.read_karpathy(files[0], "", fold_restval=fold)
+        settings = {"captions_format": "karpathy", "fold_restval": fold}
+    if not any(split.items for split in splits.values()):
+        raise annotations.AnnotationsError(f"{', '.join(files)}: no image entries with a file name and split "
+                                           "(is it a Karpathy split file or COCO captions_<split>.json?)")
+    return FeaturesSource(splits, files, path, max_regions, settings)
+
+
+def _is_coco_captions(path: str) -> bool:
+    """COCO's captions files are told apart from a Karpathy split file by COCO's own file names."""
+    return os.path.basename(path).startswith("captions_")
+
+
+_OPENERS = {"coco": _coco_source, "karpathy": _karpathy_source, "folder": _folder_source, "tfds": _tfds_source,
+            "features": _features_source}
 
 
 def open_source(spec) -> object:
-    """The source a spec names (``coco:``, ``karpathy:``, ``tfds:`` or ``folder:``), annotations read.
+    """The source a spec names (``coco:``, ``karpathy:``, ``tfds:``, ``folder:`` or ``features:``), annotations read.
 
     Raises:
         DatasetNotFoundError: a file or folder the spec names does not exist.
         AnnotationsError: an annotations file that is unusable as a whole.
+        FeaturesNotFoundError: (``features:``) a captioned image the HDF5 file has no features for.
         ValueError: an unknown scheme or option.
     """
     parsed = spec if isinstance(spec, DatasetSpec) else DatasetSpec.parse(spec)

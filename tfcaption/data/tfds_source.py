@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Iterator, Optional
 
 from tfcaption.data.annotations import Item, add_caption, finish_item
+from tfcaption.data.records import IMAGES
 
 # coco_captions' splits, for when the dataset's info cannot list them (not yet prepared, or mocked).
 _KNOWN_SPLITS = {"coco_captions": ("train", "restval", "val", "test")}
@@ -64,6 +65,10 @@ class TfdsSource:
 
     def orphans(self, split: str):
         return {}, {}
+
+    def inputs(self) -> dict:
+        """The manifest's ``"inputs"`` entry: TFDS examples are encoded images."""
+        return IMAGES.to_manifest()
 
     def _dataset(self, split: str):
         if self.download and not self._prepared:

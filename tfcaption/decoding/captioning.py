@@ -25,17 +25,18 @@ def mix_levels(level_attention, gates, tokens, eos_id):
 
     Each encoder level's map is weighted by that level's mean meshed gate, the weighted maps are summed
     and renormalised to sum to 1 over the image positions, so a map says where the word looked in the mix
-    of levels the decoder actually used. Steps after a caption's first <eos> are zero.
+    of levels the decoder actually used. A decoder without gates (the transformer decoder: one level)
+    weighs its levels equally. Steps after a caption's first <eos> are zero.
 
     Args:
         level_attention: (B, T, N_levels, P) attention over P image positions per level.
-        gates: (B, T, N_levels) mean gate per level.
+        gates: (B, T, N_levels) mean gate per level, or None.
         tokens: (B, T) generated tokens.
         eos_id: the <eos> id.
 
     Returns:
-        dict of float32 `attention` (B, T, P), `level_attention` (B, T, N, P) and `gates` (B, T, N), each
-        zero after <eos>.
+        dict of float32 `attention` (B, T, P), `level_attention` (B, T, N, P) and, with gates, `gates`
+        (B, T, N), each zero after <eos>.
 
     Example:
     >>> levels = tf.constant([[[[1.0, 0.0], [0.0, 1.0]]]])  # one word, two levels, two positions
@@ -44,17 +45,16 @@ def mix_levels(level_attention, gates, tokens, eos_id):
     [[[0.75, 0.25]]]
     """
     level_attention = tf.cast(level_attention, tf.float32)
-    gates = tf.cast(gates, tf.float32)
+    weights = tf.ones_like(level_attention[..., 0]) if gates is None else tf.cast(gates, tf.float32)
     # A step is part of the caption until (and including) its first <eos>.
     is_eos = tf.cast(tf.equal(tokens, eos_id), tf.int32)
     live = tf.cast(tf.equal(tf.cumsum(is_eos, axis=1, exclusive=True), 0), tf.float32)
-    mixed = tf.einsum("btn,btnp->btp", gates, level_attention)
+    mixed = tf.einsum("btn,btnp->btp", weights, level_attention)
     attention = tf.math.divide_no_nan(mixed, tf.reduce_sum(mixed, axis=-1, keepdims=True))
-    return {
-        "attention": attention * live[..., None],
-        "level_attention": level_attention * live[..., None, None],
-        "gates": gates * live[..., None],
-    }
+    outputs = {"attention": attention * live[..., None], "level_attention": level_attention * live[..., None, None]}
+    if gates is not None:
+        outputs["gates"] = weights * live[..., None]
+    return outputs
 
 
 def generate(model, image_inputs, beam_size=1, max_steps=None, return_attention=False, search="auto", **options):
@@ -64,7 +64,8 @@ def generate(model, image_inputs, beam_size=1, max_steps=None, return_attention=
     loop is a beam search, and its reference options apply only there). Returns the best sequence per image:
     `tokens` (B, T), `log_probs` (B, T), `scores` (B,); with beam_size > 1 also `beam_tokens` (B, k, T),
     `beam_log_probs` (B, k, T) and `beam_scores` (B, k). `return_attention` (greedy only: the attention is
-    recorded along the greedy path) adds `mix_levels`'s `attention`, `level_attention` and `gates`.
+    recorded along the greedy path) adds `mix_levels`'s `attention`, `level_attention` and (for a decoder
+    with gates) `gates`.
     Extra `options` go to the search (e.g. `length_penalty`, `stop_early`, `fill_token`).
     """
     max_steps = max_steps or model.config.max_length - 1
@@ -73,7 +74,8 @@ def generate(model, image_inputs, beam_size=1, max_steps=None, return_attention=
         if beam_size != 1:
             raise ValueError("attention maps are recorded along the greedy path: use beam_size=1.")
         outputs = greedy_search(model, encoder_outputs, encoder_mask, max_steps, return_attention=True, **options)
-        outputs.update(mix_levels(outputs.pop("attention"), outputs["gates"], outputs["tokens"], model.config.eos_id))
+        outputs.update(mix_levels(outputs.pop("attention"), outputs.pop("gates", None), outputs["tokens"],
+                                  model.config.eos_id))
         return outputs
     if search not in ("auto", "beam"):
         raise ValueError(f"search must be 'auto' or 'beam', got {search!r}.")
@@ -123,7 +125,7 @@ def caption_batches(model, vocab, batches, beam_size=1, max_steps=None, jit_comp
     Args:
         model: a `Captioner`.
         vocab: its vocabulary (ids -> words happen here, outside the compiled function).
-        batches: an iterable of dicts with the model's input (`model.image_key`: pixels or region
+        batches: an iterable of dicts with the model's input (`model.input_key`: pixels or region
             features), `image_id`, and optionally `captions` (references) and `scene` — an `eval_dataset`,
             or batches built in Python. A batch smaller than the first (or than `pad_to`) is padded to that
             size by repeating its last row (the padding is dropped), so the compiled shapes never change.
@@ -131,7 +133,7 @@ def caption_batches(model, vocab, batches, beam_size=1, max_steps=None, jit_comp
         limit: stop after this many images.
         keep_beams: add every beam as numpy arrays: `beam_tokens` (k, T), `beam_scores` (k,),
             `beam_log_probs` (k, T) (k = 1 for greedy), and the best beam's `log_probs`.
-        return_attention: add `tokens` (T,), `attention` (T, P), `gates` (T, N) (greedy).
+        return_attention: add `tokens` (T,), `attention` (T, P), `gates` (T, N) or None (greedy).
 
     Returns:
         one dict per image in batch order: `image_id`, `caption`, `score`, `tokens` (list of ints, the
@@ -141,7 +143,7 @@ def caption_batches(model, vocab, batches, beam_size=1, max_steps=None, jit_comp
                                    return_attention=return_attention, **options)
     results, width = [], pad_to
     for batch in batches:
-        inputs = np.asarray(batch[model.image_key])
+        inputs = np.asarray(batch[model.input_key])
         real = inputs.shape[0]
         width = max(width or real, real)
         if real < width:
@@ -162,7 +164,8 @@ def caption_batches(model, vocab, batches, beam_size=1, max_steps=None, jit_comp
                     beams = outputs.get(f"beam_{name}")
                     record[f"beam_{name}"] = beams[i] if beams is not None else outputs[name][i][None]
             if return_attention:
-                record.update(attention=outputs["attention"][i], gates=outputs["gates"][i])
+                gates = outputs.get("gates")
+                record.update(attention=outputs["attention"][i], gates=None if gates is None else gates[i])
             results.append(record)
             if limit and len(results) >= limit:
                 return results

@@ -30,8 +30,10 @@ def greedy_search(model, encoder_outputs, encoder_mask, max_steps, return_attent
         max_steps: int, tokens generated at most (<eos> included).
         return_attention: also return, per generated token, the last decoder
             layer's cross-attention over the R image positions for every
-            encoder level, averaged over heads, (B, max_steps, N, R), and the
-            mean meshed gate per level, (B, max_steps, N).
+            level it attends (`decoder.attention_levels`: N for the meshed
+            decoder, 1 for the transformer decoder), averaged over heads,
+            (B, max_steps, levels, R), and, for a decoder with gates, the mean
+            gate per level, (B, max_steps, levels).
         stop_early: end the loop once every sequence has emitted <eos>
             (the outputs are the same as running all steps).
 
@@ -42,7 +44,8 @@ def greedy_search(model, encoder_outputs, encoder_mask, max_steps, return_attent
     config = model.config
     decoder = model.decoder
     batch = tf.shape(encoder_outputs)[0]
-    levels, regions = encoder_outputs.shape[1], encoder_outputs.shape[2]
+    levels, regions = decoder.attention_levels, encoder_outputs.shape[2] or tf.shape(encoder_outputs)[2]
+    with_gates = return_attention and decoder.has_gates
     encoder_kv = decoder.project_encoder(encoder_outputs)
     cache = decoder.initial_cache(batch, max_steps)
 
@@ -54,6 +57,7 @@ def greedy_search(model, encoder_outputs, encoder_mask, max_steps, return_attent
     }
     if return_attention:
         state["attention"] = tf.zeros([batch, max_steps, levels, regions], tf.float32)
+    if with_gates:
         state["gates"] = tf.zeros([batch, max_steps, levels], tf.float32)
 
     def body(step, cache, state):
@@ -63,7 +67,8 @@ def greedy_search(model, encoder_outputs, encoder_mask, max_steps, return_attent
                 state["tokens"], step, cache, encoder_kv, encoder_mask, return_attention=True
             )
             state["attention"] = write_step(state["attention"], step, weights)
-            state["gates"] = write_step(state["gates"], step, gates)
+            if with_gates:
+                state["gates"] = write_step(state["gates"], step, gates)
         else:
             logits, cache = decoder.step(state["tokens"], step, cache, encoder_kv, encoder_mask)
         log_probs = tf.nn.log_softmax(tf.cast(logits, tf.float32))
@@ -92,5 +97,6 @@ def greedy_search(model, encoder_outputs, encoder_mask, max_steps, return_attent
     }
     if return_attention:
         result["attention"] = state["attention"]
+    if with_gates:
         result["gates"] = state["gates"]
     return result

@@ -93,7 +93,7 @@ def check_and_decode(index, data, image_size, max_pixels):
     status = tf.where(
         tf.equal(length, 0), EMPTY,
         tf.where(kind < 0, UNKNOWN_FORMAT, tf.where(height * width > max_pixels, TOO_LARGE, OK)))
-    blank = tf.zeros([image_size, image_size, 3], tf.float32)
+    blank = tf.zeros(image_shape(image_size), tf.float32)
     image = tf.cond(tf.equal(status, OK), lambda: decode_image(data, image_size), lambda: blank)
     return index, status, height, width, image
 
@@ -107,12 +107,22 @@ def _reasons(status, height, width, max_pixels):
     return tf.where(tf.equal(status, TOO_LARGE), too_large, tf.gather(fixed, status))
 
 
+def image_shape(image_size):
+    """[height, width, 3] for an int side or a (height, width) pair."""
+    if isinstance(image_size, int):
+        return [image_size, image_size, 3]
+    return [int(image_size[0]), int(image_size[1]), 3]
+
+
 def decode_batch(image_bytes, image_size, max_pixels=DEFAULT_MAX_PIXELS, parallel_calls=4):
-    """Encoded images `string [B]` -> `float32 [B, S, S, 3]` in [-1, 1], or `InvalidArgumentError`.
+    """Encoded images `string [B]` -> `float32 [B, H, W, 3]` pixel values in [0, 255], or `InvalidArgumentError`.
+
+    The same decode and resize as training (`tfcaption.data.pipeline.decode_image`); the model's image
+    encoder normalises.
 
     Args:
         image_bytes: 1-D `tf.string`, one encoded JPEG, PNG, GIF or BMP per element.
-        image_size: the model's square input side `S`.
+        image_size: the model's input size, an int side or (height, width).
         max_pixels: largest width * height accepted (read from the header, before decoding).
         parallel_calls: elements decoded concurrently.
 
@@ -127,7 +137,7 @@ def decode_batch(image_bytes, image_size, max_pixels=DEFAULT_MAX_PIXELS, paralle
     elements = elements.ignore_errors()
     # A sentinel keeps the batch non-empty when every element failed to decode.
     sentinel = (tf.constant(-1, tf.int64), tf.constant(OK), tf.constant(0, tf.int64), tf.constant(0, tf.int64),
-                tf.zeros([image_size, image_size, 3], tf.float32))
+                tf.zeros(image_shape(image_size), tf.float32))
     elements = elements.concatenate(tf.data.Dataset.from_tensors(sentinel))
     index, status, height, width, images = elements.batch(2 ** 31 - 1).get_single_element()
     keep = index >= 0
@@ -137,7 +147,7 @@ def decode_batch(image_bytes, image_size, max_pixels=DEFAULT_MAX_PIXELS, paralle
     status = tf.tensor_scatter_nd_update(tf.fill([batch], UNDECODABLE), slots, status)
     height = tf.scatter_nd(slots, height, [batch])
     width = tf.scatter_nd(slots, width, [batch])
-    images = tf.scatter_nd(slots, images, tf.stack([batch, image_size, image_size, 3]))
+    images = tf.scatter_nd(slots, images, tf.concat([[batch], tf.constant(image_shape(image_size), tf.int64)], 0))
 
     bad = tf.not_equal(status, OK)
     reasons = _reasons(status, height, width, max_pixels)

@@ -1,20 +1,24 @@
-"""Exporting a captioner as a SavedModel for TF Serving: encoded image bytes in, captions (+ attention) out.
+"""Exporting a captioner as a SavedModel for TF Serving: image input in, captions (+ attention) out.
 
-Two signatures, both taking `image_bytes` (string [batch]):
+The input is the one the model's image encoder reads: `image_bytes` (string [batch], encoded JPEG, PNG,
+GIF or BMP) for pixel models, `features` (float32 [batch, regions, feature_dim], all-zero rows as
+padding) for region-feature models. Two signatures:
 
 - `serving_default`: `caption` (string [B]), `score` (float32 [B], sum of log-probabilities),
   `tokens` (int32 [B, T]); beam size and `T` are fixed at export.
 - `caption_with_attention`: greedy decoding (the attention is recorded along the greedy path, whatever
   the export's beam size), with `caption`, `score`, `tokens` plus `attention` (float32 [B, T, P]: the
-  last decoder layer's cross-attention over the P image patches, averaged over heads and mixed over
-  the encoder levels by each level's mean meshed gate, rows summing to 1), `level_attention`
-  (float32 [B, T, N_levels, P]), `gates` (float32 [B, T, N_levels]) and `patch_grid` (int32 [B, 2],
-  the same (rows, cols) for every image, so `attention[b, t].reshape(patch_grid[b])` lies over the
-  image; batch-shaped because TF Serving's row format needs every output to share the batch
-  dimension). Rows after a caption's <eos> are zero.
+  last decoder layer's cross-attention over the P image tokens, averaged over heads and, for the
+  meshed decoder, mixed over the encoder levels by each level's mean gate; rows sum to 1),
+  `level_attention` (float32 [B, T, N_levels, P]); `gates` (float32 [B, T, N_levels]) where the decoder
+  has gates; and, where the tokens form a grid, `patch_grid` (int32 [B, 2], the same (rows, cols) for
+  every image, so `attention[b, t, prefix:].reshape(patch_grid[b])` lies over the image, `prefix` being
+  the serving config's `token_grid.prefix`; batch-shaped because TF Serving's row format needs every
+  output to share the batch dimension). Region models report per-region weights. Rows after a
+  caption's <eos> are zero.
 
-Bad inputs (empty, not an image, truncated, more than `max_pixels` pixels) fail the call with
-InvalidArgumentError naming the batch index (see `tfcaption.export.image_decoding`).
+Bad inputs (empty, not an image, truncated, more than `max_pixels` pixels; features with NaN or inf)
+fail the call with InvalidArgumentError naming the batch index (see `tfcaption.export.image_decoding`).
 """
 
 import json
@@ -36,8 +40,19 @@ SIGNATURES = ("serving_default", "caption_with_attention")
 IMAGE_BYTES = tf.TensorSpec([None], tf.string, name="image_bytes")
 
 
+def checked_features(features):
+    """`features` unchanged, or InvalidArgumentError naming every batch index with NaN or inf values."""
+    bad = tf.logical_not(tf.reduce_all(tf.math.is_finite(features), axis=[1, 2]))
+    index = tf.strings.as_string(tf.where(bad)[:, 0])
+    message = tf.strings.reduce_join(tf.strings.join(["features[", index, "]: NaN or infinite values"]),
+                                     separator="; ")
+    check = tf.debugging.Assert(tf.logical_not(tf.reduce_any(bad)), [message])
+    with tf.control_dependencies([check]):
+        return tf.identity(features)
+
+
 class CaptionerModule(tf.Module):
-    """The exported module: decode bytes, caption, detokenise, all in core TF ops.
+    """The exported module: read the input (decode bytes / check features), caption, detokenise, in core TF ops.
 
     The graph holds no Python, no tensorflow-text and no lookup-table
     resources, so stock TF Serving can load it, and so can any process that
@@ -48,8 +63,6 @@ class CaptionerModule(tf.Module):
 
     def __init__(self, model, vocab, beam_size=3, max_steps=None, jit_compile=False, max_pixels=DEFAULT_MAX_PIXELS):
         super().__init__(name="tfcaption")
-        if model.config.image_input != "pixels":
-            raise ValueError("Only pixel models take image bytes; region-feature models are not exportable this way.")
         # The Keras model is kept out of the SavedModel's object graph on purpose: saving a Keras 3
         # variable writes a *copy* (a second tf.Variable) to the checkpoint while the traced functions
         # read the original, so TF1-style loaders (TF Serving, `saved_model_cli run`) restore the copy and
@@ -60,21 +73,29 @@ class CaptionerModule(tf.Module):
         self.vocab = vocab
         self.beam_size = int(beam_size)
         self.max_steps = int(max_steps or model.config.max_length - 1)
-        self.image_size = model.config.image_size
         self.max_pixels = int(max_pixels)
-        side = model.config.image_size // model.config.patch_size
-        self.patch_grid = (side, side)
-        self._generate = tf.function(self._tokens_from_images, jit_compile=jit_compile)
+        object.__setattr__(self, "image_encoder", model.image_encoder)  # untracked, as the model above
+        grid = model.token_grid
+        self.patch_grid = None if grid is None else (grid.rows, grid.cols)
+        self._generate = tf.function(self._tokens, jit_compile=jit_compile)
         self._attend = tf.function(self._greedy_with_attention, jit_compile=jit_compile)
+        if self.image_encoder.input_key == "images":
+            spec, self._read = IMAGE_BYTES, self._decode_batch
+        else:
+            spec = tf.TensorSpec([None, None, self.image_encoder.feature_dim], tf.float32, name="features")
+            self._read = checked_features
+        self.input_name = spec.name
+        self.serve = tf.function(self._serve, input_signature=[spec])
+        self.serve_with_attention = tf.function(self._serve_with_attention, input_signature=[spec])
 
-    def _tokens_from_images(self, images):
-        return generate(self.model, images, self.beam_size, self.max_steps)
+    def _tokens(self, inputs):
+        return generate(self.model, inputs, self.beam_size, self.max_steps)
 
-    def _greedy_with_attention(self, images):
-        return generate(self.model, images, 1, self.max_steps, return_attention=True)
+    def _greedy_with_attention(self, inputs):
+        return generate(self.model, inputs, 1, self.max_steps, return_attention=True)
 
     def _decode_batch(self, image_bytes):
-        return decode_batch(image_bytes, self.image_size, self.max_pixels)
+        return decode_batch(image_bytes, self.image_encoder.image_size, self.max_pixels)
 
     def _text_outputs(self, outputs):
         return {
@@ -83,19 +104,32 @@ class CaptionerModule(tf.Module):
             "tokens": tf.cast(outputs["tokens"], tf.int32),
         }
 
-    @tf.function(input_signature=[IMAGE_BYTES])
-    def serve(self, image_bytes):
-        return self._text_outputs(self._generate(self._decode_batch(image_bytes)))
+    def _serve(self, inputs):
+        return self._text_outputs(self._generate(self._read(inputs)))
 
-    @tf.function(input_signature=[IMAGE_BYTES])
-    def serve_with_attention(self, image_bytes):
-        outputs = self._attend(self._decode_batch(image_bytes))  # attention mixed by decoding.mix_levels
+    def _serve_with_attention(self, inputs):
+        outputs = self._attend(self._read(inputs))  # attention mixed by decoding.mix_levels
         result = self._text_outputs(outputs)
-        result.update({name: outputs[name] for name in ("attention", "level_attention", "gates")})
-        # One (rows, cols) row per image: TF Serving's row ("instances") format needs every output to
-        # share the batch dimension, so a bare [2] tensor would fail (or be mis-split) there.
-        result["patch_grid"] = tf.tile(tf.constant([self.patch_grid], tf.int32), [tf.shape(result["tokens"])[0], 1])
+        result.update({name: outputs[name] for name in ("attention", "level_attention", "gates") if name in outputs})
+        if self.patch_grid is not None:
+            # One (rows, cols) row per image: TF Serving's row ("instances") format needs every output to
+            # share the batch dimension, so a bare [2] tensor would fail (or be mis-split) there.
+            batch = tf.shape(result["tokens"])[0]
+            result["patch_grid"] = tf.tile(tf.constant([self.patch_grid], tf.int32), [batch, 1])
         return result
+
+    def serving_config(self):
+        """The `serving` section of the exported config.json."""
+        info = self.image_encoder.serving_info()
+        image_size = info["image_size"]
+        return {
+            "beam_size": self.beam_size, "max_steps": self.max_steps, "max_pixels": self.max_pixels,
+            "input": self.input_name, "input_shape": info["input_shape"], "token_grid": info["token_grid"],
+            # A square side, as exports before the parts existed wrote it (older readers use it).
+            "image_size": image_size[0] if image_size and image_size[0] == image_size[1] else image_size,
+            "patch_grid": None if self.patch_grid is None else list(self.patch_grid),
+            "signatures": list(SIGNATURES), "attention_decoding": "greedy",
+        }
 
 
 def next_version(model_dir):
@@ -130,11 +164,7 @@ def export_saved_model(model, vocab, export_root=DEFAULT_EXPORT_ROOT, model_name
         export_config = {
             **(run_config.to_dict() if run_config is not None else {}),
             "model": model.config.to_dict(),
-            "serving": {
-                "beam_size": module.beam_size, "max_steps": module.max_steps, "image_size": module.image_size,
-                "max_pixels": module.max_pixels, "patch_grid": list(module.patch_grid),
-                "signatures": list(SIGNATURES), "attention_decoding": "greedy",
-            },
+            "serving": module.serving_config(),
         }
         with open(config_path, "w") as f:
             json.dump(export_config, f, indent=2, sort_keys=True)

@@ -1,17 +1,21 @@
 from tfcaption.layers.conv_stem import ConvStem
-from tfcaption.layers.decoder import MeshedDecoder
-from tfcaption.layers.decoder_layer import MeshedDecoderLayer
+from tfcaption.layers.cross_attention import CrossAttention
+from tfcaption.layers.decoder import CaptionDecoder, MeshedDecoder, TransformerDecoder
+from tfcaption.layers.decoder_layer import DecoderLayer, MeshedDecoderLayer, TransformerDecoderLayer
 from tfcaption.layers.encoder import MemoryAugmentedEncoder
 from tfcaption.layers.encoder_layer import MemoryAugmentedEncoderLayer
 from tfcaption.layers.feed_forward import PositionWiseFeedForward
+from tfcaption.layers.image_encoder import TokenGrid
 from tfcaption.layers.memory_attention import MemoryAugmentedAttention
 from tfcaption.layers.meshed_attention import MeshedCrossAttention
 from tfcaption.layers.patch_encoder import PatchEncoder
+from tfcaption.layers.patch_image_encoder import PatchImageEncoder
 from tfcaption.layers.patches import Patches
 from tfcaption.layers.region_encoder import RegionEncoder
 
 __all__ = [
-    "ConvStem", "MemoryAugmentedAttention", "MemoryAugmentedEncoder", "MemoryAugmentedEncoderLayer",
-    "MeshedCrossAttention", "MeshedDecoder", "MeshedDecoderLayer", "PatchEncoder", "Patches",
-    "PositionWiseFeedForward", "RegionEncoder",
+    "CaptionDecoder", "ConvStem", "CrossAttention", "DecoderLayer", "MemoryAugmentedAttention",
+    "MemoryAugmentedEncoder", "MemoryAugmentedEncoderLayer", "MeshedCrossAttention", "MeshedDecoder",
+    "MeshedDecoderLayer", "PatchEncoder", "PatchImageEncoder", "Patches", "PositionWiseFeedForward",
+    "RegionEncoder", "TokenGrid", "TransformerDecoder", "TransformerDecoderLayer",
 ]

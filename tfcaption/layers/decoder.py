@@ -1,26 +1,28 @@
-"""The meshed decoder: embeddings, a stack of meshed layers, and the word head."""
+"""Caption decoders: embeddings, a stack of decoder layers, and the word head.
 
-import numpy as np
+The decoder interface every search, the attention recording and the export use:
+
+```
+keys_values = decoder.project_encoder(encoder_outputs)        once per image, (B, N, R, d) levels in
+cache       = decoder.initial_cache(batch, max_steps)
+logits, cache[, attention (B, levels, R), gates (B, levels) or None] =
+              decoder.step(tokens (B,), position, cache, keys_values, encoder_mask, return_attention)
+logits      = decoder(tokens (B, T), encoder_outputs, encoder_mask)   teacher forcing
+decoder.attention_levels, decoder.has_gates                   what the attention output holds
+```
+`MeshedDecoder` (M2) meshes every encoder level with gates; `TransformerDecoder` (Vaswani, CPTR,
+Springenberg) attends to the last level, so its attention has one level and no gates.
+"""
 
 import keras
 from keras import ops
 
-from tfcaption.layers.decoder_layer import MeshedDecoderLayer
+from tfcaption.layers.decoder_layer import MeshedDecoderLayer, TransformerDecoderLayer
+from tfcaption.layers.positions import sinusoid_table
 
 
-def sinusoid_table(rows, dim):
-    """Interleaved sin/cos positional table; row 0 (padding) is zeros."""
-    positions = np.arange(rows, dtype=np.float64)[:, None]
-    rates = 1.0 / np.power(10000.0, 2 * (np.arange(dim) // 2) / dim)
-    angles = positions * rates[None]
-    table = np.where(np.arange(dim) % 2 == 0, np.sin(angles), np.cos(angles))
-    table[0] = 0.0
-    return table.astype("float32")
-
-
-@keras.saving.register_keras_serializable(package="tfcaption")
-class MeshedDecoder(keras.layers.Layer):
-    """Word + position embeddings, N meshed decoder layers, and a linear head.
+class CaptionDecoder(keras.layers.Layer):
+    """Word + position embeddings, N decoder layers (`layer_class`), and a linear head.
 
     Positions are 1..L for real tokens and 0 for padding. The positional table
     is a non-trainable weight: a sinusoid for new models, and a slot that a
@@ -29,6 +31,8 @@ class MeshedDecoder(keras.layers.Layer):
     dropout and no weight tying, as in M2. The head returns float32 logits so
     mixed precision never reaches the softmax.
 
+    Subclasses choose the layer (`layer_class`), hence the cross-attention.
+
     Args:
         vocab_size: int. Output vocabulary size.
         num_layers: int. Decoder layers.
@@ -36,23 +40,13 @@ class MeshedDecoder(keras.layers.Layer):
         num_heads: int. Attention heads.
         key_dim: int. Per-head size.
         intermediate_dim: int. Feed-forward inner width.
-        num_levels: int. Encoder levels the decoder meshes over.
+        num_levels: int. Encoder levels the decoder receives (the meshed one attends to all).
         max_length: int. Longest token sequence; the table has max_length + 1 rows.
         pad_id: int. Padding token id.
         dropout: float. Dropout rate.
         layer_norm_epsilon: float. LayerNorm epsilon.
         output_bias: bool. Whether the word head has a bias (M2: no).
         **kwargs: standard `keras.layers.Layer` arguments.
-
-    Example:
-    >>> decoder = MeshedDecoder(30, 2, 64, 4, 16, 128, num_levels=3, max_length=20)
-    >>> decoder.build((None, None))  # (batch, steps) token ids
-    >>> tokens = keras.ops.ones((2, 7), dtype="int32")
-    >>> tuple(decoder(tokens, keras.ops.ones((2, 3, 10, 64))).shape)
-    (2, 7, 30)
-
-    Reference:
-        Cornia et al., "Meshed-Memory Transformer for Image Captioning", CVPR 2020.
     """
 
     def __init__(
@@ -88,18 +82,27 @@ class MeshedDecoder(keras.layers.Layer):
             vocab_size, hidden_dim, embeddings_initializer="glorot_uniform", dtype=self.dtype_policy,
             name="word_embedding",
         )
-        self.decoder_layers = [
-            MeshedDecoderLayer(
-                num_heads, key_dim, intermediate_dim, num_levels, dropout, layer_norm_epsilon,
-                dtype=self.dtype_policy, name=f"layer_{i}",
-            )
-            for i in range(num_layers)
-        ]
+        self.decoder_layers = [self.make_layer(f"layer_{i}") for i in range(num_layers)]
         self.output_dense = keras.layers.Dense(
             vocab_size, use_bias=output_bias, kernel_initializer="glorot_uniform", dtype="float32", name="logits"
         )
 
-    def build(self, tokens_shape, encoder_shape=None):
+    layer_class = None
+
+    def make_layer(self, name):
+        return self.layer_class(self.num_heads, self.key_dim, self.intermediate_dim, dropout=self.dropout,
+                                layer_norm_epsilon=self.layer_norm_epsilon, dtype=self.dtype_policy, name=name)
+
+    @property
+    def attention_levels(self):
+        """Levels in the attention this decoder reports (`step(..., return_attention=True)`)."""
+        return self.decoder_layers[-1].cross_attention.num_levels
+
+    @property
+    def has_gates(self):
+        return self.decoder_layers[-1].cross_attention.has_gates
+
+    def build(self, tokens_shape=None, encoder_shape=None):
         self.word_embedding.build(tokens_shape)
         self.position_table = self.add_weight(
             name="position_table", shape=(self.max_length + 1, self.hidden_dim), initializer="zeros",
@@ -128,7 +131,8 @@ class MeshedDecoder(keras.layers.Layer):
             encoder_outputs: (B, N, R, d) from the encoder.
             encoder_mask: (B, R) bool, True for real regions, or None.
             return_attention: also return the last layer's cross-attention
-                weights (B, N, T, R) and gates (B, N, T).
+                weights (B, levels, T, R) and gates (B, levels, T), or None
+                for a decoder without gates.
 
         Returns:
             (B, T, vocab) float32 logits.
@@ -167,7 +171,8 @@ class MeshedDecoder(keras.layers.Layer):
 
         Returns:
             `(logits (B, vocab) float32, new_cache)`, plus the last layer's
-            attention (B, N, R) and gates (B, N) when `return_attention`.
+            attention (B, levels, R) and gates (B, levels) (None without
+            gates) when `return_attention`.
         """
         y = self._embed(ops.expand_dims(tokens, 1), ops.reshape(position + 1, (1, 1)))
         new_cache = []
@@ -179,7 +184,7 @@ class MeshedDecoder(keras.layers.Layer):
         logits = self.output_dense(y)[:, 0]
         if return_attention:
             weights, gates = result[3], result[4]
-            return logits, new_cache, weights[:, :, 0], gates[:, :, 0]
+            return logits, new_cache, weights[:, :, 0], None if gates is None else gates[:, :, 0]
         return logits, new_cache
 
     def compute_output_shape(self, tokens_shape, *args, **kwargs):
@@ -204,3 +209,47 @@ class MeshedDecoder(keras.layers.Layer):
             }
         )
         return config
+
+
+@keras.saving.register_keras_serializable(package="tfcaption")
+class MeshedDecoder(CaptionDecoder):
+    """The M2 decoder: meshed cross-attention over every encoder level, with learned gates.
+
+    Example:
+    >>> decoder = MeshedDecoder(30, 2, 64, 4, 16, 128, num_levels=3, max_length=20)
+    >>> decoder.build((None, None))  # (batch, steps) token ids
+    >>> tokens = keras.ops.ones((2, 7), dtype="int32")
+    >>> tuple(decoder(tokens, keras.ops.ones((2, 3, 10, 64))).shape)
+    (2, 7, 30)
+
+    Reference:
+        Cornia et al., "Meshed-Memory Transformer for Image Captioning", CVPR 2020.
+    """
+
+    layer_class = MeshedDecoderLayer
+
+    def make_layer(self, name):
+        return self.layer_class(self.num_heads, self.key_dim, self.intermediate_dim, self.num_levels, self.dropout,
+                                self.layer_norm_epsilon, dtype=self.dtype_policy, name=name)
+
+
+@keras.saving.register_keras_serializable(package="tfcaption")
+class TransformerDecoder(CaptionDecoder):
+    """Vaswani et al.'s decoder: each layer attends to the last encoder level only (CPTR, Springenberg et al.).
+
+    Example:
+    >>> decoder = TransformerDecoder(30, 2, 64, 4, 16, 128, num_levels=3, max_length=20)
+    >>> decoder.build()
+    >>> tokens = keras.ops.ones((2, 7), dtype="int32")
+    >>> tuple(decoder(tokens, keras.ops.ones((2, 3, 10, 64))).shape), decoder.attention_levels, decoder.has_gates
+    ((2, 7, 30), 1, False)
+
+    Reference:
+        Vaswani et al., "Attention Is All You Need", NeurIPS 2017; Liu et al., "CPTR: Full Transformer
+        Network for Image Captioning", arXiv 2101.10804.
+    """
+
+    layer_class = TransformerDecoderLayer
+
+
+DECODERS = {"meshed": MeshedDecoder, "transformer": TransformerDecoder}

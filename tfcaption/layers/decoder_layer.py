@@ -1,22 +1,25 @@
-"""One meshed decoder layer: masked self-attention, meshed cross-attention, FFN."""
+"""Decoder layers: masked self-attention, cross-attention to the encoder, FFN.
+
+`MeshedDecoderLayer` crosses into every encoder level through `MeshedCrossAttention` (M2);
+`TransformerDecoderLayer` into the last level through `CrossAttention` (Vaswani). Everything else,
+incremental decoding included, is `DecoderLayer`'s.
+"""
 
 import keras
 from keras import ops
 
+from tfcaption.layers.cross_attention import CrossAttention
 from tfcaption.layers.feed_forward import PositionWiseFeedForward
 from tfcaption.layers.memory_attention import MemoryAugmentedAttention
 from tfcaption.layers.meshed_attention import MeshedCrossAttention
 
 
-@keras.saving.register_keras_serializable(package="tfcaption")
-class MeshedDecoderLayer(keras.layers.Layer):
+class DecoderLayer(keras.layers.Layer):
     """```
     S   = LN(Y + Dropout(SelfAttn(Y)))       masked, times the token mask
-    M   = MeshedCrossAttention(S, X_1..X_N)
+    M   = CrossAttention(S, encoder levels)  the subclass's kind (meshed, or last level)
     out = FFN(M)                             times the token mask
     ```
-    There is no extra Add&Norm after the mesh, as in the authors' code.
-
     Decoding calls `step`, which writes this position's self-attention keys
     and values into a fixed-size cache and attends over the filled part, so a
     step costs O(t) rather than recomputing the prefix, with static shapes that
@@ -26,33 +29,14 @@ class MeshedDecoderLayer(keras.layers.Layer):
         num_heads: int. Attention heads.
         key_dim: int. Per-head size d_k (= d_v).
         intermediate_dim: int. Feed-forward inner width.
-        num_levels: int. Number of encoder levels to mesh.
         dropout: float. Dropout on sublayer outputs and inside the FFN.
         layer_norm_epsilon: float. LayerNorm epsilon.
+        num_levels: int. Encoder levels the cross-attention sees (meshed only).
         **kwargs: standard `keras.layers.Layer` arguments.
-
-    Example:
-    >>> layer = MeshedDecoderLayer(4, 16, 128, num_levels=3)
-    >>> layer.build((None, None, 64))  # before project_encoder, which needs the built cross-attention
-    >>> y = keras.ops.ones((2, 7, 64)); enc = keras.ops.ones((2, 3, 10, 64))
-    >>> k, v = layer.cross_attention.project_encoder(enc)
-    >>> tuple(layer(y, k, v).shape)
-    (2, 7, 64)
-
-    Reference:
-        Cornia et al., "Meshed-Memory Transformer for Image Captioning", CVPR 2020.
     """
 
-    def __init__(
-        self,
-        num_heads,
-        key_dim,
-        intermediate_dim,
-        num_levels,
-        dropout=0.1,
-        layer_norm_epsilon=1e-5,
-        **kwargs,
-    ):
+    def __init__(self, num_heads, key_dim, intermediate_dim, dropout=0.1, layer_norm_epsilon=1e-5, num_levels=1,
+                 **kwargs):
         super().__init__(**kwargs)
         self.num_heads = num_heads
         self.key_dim = key_dim
@@ -67,12 +51,13 @@ class MeshedDecoderLayer(keras.layers.Layer):
         self.self_norm = keras.layers.LayerNormalization(
             epsilon=layer_norm_epsilon, dtype=self.dtype_policy, name="self_norm"
         )
-        self.cross_attention = MeshedCrossAttention(
-            num_heads, key_dim, num_levels, dropout, layer_norm_epsilon, dtype=self.dtype_policy, name="cross_attention"
-        )
+        self.cross_attention = self.make_cross_attention()
         self.feed_forward = PositionWiseFeedForward(
             intermediate_dim, dropout, layer_norm_epsilon, dtype=self.dtype_policy, name="feed_forward"
         )
+
+    def make_cross_attention(self):
+        raise NotImplementedError
 
     def build(self, input_shape):
         self.self_attention.build(input_shape)
@@ -134,7 +119,7 @@ class MeshedDecoderLayer(keras.layers.Layer):
 
         Returns:
             `(out, cache_keys, cache_values)`, plus the attention weights and
-            gates when `return_attention`.
+            gates (None without gates) when `return_attention`.
         """
         k, v = self.self_attention.project_key_value(y, y)
         cache_keys = ops.slice_update(cache_keys, (0, position, 0, 0), ops.cast(k, cache_keys.dtype))
@@ -160,9 +145,59 @@ class MeshedDecoderLayer(keras.layers.Layer):
                 "num_heads": self.num_heads,
                 "key_dim": self.key_dim,
                 "intermediate_dim": self.intermediate_dim,
-                "num_levels": self.num_levels,
                 "dropout": self.dropout,
                 "layer_norm_epsilon": self.layer_norm_epsilon,
             }
         )
         return config
+
+
+@keras.saving.register_keras_serializable(package="tfcaption")
+class MeshedDecoderLayer(DecoderLayer):
+    """A `DecoderLayer` with meshed cross-attention over every encoder level.
+
+    There is no extra Add&Norm after the mesh, as in the authors' code.
+
+    Example:
+    >>> layer = MeshedDecoderLayer(4, 16, 128, num_levels=3)
+    >>> layer.build((None, None, 64))  # before project_encoder, which needs the built cross-attention
+    >>> y = keras.ops.ones((2, 7, 64)); enc = keras.ops.ones((2, 3, 10, 64))
+    >>> k, v = layer.cross_attention.project_encoder(enc)
+    >>> tuple(layer(y, k, v).shape)
+    (2, 7, 64)
+
+    Reference:
+        Cornia et al., "Meshed-Memory Transformer for Image Captioning", CVPR 2020.
+    """
+
+    def __init__(self, num_heads, key_dim, intermediate_dim, num_levels, dropout=0.1, layer_norm_epsilon=1e-5,
+                 **kwargs):
+        super().__init__(num_heads, key_dim, intermediate_dim, dropout, layer_norm_epsilon, num_levels, **kwargs)
+
+    def make_cross_attention(self):
+        return MeshedCrossAttention(self.num_heads, self.key_dim, self.num_levels, self.dropout,
+                                    self.layer_norm_epsilon, dtype=self.dtype_policy, name="cross_attention")
+
+    def get_config(self):
+        return {**super().get_config(), "num_levels": self.num_levels}
+
+
+@keras.saving.register_keras_serializable(package="tfcaption")
+class TransformerDecoderLayer(DecoderLayer):
+    """A `DecoderLayer` with plain cross-attention to the last encoder level (Vaswani; CPTR; Springenberg).
+
+    Example:
+    >>> layer = TransformerDecoderLayer(4, 16, 128)
+    >>> layer.build((None, None, 64))
+    >>> y = keras.ops.ones((2, 7, 64)); enc = keras.ops.ones((2, 3, 10, 64))
+    >>> k, v = layer.cross_attention.project_encoder(enc)
+    >>> tuple(layer(y, k, v).shape)
+    (2, 7, 64)
+
+    Reference:
+        Vaswani et al., "Attention Is All You Need", NeurIPS 2017.
+    """
+
+    def make_cross_attention(self):
+        return CrossAttention(self.num_heads, self.key_dim, self.dropout, self.layer_norm_epsilon,
+                              dtype=self.dtype_policy, name="cross_attention")

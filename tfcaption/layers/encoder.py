@@ -11,12 +11,15 @@ class MemoryAugmentedEncoder(keras.layers.Layer):
     """A stack of memory-augmented encoder layers.
 
     Returns all layer outputs stacked as `(B, num_layers, R, d)`: the meshed
-    decoder attends to every encoder level, not only the last.
+    decoder attends to every encoder level, the transformer decoder to the
+    last. With `memory_slots=0` this is a plain (post-LN) transformer encoder;
+    with `num_layers=0` the input tokens are the one level, `(B, 1, R, d)`
+    (CPTR, where the image encoder already is a transformer).
 
     Args:
-        num_layers: int. Number of encoder layers (N_enc).
+        num_layers: int. Number of encoder layers (N_enc), >= 0.
         num_heads, key_dim, intermediate_dim, memory_slots, dropout,
-        layer_norm_epsilon, memory_init: as `MemoryAugmentedEncoderLayer`.
+        layer_norm_epsilon, memory_init, scale: as `MemoryAugmentedEncoderLayer`.
         **kwargs: standard `keras.layers.Layer` arguments.
 
     Example:
@@ -38,6 +41,7 @@ class MemoryAugmentedEncoder(keras.layers.Layer):
         dropout=0.1,
         layer_norm_epsilon=1e-5,
         memory_init="paper",
+        scale="sqrt_dk",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -49,6 +53,7 @@ class MemoryAugmentedEncoder(keras.layers.Layer):
         self.dropout = dropout
         self.layer_norm_epsilon = layer_norm_epsilon
         self.memory_init = memory_init
+        self.scale = scale
         self.encoder_layers = [
             MemoryAugmentedEncoderLayer(
                 num_heads,
@@ -58,6 +63,7 @@ class MemoryAugmentedEncoder(keras.layers.Layer):
                 dropout,
                 layer_norm_epsilon,
                 memory_init,
+                scale,
                 dtype=self.dtype_policy,
                 name=f"layer_{i}",
             )
@@ -69,8 +75,14 @@ class MemoryAugmentedEncoder(keras.layers.Layer):
             layer.build(input_shape)
         self.built = True
 
+    @property
+    def num_levels(self):
+        return max(self.num_layers, 1)
+
     def call(self, x, padding_mask=None, training=None):
         """`padding_mask`: (B, R) bool, True for real regions; None attends all."""
+        if not self.encoder_layers:
+            return ops.expand_dims(x, 1)
         attention_mask = None if padding_mask is None else ops.expand_dims(padding_mask, 1)
         outputs = []
         for layer in self.encoder_layers:
@@ -79,7 +91,7 @@ class MemoryAugmentedEncoder(keras.layers.Layer):
         return ops.stack(outputs, axis=1)
 
     def compute_output_shape(self, input_shape):
-        return (input_shape[0], self.num_layers) + tuple(input_shape[1:])
+        return (input_shape[0], self.num_levels) + tuple(input_shape[1:])
 
     def get_config(self):
         config = super().get_config()
@@ -93,6 +105,7 @@ class MemoryAugmentedEncoder(keras.layers.Layer):
                 "dropout": self.dropout,
                 "layer_norm_epsilon": self.layer_norm_epsilon,
                 "memory_init": self.memory_init,
+                "scale": self.scale,
             }
         )
         return config

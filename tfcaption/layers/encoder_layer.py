@@ -18,6 +18,7 @@ class MemoryAugmentedEncoderLayer(keras.layers.Layer):
         dropout: float. Dropout on sublayer outputs and inside the FFN.
         layer_norm_epsilon: float. LayerNorm epsilon.
         memory_init: "paper" or "released", see `MemoryAugmentedAttention`.
+        scale: "sqrt_dk" or "sqrt_len_plus_dk", see `MemoryAugmentedAttention`.
         **kwargs: standard `keras.layers.Layer` arguments.
 
     Example:
@@ -38,6 +39,7 @@ class MemoryAugmentedEncoderLayer(keras.layers.Layer):
         dropout=0.1,
         layer_norm_epsilon=1e-5,
         memory_init="paper",
+        scale="sqrt_dk",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -48,11 +50,13 @@ class MemoryAugmentedEncoderLayer(keras.layers.Layer):
         self.dropout = dropout
         self.layer_norm_epsilon = layer_norm_epsilon
         self.memory_init = memory_init
+        self.scale = scale
         self.attention = MemoryAugmentedAttention(
             num_heads,
             key_dim,
             memory_slots=memory_slots,
             memory_init=memory_init,
+            scale=scale,
             dtype=self.dtype_policy,
             name="attention",
         )
@@ -90,6 +94,7 @@ class MemoryAugmentedEncoderLayer(keras.layers.Layer):
                 "dropout": self.dropout,
                 "layer_norm_epsilon": self.layer_norm_epsilon,
                 "memory_init": self.memory_init,
+                "scale": self.scale,
             }
         )
         return config

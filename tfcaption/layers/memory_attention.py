@@ -29,7 +29,13 @@ class MemoryAugmentedAttention(keras.layers.Layer):
     after the projections (not projected themselves), shared over the batch,
     never masked, and one softmax runs over real and memory keys together.
     Queries are not augmented. With `memory_slots=0` this is plain multi-head
-    attention, which the meshed decoder uses for self- and cross-attention.
+    attention, which the decoders use for self- and cross-attention.
+
+    The temperature is `sqrt(d_k)` (Vaswani et al.; M2), or with
+    `scale="sqrt_len_plus_dk"` it is `sqrt(d_len + d_k)`, where `d_len` is the
+    number of keys a query may attend (real keys after masking, plus the memory
+    slots), as in Springenberg et al.'s eq. 2: longer inputs get a softer
+    softmax.
 
     The computation is split into `project_key_value` and `attend` so decoding
     can project the keys and values of the encoder output (or of past tokens)
@@ -43,6 +49,7 @@ class MemoryAugmentedAttention(keras.layers.Layer):
         memory_init: "paper" (normal, std 1/d_k for keys and 1/m for values,
             as the paper intends) or "released" (Glorot-uniform with
             fan_in = m * d, fan_out = d, as the authors' code executes).
+        scale: "sqrt_dk" or "sqrt_len_plus_dk", the softmax temperature.
         **kwargs: standard `keras.layers.Layer` arguments.
 
     Example:
@@ -53,7 +60,8 @@ class MemoryAugmentedAttention(keras.layers.Layer):
 
     Reference:
         Cornia et al., "Meshed-Memory Transformer for Image Captioning",
-        CVPR 2020, Sec. 3.1.
+        CVPR 2020, Sec. 3.1. Springenberg et al., "Image Captioning with
+        Spatial Self-Attention", ESANN 2018 (the `sqrt_len_plus_dk` scale).
     """
 
     def __init__(
@@ -63,11 +71,15 @@ class MemoryAugmentedAttention(keras.layers.Layer):
         value_dim=None,
         memory_slots=0,
         memory_init="paper",
+        scale="sqrt_dk",
         **kwargs,
     ):
         super().__init__(**kwargs)
         if memory_init not in ("paper", "released"):
             raise ValueError(f"memory_init must be 'paper' or 'released', got {memory_init!r}.")
+        if scale not in ("sqrt_dk", "sqrt_len_plus_dk"):
+            raise ValueError(f"scale must be 'sqrt_dk' or 'sqrt_len_plus_dk', got {scale!r}.")
+        self.scale = scale
         self.num_heads = int(num_heads)
         self.key_dim = int(key_dim)
         self.value_dim = int(value_dim or key_dim)
@@ -170,12 +182,11 @@ class MemoryAugmentedAttention(keras.layers.Layer):
             scores = ops.einsum("bqhd,bnkhd->bnhqk", q, k)
         else:
             scores = ops.einsum("bqhd,bkhd->bhqk", q, k)
-        scores = scores / math.sqrt(self.key_dim)
         mask = None
         if attention_mask is not None:
             # Insert the head axis just before (Tq, Tk).
             mask = ops.expand_dims(ops.cast(attention_mask, "bool"), -3)
-        weights = masked_softmax(scores, mask)
+        weights = masked_softmax(scores / self._temperature(k, mask), mask)
         weights_v = ops.cast(weights, v.dtype)
         if levels:
             context = ops.einsum("bnhqk,bnkhd->bnqhd", weights_v, v)
@@ -187,6 +198,18 @@ class MemoryAugmentedAttention(keras.layers.Layer):
         if return_attention_scores:
             return output, weights
         return output
+
+    def _temperature(self, k, mask):
+        """sqrt(d_k), or sqrt(d_len + d_k) with d_len the attendable keys per query (broadcasts on scores)."""
+        if self.scale == "sqrt_dk":
+            return math.sqrt(self.key_dim)
+        keys = ops.shape(k)[-3]
+        if mask is None:
+            length = ops.cast(keys, "float32")
+        else:
+            length = ops.sum(ops.cast(ops.broadcast_to(mask, ops.shape(mask)[:-1] + (keys,)), "float32"),
+                             axis=-1, keepdims=True)
+        return ops.cast(ops.sqrt(length + self.key_dim), k.dtype)
 
     def call(self, query, key, value, attention_mask=None, return_attention_scores=False):
         k, v = self.project_key_value(key, value)
@@ -206,6 +229,7 @@ class MemoryAugmentedAttention(keras.layers.Layer):
                 "value_dim": self.value_dim,
                 "memory_slots": self.memory_slots,
                 "memory_init": self.memory_init,
+                "scale": self.scale,
             }
         )
         return config

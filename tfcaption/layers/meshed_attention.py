@@ -40,6 +40,8 @@ class MeshedCrossAttention(keras.layers.Layer):
         CVPR 2020, Sec. 3.2.
     """
 
+    has_gates = True
+
     def __init__(self, num_heads, key_dim, num_levels, dropout=0.1, layer_norm_epsilon=1e-5, **kwargs):
         super().__init__(**kwargs)
         self.num_heads = num_heads

@@ -1,32 +1,60 @@
-"""The captioning model: image encoder, memory-augmented encoder, meshed decoder."""
+"""The captioning model: an image encoder, a visual encoder and a decoder, each chosen by its config."""
 
 import keras
-from keras import ops
 
-from tfcaption.layers.conv_stem import ConvStem
-from tfcaption.layers.decoder import MeshedDecoder
+from tfcaption.layers.decoder import DECODERS
 from tfcaption.layers.encoder import MemoryAugmentedEncoder
-from tfcaption.layers.patch_encoder import PatchEncoder
-from tfcaption.layers.patches import Patches
+from tfcaption.layers.patch_image_encoder import PatchImageEncoder
 from tfcaption.layers.region_encoder import RegionEncoder
 from tfcaption.models.config import CaptionerConfig
 
 
+def build_image_encoder(config, dtype):
+    """The `config.image_encoder` part (see `tfcaption.layers.image_encoder` for its interface)."""
+    part, c = config.image_encoder, config
+    if part.type == "patches":
+        return PatchImageEncoder(part.image_size, part.patch_size, part.stem_filters, c.hidden_dim, part.positions,
+                                 c.layer_norm_epsilon, dtype=dtype, name="image_encoder")
+    if part.type == "regions":
+        return RegionEncoder(c.hidden_dim, part.feature_dim, c.dropout, c.layer_norm_epsilon, part.padding_mask,
+                             dtype=dtype, name="image_encoder")
+    raise ValueError(f"no image encoder layer for type {part.type!r}")
+
+
+def build_encoder(config, dtype):
+    part, c = config.encoder, config
+    return MemoryAugmentedEncoder(part.num_layers, c.num_heads, c.key_dim, c.intermediate_dim, part.memory_slots,
+                                  c.dropout, c.layer_norm_epsilon, part.memory_init, part.scale, dtype=dtype,
+                                  name="encoder")
+
+
+def build_decoder(config, dtype):
+    part, c = config.decoder, config
+    return DECODERS[part.type](
+        c.vocab_size, part.num_layers, c.hidden_dim, c.num_heads, c.key_dim, c.intermediate_dim,
+        config.encoder.num_levels, c.max_length, c.pad_id, c.dropout, c.layer_norm_epsilon, c.output_bias,
+        dtype=dtype, name="decoder",
+    )
+
+
 @keras.saving.register_keras_serializable(package="tfcaption")
 class Captioner(keras.Model):
-    """A Meshed-Memory Transformer captioner built from a `CaptionerConfig`.
+    """An image captioner assembled from three parts chosen by a `CaptionerConfig`.
 
-    The image side is either raw pixels (`Patches` -> `PatchEncoder`) or
-    precomputed region features (`RegionEncoder`, M2's input projection); both
-    feed the same memory-augmented encoder, whose every layer output the meshed
-    decoder attends to.
+    ```
+    image input --image_encoder--> tokens (B, R, d), mask --encoder--> levels (B, N, R, d)
+                --decoder (tokens, levels)--> logits (B, T, vocab)
+    ```
+    The image encoder is `patches` (pixels, optional conv stem, patches; a CNN grid when the patch is one
+    stem cell) or `regions` (M2's projection of detection features); the visual encoder is the
+    memory-augmented encoder (memory 0 = plain, 0 layers = none); the decoder is `meshed` (M2) or
+    `transformer` (Vaswani / CPTR / Springenberg). Presets name the combinations of the papers.
 
-    Inputs are a dict: `"images"` (B, H, W, 3) float in [-1, 1] or `"features"`
-    (B, R, feature_dim) with all-zero rows as padding, and `"tokens"` (B, T)
-    int decoder inputs starting with <bos>. `call` returns (B, T, vocab)
-    float32 logits (apply log-softmax for M2's head). Decoding lives in
-    `tfcaption.decoding` and uses `encode`, `decoder.project_encoder` and
-    `decoder.step`.
+    Inputs are a dict: `model.input_key` (`"images"` (B, H, W, 3) float pixel values in [0, 255], or
+    `"features"` (B, R, feature_dim) with all-zero rows as padding) and `"tokens"` (B, T) int decoder
+    inputs starting with <bos>. `call` returns (B, T, vocab) float32 logits (apply log-softmax for M2's
+    head). Decoding lives in `tfcaption.decoding` and uses `encode` and the decoder interface
+    (`tfcaption.layers.decoder`).
 
     Args:
         config: a `CaptionerConfig` or its dict.
@@ -37,8 +65,8 @@ class Captioner(keras.Model):
     >>> model = Captioner(config)
     >>> images = keras.ops.zeros((2, 96, 96, 3))
     >>> tokens = keras.ops.ones((2, 5), dtype="int32")
-    >>> tuple(model({"images": images, "tokens": tokens}).shape)
-    (2, 5, 40)
+    >>> tuple(model({"images": images, "tokens": tokens}).shape), model.token_grid
+    ((2, 5, 40), TokenGrid(rows=6, cols=6, prefix=0))
 
     Reference:
         Cornia et al., "Meshed-Memory Transformer for Image Captioning", CVPR 2020.
@@ -52,66 +80,51 @@ class Captioner(keras.Model):
         kwargs.setdefault("dtype", config.dtype_policy)
         super().__init__(**kwargs)
         self.config = config
-        c = config
         policy = self.dtype_policy
-        if c.image_input == "pixels":
-            self.stem = ConvStem(c.stem_filters, dtype=policy, name="stem") if c.stem_filters else None
-            self.patches = Patches(c.patch_size // c.stem_stride, dtype=policy, name="patches")
-            self.image_encoder = PatchEncoder(
-                c.num_patches, c.hidden_dim, c.layer_norm_epsilon, dtype=policy, name="patch_encoder"
-            )
-        elif c.image_input == "regions":
-            self.image_encoder = RegionEncoder(
-                c.hidden_dim, c.dropout, c.layer_norm_epsilon, c.encoder_padding_mask, dtype=policy,
-                name="region_encoder",
-            )
-        else:
-            raise ValueError(f"image_input must be 'pixels' or 'regions', got {c.image_input!r}.")
-        self.encoder = MemoryAugmentedEncoder(
-            c.num_encoder_layers, c.num_heads, c.key_dim, c.intermediate_dim, c.memory_slots, c.dropout,
-            c.layer_norm_epsilon, c.memory_init, dtype=policy, name="encoder",
-        )
-        self.decoder = MeshedDecoder(
-            c.vocab_size, c.num_decoder_layers, c.hidden_dim, c.num_heads, c.key_dim, c.intermediate_dim,
-            c.num_encoder_layers, c.max_length, c.pad_id, c.dropout, c.layer_norm_epsilon, c.output_bias,
-            dtype=policy, name="decoder",
-        )
+        self.image_encoder = build_image_encoder(config, policy)
+        self.encoder = build_encoder(config, policy)
+        self.decoder = build_decoder(config, policy)
         self.build_all()
 
     def build_all(self):
         """Creates every weight now, so checkpoints restore and converters map eagerly."""
-        c = self.config
-        if c.image_input == "pixels":
-            channels = 3
-            if self.stem is not None:
-                self.stem.build((None, c.image_size, c.image_size, 3))
-                channels = c.stem_filters[-1]
-            side = c.patch_size // c.stem_stride
-            self.image_encoder.build((None, c.num_patches, side * side * channels))
-        else:
-            self.image_encoder.build((None, None, c.feature_dim))
-        self.encoder.build((None, None, c.hidden_dim))
-        self.decoder.build((None, None))
+        self.image_encoder.build()
+        self.encoder.build((None, None, self.config.hidden_dim))
+        self.decoder.build()
         self.built = True
 
     @property
-    def image_key(self):
-        return "images" if self.config.image_input == "pixels" else "features"
+    def input_key(self):
+        """The batch key of the image input: "images" or "features"."""
+        return self.image_encoder.input_key
+
+    @property
+    def token_grid(self):
+        """How the image tokens lie over the image (`TokenGrid`), or None for regions."""
+        return self.image_encoder.token_grid
+
+    def check_inputs(self, inputs, source):
+        """Raises a one-line ValueError when a dataset's inputs (its manifest's `inputs`: kind "images" or
+        "features" with `feature_dim`; None for older image datasets) are not what this model reads."""
+        inputs = inputs or {"kind": "images"}
+        held, wanted, kind = inputs.get("kind", "images"), self.input_key, self.config.image_encoder.type
+        if held != wanted:
+            hint = ("a pixel preset (small, cptr_small, spatial_small, m2)" if held == "images"
+                    else "a region-features preset (m2_regions, m2_reference)")
+            raise ValueError(f"{source} holds {held} but this model's {kind!r} image encoder reads {wanted}: "
+                             f"use {hint} for this data.")
+        width = inputs.get("feature_dim")
+        if held == "features" and width and width != self.image_encoder.feature_dim:
+            raise ValueError(f"{source}: {width} values per region, but this model reads "
+                             f"{self.image_encoder.feature_dim} (set model.image_encoder.feature_dim={width}).")
 
     def encode(self, image_inputs, training=None):
         """Returns `(encoder_outputs (B, N, R, d), encoder_mask (B, R) bool or None)`."""
-        if self.config.image_input == "pixels":
-            x = ops.cast(image_inputs, self.compute_dtype)
-            if self.stem is not None:
-                x = self.stem(x)
-            x = self.image_encoder(self.patches(x))
-            mask = None
-        else:
-            x, mask = self.image_encoder(image_inputs, training=training)
-        return self.encoder(x, padding_mask=mask, training=training), mask
+        tokens, mask = self.image_encoder(image_inputs, training=training)
+        return self.encoder(tokens, padding_mask=mask, training=training), mask
 
     def call(self, inputs, training=None):
-        encoder_outputs, encoder_mask = self.encode(inputs[self.image_key], training=training)
+        encoder_outputs, encoder_mask = self.encode(inputs[self.input_key], training=training)
         return self.decoder(inputs["tokens"], encoder_outputs, encoder_mask, training=training)
 
     def get_config(self):

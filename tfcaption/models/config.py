@@ -1,4 +1,18 @@
-"""Model configuration as data, with named presets."""
+"""Model configuration as data: the shared sizes plus one nested section per part, and named presets.
+
+```
+CaptionerConfig
+  image_encoder   pixels or features -> image tokens    {"type": "patches" | "regions", ...}
+  encoder         the visual encoder, every level out   {"type": "memory", num_layers, memory_slots, scale, ...}
+  decoder         tokens + encoder levels -> logits      {"type": "meshed" | "transformer", num_layers}
+  hidden_dim, num_heads, key_dim, intermediate_dim, dropout, max_length, ...   shared by every part
+```
+
+Each part section is a small dataclass chosen by its `type` (`IMAGE_ENCODER_TYPES`, `ENCODER_TYPES`,
+`DECODER_TYPES`); a new kind of part is one dataclass here and one layer, and a new architecture is a
+preset. Configs written before the parts existed (one flat section: `image_input`, `image_size`,
+`num_encoder_layers`, ...) still load: `LEGACY_FIELDS` says where each flat field lives now.
+"""
 
 import dataclasses
 import json
@@ -12,97 +26,262 @@ def dataclass_from_dict(cls, values):
     return cls(**values)
 
 
+def check_choice(name, value, choices):
+    """A one-line ValueError naming the field when `value` is not one of `choices`."""
+    if value not in choices:
+        raise ValueError(f"{name} must be {' or '.join(repr(c) for c in choices)}, got {value!r}.")
+
+
+def _plain(values):
+    """Tuples as lists, so a config dict is JSON and compares equal after a round trip."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
+
+
+# ---- image encoders ----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class PatchesConfig:
+    """Raw pixels -> an optional conv stem -> non-overlapping patches -> linear projection + positions.
+
+    With `patch_size` equal to the stem's stride every token is one cell of the stem's feature map:
+    the CNN-grid encoder of Springenberg et al. (use `positions="sinusoid_2d"` there).
+    """
+
+    type: str = "patches"
+    image_size: int = 224
+    patch_size: int = 16  # in input pixels
+    stem_filters: tuple = ()  # channels of stride-2 conv layers before patching; () = linear patches only
+    positions: str = "learned"  # "learned" (ViT) or "sinusoid_2d" (fixed, half the channels per axis)
+
+    def __post_init__(self):
+        self.stem_filters = tuple(int(f) for f in self.stem_filters)
+        stride = 2 ** len(self.stem_filters)
+        if self.image_size % self.patch_size:
+            raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}.")
+        if self.patch_size % stride:
+            raise ValueError(f"patch_size {self.patch_size} is not a multiple of the conv stem's stride {stride}.")
+        check_choice("image_encoder.positions", self.positions, ("learned", "sinusoid_2d"))
+
+
+@dataclasses.dataclass
+class RegionsConfig:
+    """Precomputed region features (B, R, feature_dim), all-zero rows = padding; M2's input projection."""
+
+    type: str = "regions"
+    feature_dim: int = 2048
+    padding_mask: str = "corrected"  # or "released": nothing masked, as the authors' code runs
+
+    def __post_init__(self):
+        check_choice("image_encoder.padding_mask", self.padding_mask, ("corrected", "released"))
+
+
+# The pretrained-encoder issue adds "vit" and "cnn" here (and their layers): nothing else changes.
+IMAGE_ENCODER_TYPES = {"patches": PatchesConfig, "regions": RegionsConfig}
+
+
+# ---- visual encoder and decoder ----------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class EncoderConfig:
+    """The memory-augmented encoder: `memory_slots=0` is a plain transformer encoder, 0 layers passes the
+    image tokens straight to the decoder (CPTR, where the image encoder is the transformer)."""
+
+    type: str = "memory"
+    num_layers: int = 3
+    memory_slots: int = 40
+    memory_init: str = "paper"  # or "released": Glorot-uniform as the authors' code executes
+    scale: str = "sqrt_dk"  # "sqrt_dk" (Vaswani; M2) or "sqrt_len_plus_dk" (Springenberg et al., eq. 2)
+
+    def __post_init__(self):
+        if self.num_layers < 0 or self.memory_slots < 0:
+            raise ValueError("encoder.num_layers and encoder.memory_slots must be >= 0.")
+        check_choice("encoder.memory_init", self.memory_init, ("paper", "released"))
+        check_choice("encoder.scale", self.scale, ("sqrt_dk", "sqrt_len_plus_dk"))
+
+    @property
+    def num_levels(self):
+        """Encoder outputs the decoder sees: one per layer, or the image tokens themselves."""
+        return max(self.num_layers, 1)
+
+
+@dataclasses.dataclass
+class DecoderConfig:
+    """`meshed`: M2's meshed cross-attention over every encoder level with learned gates;
+    `transformer`: Vaswani's decoder, cross-attention to the last encoder level only (CPTR, Springenberg)."""
+
+    type: str = "meshed"
+    num_layers: int = 3
+
+    def __post_init__(self):
+        if self.num_layers < 1:
+            raise ValueError(f"decoder.num_layers must be >= 1, got {self.num_layers}.")
+
+
+ENCODER_TYPES = {"memory": EncoderConfig}
+DECODER_TYPES = {"meshed": DecoderConfig, "transformer": DecoderConfig}
+PART_TYPES = {"image_encoder": IMAGE_ENCODER_TYPES, "encoder": ENCODER_TYPES, "decoder": DECODER_TYPES}
+
+
+def part_from_dict(part, values):
+    """The dataclass of one part section from its dict (or an existing dataclass), chosen by `type`."""
+    if dataclasses.is_dataclass(values):
+        values = dataclasses.asdict(values)
+    values = dict(values)
+    types = PART_TYPES[part]
+    kind = values.setdefault("type", next(iter(types)))
+    if kind not in types:
+        raise ValueError(f"Unknown model.{part}.type {kind!r}; choose one of: {', '.join(types)}.")
+    return dataclass_from_dict(types[kind], values)
+
+
+# ---- configs written before the parts existed ----------------------------------------------------
+
+# Flat field -> (part, field) now. A flat field that does not belong to the model's image encoder
+# (old files carried image_size for region models and feature_dim for pixel models) is dropped when it
+# holds its old default, and is an error otherwise.
+LEGACY_FIELDS = {
+    "image_size": ("image_encoder", "image_size"), "patch_size": ("image_encoder", "patch_size"),
+    "stem_filters": ("image_encoder", "stem_filters"), "feature_dim": ("image_encoder", "feature_dim"),
+    "encoder_padding_mask": ("image_encoder", "padding_mask"),
+    "num_encoder_layers": ("encoder", "num_layers"), "memory_slots": ("encoder", "memory_slots"),
+    "memory_init": ("encoder", "memory_init"), "num_decoder_layers": ("decoder", "num_layers"),
+}
+LEGACY_DEFAULTS = {"image_size": 224, "patch_size": 16, "stem_filters": [], "feature_dim": 2048,
+                   "encoder_padding_mask": "corrected"}
+
+
+def _from_legacy(values, default_kind="patches"):
+    """Moves flat (pre-parts) model fields into their part sections; newer-style values are kept.
+
+    `default_kind`: the image encoder type the flat fields are checked against when `values` names none.
+    """
+    values = dict(values)
+    image_input = values.pop("image_input", None)
+    parts = {name: dict(values.pop(name, None) or {}) for name in PART_TYPES}
+    if image_input is not None:
+        parts["image_encoder"].setdefault("type", {"pixels": "patches"}.get(image_input, image_input))
+    kind = parts["image_encoder"].get("type", default_kind)
+    accepted = {f.name for f in dataclasses.fields(IMAGE_ENCODER_TYPES.get(kind, PatchesConfig))}
+    for old, (part, field) in LEGACY_FIELDS.items():
+        if old not in values:
+            continue
+        value = values.pop(old)
+        if part == "image_encoder" and field not in accepted:
+            if _plain({old: value})[old] == LEGACY_DEFAULTS.get(old, object()):
+                continue
+            raise ValueError(f"model.{old} does not apply to a {kind!r} image encoder.")
+        parts[part][field] = value
+    return {**values, **parts}
+
+
+# ---- the whole model -------------------------------------------------------------------------------
+
+
 @dataclasses.dataclass
 class CaptionerConfig:
     """Everything needed to rebuild a `Captioner`; saved with every checkpoint and export.
 
-    Defaults are the paper's M2 sizes; `PRESETS` holds named variants. The
-    `*_mask`, `memory_init`, `layer_norm_epsilon` and `output_bias` fields let
-    one set of layers reproduce the authors' released code exactly
-    (`m2_reference`) or train with the corrected behaviour (the default).
+    Defaults are the paper's M2 sizes on ViT-B/16-sized patches; `PRESETS` holds named variants. The
+    `padding_mask`, `memory_init`, `layer_norm_epsilon` and `output_bias` fields let one set of layers
+    reproduce the authors' released code exactly (`m2_reference`) or train with the corrected
+    behaviour (the default).
     """
 
     vocab_size: int = 0
-    image_input: str = "pixels"  # "pixels" (patches) or "regions" (precomputed features)
-    image_size: int = 224
-    patch_size: int = 16  # in input pixels
-    stem_filters: tuple = ()  # channels of stride-2 conv layers before patching; () = linear patches only
-    feature_dim: int = 2048  # region feature size when image_input == "regions"
+    image_encoder: PatchesConfig = dataclasses.field(default_factory=PatchesConfig)
+    encoder: EncoderConfig = dataclasses.field(default_factory=EncoderConfig)
+    decoder: DecoderConfig = dataclasses.field(default_factory=DecoderConfig)
     hidden_dim: int = 512
     num_heads: int = 8
     key_dim: int = 64
     intermediate_dim: int = 2048
-    num_encoder_layers: int = 3
-    num_decoder_layers: int = 3
-    memory_slots: int = 40
     dropout: float = 0.1
     max_length: int = 54  # longest token sequence, <bos> included; the position table has max_length + 1 rows
     layer_norm_epsilon: float = 1e-5
     output_bias: bool = False
-    encoder_padding_mask: str = "corrected"  # or "released": nothing masked, as the authors' code runs
-    memory_init: str = "paper"  # or "released": Glorot-uniform as the authors' code executes
     dtype_policy: str = "float32"  # or "mixed_bfloat16" (fast on CPUs with AMX/AVX-512 BF16)
     pad_id: int = 1
     bos_id: int = 2
     eos_id: int = 3
 
-    @property
-    def num_patches(self):
-        return (self.image_size // self.patch_size) ** 2
-
-    @property
-    def stem_stride(self):
-        return 2 ** len(self.stem_filters)
-
-    def replace(self, **changes):
-        return dataclasses.replace(self, **changes)
-
     def __post_init__(self):
-        self.stem_filters = tuple(self.stem_filters)
-        if self.image_input == "pixels":
-            if self.image_size % self.patch_size:
-                raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}.")
-            if self.patch_size % self.stem_stride:
-                raise ValueError(
-                    f"patch_size {self.patch_size} is not a multiple of the conv stem's stride {self.stem_stride}."
-                )
+        for part in PART_TYPES:
+            setattr(self, part, part_from_dict(part, getattr(self, part)))
         if self.hidden_dim != self.num_heads * self.key_dim:
             raise ValueError(f"hidden_dim {self.hidden_dim} must equal num_heads * key_dim "
                              f"({self.num_heads} * {self.key_dim}).")
 
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
+
     def to_dict(self):
-        values = dataclasses.asdict(self)
-        values["stem_filters"] = list(self.stem_filters)
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        for part in PART_TYPES:
+            values[part] = _plain(dataclasses.asdict(values[part]))
         return values
 
     @classmethod
     def from_dict(cls, values):
-        return dataclass_from_dict(cls, values)
+        """From a dict in either layout (part sections, or the flat fields of older files)."""
+        return dataclass_from_dict(cls, _from_legacy(values))
 
     def to_json(self):
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
     def from_preset(cls, name, **overrides):
+        """A preset, with `overrides` (shared fields, part dicts, or flat legacy fields) applied on top."""
         if name not in PRESETS:
             raise ValueError(f"Unknown preset {name!r}; choose one of: {', '.join(sorted(PRESETS))}.")
-        return cls(**{**PRESETS[name], **overrides})
+        preset = _from_legacy(PRESETS[name])
+        changes = _from_legacy(overrides, preset["image_encoder"].get("type", "patches"))
+        for part in PART_TYPES:
+            given = changes.get(part, {})
+            # A part override of another type starts from that type's defaults, not the preset's fields.
+            same_type = given.get("type", preset[part].get("type")) == preset[part].get("type")
+            changes[part] = {**(preset[part] if same_type else {}), **given}
+        return cls.from_dict({**preset, **changes})
 
+
+# Sizes: M2 from Cornia et al. 2020 (d 512, 8 heads, 3 + 3 layers, 40 memory slots, d_ff 2048); the
+# `*_small` presets are the CPU sizes for the built-in shapes dataset (96 px, d 128, 2-3 layers), with
+# each paper's structure: CPTR (Liu et al. 2021) a plain encoder on patches and a plain decoder;
+# Springenberg et al. 2018 a CNN feature grid with 2-D sinusoidal positions, self-attention scaled by
+# sqrt(d_len + d_attn), and a plain decoder. No dropout at CPU size: a few epochs on fresh synthetic
+# scenes underfit rather than overfit.
+_SMALL = dict(hidden_dim=128, num_heads=4, key_dim=32, intermediate_dim=512, dropout=0.0, max_length=28)
 
 PRESETS = {
     # The paper's model on raw pixels (ViT-B/16-sized patches).
     "m2": dict(),
     # The paper's model on 50 x 2048 detection features, as released.
-    "m2_regions": dict(image_input="regions", feature_dim=2048),
+    "m2_regions": dict(image_encoder=dict(type="regions", feature_dim=2048)),
     # Reproduces the authors' released code bit for bit (for converted checkpoints).
     "m2_reference": dict(
-        image_input="regions", feature_dim=2048, encoder_padding_mask="released", memory_init="released",
-        max_length=54, output_bias=False,
+        image_encoder=dict(type="regions", feature_dim=2048, padding_mask="released"),
+        encoder=dict(memory_init="released"), max_length=54, output_bias=False,
     ),
-    # The CPU default for the built-in shapes dataset: a conv stem, 36 patches of 16 px,
-    # d 128. No dropout: a few epochs on fresh synthetic scenes underfit rather than overfit.
+    # The CPU default for shapes: a conv stem, 36 patches of 16 px, M2's encoder and decoder at d 128.
     "small": dict(
-        image_size=96, patch_size=16, stem_filters=(32, 64), hidden_dim=128, num_heads=4, key_dim=32,
-        intermediate_dim=512, num_encoder_layers=2, num_decoder_layers=2, memory_slots=16, dropout=0.0, max_length=28,
+        image_encoder=dict(type="patches", image_size=96, patch_size=16, stem_filters=(32, 64)),
+        encoder=dict(num_layers=2, memory_slots=16), decoder=dict(type="meshed", num_layers=2), **_SMALL,
+    ),
+    # CPTR's shape: patches with learned positions, a plain transformer encoder (no memory), a plain
+    # decoder attending to the last encoder layer. The conv stem is the CPU-size stand-in for the
+    # pretrained ViT embedding (the full-size `cptr` preset uses the ViT image encoder).
+    "cptr_small": dict(
+        image_encoder=dict(type="patches", image_size=96, patch_size=16, stem_filters=(32, 64)),
+        encoder=dict(num_layers=3, memory_slots=0), decoder=dict(type="transformer", num_layers=2), **_SMALL,
+    ),
+    # Springenberg et al.'s shape: the stem's 6 x 6 feature map as the grid (patch_size = the stem's
+    # stride, one token per cell), 2-D sinusoidal positions, two self-attention layers with
+    # tau = sqrt(d_len + d_attn), a plain decoder.
+    "spatial_small": dict(
+        image_encoder=dict(type="patches", image_size=96, patch_size=16, stem_filters=(32, 64, 128, 128),
+                           positions="sinusoid_2d"),
+        encoder=dict(num_layers=2, memory_slots=0, scale="sqrt_len_plus_dk"),
+        decoder=dict(type="transformer", num_layers=2), **_SMALL,
     ),
 }

@@ -1,6 +1,8 @@
 """The layout of a training run's output directory, and loading models from it."""
 
 import os
+import shutil
+import tempfile
 
 import tensorflow as tf
 
@@ -61,6 +63,67 @@ class RunDirectory:
         return tf.io.gfile.exists(self.config) and tf.io.gfile.exists(self.vocab)
 
 
+def _unique(named):
+    found = dict(named)
+    if len(found) != len(named):
+        raise ValueError("variable paths are not unique; the checkpoint would merge variables")
+    return found
+
+
+def variables_by_path(variables):
+    """`{keras path: tf.Variable}`: what a training checkpoint saves of a model.
+
+    Keras 3 keeps sublayers in its own lists, which `tf.train.Checkpoint` does not follow
+    (`tf.train.Checkpoint(model=model)` holds 9 of a small captioner's 106 variables, so a resume
+    silently restarted most weights). Keying every variable by its unique Keras path makes the
+    checkpoint complete and independent of how layers are nested.
+    """
+    return _unique([(v.path, v.value) for v in variables])
+
+
+def optimizer_variables(optimizer):
+    """`{path without the optimizer's name: tf.Variable}`: Keras names a process's second Adam "adam_1"."""
+    return _unique([(v.path.split("/", 1)[-1], v.value) for v in optimizer.variables])
+
+
+def training_checkpoint(model, optimizer=None, **progress):
+    """A `tf.train.Checkpoint` of every model (and optimizer) variable plus progress variables."""
+    objects = {"weights": variables_by_path(model.variables), **progress}
+    if optimizer is not None:
+        objects["optimizer_state"] = optimizer_variables(optimizer)
+    return tf.train.Checkpoint(**objects)
+
+
+# best.weights.h5 groups of pixel models written before the image encoder owned its parts (one flat
+# `Captioner` with `stem`, `patches` and a `PatchEncoder` as `image_encoder`) -> where they live now.
+# Region models kept their layout.
+LEGACY_WEIGHT_GROUPS = (
+    ("layers/conv_stem", "image_encoder/stem"),
+    ("image_encoder/projection", "image_encoder/patch_encoder/projection"),
+    ("image_encoder/position_embedding", "image_encoder/patch_encoder/position_embedding"),
+    ("image_encoder/layer_norm", "image_encoder/patch_encoder/layer_norm"),
+)
+
+
+def load_weights(model, path):
+    """`model.load_weights(path)` for a `.weights.h5`, also reading files in the pre-parts layout."""
+    import h5py
+
+    legacy = []
+    if model.config.image_encoder.type == "patches":
+        with h5py.File(path, "r") as f:
+            legacy = [(old, new) for old, new in LEGACY_WEIGHT_GROUPS if old in f and new not in f]
+    if not legacy:
+        return model.load_weights(path)
+    with tempfile.TemporaryDirectory() as tmp:
+        moved = os.path.join(tmp, "moved.weights.h5")
+        shutil.copyfile(path, moved)
+        with h5py.File(moved, "r+") as f:
+            for old, new in legacy:
+                f.move(old, new)
+        return model.load_weights(moved)
+
+
 def load_run(path, weights="best"):
     """Loads `(model, vocab, run_config)` from a run directory.
 
@@ -82,10 +145,26 @@ def load_run(path, weights="best"):
     vocab = load_vocabulary(run.vocab, run_config.data.tokenizer)
     model = Captioner(run_config.model)
     if weights == "best" and tf.io.gfile.exists(run.best_weights):
-        model.load_weights(run.best_weights)
+        load_weights(model, run.best_weights)
     else:
         latest = tf.train.latest_checkpoint(run.checkpoints)
         if latest is None:
             raise FileNotFoundError(f"No weights in {path}: neither best.weights.h5 nor a checkpoint.")
-        tf.train.Checkpoint(model=model).read(latest).expect_partial()
+        read_model_checkpoint(model, latest)
     return model, vocab, run_config
+
+
+def check_checkpoint_format(checkpoint_path):
+    """Refuses checkpoints of older versions, which held only part of the model (see `variables_by_path`)."""
+    names = tf.train.load_checkpoint(checkpoint_path).get_variable_to_shape_map()
+    if not any(name.startswith("weights/") for name in names):
+        raise ValueError(f"{checkpoint_path} was written by an older tfcaption whose checkpoints held only part of "
+                         "the model: it cannot resume; load the run's best.weights.h5, or train into a new "
+                         "output directory.")
+
+
+def read_model_checkpoint(model, checkpoint_path):
+    """Restores every model variable from a training checkpoint."""
+    check_checkpoint_format(checkpoint_path)
+    tf.train.Checkpoint(weights=variables_by_path(model.variables)).read(checkpoint_path).expect_partial() \
+        .assert_existing_objects_matched()

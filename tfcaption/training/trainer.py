@@ -11,9 +11,14 @@ from tfcaption.data.records import load_manifest
 from tfcaption.decoding.captioning import caption_batches
 from tfcaption.metrics.cider import CiderD
 from tfcaption.models.captioner import Captioner
-from tfcaption.training.run_directory import RunDirectory
+from tfcaption.training.run_directory import (
+    RunDirectory, check_checkpoint_format, load_weights, training_checkpoint,
+)
 from tfcaption.training.schedule import WarmupInverseSqrt, WarmupLinearDecay
 from tfcaption.training.strategy import is_single_device, make_strategy
+
+
+SHUFFLE_BYTES = 512 * 2**20
 
 
 def masked_cross_entropy(targets, logits, pad_id, label_smoothing=0.0):
@@ -79,9 +84,11 @@ class Trainer:
             self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
             self.best_cider = tf.Variable(-1.0, dtype=tf.float32, trainable=False, name="best_cider")
             self.epochs_without_improvement = tf.Variable(0, dtype=tf.int64, trainable=False)
-        self.checkpoint = tf.train.Checkpoint(
-            model=self.model,
-            optimizer=self.optimizer,
+        self.image_size = self.model.image_encoder.image_size  # what the pipeline resizes to (None: features)
+        self.model.check_inputs(self.manifest.get("inputs"), data_dir)
+        self.checkpoint = training_checkpoint(
+            self.model,
+            self.optimizer,
             epoch=self.epoch,
             best_cider=self.best_cider,
             epochs_without_improvement=self.epochs_without_improvement,
@@ -103,7 +110,7 @@ class Trainer:
     def _loss_and_grads(self, batch, global_tokens):
         tokens = batch["tokens"]
         with tf.GradientTape() as tape:
-            logits = self.model({self.model.image_key: batch["images"], "tokens": tokens[:, :-1]}, training=True)
+            logits = self.model({self.model.input_key: batch[self.model.input_key], "tokens": tokens[:, :-1]}, training=True)
             loss_sum, count = masked_cross_entropy(
                 tokens[:, 1:], logits, self.model_config.pad_id, self.config.label_smoothing
             )
@@ -148,7 +155,7 @@ class Trainer:
 
     def _eval_loss(self, batch):
         tokens = batch["tokens"]
-        logits = self.model({self.model.image_key: batch["images"], "tokens": tokens[:, :-1]}, training=False)
+        logits = self.model({self.model.input_key: batch[self.model.input_key], "tokens": tokens[:, :-1]}, training=False)
         return masked_cross_entropy(tokens[:, 1:], logits, self.model_config.pad_id)
 
     # ---- data --------------------------------------------------------------------------------
@@ -156,10 +163,20 @@ class Trainer:
     def _global_batch(self):
         return self.config.batch_size
 
+    def _shuffle_buffer(self):
+        """Encoded examples to shuffle over: 10,000 images, or as many region-feature rows as fit in
+        SHUFFLE_BYTES (M2's 50 x 2048 float32 rows are 400 KB an image: 10,000 of them would be 4 GB)."""
+        inputs = self.manifest.get("inputs", {})
+        if inputs.get("kind") != "features":
+            return 10000
+        per_image = 4 * inputs["feature_dim"] * inputs["max_regions"]
+        return int(min(10000, max(256, SHUFFLE_BYTES // per_image)))
+
     def _train_batches(self, epoch):
         dataset = pipeline.train_dataset(
             self.data_dir, "train", self.vocab, self._global_batch(), self.data_config.max_caption_words,
-            self.model_config.image_size, seed=self.config.seed + epoch, augment_flip=self.data_config.augment_flip,
+            self.image_size, seed=self.config.seed + epoch, augment_flip=self.data_config.augment_flip,
+            shuffle_buffer=self._shuffle_buffer(),
         )
         return self.strategy.experimental_distribute_dataset(dataset)
 
@@ -176,7 +193,7 @@ class Trainer:
         loss_sum, count = 0.0, 0.0
         batches = pipeline.train_dataset(
             self.data_dir, "val", self.vocab, self.decode_config.batch_size, self.data_config.max_caption_words,
-            self.model_config.image_size, seed=0, augment_flip=False, drop_remainder=False, shuffle_buffer=1,
+            self.image_size, seed=0, augment_flip=False, drop_remainder=False, shuffle_buffer=1,
         )
         for batch in batches:
             s, c = self._eval_step(batch)
@@ -184,7 +201,7 @@ class Trainer:
             count += float(c)
         results = caption_batches(
             self.model, self.vocab,
-            pipeline.eval_dataset(self.data_dir, "val", self.decode_config.batch_size, self.model_config.image_size),
+            pipeline.eval_dataset(self.data_dir, "val", self.decode_config.batch_size, self.image_size),
             beam_size=1, max_steps=self.data_config.max_decode_steps, jit_compile=self.config.jit_compile,
             limit=self.config.val_images or None,
         )
@@ -199,7 +216,8 @@ class Trainer:
         """
         latest = self.manager.latest_checkpoint
         if latest:
-            self.checkpoint.restore(latest)
+            check_checkpoint_format(latest)
+            self.checkpoint.restore(latest).assert_existing_objects_matched()
             self.log(f"Resuming from {latest} (epoch {int(self.epoch.numpy())} done).")
         elif not self.manifest.get("images_checked"):  # tfcaption-prepare already decoded every image
             undecodable, ids = pipeline.count_undecodable(self.data_dir, "train")
@@ -275,7 +293,7 @@ class Trainer:
             )
             self._append_history(record)
         if tf.io.gfile.exists(self.run.best_weights):
-            self.model.load_weights(self.run.best_weights)
+            load_weights(self.model, self.run.best_weights)
         return history
 
     def _append_history(self, record):

@@ -49,7 +49,8 @@ def attention_figure(result, path=None, show_gates=False, max_words=None, interp
 
     Args:
         result: a dict from `caption_with_attention` (`image`, `words`,
-            `attention` [words, rows, cols], `gates` [words, levels], `caption`).
+            `attention` [words, rows, cols], `gates` [words, levels] or None
+            (a decoder without gates draws no gate charts), `caption`).
         path: where to write a PNG; None draws only.
         show_gates: add under each word a bar chart of the mean meshed gate
             per encoder level (how much the word drew on low vs high levels).
@@ -69,10 +70,17 @@ def attention_figure(result, path=None, show_gates=False, max_words=None, interp
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    if result.get("image") is None or np.ndim(result["attention"]) != 3:
+        raise ValueError("attention figures draw a token grid over the image; this model's attention is per region "
+                         "(region features have no pixels to draw on).")
     image = np.asarray(result["image"])
     words = list(result["words"])
     attention = np.asarray(result["attention"], np.float32)
-    gates = np.asarray(result["gates"], np.float32)
+    if result.get("gates") is None:
+        show_gates = False  # a decoder without gates (the transformer decoder)
+        gates = np.zeros((len(words), 0), np.float32)
+    else:
+        gates = np.asarray(result["gates"], np.float32)
     if len(attention) != len(words):
         raise ValueError(f"{len(words)} words but {len(attention)} attention maps.")
     if max_words is not None:

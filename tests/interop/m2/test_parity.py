@@ -42,13 +42,14 @@ def _max_diff(a, b):
 def test_inferred_config_is_the_fixture_model(reference):
     c, model = reference["config"], reference["model"]
     mc = model.config
-    assert (mc.feature_dim, mc.hidden_dim, mc.num_heads, mc.key_dim, mc.intermediate_dim) == (
+    assert (mc.image_encoder.feature_dim, mc.hidden_dim, mc.num_heads, mc.key_dim, mc.intermediate_dim) == (
         c["d_in"], c["d_model"], c["h"], c["d_k"], c["d_ff"])
-    assert (mc.num_encoder_layers, mc.num_decoder_layers, mc.memory_slots, mc.max_length) == (
+    assert (mc.encoder.num_layers, mc.decoder.num_layers, mc.encoder.memory_slots, mc.max_length) == (
         c["n_enc"], c["n_dec"], c["m"], c["max_len"])
     assert mc.vocab_size == c["vocab_size"] == len(reference["itos"])
     assert (mc.bos_id, mc.eos_id, mc.pad_id) == (c["bos_idx"], c["eos_idx"], c["pad_idx"])
-    assert mc.encoder_padding_mask == "released" and mc.dtype_policy == "float32"
+    assert mc.image_encoder.padding_mask == "released" and mc.encoder.memory_init == "released"
+    assert mc.dtype_policy == "float32" and mc.decoder.type == "meshed"
     assert all(w.dtype == "float32" for w in model.weights)
 
 

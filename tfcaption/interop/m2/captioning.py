@@ -1,7 +1,7 @@
 """Captioning and evaluating from precomputed region features: what `--features FILE.h5` runs.
 
-Why this module exists: models on region features (the converted M2 release, or any run with
-`image_input="regions"`) take no pixels, so tfcaption-caption and tfcaption-evaluate cannot feed
+Why this module exists: models on region features (the converted M2 release, or any run with a
+`regions` image encoder) take no pixels, so tfcaption-caption and tfcaption-evaluate cannot feed
 them images. These two functions are their `--features` path: read the HDF5 file (the release's
 `coco_detections.hdf5` layout, see `tfcaption.interop.m2.features`), beam-search every image, and return
 plain records (caption) or COCO metrics (evaluate) against Karpathy's split. Reproducing the paper
@@ -29,13 +29,7 @@ def _trim(tokens, eos_id):
 
 
 def _check_model(model, model_dir, feature_dim):
-    config = model.config
-    if config.image_input != "regions":
-        raise ValueError(f"{model_dir} is a model on pixels ({config.image_input!r} input): --features needs a "
-                         "region-feature model (a converted M2 checkpoint or a run with image_input='regions').")
-    if feature_dim != config.feature_dim:
-        raise ValueError(f"the features have {feature_dim} values per region but {model_dir} expects "
-                         f"{config.feature_dim}.")
+    model.check_inputs({"kind": "features", "feature_dim": feature_dim}, f"the features (model {model_dir})")
 
 
 def caption_features(model_dir, features_path, image_ids=None, beam_size=None, all_beams=False, batch_size=50,

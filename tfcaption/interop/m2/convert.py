@@ -64,14 +64,14 @@ def infer_config(state_dict, num_heads=8, dropout=0.1):
     return CaptionerConfig.from_preset(
         "m2_reference",
         vocab_size=int(vocab_size),
-        feature_dim=int(feature_dim),
+        image_encoder=dict(type="regions", feature_dim=int(feature_dim), padding_mask="released"),
         hidden_dim=int(hidden_dim),
         num_heads=num_heads,
         key_dim=int(hidden_dim) // num_heads,
         intermediate_dim=int(_shape(state_dict, "encoder.layers.0.pwff.fc1.weight")[0]),
-        num_encoder_layers=_count_layers(state_dict, "encoder.layers."),
-        num_decoder_layers=_count_layers(state_dict, "decoder.layers."),
-        memory_slots=int(_shape(state_dict, "encoder.layers.0.mhatt.attention.m_k")[1]),
+        encoder=dict(num_layers=_count_layers(state_dict, "encoder.layers."), memory_init="released",
+                     memory_slots=int(_shape(state_dict, "encoder.layers.0.mhatt.attention.m_k")[1])),
+        decoder=dict(type="meshed", num_layers=_count_layers(state_dict, "decoder.layers.")),
         max_length=int(positions) - 1,
         dropout=dropout,
     )
@@ -100,8 +100,8 @@ def _feed_forward(keras_prefix, torch_prefix):
 
 def weight_mapping(config):
     """(keras weight path, state_dict key, transpose) for every weight of an M2 region model."""
-    pairs = _linear("region_encoder/projection", "encoder.fc") + _norm("region_encoder/layer_norm", "encoder.layer_norm")
-    for i in range(config.num_encoder_layers):
+    pairs = _linear("image_encoder/projection", "encoder.fc") + _norm("image_encoder/layer_norm", "encoder.layer_norm")
+    for i in range(config.encoder.num_layers):
         k, t = f"encoder/layer_{i}", f"encoder.layers.{i}"
         pairs += [(f"{k}/attention/memory_keys", f"{t}.mhatt.attention.m_k", False),
                   (f"{k}/attention/memory_values", f"{t}.mhatt.attention.m_v", False)]
@@ -109,12 +109,12 @@ def weight_mapping(config):
         pairs += _feed_forward(f"{k}/feed_forward", f"{t}.pwff")
     pairs += [("decoder/word_embedding/embeddings", "decoder.word_emb.weight", False),
               ("decoder/position_table", "decoder.pos_emb.weight", False)]
-    for i in range(config.num_decoder_layers):
+    for i in range(config.decoder.num_layers):
         k, t = f"decoder/layer_{i}", f"decoder.layers.{i}"
         pairs += _attention(f"{k}/self_attention", f"{t}.self_att.attention") + _norm(f"{k}/self_norm", f"{t}.self_att.layer_norm")
         pairs += _attention(f"{k}/cross_attention/attention", f"{t}.enc_att.attention")
         pairs += _norm(f"{k}/cross_attention/layer_norm", f"{t}.enc_att.layer_norm")
-        for level in range(config.num_encoder_layers):
+        for level in range(config.encoder.num_levels):
             pairs += _linear(f"{k}/cross_attention/gate_{level}", f"{t}.fc_alpha{level + 1}")
         pairs += _feed_forward(f"{k}/feed_forward", f"{t}.pwff")
     pairs += _linear("decoder/logits", "decoder.fc", bias=config.output_bias)
