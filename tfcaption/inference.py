@@ -269,6 +269,10 @@ def _encoded_inputs(images):
 
 def _feature_inputs(features):
     """(single, float32 [B, R, D]) for one (R, D) array, a list of them (zero-padded to the longest), or a batch."""
+    items = features if isinstance(features, (list, tuple)) else [features]
+    if any(isinstance(item, (str, bytes, bytearray, os.PathLike)) for item in items):
+        raise ImageError("this model reads precomputed region features, not images: pass arrays "
+                         "(regions, feature_dim), or use --features FILE.h5 with tfcaption-caption")
     single = not isinstance(features, (list, tuple)) and np.ndim(features) == 2
     arrays = [np.asarray(f, np.float32) for f in ([features] if single else list(features))]
     for i, array in enumerate(arrays):

@@ -19,6 +19,7 @@ from tests.helpers.karpathy import karpathy_file, karpathy_image
 from tests.helpers.optional import h5py, needs_h5py
 from tests.helpers.tiny import TINY_SHAPES, model_sets, tiny_overrides
 from tfcaption.cli import evaluate as evaluate_cli
+from tfcaption.inference import ImageError
 from tfcaption.cli import train as train_cli
 from tfcaption.models import PRESETS, CaptionerConfig
 
@@ -155,6 +156,8 @@ def test_region_preset_trains_evaluates_and_exports_from_an_hdf5_features_file(n
         if masked:  # the released behaviour attends to padding rows too
             np.testing.assert_allclose(result["attention"][:, 3:], 0.0, atol=1e-6)
         assert result["image"] is None and result["gates"].shape[1] == 2
+    with pytest.raises(ImageError, match="reads precomputed region features, not images"):
+        tfcaption.load(export).caption(str(region_features["root"] / "photo.png"))
     # A bad request fails with the row named; the next good one succeeds.
     signature = tf.saved_model.load(export).signatures["serving_default"]
     bad = batch.copy()

@@ -14,6 +14,9 @@ EPILOG = """sources:
                                 restval is folded into train (restval=keep to keep it apart)
   tfds:coco_captions            TensorFlow Datasets (downloads and prepares it through TFDS first)
   folder:DIR?captions=FILE      images under DIR + a CSV / JSON Lines table: image,caption[,split]
+  features:FILE.hdf5?captions=dataset_coco.json
+                                precomputed region features (<image id>_features datasets, M2's layout)
+                                + Karpathy or COCO captions, for the m2_regions / m2_reference presets
 
 OUT_DIR may be a local path or a tf.io.gfile URL (gs://bucket/data/coco). An interrupted run resumes
 where it stopped when run again with the same arguments."""
