@@ -157,3 +157,18 @@ def test_saved_model_attention_matches_the_run_directory(run_dir, predictor, ima
         np.testing.assert_allclose(s["attention"], loc["attention"], atol=1e-4)
         np.testing.assert_allclose(s["gates"], loc["gates"], atol=1e-4)
         np.testing.assert_array_equal(s["image"], loc["image"])
+
+
+def test_attention_over_a_grid_with_a_class_token_drops_it_and_renormalises_the_patches():
+    from tfcaption.inference import _attention_results
+
+    rng = np.random.default_rng(0)
+    weights = rng.random((1, 4, 1 + 2 * 3)).astype(np.float32)  # 4 steps over [class] + a 2 x 3 grid
+    weights /= weights.sum(-1, keepdims=True)
+    tokens = np.array([[5, 6, 3, 0]])  # two words, then <eos> (id 3)
+    vocab = ["<pad>", "<unk>", "<bos>", "<eos>", "x", "a", "b"]
+    (result,) = _attention_results(["a b"], [0.0], tokens, weights, None, None, (2, 3, 1), vocab, eos_id=3)
+    assert result["words"] == ["a", "b"] and result["gates"] is None
+    patches = weights[0, :2, 1:]
+    np.testing.assert_allclose(result["attention"], (patches / patches.sum(-1, keepdims=True)).reshape(2, 2, 3),
+                               rtol=1e-6)

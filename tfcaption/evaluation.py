@@ -5,7 +5,7 @@ import json
 import tensorflow as tf
 
 from tfcaption.data import pipeline
-from tfcaption.data.records import load_manifest, read_records
+from tfcaption.data.records import input_kind, load_manifest, read_records
 from tfcaption.decoding.captioning import caption_batches
 from tfcaption.datasets.shapes.grounding import blind_baseline_caption
 from tfcaption.metrics.report import evaluate_results
@@ -49,7 +49,7 @@ def evaluate_splits(model, vocab, data_dir, splits, blind_caption=None, beam_siz
     Images that cannot be decoded are skipped, counted and reported, never fatal.
     """
     manifest = load_manifest(data_dir)
-    model.check_inputs(manifest.get("inputs"), data_dir)
+    model.check_inputs(input_kind(manifest), data_dir)
     report, predictions = {}, {}
     for split in splits:
         if split not in manifest.get("splits", {}):

@@ -173,3 +173,18 @@ def test_a_region_preset_on_an_image_dataset_is_one_line_exit_2(tiny_shapes, dat
     assert train_cli.main(args) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "holds images" in err and "pixel preset" in err
+
+
+def test_each_preset_and_dataset_gets_its_own_default_run_directory_and_savedmodel(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+
+    def resolved(*argv):
+        config = train_cli.resolve_config(train_cli.build_parser().parse_args(list(argv)))
+        return config.train.output_dir, config.export_name
+
+    assert resolved() == (os.path.join("runs", "shapes-small"), "shapes_m2_small")  # the default run, as before
+    assert resolved("--preset", "cptr_small") == (os.path.join("runs", "shapes-cptr_small"), "shapes_cptr_small")
+    assert resolved("--preset", "m2", "--data", "coco:/data/coco") == (os.path.join("runs", "coco-m2"), "coco-m2")
+    assert resolved("--preset", "m2", "--data", "/data/prepared/coco-karpathy/")[0] == os.path.join(
+        "runs", "coco-karpathy-m2")
+    assert resolved("--preset", "spatial_small", "--output-dir", "mine", "--set", "export.model_name=x") == ("mine", "x")

@@ -10,13 +10,15 @@ import tensorflow as tf
 from PIL import Image
 
 from tfcaption.data.pipeline import (
+    SHUFFLE_BYTES,
     count_undecodable,
     decode_image,
+    default_shuffle_buffer,
     eval_dataset,
     tokenize_captions,
     train_dataset,
 )
-from tfcaption.data.records import write_shards
+from tfcaption.data.records import IMAGES, InputKind, write_shards
 from tfcaption.data.tokenizer import Vocabulary
 
 COLOURS = {"red": (220, 20, 30), "green": (10, 200, 40), "blue": (30, 40, 210),
@@ -312,3 +314,11 @@ def test_a_corrupt_shard_is_not_silently_ignored(tmp_path):
         _collect(train_dataset(str(tmp_path), "train", vocab, 2, 4, 8, decode_once=True))
     with pytest.raises(tf.errors.DataLossError):
         list(eval_dataset(str(tmp_path), "train", 2, 8))
+
+
+def test_default_shuffle_buffer_holds_10000_images_or_512_mb_of_region_features():
+    assert default_shuffle_buffer(IMAGES) == 10000
+    m2 = InputKind("features", 2048, 50)  # 400 KB per image
+    assert default_shuffle_buffer(m2) == SHUFFLE_BYTES // (4 * 2048 * 50) == 1310
+    assert default_shuffle_buffer(InputKind("features", 8, 4)) == 10000  # small rows: the image cap
+    assert default_shuffle_buffer(InputKind("features", 2048, 1000)) == 256  # huge rows: still some shuffling

@@ -9,6 +9,7 @@ import pytest
 import keras
 
 from tfcaption.models import PRESETS, Captioner, CaptionerConfig
+from tfcaption.data.records import InputKind, input_kind
 from tfcaption.training.run_directory import load_run, read_model_checkpoint
 from tests.helpers.paths import REPO_ROOT
 from tests.helpers.tiny import example_inputs, tiny_preset
@@ -103,12 +104,12 @@ def test_bfloat16_policy_keeps_logits_float32():
 def test_wrong_inputs_for_the_model_are_one_line_errors():
     pixels = Captioner(tiny_preset("small"))
     with pytest.raises(ValueError, match="holds features but this model's 'patches' image encoder reads images"):
-        pixels.check_inputs({"kind": "features", "feature_dim": 12}, "data/x")
+        pixels.check_inputs(InputKind("features", 12, 5), "data/x")
     regions = Captioner(tiny_preset("m2_regions"))
     with pytest.raises(ValueError, match="holds images .* use a pixel preset"):
-        regions.check_inputs(None, "data/shapes")
+        regions.check_inputs(input_kind(None), "data/shapes")
     with pytest.raises(ValueError, match="2048 values per region, but this model reads 12"):
-        regions.check_inputs({"kind": "features", "feature_dim": 2048}, "data/coco")
+        regions.check_inputs(InputKind("features", 2048, 50), "data/coco")
 
 
 @pytest.mark.parametrize("kind", ["pixels", "regions"])

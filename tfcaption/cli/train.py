@@ -1,6 +1,8 @@
 """tfcaption-train: build the dataset, train, evaluate, export, and say where everything is."""
 
 import argparse
+import os
+import re
 import sys
 import time
 
@@ -26,7 +28,8 @@ def build_parser():
                         "source (coco:ROOT, karpathy:FILE.json?images=DIR, tfds:coco_captions, folder:DIR, "
                         "features:FILE.hdf5?captions=dataset_coco.json for region-feature presets), prepared once "
                         "into the data root")
-    parser.add_argument("--output-dir", help="run directory (default runs/shapes-small); reruns resume")
+    parser.add_argument("--output-dir", help="run directory (default runs/DATASET-PRESET, e.g. runs/shapes-small, "
+                        "runs/shapes-cptr_small); reruns resume")
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--strategy", choices=["auto", "default", "mirrored", "multiworker", "tpu"])
@@ -36,6 +39,19 @@ def build_parser():
                         help="override any config field, e.g. --set train.warmup_steps=500 --set model.dropout=0.2 "
                         "--set model.encoder.num_layers=4 --set data.max_caption_words=20")
     return parser
+
+
+def default_output_dir(data_spec, preset):
+    """`runs/<dataset>-<preset>`: the dataset named by its source scheme (`coco:...` -> coco) or its
+    directory's name, e.g. runs/shapes-small (the default run), runs/coco-m2."""
+    scheme = re.match(r"^([a-z]+):", data_spec)
+    name = scheme.group(1) if scheme else os.path.basename(os.path.normpath(data_spec))
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._-") or "data"
+    return os.path.join("runs", f"{name}-{preset}")
+
+
+def _sets(args, field):
+    return any(s.startswith(field + "=") for s in args.set)
 
 
 def resolve_config(args):
@@ -56,6 +72,12 @@ def resolve_config(args):
         "train.jit_compile": False if args.no_xla else None, "export.enabled": False if args.no_export else None,
     }
     apply_overrides(run_config, [(key, value) for key, value in flags.items() if value is not None] + args.set)
+    if not args.config:  # each preset its own run and SavedModel, so another --preset never resumes this one
+        preset = args.preset or "small"
+        if not (args.output_dir or _sets(args, "train.output_dir")):
+            run_config.train.output_dir = default_output_dir(run_config.data.spec, preset)
+        if preset != "small" and run_config.data.spec == "shapes" and not _sets(args, "export.model_name"):
+            run_config.export.model_name = f"shapes_{preset}"
     run = RunDirectory(run_config.train.output_dir)
     if run.exists():
         saved = RunConfig.load(run.config)

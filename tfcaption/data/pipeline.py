@@ -27,7 +27,7 @@ from typing import Optional, Sequence, Union
 
 import tensorflow as tf
 
-from tfcaption.data.records import dataset_input_kind, read_records
+from tfcaption.data.records import InputKind, dataset_input_kind, read_records
 from tfcaption.data.tokenizer import Vocabulary
 
 __all__ = [
@@ -37,6 +37,8 @@ __all__ = [
     "train_dataset",
     "eval_dataset",
     "count_undecodable",
+    "image_hw",
+    "default_shuffle_buffer",
 ]
 
 ImageSize = Union[int, Sequence[int]]
@@ -46,8 +48,14 @@ ImageSize = Union[int, Sequence[int]]
 # allocate gigabytes.
 DEFAULT_MAX_PIXELS = 40_000_000
 
+# The encoded shuffle buffer's default: 10,000 images, or as many region-feature records as fit in this
+# many bytes (M2's 50 x 2048 float32 rows are 400 KB an image: 10,000 of them would be 4 GB).
+SHUFFLE_IMAGES = 10000
+SHUFFLE_BYTES = 512 * 2**20
 
-def _hw(image_size: ImageSize) -> tuple[int, int]:
+
+def image_hw(image_size: ImageSize) -> tuple[int, int]:
+    """``(height, width)`` of an image size given as one side or as a ``(height, width)`` pair."""
     if isinstance(image_size, int):
         return image_size, image_size
     h, w = image_size
@@ -76,7 +84,7 @@ def decode_image(image_bytes: tf.Tensor, image_size: ImageSize) -> tf.Tensor:
     Raises:
         tf.errors.InvalidArgumentError: when the bytes are not a decodable image (at run time).
     """
-    height, width = _hw(image_size)
+    height, width = image_hw(image_size)
     image = _decode_pixels(image_bytes)
     # An antialiased resize to the same size is the identity (checked: max |diff| = 0) but costs ~3x the
     # PNG decode itself (measured on 96x96), so images already at the target size skip it.
@@ -104,6 +112,15 @@ def decode_features(data: tf.Tensor, feature_dim: int, max_regions: int) -> tf.T
     rows = tf.reshape(tf.io.decode_raw(data, tf.float32), [-1, feature_dim])
     padded = tf.pad(rows, [[0, max_regions - tf.shape(rows)[0]], [0, 0]])
     return tf.ensure_shape(padded, [max_regions, feature_dim])
+
+
+def default_shuffle_buffer(inputs: InputKind) -> int:
+    """Encoded examples :func:`train_dataset` shuffles over by default: ``SHUFFLE_IMAGES`` images, or
+    the region-feature records that fit in ``SHUFFLE_BYTES`` (at least 256)."""
+    if inputs.kind != "features":
+        return SHUFFLE_IMAGES
+    per_example = 4 * inputs.feature_dim * inputs.max_regions
+    return int(min(SHUFFLE_IMAGES, max(256, SHUFFLE_BYTES // per_example)))
 
 
 def _input_decoder(data_dir: str, image_size: ImageSize):
@@ -163,7 +180,7 @@ def _decode_or_drop(ds: tf.data.Dataset, fn, chunk: int = 1) -> tf.data.Dataset:
 
 def train_dataset(data_dir: str, split: str, vocab: Vocabulary, batch_size: int, max_length: int,
                   image_size: ImageSize, seed: Optional[int] = 0, augment_flip: bool = False,
-                  shuffle_buffer: int = 10000, repeat: bool = False,
+                  shuffle_buffer: Optional[int] = None, repeat: bool = False,
                   drop_remainder: bool = True, decode_once: bool = True,
                   decoded_shuffle_buffer: int = 1000) -> tf.data.Dataset:
     """Training batches, one element per (image, caption) pair.
@@ -191,7 +208,8 @@ def train_dataset(data_dir: str, split: str, vocab: Vocabulary, batch_size: int,
     Region features (a dataset whose manifest says ``"features"``): the same pipeline, each record's
     rows zero-padded to ``[R, D]`` where images are decoded, batches keyed ``"features"``, ``image_size``
     and ``augment_flip`` ignored. Memory: a shuffle buffer entry is an image's stored rows (about
-    400 KB for 50 regions of 2048 values), so the default ``shuffle_buffer`` holds about 4 GB of them.
+    400 KB for 50 regions of 2048 values), so the default buffer (:func:`default_shuffle_buffer`) holds
+    as many as fit in 512 MB (1,310 of those) instead of 10,000.
 
     Flip augmentation: with probability 0.5 per pair, the image is mirrored left-right and the caption's
     words "left" and "right" are swapped (before the words are looked up). The coin is
@@ -209,7 +227,7 @@ def train_dataset(data_dir: str, split: str, vocab: Vocabulary, batch_size: int,
         augment_flip: enable the left-right flip augmentation (ignored for region features: they were
             computed from the unflipped image, so swapping "left" and "right" alone would mislabel it).
         shuffle_buffer: encoded shuffle buffer size (images; pairs without ``decode_once``);
-            <= 1 disables it.
+            <= 1 disables it; None: :func:`default_shuffle_buffer` of the dataset.
         repeat: repeat forever (each pass reshuffled).
         drop_remainder: drop the last incomplete batch (static batch size, needed by XLA / TPU).
         decode_once: decode each image once for all its captions (see above).
@@ -241,6 +259,8 @@ def train_dataset(data_dir: str, split: str, vocab: Vocabulary, batch_size: int,
     seed = int(seed)
     vocab.lookup_layer()  # build the lookup table eagerly, outside the traced map functions
     field, key, decode, decode_or_drop = _input_decoder(data_dir, image_size)
+    if shuffle_buffer is None:
+        shuffle_buffer = default_shuffle_buffer(dataset_input_kind(data_dir))
     augment_flip = augment_flip and key == "images"
     records = read_records(data_dir, split, shuffle_files=True, seed=seed)
 

@@ -19,7 +19,7 @@ the next request normally.
 
 import tensorflow as tf
 
-from tfcaption.data.pipeline import DEFAULT_MAX_PIXELS, decode_image
+from tfcaption.data.pipeline import DEFAULT_MAX_PIXELS, decode_image, image_hw
 
 # Per-element status codes (kept in the graph as int32).
 OK, EMPTY, UNKNOWN_FORMAT, TOO_LARGE, UNDECODABLE = 0, 1, 2, 3, 4
@@ -109,9 +109,7 @@ def _reasons(status, height, width, max_pixels):
 
 def image_shape(image_size):
     """[height, width, 3] for an int side or a (height, width) pair."""
-    if isinstance(image_size, int):
-        return [image_size, image_size, 3]
-    return [int(image_size[0]), int(image_size[1]), 3]
+    return [*image_hw(image_size), 3]
 
 
 def decode_batch(image_bytes, image_size, max_pixels=DEFAULT_MAX_PIXELS, parallel_calls=4):

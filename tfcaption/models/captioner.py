@@ -104,16 +104,15 @@ class Captioner(keras.Model):
         return self.image_encoder.token_grid
 
     def check_inputs(self, inputs, source):
-        """Raises a one-line ValueError when a dataset's inputs (its manifest's `inputs`: kind "images" or
-        "features" with `feature_dim`; None for older image datasets) are not what this model reads."""
-        inputs = inputs or {"kind": "images"}
-        held, wanted, kind = inputs.get("kind", "images"), self.input_key, self.config.image_encoder.type
+        """Raises a one-line ValueError when a dataset's inputs (a `tfcaption.data.records.InputKind`, as
+        `records.input_kind(manifest)` reads them) are not what this model reads."""
+        held, wanted, kind = inputs.kind, self.input_key, self.config.image_encoder.type
         if held != wanted:
             hint = ("a pixel preset (small, cptr_small, spatial_small, m2)" if held == "images"
                     else "a region-features preset (m2_regions, m2_reference)")
             raise ValueError(f"{source} holds {held} but this model's {kind!r} image encoder reads {wanted}: "
                              f"use {hint} for this data.")
-        width = inputs.get("feature_dim")
+        width = inputs.feature_dim
         if held == "features" and width and width != self.image_encoder.feature_dim:
             raise ValueError(f"{source}: {width} values per region, but this model reads "
                              f"{self.image_encoder.feature_dim} (set model.image_encoder.feature_dim={width}).")

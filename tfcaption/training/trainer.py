@@ -7,7 +7,7 @@ import keras
 import tensorflow as tf
 
 from tfcaption.data import pipeline
-from tfcaption.data.records import load_manifest
+from tfcaption.data.records import input_kind, load_manifest
 from tfcaption.decoding.captioning import caption_batches
 from tfcaption.metrics.cider import CiderD
 from tfcaption.models.captioner import Captioner
@@ -18,7 +18,6 @@ from tfcaption.training.schedule import WarmupInverseSqrt, WarmupLinearDecay
 from tfcaption.training.strategy import is_single_device, make_strategy
 
 
-SHUFFLE_BYTES = 512 * 2**20
 
 
 def masked_cross_entropy(targets, logits, pad_id, label_smoothing=0.0):
@@ -85,7 +84,7 @@ class Trainer:
             self.best_cider = tf.Variable(-1.0, dtype=tf.float32, trainable=False, name="best_cider")
             self.epochs_without_improvement = tf.Variable(0, dtype=tf.int64, trainable=False)
         self.image_size = self.model.image_encoder.image_size  # what the pipeline resizes to (None: features)
-        self.model.check_inputs(self.manifest.get("inputs"), data_dir)
+        self.model.check_inputs(input_kind(self.manifest), data_dir)
         self.checkpoint = training_checkpoint(
             self.model,
             self.optimizer,
@@ -163,20 +162,10 @@ class Trainer:
     def _global_batch(self):
         return self.config.batch_size
 
-    def _shuffle_buffer(self):
-        """Encoded examples to shuffle over: 10,000 images, or as many region-feature rows as fit in
-        SHUFFLE_BYTES (M2's 50 x 2048 float32 rows are 400 KB an image: 10,000 of them would be 4 GB)."""
-        inputs = self.manifest.get("inputs", {})
-        if inputs.get("kind") != "features":
-            return 10000
-        per_image = 4 * inputs["feature_dim"] * inputs["max_regions"]
-        return int(min(10000, max(256, SHUFFLE_BYTES // per_image)))
-
     def _train_batches(self, epoch):
         dataset = pipeline.train_dataset(
             self.data_dir, "train", self.vocab, self._global_batch(), self.data_config.max_caption_words,
             self.image_size, seed=self.config.seed + epoch, augment_flip=self.data_config.augment_flip,
-            shuffle_buffer=self._shuffle_buffer(),
         )
         return self.strategy.experimental_distribute_dataset(dataset)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from tfcaption.interop.m2.features import MAX_REGIONS, RegionFeatureFile, load_karpathy_split
+from tfcaption.data.records import InputKind
 
 METRIC_VARIANTS = {"collapse_repeats": True, "raw": False}
 
@@ -29,7 +30,7 @@ def _trim(tokens, eos_id):
 
 
 def _check_model(model, model_dir, feature_dim):
-    model.check_inputs({"kind": "features", "feature_dim": feature_dim}, f"the features (model {model_dir})")
+    model.check_inputs(InputKind("features", feature_dim), f"the features (model {model_dir})")
 
 
 def caption_features(model_dir, features_path, image_ids=None, beam_size=None, all_beams=False, batch_size=50,
