@@ -12,10 +12,12 @@ from tfcaption.layers.patch_encoder import PatchEncoder
 from tfcaption.layers.patch_image_encoder import PatchImageEncoder
 from tfcaption.layers.patches import Patches
 from tfcaption.layers.region_encoder import RegionEncoder
+from tfcaption.layers.vit import VisionTransformer, VitBlock
 
 __all__ = [
     "CaptionDecoder", "ConvStem", "CrossAttention", "DecoderLayer", "MemoryAugmentedAttention",
     "MemoryAugmentedEncoder", "MemoryAugmentedEncoderLayer", "MeshedCrossAttention", "MeshedDecoder",
     "MeshedDecoderLayer", "PatchEncoder", "PatchImageEncoder", "Patches", "PositionWiseFeedForward",
     "RegionEncoder", "TokenGrid", "TransformerDecoder", "TransformerDecoderLayer",
+    "VisionTransformer", "VitBlock",
 ]
