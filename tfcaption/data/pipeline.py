@@ -123,9 +123,8 @@ def default_shuffle_buffer(inputs: InputKind) -> int:
     return int(min(SHUFFLE_IMAGES, max(256, SHUFFLE_BYTES // per_example)))
 
 
-def _input_decoder(data_dir: str, image_size: ImageSize):
+def _input_decoder(inputs: InputKind, image_size: ImageSize):
     """``(record field, batch key, decode fn, map-and-drop fn)`` for a dataset's kind of inputs."""
-    inputs = dataset_input_kind(data_dir)
     if inputs.kind == "features":
         def map_all(ds, fn, chunk=1):  # nothing to drop: a bad record must stop the run
             return ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -258,9 +257,10 @@ def train_dataset(data_dir: str, split: str, vocab: Vocabulary, batch_size: int,
         seed = random.SystemRandom().randrange(2**31)
     seed = int(seed)
     vocab.lookup_layer()  # build the lookup table eagerly, outside the traced map functions
-    field, key, decode, decode_or_drop = _input_decoder(data_dir, image_size)
+    inputs = dataset_input_kind(data_dir)
+    field, key, decode, decode_or_drop = _input_decoder(inputs, image_size)
     if shuffle_buffer is None:
-        shuffle_buffer = default_shuffle_buffer(dataset_input_kind(data_dir))
+        shuffle_buffer = default_shuffle_buffer(inputs)
     augment_flip = augment_flip and key == "images"
     records = read_records(data_dir, split, shuffle_files=True, seed=seed)
 
@@ -336,7 +336,7 @@ def eval_dataset(data_dir: str, split: str, batch_size: int, image_size: ImageSi
         "captions": tf.string [B, N] (padded with ""), "scene": tf.string [B]}``; for region features
         ``"features": float32 [B, R, D]`` in place of ``"images"``.
     """
-    field, key, decode, decode_or_drop = _input_decoder(data_dir, image_size)
+    field, key, decode, decode_or_drop = _input_decoder(dataset_input_kind(data_dir), image_size)
     records = read_records(data_dir, split)
 
     def prepare(record):

@@ -18,8 +18,6 @@ from tfcaption.training.schedule import WarmupInverseSqrt, WarmupLinearDecay
 from tfcaption.training.strategy import is_single_device, make_strategy
 
 
-
-
 def masked_cross_entropy(targets, logits, pad_id, label_smoothing=0.0):
     """Per-token cross-entropy with padding zeroed; returns (sum, token count)."""
     mask = tf.cast(tf.not_equal(targets, pad_id), tf.float32)

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from tfcaption.interop.m2.features import MAX_REGIONS, RegionFeatureFile, load_karpathy_split
 from tfcaption.data.records import InputKind
+from tfcaption.interop.m2.features import MAX_REGIONS, RegionFeatureFile, load_karpathy_split
 
 METRIC_VARIANTS = {"collapse_repeats": True, "raw": False}
 
