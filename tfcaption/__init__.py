@@ -8,3 +8,11 @@ def load(path, beam_size=None):
     from tfcaption.inference import load as _load
 
     return _load(path, beam_size)
+
+
+def train(run_config, log=print):
+    """Does what `tfcaption-train` does (dataset, vocabulary, training, evaluation, export) and returns a
+    `TrainResult`; see `tfcaption.training.recipe.train`."""
+    from tfcaption.training.recipe import train as _train
+
+    return _train(run_config, log)

@@ -68,8 +68,10 @@ class TrainConfig:
     batch_size: int = 64
     epochs: int = 4
     steps_per_epoch: int = 0  # 0 = one pass over the training pairs
-    learning_rate_schedule: str = "linear"  # "linear" (warm-up, then to zero at the end) or "noam" (M2's)
-    learning_rate_scale: float = 1.0
+    # "linear" (warm-up, then to zero at the end), "noam" (M2's) or "constant" (`learning_rate` after warm-up)
+    learning_rate_schedule: str = "linear"
+    learning_rate_scale: float = 1.0  # multiplies the linear and noam schedules (their peak follows model.hidden_dim)
+    learning_rate: float = 3e-4  # the constant schedule's rate
     warmup_steps: int = 1000
     adam_beta_1: float = 0.9
     adam_beta_2: float = 0.98
@@ -104,6 +106,22 @@ class ExportConfig:
     model_name: str = ""  # "" = shapes_m2_small for shapes, else the run directory's name
     beam_size: int = 3
 
+
+def default_output_dir(data_spec, preset):
+    """`runs/<dataset>-<preset>`: the dataset named by its source scheme (`coco:...` -> coco) or its
+    directory's name, e.g. runs/shapes-small (the default run), runs/coco-m2."""
+    scheme = re.match(r"^([a-z]+):", data_spec)
+    name = scheme.group(1) if scheme else os.path.basename(os.path.normpath(data_spec))
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._-") or "data"
+    return os.path.join("runs", f"{name}-{preset}")
+
+
+# What a preset's paper fixes beyond the model (model presets: tfcaption.models.config.PRESETS).
+# Springenberg et al. 2018: Adam at 3e-4, captions up to 14 words.
+PRESET_RUN_SETTINGS = {
+    "spatial_attention": {"train": {"learning_rate_schedule": "constant", "learning_rate": 3e-4, "warmup_steps": 0},
+                          "data": {"max_caption_words": 14}},
+}
 
 SECTIONS = {"model": CaptionerConfig, "data": DataConfig, "train": TrainConfig, "decode": DecodeConfig,
             "export": ExportConfig}
@@ -162,6 +180,15 @@ class RunConfig:
 
     def replace(self, **sections):
         return dataclasses.replace(self, **sections)
+
+    @classmethod
+    def from_preset(cls, name):
+        """The defaults with the model preset `name`, the training and data settings its paper fixes, and
+        its own run directory (`default_output_dir`), so two presets never share a run."""
+        config = cls.from_dict({"model": CaptionerConfig.from_preset(name).to_dict(),
+                                **PRESET_RUN_SETTINGS.get(name, {})})
+        config.train.output_dir = default_output_dir(config.data.spec, name)
+        return config
 
     @property
     def export_name(self):

@@ -42,14 +42,22 @@ def tiny_train_args(output_dir, data_root, export_root, epochs=2):
 
 def tiny_overrides(name):
     """CaptionerConfig fields that shrink preset `name` to test size while keeping its structure (part
-    types, memory or not, scale, positions, conv stem): pixel presets at 32 px or two patches a side,
-    region presets with 12-value features, at most 2 layers and 4 memory slots."""
+    types, memory or not, scale, positions, conv stem, ViT projection or not): pixel presets at 32 px or
+    two patches a side, ViT and CNN backbones at 32 px with random weights, region presets with 12-value
+    features, at most 2 layers and 4 memory slots."""
     from tfcaption.models import CaptionerConfig
 
     preset = CaptionerConfig.from_preset(name)
-    if preset.image_encoder.type == "patches":
+    kind = preset.image_encoder.type
+    if kind == "patches":
         patch = max(8, 2 ** len(preset.image_encoder.stem_filters))
         image_encoder = {"image_size": max(32, 2 * patch), "patch_size": patch}
+    elif kind == "vit":  # random weights; the backbone as wide as the model where the preset has it so
+        same_width = preset.image_encoder.sizes()["width"] == preset.hidden_dim
+        image_encoder = {"image_size": 32, "patch_size": 8, "width": TINY_SIZES["hidden_dim"] if same_width else 24,
+                         "num_heads": 2, "num_layers": 2, "mlp_dim": 48, "weights": ""}
+    elif kind == "cnn":  # keras.applications' own widths; a 2 x 2 grid for VGG at 32 px, random weights
+        image_encoder = {"image_size": 32, "weights": ""}
     else:
         image_encoder = {"feature_dim": 12}
     return {"image_encoder": image_encoder,

@@ -16,7 +16,9 @@ import numpy as np
 import pytest
 import scipy.ndimage
 
+from tests.helpers import vit_checkpoint
 from tests.helpers.optional import needs_vit_keras, vit_keras
+from tests.helpers.vit_checkpoint import ATTENTION, BLOCK
 from tfcaption.layers.vit import VisionTransformer, VitBlock
 from tfcaption.models.vit import (
     ARCHITECTURES, CACHE_ENV, CheckpointNotFoundError, checkpoint_path, load_npz_weights, read_npz,
@@ -26,42 +28,10 @@ from tfcaption.models.vit import (
 
 PATCH, HIDDEN, HEADS, LAYERS, MLP, IMAGE = 8, 32, 4, 2, 64, 32
 GRID = IMAGE // PATCH
-BLOCK = "Transformer/encoderblock_{}"
-ATTENTION = "MultiHeadDotProductAttention_1"
 
 
-def random_checkpoint(seed=0, patch=PATCH, hidden=HIDDEN, heads=HEADS, layers=LAYERS, mlp=MLP, grid=GRID):
-    """Random arrays in Google's ViT `.npz` layout, scaled so that every sublayer matters."""
-    rng = np.random.default_rng(seed)
-    head_dim = hidden // heads
-
-    def normal(shape, scale):
-        return (rng.standard_normal(shape) * scale).astype("float32")
-
-    arrays = {
-        "embedding/kernel": normal((patch, patch, 3, hidden), 1 / math.sqrt(patch * patch * 3)),
-        "embedding/bias": normal((hidden,), 0.1), "cls": normal((1, 1, hidden), 1.0),
-        "Transformer/posembed_input/pos_embedding": normal((1, 1 + grid * grid, hidden), 0.5),
-        "Transformer/encoder_norm/scale": 1 + normal((hidden,), 0.1),
-        "Transformer/encoder_norm/bias": normal((hidden,), 0.1),
-        "pre_logits/kernel": normal((hidden, hidden), 0.1), "pre_logits/bias": normal((hidden,), 0.1),
-        "head/kernel": normal((hidden, 10), 0.1), "head/bias": normal((10,), 0.1),
-    }
-    for i in range(layers):
-        block = BLOCK.format(i)
-        for norm in ("LayerNorm_0", "LayerNorm_2"):
-            arrays[f"{block}/{norm}/scale"] = 1 + normal((hidden,), 0.1)
-            arrays[f"{block}/{norm}/bias"] = normal((hidden,), 0.1)
-        for name in ("query", "key", "value"):
-            arrays[f"{block}/{ATTENTION}/{name}/kernel"] = normal((hidden, heads, head_dim), 1 / math.sqrt(hidden))
-            arrays[f"{block}/{ATTENTION}/{name}/bias"] = normal((heads, head_dim), 0.1)
-        arrays[f"{block}/{ATTENTION}/out/kernel"] = normal((heads, head_dim, hidden), 1 / math.sqrt(hidden))
-        arrays[f"{block}/{ATTENTION}/out/bias"] = normal((hidden,), 0.1)
-        arrays[f"{block}/MlpBlock_3/Dense_0/kernel"] = normal((hidden, mlp), 1 / math.sqrt(hidden))
-        arrays[f"{block}/MlpBlock_3/Dense_0/bias"] = normal((mlp,), 0.1)
-        arrays[f"{block}/MlpBlock_3/Dense_1/kernel"] = normal((mlp, hidden), 1 / math.sqrt(mlp))
-        arrays[f"{block}/MlpBlock_3/Dense_1/bias"] = normal((hidden,), 0.1)
-    return arrays
+def random_checkpoint(seed=0):
+    return vit_checkpoint.random_checkpoint(seed, PATCH, HIDDEN, HEADS, LAYERS, MLP, GRID)
 
 
 def images(height=IMAGE, width=IMAGE, batch=2, seed=1):
@@ -390,19 +360,11 @@ def test_xla_compiled_backbone_gives_the_same_tokens(models):
 
 def test_saved_model_export_has_core_ops_only_and_same_tokens(models, tmp_path):
     import tensorflow as tf
-    from tensorflow.core.protobuf import saved_model_pb2
-    from tensorflow.python.framework import op_def_registry
+    from tests.helpers.saved_models import assert_core_ops_only
 
     path = str(tmp_path / "saved_vit")
     models["tanh"].export(path, format="tf_saved_model", verbose=False)
-    proto = saved_model_pb2.SavedModel()
-    with open(os.path.join(path, "saved_model.pb"), "rb") as f:
-        proto.ParseFromString(f.read())
-    graph = proto.meta_graphs[0].graph_def
-    ops = {n.op for n in graph.node} | {n.op for fn in graph.library.function for n in fn.node_def}
-    functions = {fn.signature.name for fn in graph.library.function}
-    assert not [op for op in ops if op not in functions and op_def_registry.get(op) is None]
-    assert not {"PyFunc", "EagerPyFunc", "PyFuncStateless"} & ops
+    assert_core_ops_only(path)
     pixels = images()
     loaded = tf.saved_model.load(path)  # kept: the function needs the object that holds the variables
     served = loaded.serve(tf.constant(pixels))

@@ -1,10 +1,9 @@
 """tfcaption-train: build the dataset, train, evaluate, export, and say where everything is."""
 
 import argparse
+import functools
 import os
-import re
 import sys
-import time
 
 from tfcaption.cli.common import apply_overrides, one_line_errors, quiet_tensorflow
 
@@ -41,29 +40,20 @@ def build_parser():
     return parser
 
 
-def default_output_dir(data_spec, preset):
-    """`runs/<dataset>-<preset>`: the dataset named by its source scheme (`coco:...` -> coco) or its
-    directory's name, e.g. runs/shapes-small (the default run), runs/coco-m2."""
-    scheme = re.match(r"^([a-z]+):", data_spec)
-    name = scheme.group(1) if scheme else os.path.basename(os.path.normpath(data_spec))
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._-") or "data"
-    return os.path.join("runs", f"{name}-{preset}")
-
-
 def _sets(args, field):
     return any(s.startswith(field + "=") for s in args.set)
 
 
 def resolve_config(args):
-    """Preset/config file, then a resumed run's config, then flags; checked for a consistent model."""
-    from tfcaption.config import RunConfig
+    """Preset/config file, then flags, then the run to resume (`tfcaption.training.recipe.resolve_run`)."""
+    from tfcaption.config import RunConfig, default_output_dir
     from tfcaption.models.config import CaptionerConfig
-    from tfcaption.training.run_directory import RunDirectory
+    from tfcaption.training.recipe import resolve_run
 
     if args.config:
         run_config = RunConfig.load(args.config)
     else:
-        run_config = RunConfig(model=CaptionerConfig.from_preset(args.preset or "small"))
+        run_config = RunConfig.from_preset(args.preset or "small")
     if args.preset and args.config:
         run_config.model = CaptionerConfig.from_preset(args.preset)
     flags = {
@@ -78,76 +68,23 @@ def resolve_config(args):
             run_config.train.output_dir = default_output_dir(run_config.data.spec, preset)
         if preset != "small" and run_config.data.spec == "shapes" and not _sets(args, "export.model_name"):
             run_config.export.model_name = f"shapes_{preset}"
-    run = RunDirectory(run_config.train.output_dir)
-    if run.exists():
-        saved = RunConfig.load(run.config)
-        # The model must match to resume; training fields (epochs, ...) may change between runs.
-        requested = run_config.model.replace(vocab_size=saved.model.vocab_size, max_length=saved.model.max_length)
-        if requested != saved.model:
-            raise ValueError(
-                f"{run.path} holds a run with a different model config; use another --output-dir to start anew."
-            )
-        run_config.model = saved.model
-    return run_config
+    return resolve_run(run_config)
 
 
 @one_line_errors(PROGRAM)
 def main(argv=None):
     args = build_parser().parse_args(argv)
     quiet_tensorflow()
-    started = time.time()
 
-    from tfcaption.data.catalog import resolve_dataset
-    from tfcaption.data.vocabulary import build_vocabulary, load_vocabulary
-    from tfcaption.evaluation import (blind_baseline, evaluate_splits, evaluation_splits, report_rows,
-                                      training_captions, write_json)
-    from tfcaption.export.saved_model import export_run
-    from tfcaption.metrics.coco import format_metrics_table
-    from tfcaption.training.run_directory import RunDirectory
-    from tfcaption.training.trainer import Trainer
+    from tfcaption.training.recipe import train
 
-    run_config = resolve_config(args)
-    data, decode = run_config.data, run_config.decode
-    run = RunDirectory(run_config.train.output_dir)
-    print(f"Dataset: {data.spec}", flush=True)
-    data_dir = resolve_dataset(data.spec, data.root, data.options)
-
-    if run.exists():
-        vocab = load_vocabulary(run.vocab, data.tokenizer)
-    else:
-        vocab = build_vocabulary(data.tokenizer, training_captions(data_dir), min_count=data.min_word_count,
-                                 max_size=data.vocab_size or None)
-    run_config.model = run_config.model.replace(
-        vocab_size=vocab.size, max_length=max(run_config.model.max_length, data.max_tokens),
-        pad_id=vocab.pad_id, bos_id=vocab.bos_id, eos_id=vocab.eos_id,
-    )
-    print(f"Vocabulary: {vocab.size} tokens. Run directory: {run.path}", flush=True)
-
-    trainer = Trainer(run_config, data_dir, vocab)
-    trainer.fit()
-    model = trainer.model
-
-    print("Evaluating ...", flush=True)
-    blind = blind_baseline(data_dir)
-    write_json(run.blind_baseline, {"caption": blind})
-    report, predictions = evaluate_splits(
-        model, vocab, data_dir, evaluation_splits(data_dir, decode.eval_splits), blind_caption=blind,
-        beam_size=decode.beam_size, max_steps=data.max_decode_steps, batch_size=decode.batch_size,
-        jit_compile=run_config.train.jit_compile, use_java=None if decode.java else False,
-    )
-    write_json(run.report, report)
-    write_json(run.join("predictions.json"), predictions)
-    print(format_metrics_table(report_rows(report)))
-    print(f"Blind baseline caption: {blind!r}")
-
-    export_path = export_run(model, vocab, run_config) if run_config.export.enabled else None
-    minutes = (time.time() - started) / 60
-    print(f"\nRun directory:   {run.path}")
-    print(f"Report:          {run.report}")
-    print(f"TensorBoard:     tensorboard --logdir {run.logs}")
-    if export_path:
-        print(f"SavedModel:      {export_path}")
-    print(f"Total time:      {minutes:.1f} min")
+    result = train(resolve_config(args), log=functools.partial(print, flush=True))
+    print(f"\nRun directory:   {result.run_dir}")
+    print(f"Report:          {os.path.join(result.run_dir, 'report.json')}")
+    print(f"TensorBoard:     tensorboard --logdir {os.path.join(result.run_dir, 'logs')}")
+    if result.export_path:
+        print(f"SavedModel:      {result.export_path}")
+    print(f"Total time:      {result.minutes:.1f} min")
     return 0
 
 

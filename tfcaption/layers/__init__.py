@@ -1,3 +1,4 @@
+from tfcaption.layers.cnn_image_encoder import CnnImageEncoder
 from tfcaption.layers.conv_stem import ConvStem
 from tfcaption.layers.cross_attention import CrossAttention
 from tfcaption.layers.decoder import CaptionDecoder, MeshedDecoder, TransformerDecoder
@@ -5,7 +6,7 @@ from tfcaption.layers.decoder_layer import DecoderLayer, MeshedDecoderLayer, Tra
 from tfcaption.layers.encoder import MemoryAugmentedEncoder
 from tfcaption.layers.encoder_layer import MemoryAugmentedEncoderLayer
 from tfcaption.layers.feed_forward import PositionWiseFeedForward
-from tfcaption.layers.image_encoder import TokenGrid
+from tfcaption.layers.image_encoder import BackboneMixin, CheckpointNotFoundError, TokenGrid
 from tfcaption.layers.memory_attention import MemoryAugmentedAttention
 from tfcaption.layers.meshed_attention import MeshedCrossAttention
 from tfcaption.layers.patch_encoder import PatchEncoder
@@ -13,11 +14,12 @@ from tfcaption.layers.patch_image_encoder import PatchImageEncoder
 from tfcaption.layers.patches import Patches
 from tfcaption.layers.region_encoder import RegionEncoder
 from tfcaption.layers.vit import VisionTransformer, VitBlock
+from tfcaption.layers.vit_image_encoder import VitImageEncoder
 
 __all__ = [
-    "CaptionDecoder", "ConvStem", "CrossAttention", "DecoderLayer", "MemoryAugmentedAttention",
+    "BackboneMixin", "CaptionDecoder", "CheckpointNotFoundError", "CnnImageEncoder", "ConvStem", "CrossAttention", "DecoderLayer", "MemoryAugmentedAttention",
     "MemoryAugmentedEncoder", "MemoryAugmentedEncoderLayer", "MeshedCrossAttention", "MeshedDecoder",
     "MeshedDecoderLayer", "PatchEncoder", "PatchImageEncoder", "Patches", "PositionWiseFeedForward",
     "RegionEncoder", "TokenGrid", "TransformerDecoder", "TransformerDecoderLayer",
-    "VisionTransformer", "VitBlock",
+    "VisionTransformer", "VitBlock", "VitImageEncoder",
 ]

@@ -4,13 +4,13 @@ import keras
 from keras import ops
 
 from tfcaption.layers.conv_stem import ConvStem
-from tfcaption.layers.image_encoder import ImageEncoderMixin, TokenGrid
+from tfcaption.layers.image_encoder import SquarePixelsMixin, TokenGrid
 from tfcaption.layers.patch_encoder import PatchEncoder
 from tfcaption.layers.patches import Patches
 
 
 @keras.saving.register_keras_serializable(package="tfcaption")
-class PatchImageEncoder(ImageEncoderMixin, keras.layers.Layer):
+class PatchImageEncoder(SquarePixelsMixin, keras.layers.Layer):
     """Square images in, `(image_size / patch_size)^2` tokens out, row-major.
 
     Pixels in [0, 255] are scaled to [-1, 1] (`x / 127.5 - 1`, the ViT convention), go through an
@@ -52,14 +52,6 @@ class PatchImageEncoder(ImageEncoderMixin, keras.layers.Layer):
         side = self.image_size_px // self.patch_size
         self.patch_encoder = PatchEncoder(side * side, hidden_dim, layer_norm_epsilon, positions, (side, side),
                                           dtype=self.dtype_policy, name="patch_encoder")
-
-    @property
-    def example_shape(self):
-        return (self.image_size_px, self.image_size_px, 3)
-
-    @property
-    def image_size(self):
-        return (self.image_size_px, self.image_size_px)
 
     @property
     def token_grid(self):

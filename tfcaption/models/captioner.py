@@ -2,11 +2,13 @@
 
 import keras
 
+from tfcaption.layers.cnn_image_encoder import CnnImageEncoder
 from tfcaption.layers.decoder import DECODERS
 from tfcaption.layers.encoder import MemoryAugmentedEncoder
 from tfcaption.layers.patch_image_encoder import PatchImageEncoder
 from tfcaption.layers.region_encoder import RegionEncoder
-from tfcaption.models.config import CaptionerConfig
+from tfcaption.layers.vit_image_encoder import VitImageEncoder
+from tfcaption.models.config import PRESETS, CaptionerConfig, preset_input
 
 
 def build_image_encoder(config, dtype):
@@ -18,6 +20,14 @@ def build_image_encoder(config, dtype):
     if part.type == "regions":
         return RegionEncoder(c.hidden_dim, part.feature_dim, c.dropout, c.layer_norm_epsilon, part.padding_mask,
                              dtype=dtype, name="image_encoder")
+    if part.type == "vit":
+        return VitImageEncoder(part.image_size, **part.sizes(), hidden_dim=c.hidden_dim, gelu=part.gelu,
+                               dropout=part.dropout, train_backbone=part.train_backbone,
+                               trainable_blocks=part.trainable_blocks, dtype=dtype, name="image_encoder")
+    if part.type == "cnn":
+        return CnnImageEncoder(part.backbone, part.layer, part.image_size, c.hidden_dim, part.positions,
+                               c.layer_norm_epsilon, weights=part.weights, train_backbone=part.train_backbone,
+                               trainable_blocks=part.trainable_blocks, dtype=dtype, name="image_encoder")
     raise ValueError(f"no image encoder layer for type {part.type!r}")
 
 
@@ -46,7 +56,8 @@ class Captioner(keras.Model):
                 --decoder (tokens, levels)--> logits (B, T, vocab)
     ```
     The image encoder is `patches` (pixels, optional conv stem, patches; a CNN grid when the patch is one
-    stem cell) or `regions` (M2's projection of detection features); the visual encoder is the
+    stem cell), `vit` (a ViT backbone, Google's checkpoints), `cnn` (a keras.applications feature map) or
+    `regions` (M2's projection of detection features); the visual encoder is the
     memory-augmented encoder (memory 0 = plain, 0 layers = none); the decoder is `meshed` (M2) or
     `transformer` (Vaswani / CPTR / Springenberg). Presets name the combinations of the papers.
 
@@ -108,8 +119,8 @@ class Captioner(keras.Model):
         `records.input_kind(manifest)` reads them) are not what this model reads."""
         held, wanted, kind = inputs.kind, self.input_key, self.config.image_encoder.type
         if held != wanted:
-            hint = ("a pixel preset (small, cptr_small, spatial_small, m2)" if held == "images"
-                    else "a region-features preset (m2_regions, m2_reference)")
+            names = ", ".join(name for name in PRESETS if preset_input(name) == held)
+            hint = f"a {'region-features' if held == 'features' else 'pixel'} preset ({names})"
             raise ValueError(f"{source} holds {held} but this model's {kind!r} image encoder reads {wanted}: "
                              f"use {hint} for this data.")
         width = inputs.feature_dim

@@ -2,7 +2,7 @@
 
 ```
 CaptionerConfig
-  image_encoder   pixels or features -> image tokens    {"type": "patches" | "regions", ...}
+  image_encoder   pixels or features -> image tokens    {"type": "patches" | "vit" | "cnn" | "regions", ...}
   encoder         the visual encoder, every level out   {"type": "memory", num_layers, memory_slots, scale, ...}
   decoder         tokens + encoder levels -> logits      {"type": "meshed" | "transformer", num_layers}
   hidden_dim, num_heads, key_dim, intermediate_dim, dropout, max_length, ...   shared by every part
@@ -76,8 +76,111 @@ class RegionsConfig:
         check_choice("image_encoder.padding_mask", self.padding_mask, ("corrected", "released"))
 
 
-# The pretrained-encoder issue adds "vit" and "cnn" here (and their layers): nothing else changes.
-IMAGE_ENCODER_TYPES = {"patches": PatchesConfig, "regions": RegionsConfig}
+BACKBONE_TRAINING = ("all", "last_n", "frozen")  # as tfcaption.layers.image_encoder.BACKBONE_TRAINING
+
+
+def _check_backbone_training(part):
+    """The fields every pretrained backbone shares: how much of it trains, and how fast."""
+    kind = part.type
+    check_choice(f"image_encoder.train_backbone ({kind})", part.train_backbone, BACKBONE_TRAINING)
+    if part.train_backbone == "last_n" and part.trainable_blocks < 1:
+        raise ValueError(f"image_encoder.train_backbone='last_n' needs image_encoder.trainable_blocks >= 1, "
+                         f"got {part.trainable_blocks}.")
+    if part.backbone_lr_multiplier <= 0:
+        raise ValueError(f"image_encoder.backbone_lr_multiplier must be > 0, got {part.backbone_lr_multiplier}.")
+
+
+VIT_SIZES = ("patch_size", "width", "num_heads", "num_layers", "mlp_dim")
+
+
+@dataclasses.dataclass
+class VitConfig:
+    """A ViT backbone (Dosovitskiy et al.), optionally with Google's pretrained `.npz` weights, then a
+    linear projection to the captioner's `hidden_dim` when its width differs.
+
+    `architecture` (`vit_b16`, `vit_b32`, `vit_l16`, `vit_l32`) gives the sizes that are left at 0; any size
+    may be set instead. With `weights` (a Google `.npz` path, a name such as `vit_b16`, or a URL) a new run
+    takes every size from the file (`tfcaption.models.pretrained.with_checkpoint_sizes`), and its
+    weights are loaded when training starts from scratch; a run or an export restores its own.
+    Tokens: the class token, then the patch grid row by row.
+    """
+
+    type: str = "vit"
+    architecture: str = "vit_b16"
+    image_size: int = 224
+    patch_size: int = 0
+    width: int = 0
+    num_heads: int = 0
+    num_layers: int = 0
+    mlp_dim: int = 0
+    gelu: str = "tanh"  # "tanh" (what Google's checkpoints were trained with) or "erf" (exact; vit-keras)
+    dropout: float = 0.0
+    weights: str = ""  # "" = random initialisation
+    train_backbone: str = "all"  # "all" | "last_n" (the last `trainable_blocks` blocks) | "frozen"
+    trainable_blocks: int = 0
+    backbone_lr_multiplier: float = 1.0  # the backbone's learning rate = this x the schedule's
+
+    def __post_init__(self):
+        from tfcaption.models.vit import ARCHITECTURES  # numbers only; the layer is built elsewhere
+
+        if self.architecture not in ARCHITECTURES and not all(getattr(self, f) for f in VIT_SIZES):
+            raise ValueError(f"image_encoder.architecture {self.architecture!r} is not one of "
+                             f"{', '.join(ARCHITECTURES)}; name one or set every size ({', '.join(VIT_SIZES)}).")
+        check_choice("image_encoder.gelu", self.gelu, ("tanh", "erf"))
+        sizes = self.sizes()
+        if self.image_size % sizes["patch_size"]:
+            raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {sizes['patch_size']}.")
+        if sizes["width"] % sizes["num_heads"]:
+            raise ValueError(f"image_encoder.width {sizes['width']} is not a multiple of num_heads "
+                             f"{sizes['num_heads']}.")
+        if self.train_backbone == "last_n" and self.trainable_blocks > sizes["num_layers"]:
+            raise ValueError(f"image_encoder.trainable_blocks {self.trainable_blocks} > the backbone's "
+                             f"{sizes['num_layers']} blocks.")
+        _check_backbone_training(self)
+
+    def sizes(self):
+        """patch_size, width, num_heads, num_layers, mlp_dim: the set fields over the architecture's."""
+        from tfcaption.models.vit import ARCHITECTURES
+
+        known = ARCHITECTURES.get(self.architecture, {})
+        names = {"width": "hidden_dim"}
+        return {f: getattr(self, f) or known[names.get(f, f)] for f in VIT_SIZES}
+
+
+CNN_BACKBONES = ("resnet50", "resnet101", "resnet152", "vgg16", "vgg19")
+
+
+@dataclasses.dataclass
+class CnnConfig:
+    """A `keras.applications` CNN cut at a spatial layer: its feature map is the token grid, each cell
+    projected to `hidden_dim`, plus 2-D positions. Pixels go through the backbone's own preprocessing.
+
+    `layer` "" is the backbone's last feature map before pooling (`conv5_block3_out` for ResNet: 7 x 7 x
+    2048 at 224 px; `block5_conv3` for VGG: 14 x 14 x 512, the grid of Springenberg et al.); any layer
+    name of the Keras model works (e.g. `conv4_block6_out`, 14 x 14 x 1024). `weights`: "" random,
+    "imagenet" (Keras's own download and cache, ~/.keras/models), or a local weights file.
+    """
+
+    type: str = "cnn"
+    backbone: str = "resnet50"
+    layer: str = ""
+    image_size: int = 224
+    positions: str = "sinusoid_2d"  # or "learned"
+    weights: str = ""
+    train_backbone: str = "all"
+    trainable_blocks: int = 0
+    backbone_lr_multiplier: float = 1.0
+
+    def __post_init__(self):
+        check_choice("image_encoder.backbone", self.backbone, CNN_BACKBONES)
+        check_choice("image_encoder.positions", self.positions, ("learned", "sinusoid_2d"))
+        if self.image_size < 32:
+            raise ValueError(f"image_encoder.image_size {self.image_size} is below the CNNs' 32 px minimum.")
+        _check_backbone_training(self)
+
+
+IMAGE_ENCODER_TYPES = {"patches": PatchesConfig, "regions": RegionsConfig, "vit": VitConfig, "cnn": CnnConfig}
+PRETRAINED_TYPES = ("vit", "cnn")  # image encoders with a backbone that pretrained weights can fill
 
 
 # ---- visual encoder and decoder ----------------------------------------------------------------
@@ -275,6 +378,25 @@ PRESETS = {
         image_encoder=dict(type="patches", image_size=96, patch_size=16, stem_filters=(32, 64)),
         encoder=dict(num_layers=3, memory_slots=0), decoder=dict(type="transformer", num_layers=2), **_SMALL,
     ),
+    # CPTR (Liu et al. 2021): ViT-B/16 at 384 px, its 12 blocks the whole encoder (no visual encoder
+    # layers), a 4-layer transformer decoder at ViT-B's width (d 768, 12 heads) with sinusoidal word positions.
+    "cptr": dict(
+        image_encoder=dict(type="vit", architecture="vit_b16", image_size=384, weights="vit_b16"),
+        encoder=dict(num_layers=0, memory_slots=0), decoder=dict(type="transformer", num_layers=4),
+        hidden_dim=768, num_heads=12, key_dim=64, intermediate_dim=3072, dropout=0.1,
+    ),
+    # Springenberg et al. 2018: VGG's 14 x 14 x 512 grid (block5_conv3 at 224 px) with 2-D sinusoidal
+    # positions, 2 self-attention layers with tau = sqrt(d_len + d_attn), a 4-layer decoder, h 8, d 512,
+    # d_ff 1024, dropout 0.1 (their Adam lr 3e-4 and 14-word captions: tfcaption.config.PRESET_RUN_SETTINGS).
+    "spatial_attention": dict(
+        image_encoder=dict(type="cnn", backbone="vgg16", image_size=224, positions="sinusoid_2d", weights="imagenet"),
+        encoder=dict(num_layers=2, memory_slots=0, scale="sqrt_len_plus_dk"),
+        decoder=dict(type="transformer", num_layers=4),
+        hidden_dim=512, num_heads=8, key_dim=64, intermediate_dim=1024, dropout=0.1,
+    ),
+    # ViT-B/16 tokens at 224 px (197: class token + 14 x 14) projected to d 512, into M2's memory-augmented
+    # encoder (3 layers, 40 slots) and meshed decoder at the paper's sizes.
+    "vit_m2": dict(image_encoder=dict(type="vit", architecture="vit_b16", image_size=224, weights="vit_b16")),
     # Springenberg et al.'s shape: the stem's 6 x 6 feature map as the grid (patch_size = the stem's
     # stride, one token per cell), 2-D sinusoidal positions, two self-attention layers with
     # tau = sqrt(d_len + d_attn), a plain decoder.
@@ -285,3 +407,8 @@ PRESETS = {
         decoder=dict(type="transformer", num_layers=2), **_SMALL,
     ),
 }
+
+
+def preset_input(name):
+    """What a preset's model reads: "features" (region presets) or "images"."""
+    return "features" if _from_legacy(PRESETS[name])["image_encoder"].get("type") == "regions" else "images"

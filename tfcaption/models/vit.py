@@ -25,6 +25,7 @@ import urllib.request
 import keras
 import numpy as np
 
+from tfcaption.layers.image_encoder import CheckpointNotFoundError
 from tfcaption.layers.vit import VisionTransformer
 
 ARCHITECTURES = {
@@ -46,10 +47,6 @@ DOWNLOAD_TIMEOUT_S = 60
 
 _BLOCK = "Transformer/encoderblock_{}"
 _ATTENTION = "MultiHeadDotProductAttention_1"
-
-
-class CheckpointNotFoundError(FileNotFoundError):
-    """A ViT checkpoint is neither on disk nor downloadable; the message says which file to put where."""
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -79,3 +79,29 @@ class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
             "hidden_dim": self.hidden_dim, "warmup_steps": self.warmup_steps, "total_steps": self.total_steps,
             "scale": self.scale,
         }
+
+
+@keras.saving.register_keras_serializable(package="tfcaption")
+class WarmupConstant(keras.optimizers.schedules.LearningRateSchedule):
+    """A fixed rate (Springenberg et al.: Adam at 3e-4), reached by a linear warm-up when `warmup_steps` > 0.
+
+    Args:
+        learning_rate: float. The rate after warm-up.
+        warmup_steps: int. Steps of linear warm-up (0 = the full rate from the first step).
+
+    Example:
+    >>> schedule = WarmupConstant(3e-4, 0)
+    >>> round(float(schedule(0)), 6), round(float(schedule(5000)), 6)
+    (0.0003, 0.0003)
+    """
+
+    def __init__(self, learning_rate, warmup_steps=0):
+        self.learning_rate = learning_rate
+        self.warmup_steps = warmup_steps
+
+    def __call__(self, step):
+        s = ops.cast(step, "float32") + 1.0
+        return self.learning_rate * ops.minimum(1.0, s / float(max(self.warmup_steps, 1)))
+
+    def get_config(self):
+        return {"learning_rate": self.learning_rate, "warmup_steps": self.warmup_steps}

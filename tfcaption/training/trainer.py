@@ -11,10 +11,11 @@ from tfcaption.data.records import input_kind, load_manifest
 from tfcaption.decoding.captioning import caption_batches
 from tfcaption.metrics.cider import CiderD
 from tfcaption.models.captioner import Captioner
+from tfcaption.models.pretrained import load_pretrained, with_checkpoint_sizes
 from tfcaption.training.run_directory import (
-    RunDirectory, check_checkpoint_format, load_weights, training_checkpoint,
+    RunDirectory, check_checkpoint_format, load_weights, optimizer_variables, training_checkpoint,
 )
-from tfcaption.training.schedule import WarmupInverseSqrt, WarmupLinearDecay
+from tfcaption.training.schedule import WarmupConstant, WarmupInverseSqrt, WarmupLinearDecay
 from tfcaption.training.strategy import is_single_device, make_strategy
 
 
@@ -67,25 +68,26 @@ class Trainer:
             raise ValueError(f"{data_dir} has no training captions (splits: {splits or 'none'}).")
         self.strategy = strategy or make_strategy(self.config.strategy)
         self.run = RunDirectory(self.config.output_dir)
+        if not self.run.exists():  # a new run records the pretrained backbone's sizes, read from its file
+            run_config.model = self.model_config = with_checkpoint_sizes(self.model_config)
         tf.io.gfile.makedirs(self.run.path)
         run_config.save(self.run.config)
         vocab.save(self.run.vocab)
 
         with self.strategy.scope():
             self.model = Captioner(self.model_config)
-            schedule = self._schedule()
-            self.optimizer = keras.optimizers.Adam(
-                schedule, self.config.adam_beta_1, self.config.adam_beta_2, self.config.adam_epsilon
-            )
-            self.optimizer.build(self.model.trainable_variables)
+            self.optimizer, self.backbone_optimizer, self._groups = self._optimizers()
             self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
             self.best_cider = tf.Variable(-1.0, dtype=tf.float32, trainable=False, name="best_cider")
             self.epochs_without_improvement = tf.Variable(0, dtype=tf.int64, trainable=False)
         self.image_size = self.model.image_encoder.image_size  # what the pipeline resizes to (None: features)
         self.model.check_inputs(input_kind(self.manifest), data_dir)
+        backbone_state = ({} if self.backbone_optimizer is None
+                          else {"backbone_optimizer_state": optimizer_variables(self.backbone_optimizer)})
         self.checkpoint = training_checkpoint(
             self.model,
             self.optimizer,
+            **backbone_state,
             epoch=self.epoch,
             best_cider=self.best_cider,
             epochs_without_improvement=self.epochs_without_improvement,
@@ -94,13 +96,43 @@ class Trainer:
         self._train_step = self._make_train_step()
         self._eval_step = tf.function(self._eval_loss, jit_compile=self.config.jit_compile)
 
-    def _schedule(self):
+    def _schedule(self, multiplier=1.0):
         c, d = self.config, self.model_config.hidden_dim
+        scale = c.learning_rate_scale * multiplier
         if c.learning_rate_schedule == "noam":
-            return WarmupInverseSqrt(d, c.warmup_steps, c.learning_rate_scale)
+            return WarmupInverseSqrt(d, c.warmup_steps, scale)
         if c.learning_rate_schedule == "linear":
-            return WarmupLinearDecay(d, c.warmup_steps, c.epochs * self.steps_per_epoch(), c.learning_rate_scale)
-        raise ValueError(f"learning_rate_schedule must be 'linear' or 'noam', got {c.learning_rate_schedule!r}.")
+            return WarmupLinearDecay(d, c.warmup_steps, c.epochs * self.steps_per_epoch(), scale)
+        if c.learning_rate_schedule == "constant":
+            return WarmupConstant(c.learning_rate * multiplier, c.warmup_steps)
+        raise ValueError(f"learning_rate_schedule must be 'linear', 'noam' or 'constant', got "
+                         f"{c.learning_rate_schedule!r}.")
+
+    def _adam(self, schedule):
+        c = self.config
+        return keras.optimizers.Adam(schedule, c.adam_beta_1, c.adam_beta_2, c.adam_epsilon)
+
+    def _optimizers(self):
+        """Adam for the model and, when the backbone's learning rate is scaled, a second Adam for the
+        backbone's variables; `groups` = (optimizer, indices into trainable_variables) for each."""
+        variables = self.model.trainable_variables
+        multiplier = getattr(self.model_config.image_encoder, "backbone_lr_multiplier", 1.0)
+        backbone = {id(v) for v in getattr(self.model.image_encoder, "backbone_variables", [])}
+        optimizer, backbone_optimizer = self._adam(self._schedule()), None
+        if multiplier == 1.0 or not backbone:
+            groups = [(optimizer, list(range(len(variables))))]
+        else:
+            backbone_optimizer = self._adam(self._schedule(multiplier))
+            groups = [(optimizer, [i for i, v in enumerate(variables) if id(v) not in backbone]),
+                      (backbone_optimizer, [i for i, v in enumerate(variables) if id(v) in backbone])]
+        for opt, indices in groups:
+            opt.build([variables[i] for i in indices])
+        return optimizer, backbone_optimizer, groups
+
+    def _apply(self, grads):
+        variables = self.model.trainable_variables
+        for optimizer, indices in self._groups:
+            optimizer.apply([grads[i] for i in indices], [variables[i] for i in indices])
 
     # ---- steps -------------------------------------------------------------------------------
 
@@ -125,7 +157,7 @@ class Trainer:
             def single_step(batch):
                 global_tokens = tf.reduce_sum(tf.cast(tf.not_equal(batch["tokens"][:, 1:], pad_id), tf.float32))
                 loss, count, grads = self._loss_and_grads(batch, global_tokens)
-                self.optimizer.apply(grads, self.model.trainable_variables)
+                self._apply(grads)
                 return loss, count
 
             return single_step
@@ -139,7 +171,7 @@ class Trainer:
             local_tokens = tf.reduce_sum(tf.cast(tf.not_equal(batch["tokens"][:, 1:], pad_id), tf.float32))
             global_tokens = context.all_reduce(tf.distribute.ReduceOp.SUM, local_tokens)
             loss, count, grads = grads_fn(batch, global_tokens)
-            self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables))
+            self._apply(grads)
             return loss, count
 
         @tf.function
@@ -206,10 +238,15 @@ class Trainer:
             check_checkpoint_format(latest)
             self.checkpoint.restore(latest).assert_existing_objects_matched()
             self.log(f"Resuming from {latest} (epoch {int(self.epoch.numpy())} done).")
-        elif not self.manifest.get("images_checked"):  # tfcaption-prepare already decoded every image
-            undecodable, ids = pipeline.count_undecodable(self.data_dir, "train")
-            if undecodable:
-                self.log(f"train: {undecodable} undecodable image(s) will be skipped (e.g. {', '.join(ids[:3])}).")
+        else:  # from scratch: the pretrained backbone's weights (a resumed run restored its own)
+            loaded = load_pretrained(self.model)
+            if loaded:
+                self.log(f"Image encoder: {loaded}.")
+            if not self.manifest.get("images_checked"):  # tfcaption-prepare already decoded every image
+                undecodable, ids = pipeline.count_undecodable(self.data_dir, "train")
+                if undecodable:
+                    self.log(f"train: {undecodable} undecodable image(s) will be skipped (e.g. "
+                             f"{', '.join(ids[:3])}).")
         has_val = bool(self.manifest["splits"].get("val", {}).get("images"))
         if not has_val:
             self.log(f"No val split in {self.data_dir}: no validation, no early stopping; the last epoch's "

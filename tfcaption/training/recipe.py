@@ -1,0 +1,114 @@
+"""The whole of `tfcaption-train` as one library call: `tfcaption.train(run_config)`.
+
+```
+run config --resolve_run--> (a resumed run's model, or a pretrained backbone's sizes from its file)
+   dataset (built or prepared once) -> vocabulary (from the training captions, or the run's) -> Trainer.fit
+   -> evaluation of every requested split with the blind baseline -> report.json, predictions.json
+   -> SavedModel export
+```
+"""
+
+import dataclasses
+import time
+
+from tfcaption.config import RunConfig
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What a training run produced: where, its numbers, and the trained model to use right away."""
+
+    run_dir: str
+    report: dict  # split -> metrics (as report.json)
+    history: list  # one dict per epoch trained in this call (as history.jsonl)
+    blind_caption: str
+    export_path: str  # "" when the export is disabled
+    model: object
+    vocab: object
+    minutes: float
+
+
+def resolve_run(run_config):
+    """The run config to train with.
+
+    An existing run directory is resumed: the requested model must be the one it trained (training
+    fields may change between calls), and its saved model config (vocabulary size, sizes read from a
+    checkpoint) is used. A new run takes a pretrained backbone's sizes from its file (a missing file is
+    a one-line error before any work).
+
+    Raises:
+        ValueError: the run directory holds a run with another model config.
+        FileNotFoundError: the pretrained weights are neither on disk nor downloadable.
+    """
+    from tfcaption.models.pretrained import with_checkpoint_sizes, with_sizes_of
+    from tfcaption.training.run_directory import RunDirectory
+
+    run = RunDirectory(run_config.train.output_dir)
+    if not run.exists():
+        run_config.model = with_checkpoint_sizes(run_config.model)
+        return run_config
+    saved = RunConfig.load(run.config)
+    requested = run_config.model.replace(vocab_size=saved.model.vocab_size, max_length=saved.model.max_length)
+    if with_sizes_of(requested, saved.model) != saved.model:
+        raise ValueError(f"{run.path} holds a run with a different model config; use another output directory "
+                         f"(--output-dir) to start anew.")
+    run_config.model = saved.model
+    return run_config
+
+
+def train(run_config, log=print):
+    """Trains, evaluates and exports as `tfcaption-train` does, resuming a run directory that exists.
+
+    Args:
+        run_config: a `tfcaption.config.RunConfig` (e.g. `RunConfig.from_preset("small")`); it is
+            updated in place with what the run fixes (vocabulary size, token ids, sizes from files).
+        log: a print-like function for progress lines and the metrics table.
+
+    Returns:
+        A `TrainResult`.
+    """
+    from tfcaption.data.catalog import resolve_dataset
+    from tfcaption.data.vocabulary import build_vocabulary, load_vocabulary
+    from tfcaption.evaluation import (blind_baseline, evaluate_splits, evaluation_splits, report_rows,
+                                      training_captions, write_json)
+    from tfcaption.export.saved_model import export_run
+    from tfcaption.metrics.coco import format_metrics_table
+    from tfcaption.training.run_directory import RunDirectory
+    from tfcaption.training.trainer import Trainer
+
+    started = time.time()
+    run_config = resolve_run(run_config)
+    data, decode = run_config.data, run_config.decode
+    run = RunDirectory(run_config.train.output_dir)
+    log(f"Dataset: {data.spec}")
+    data_dir = resolve_dataset(data.spec, data.root, data.options)
+    if run.exists():
+        vocab = load_vocabulary(run.vocab, data.tokenizer)
+    else:
+        vocab = build_vocabulary(data.tokenizer, training_captions(data_dir), min_count=data.min_word_count,
+                                 max_size=data.vocab_size or None)
+    run_config.model = run_config.model.replace(
+        vocab_size=vocab.size, max_length=max(run_config.model.max_length, data.max_tokens),
+        pad_id=vocab.pad_id, bos_id=vocab.bos_id, eos_id=vocab.eos_id,
+    )
+    log(f"Vocabulary: {vocab.size} tokens. Run directory: {run.path}")
+
+    trainer = Trainer(run_config, data_dir, vocab, log=log)
+    history = trainer.fit()
+    model = trainer.model
+
+    log("Evaluating ...")
+    blind = blind_baseline(data_dir)
+    write_json(run.blind_baseline, {"caption": blind})
+    report, predictions = evaluate_splits(
+        model, vocab, data_dir, evaluation_splits(data_dir, decode.eval_splits), blind_caption=blind,
+        beam_size=decode.beam_size, max_steps=data.max_decode_steps, batch_size=decode.batch_size,
+        jit_compile=run_config.train.jit_compile, use_java=None if decode.java else False, log=log,
+    )
+    write_json(run.report, report)
+    write_json(run.join("predictions.json"), predictions)
+    log(format_metrics_table(report_rows(report)))
+    log(f"Blind baseline caption: {blind!r}")
+
+    export_path = export_run(model, vocab, run_config) if run_config.export.enabled else ""
+    return TrainResult(run.path, report, history, blind, export_path, model, vocab, (time.time() - started) / 60)
