@@ -12,7 +12,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from tests.helpers.tiny import TINY_SHAPES  # noqa: E402
+from tests.helpers.tiny import TINY_SHAPES, tiny_train_args  # noqa: E402
 
 # ci_skips: under CI (the variable set, non-empty) a skipped test is reported as a failure.
 # pytester: tests/test_ci_skips.py runs an inner pytest session to check that.
@@ -32,6 +32,46 @@ def tiny_shapes(data_root):
     from tfcaption.datasets.shapes.dataset import ShapesConfig, build_shapes_dataset
 
     return build_shapes_dataset(data_root, ShapesConfig(**TINY_SHAPES), verbose=False, workers=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, data_root, tiny_shapes):
+    """One tiny `tfcaption-train --preset small` run, trained once per session: one epoch of the `small` preset
+    at test size (`TINY_MODEL`, which is `tiny_overrides("small")`) on the tiny shapes dataset, without XLA,
+    evaluated on the test split (no java) and exported. For the tests that need a trained tiny run directory
+    and its export (tests/test_inference.py, tests/viz/, the `small` case of tests/cli/test_presets.py) and
+    the first epoch of tests/cli/test_end_to_end.py. Read it, never write into it: a test that continues the
+    run (the end-to-end test resumes it) copies it first.
+
+    Returns {"run", "export_root", "export"}: the run directory, the export root and the version directory
+    (`export_root/shapes_m2_small/1`)."""
+    from tfcaption.cli import train as train_cli
+
+    root = tmp_path_factory.mktemp("tiny_run")
+    run, export_root = str(root / "run"), str(root / "savedmodel")
+    args = tiny_train_args(run, data_root, export_root, epochs=1) + [
+        "--preset", "small", "--no-xla", "--set", 'decode.eval_splits=["test"]', "--set", "decode.java=false"]
+    assert train_cli.main(args) == 0
+    return {"run": run, "export_root": export_root, "export": os.path.join(export_root, "shapes_m2_small", "1")}
+
+
+@pytest.fixture(scope="session")
+def tiny_predictor(tiny_run):
+    """`tfcaption.load` of the shared tiny run directory, greedy (beam size 1)."""
+    import tfcaption
+
+    return tfcaption.load(tiny_run["run"], beam_size=1)
+
+
+@pytest.fixture(scope="session")
+def tensorflow_only(tmp_path_factory):
+    """The TensorFlow-only child process (tests/helpers/exports.py) that captions with exports as a
+    consumer without tfcaption or tensorflow-text would; one per session, started at its first use."""
+    from tests.helpers.exports import TensorFlowOnlyProcess
+
+    process = TensorFlowOnlyProcess(tmp_path_factory.mktemp("tensorflow_only"))
+    yield process
+    process.close()
 
 
 @pytest.fixture(scope="module")

@@ -1,29 +1,21 @@
-"""tfcaption.load(...).caption / caption_with_attention on a tiny trained run directory."""
+"""tfcaption.load(...).caption / caption_with_attention on a tiny trained run directory (the session's
+`tiny_run`, tests/conftest.py) and its export."""
 
 import io
 
 import numpy as np
 import pytest
 
-from tests.helpers.tiny import tiny_train_args
-from tfcaption.cli import train as train_cli
+
+@pytest.fixture(scope="module")
+def run_dir(tiny_run):
+    return tiny_run["run"]
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, data_root):
-    root = tmp_path_factory.mktemp("inference")
-    run = str(root / "run")
-    args = tiny_train_args(run, data_root, str(root / "savedmodel"), epochs=2)
-    args += ["--set", "export.enabled=false", "--set", "decode.eval_splits=[]"]
-    assert train_cli.main(args) == 0
-    return run
-
-
-@pytest.fixture(scope="module")
-def predictor(run_dir):
-    import tfcaption
-
-    return tfcaption.load(run_dir, beam_size=1)
+def predictor(tiny_predictor):
+    """The run directory loaded greedily (beam size 1)."""
+    return tiny_predictor
 
 
 @pytest.fixture(scope="module")
@@ -138,15 +130,16 @@ def test_saved_model_without_the_signature_says_it_predates_attention(run_dir, t
         predictor.caption_with_attention(png)
 
 
-def test_saved_model_attention_matches_the_run_directory(run_dir, predictor, images, tmp_path):
+def test_saved_model_attention_matches_the_run_directory(tiny_run, predictor, images):
+    import json
+    import os
+
     import tensorflow as tf
 
-    from tfcaption.export.saved_model import export_saved_model
-    from tfcaption.training.run_directory import load_run
-
-    model, vocab, run_config = load_run(run_dir)
-    path = export_saved_model(model, vocab, str(tmp_path / "export"), "tiny", beam_size=1,
-                              max_steps=predictor.backend.max_steps, run_config=run_config)
+    # The run's own export (tfcaption-train wrote it from the same weights), decoding as far as the run does.
+    path = tiny_run["export"]
+    with open(os.path.join(path, "assets", "config.json")) as f:
+        assert json.load(f)["serving"]["max_steps"] == predictor.backend.max_steps
     assert "caption_with_attention" in tf.saved_model.load(path).signatures  # every export has it
     import tfcaption
 
@@ -160,14 +153,14 @@ def test_saved_model_attention_matches_the_run_directory(run_dir, predictor, ima
 
 
 def test_attention_over_a_grid_with_a_class_token_drops_it_and_renormalises_the_patches():
-    from tfcaption.inference import _attention_results
+    from tfcaption.decoding.captioning import attention_results
 
     rng = np.random.default_rng(0)
     weights = rng.random((1, 4, 1 + 2 * 3)).astype(np.float32)  # 4 steps over [class] + a 2 x 3 grid
     weights /= weights.sum(-1, keepdims=True)
     tokens = np.array([[5, 6, 3, 0]])  # two words, then <eos> (id 3)
     vocab = ["<pad>", "<unk>", "<bos>", "<eos>", "x", "a", "b"]
-    (result,) = _attention_results(["a b"], [0.0], tokens, weights, None, None, (2, 3, 1), vocab, eos_id=3)
+    (result,) = attention_results(["a b"], [0.0], tokens, weights, None, None, (2, 3, 1), vocab, eos_id=3)
     assert result["words"] == ["a", "b"] and result["gates"] is None
     patches = weights[0, :2, 1:]
     np.testing.assert_allclose(result["attention"], (patches / patches.sum(-1, keepdims=True)).reshape(2, 2, 3),

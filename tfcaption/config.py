@@ -65,6 +65,9 @@ class TrainConfig:
     """The optimisation and the run directory."""
 
     output_dir: str = "runs/shapes-small"
+    # "xe": teacher-forced cross-entropy; "scst": self-critical sequence training with a CIDEr-D reward
+    # (Rennie et al.; M2's second stage), usually started with init_from an XE run.
+    task: str = "xe"
     batch_size: int = 64
     epochs: int = 4
     steps_per_epoch: int = 0  # 0 = one pass over the training pairs
@@ -82,6 +85,27 @@ class TrainConfig:
     jit_compile: bool = True
     strategy: str = "auto"  # auto | default | mirrored | multiworker | tpu
     val_images: int = 500  # images decoded for the per-epoch validation CIDEr-D (0 = all)
+    # A checkpoint every N steps (and at each epoch end, and on SIGTERM / SIGINT); 0 = epoch ends only.
+    checkpoint_every_steps: int = 200
+    # Seeded initialisation and TensorFlow's op determinism: a killed and resumed run ends bit-identical
+    # to an uninterrupted one (slower on some ops).
+    deterministic: bool = False
+    log_every_seconds: float = 10.0  # a progress line this often when stdout is not a terminal
+    tensorboard_images: int = 3  # validation images drawn with their captions and attention each epoch
+    # SCST (task "scst"): batch_size // scst_samples images per step, k = scst_samples captions each.
+    scst_samples: int = 5
+    scst_sampling: str = "beam"  # "beam" (M2: k beams, their mean reward the baseline), "multinomial"
+    #                              (leave-one-out baseline), "greedy_baseline" (Rennie et al.)
+    scst_include_eos: bool = False  # <eos> a word of the reward (ruotianluo) or not (M2)
+    scst_bleu_weight: float = 0.0  # reward = (1 - w) CIDEr-D + w BLEU-4
+    scst_learning_rate: float = 5e-6  # M2's constant SCST rate
+
+    def __post_init__(self):
+        check_choice("train.task", self.task, ("xe", "scst"))
+        check_choice("train.scst_sampling", self.scst_sampling, ("beam", "multinomial", "greedy_baseline"))
+    # A run directory (tfcaption's, or a converted M2 checkpoint's) whose model, vocabulary and best weights
+    # a new run starts from (fine-tuning); "" = the model config and fresh (or pretrained-backbone) weights.
+    init_from: str = ""
 
 
 @dataclasses.dataclass

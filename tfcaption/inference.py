@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from tfcaption.data.image_check import ImageSkipped, check_image
 from tfcaption.data.pipeline import decode_image
-from tfcaption.decoding.captioning import caption_batches
+from tfcaption.decoding.captioning import attention_results, caption_batches, display_image
 
 
 class ImageError(ValueError):
@@ -60,46 +60,6 @@ def checked_image_bytes(image, name="image"):
 
 class AttentionUnavailableError(ValueError):
     """The model cannot report attention maps (an export that predates them)."""
-
-
-def _display_image(image):
-    """Decoded pixel values in [0, 255] -> uint8 RGB, the pixels the model saw."""
-    return np.clip(np.round(np.asarray(image)), 0, 255).astype(np.uint8)
-
-
-def _words(tokens, vocab_tokens, eos_id):
-    """Generated words up to, not including, <eos> (one per attention row)."""
-    words = []
-    for token in tokens:
-        if token == eos_id:
-            break
-        words.append(vocab_tokens[token])
-    return words
-
-
-def _attention_results(captions, scores, tokens, attention, gates, images, grid, vocab_tokens, eos_id):
-    """Per image: words, and their attention as (n, rows, cols) over a grid (prefix tokens such as a class
-    token dropped and the rest renormalised) or (n, regions) without one; gates (n, levels) or None."""
-    results = []
-    for i, caption in enumerate(captions):
-        words = _words(tokens[i].tolist(), vocab_tokens, eos_id)
-        n = len(words)
-        maps = np.asarray(attention[i][:n], np.float32)
-        if grid is not None:
-            rows, cols, prefix = grid
-            maps = maps[:, prefix:]
-            if prefix:
-                maps = maps / np.maximum(maps.sum(-1, keepdims=True), 1e-12)
-            maps = maps.reshape(n, rows, cols)
-        results.append({
-            "caption": caption,
-            "score": float(scores[i]),
-            "words": words,
-            "attention": maps,
-            "gates": None if gates is None else np.asarray(gates[i][:n], np.float32),
-            "image": None if images is None else images[i],
-        })
-    return results
 
 
 class _SavedModelBackend:
@@ -144,12 +104,12 @@ class _SavedModelBackend:
                 self._vocab_tokens = f.read().splitlines()
         images = grid = None
         if "patch_grid" in outputs:
-            images = [_display_image(decode_image(tf.constant(b), self._image_size)) for b in inputs]
+            images = [display_image(decode_image(tf.constant(b), self._image_size)) for b in inputs]
             # (rows, cols), given per image ([B, 2]) by the export; the same for every image.
             grid = tuple(int(v) for v in np.asarray(outputs["patch_grid"]).reshape(-1, 2)[0]) + (self._prefix,)
         captions = [c.decode("utf-8") for c in outputs["caption"].numpy()]
         gates = outputs["gates"].numpy() if "gates" in outputs else None
-        return _attention_results(
+        return attention_results(
             captions, outputs["score"].numpy(), outputs["tokens"].numpy(), outputs["attention"].numpy(),
             gates, images, grid, self._vocab_tokens, self._eos_id,
         )
@@ -183,9 +143,9 @@ class _RunBackend:
         grid, display = self.model.token_grid, None
         if grid is not None:
             grid = (grid.rows, grid.cols, grid.prefix)
-            display = [_display_image(image) for image in inputs]
+            display = [display_image(image) for image in inputs]
         gates = [r["gates"] for r in results] if self.model.decoder.has_gates else None
-        return _attention_results(
+        return attention_results(
             [r["caption"] for r in results], [r["score"] for r in results], [np.asarray(r["tokens"]) for r in results],
             [r["attention"] for r in results], gates, display, grid, self.vocab.tokens, self.model.config.eos_id,
         )

@@ -1,24 +1,23 @@
 """Every preset, end to end at test size: tfcaption-train --preset NAME trains a few steps, beam-decodes
 (the run's evaluation), exports, and the export captions in a TensorFlow-only process exactly as the run
 directory does; attention maps come out over the image encoder's token grid (per region for region
-models). Pixel presets train on the tiny shapes dataset, region presets on an HDF5 region-features file
-in the M2 release's layout with Karpathy captions (`features:` datasets)."""
+models). Pixel presets train on the tiny shapes dataset (`small`: the session's tiny run, tests/conftest.py,
+which is that preset at test size), region presets on an HDF5 region-features file in the M2 release's
+layout with Karpathy captions (`features:` datasets)."""
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 import tfcaption
-from tests.helpers.exports import quiet_env
 from tests.helpers.karpathy import karpathy_file, karpathy_image
 from tests.helpers.optional import h5py, needs_h5py
 from tests.helpers.tiny import TINY_SHAPES, model_sets, tiny_overrides
 from tfcaption.cli import evaluate as evaluate_cli
+from tfcaption.config import RunConfig
 from tfcaption.inference import ImageError
 from tfcaption.cli import train as train_cli
 from tfcaption.models import PRESETS, CaptionerConfig
@@ -29,20 +28,6 @@ REGION_PRESETS = sorted(n for n, kind in KINDS.items() if kind == "regions")
 FEATURE_DIM = 12
 COLOURS = ["red", "green", "blue", "yellow"]
 SHAPES = ["circle", "square", "star"]
-
-# A TensorFlow-only process: load the SavedModel, caption the inputs, print JSON.
-CHILD = """
-import json, sys
-import numpy as np, tensorflow as tf
-loaded = tf.saved_model.load(sys.argv[1])
-inputs = np.load(sys.argv[2], allow_pickle=True)
-name = sys.argv[3]
-feed = tf.constant(list(inputs)) if name == "image_bytes" else tf.constant(inputs, tf.float32)
-out = loaded.signatures["serving_default"](**{name: feed})
-assert "tfcaption" not in sys.modules and "tensorflow_text" not in sys.modules
-print(json.dumps([c.decode() for c in out["caption"].numpy()]))
-"""
-
 
 @pytest.fixture(scope="module")
 def region_features(tmp_path_factory):
@@ -85,13 +70,12 @@ def _train(name, root, data_root, data_sets):
     return run_dir, os.path.join(export_root, name, "1")
 
 
-def _served_in_tensorflow_only(export, inputs, input_name, tmp_path):
-    payload = tmp_path / "inputs.npy"
-    np.save(payload, np.array(inputs, dtype=object) if input_name == "image_bytes" else inputs, allow_pickle=True)
-    result = subprocess.run([sys.executable, "-c", CHILD, export, str(payload), input_name], capture_output=True,
-                            text=True, cwd=str(tmp_path), timeout=300, env=quiet_env())
-    assert result.returncode == 0, result.stderr[-2000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
+def _served_in_tensorflow_only(tensorflow_only, export, inputs, input_name):
+    """Captions from the export's serving_default in the session's TensorFlow-only process (one TensorFlow
+    import for every preset, tests/helpers/exports.py), which imported neither tfcaption nor tensorflow-text."""
+    captions, foreign_modules = tensorflow_only.caption(export, inputs, input_name)
+    assert foreign_modules == []
+    return captions
 
 
 def _check_report(run_dir, split):
@@ -102,13 +86,20 @@ def _check_report(run_dir, split):
 
 
 @pytest.mark.parametrize("name", PIXEL_PRESETS)
-def test_pixel_preset_trains_exports_and_serves_with_attention_over_its_grid(name, tiny_shapes, data_root, tmp_path):
-    run_dir, export = _train(name, tmp_path, data_root, [f"data.options={json.dumps(TINY_SHAPES)}"])
+def test_pixel_preset_trains_exports_and_serves_with_attention_over_its_grid(name, tiny_shapes, data_root, tmp_path,
+                                                                             tensorflow_only, request):
+    if name == "small":  # the session's tiny run is this preset's: tfcaption-train --preset small at test size
+        tiny_run = request.getfixturevalue("tiny_run")
+        run_dir, export = tiny_run["run"], tiny_run["export"]
+        trained = RunConfig.load(os.path.join(run_dir, "config.json"))
+        assert trained.model.replace(vocab_size=0) == CaptionerConfig.from_preset(name, **tiny_overrides(name))
+    else:
+        run_dir, export = _train(name, tmp_path, data_root, [f"data.options={json.dumps(TINY_SHAPES)}"])
     _check_report(run_dir, "test")
     from tfcaption.data.records import read_records
 
     images = [r["image"] for r in read_records(tiny_shapes, "test").take(3).as_numpy_iterator()]
-    served = _served_in_tensorflow_only(export, images, "image_bytes", tmp_path)
+    served = _served_in_tensorflow_only(tensorflow_only, export, images, "image_bytes")
     local = [r["caption"] for r in tfcaption.load(run_dir, beam_size=2).caption(images)]
     assert served == local
 
@@ -132,7 +123,7 @@ def test_pixel_preset_trains_exports_and_serves_with_attention_over_its_grid(nam
 @needs_h5py
 @pytest.mark.parametrize("name", REGION_PRESETS)
 def test_region_preset_trains_evaluates_and_exports_from_an_hdf5_features_file(name, region_features, data_root,
-                                                                               tmp_path):
+                                                                               tmp_path, tensorflow_only):
     run_dir, export = _train(name, tmp_path, data_root, [f"data.spec={region_features['spec']}",
                                                          "data.augment_flip=false"])
     _check_report(run_dir, "test")
@@ -145,21 +136,23 @@ def test_region_preset_trains_evaluates_and_exports_from_an_hdf5_features_file(n
     batch = np.zeros((3, 5, FEATURE_DIM), np.float32)
     for i, rows in enumerate(arrays):
         batch[i, :len(rows)] = rows
-    served = _served_in_tensorflow_only(export, batch, "features", tmp_path)
+    served = _served_in_tensorflow_only(tensorflow_only, export, batch, "features")
     local = [r["caption"] for r in tfcaption.load(run_dir, beam_size=2).caption(arrays)]
     assert served == local
     masked = CaptionerConfig.from_preset(name).image_encoder.padding_mask == "corrected"
-    for path in (run_dir, export):
-        result = tfcaption.load(path).caption_with_attention(arrays)[0]  # 3 regions, padded to 5 in the batch
+    predictors = {path: tfcaption.load(path) for path in (run_dir, export)}
+    for path, predictor in predictors.items():
+        result = predictor.caption_with_attention(arrays)[0]  # 3 regions, padded to 5 in the batch
         assert result["attention"].shape == (len(result["words"]), 5)  # per-region weights
         np.testing.assert_allclose(result["attention"].sum(-1), 1.0, atol=1e-4)
         if masked:  # the released behaviour attends to padding rows too
             np.testing.assert_allclose(result["attention"][:, 3:], 0.0, atol=1e-6)
         assert result["image"] is None and result["gates"].shape[1] == 2
     with pytest.raises(ImageError, match="reads precomputed region features, not images"):
-        tfcaption.load(export).caption(str(region_features["root"] / "photo.png"))
-    # A bad request fails with the row named; the next good one succeeds.
-    signature = tf.saved_model.load(export).signatures["serving_default"]
+        predictors[export].caption(str(region_features["root"] / "photo.png"))
+    # A bad request fails with the row named; the next good one succeeds (the export's own signature,
+    # as tf.saved_model.load gives it).
+    signature = predictors[export].backend.loaded.signatures["serving_default"]
     bad = batch.copy()
     bad[1, 2, 3] = np.nan
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"features\[1\]: NaN or infinite values"):

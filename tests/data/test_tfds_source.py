@@ -63,12 +63,18 @@ def test_karpathy_splits_with_restval_read_as_train(prepared):
 
 
 def test_tfds_batches_train_the_model(prepared, tmp_path):
+    import keras
+
     from tfcaption.data.tokenizer import Vocabulary
     from tfcaption.evaluation import training_captions
     from tfcaption.models.config import CaptionerConfig
     from tfcaption.config import DataConfig, DecodeConfig, RunConfig, TrainConfig
     from tfcaption.training.trainer import Trainer
 
+    # A fixed initialisation: left to whatever random state the tests before it leave, about one draw in 30
+    # (this high learning rate, three steps an epoch) ends a few percent short of the 10% drop (seeds 0-39:
+    # all but one pass; seed 0: 3.93 -> 2.87).
+    keras.utils.set_random_seed(0)
     vocab = Vocabulary.build(training_captions(prepared["out"]))
     config = CaptionerConfig.from_preset("small", vocab_size=vocab.size, max_length=12, **TINY_MODEL)
     train = TrainConfig(output_dir=str(tmp_path / "run"), epochs=4, batch_size=4, warmup_steps=4,

@@ -4,11 +4,26 @@ import json
 import os
 
 import pytest
+import tensorflow as tf
 
 import tfcaption
 from tests.helpers.tiny import TINY_MODEL, TINY_SHAPES
 from tfcaption.config import RunConfig
 from tfcaption.models import CaptionerConfig
+
+
+def tensorboard_summaries(logs):
+    """{tag: the last PNG} of the image summaries and {tag: the last text} of the text summaries in `logs`."""
+    images, texts = {}, {}
+    for name in sorted(os.listdir(logs)):
+        for event in tf.compat.v1.train.summary_iterator(os.path.join(logs, name)):
+            for value in event.summary.value:
+                plugin = value.metadata.plugin_data.plugin_name
+                if plugin == "images":
+                    images[value.tag] = tf.make_ndarray(value.tensor)[2]  # width, height, then the PNGs
+                elif plugin == "text":
+                    texts[value.tag] = tf.make_ndarray(value.tensor).item().decode()
+    return images, texts
 
 
 def tiny_run_config(output_dir, data_root, **model):
@@ -26,10 +41,16 @@ def tiny_run_config(output_dir, data_root, **model):
     return config
 
 
-def test_train_returns_the_report_and_model_then_resumes_and_refuses_another_model(tiny_shapes, data_root,
-                                                                                  tmp_path):
+@pytest.fixture(scope="module")
+def first(tiny_shapes, data_root, tmp_path_factory):
+    """A tiny run trained through `tfcaption.train`, and the lines it logged."""
     lines = []
-    result = tfcaption.train(tiny_run_config(tmp_path / "run", data_root), log=lines.append)
+    result = tfcaption.train(tiny_run_config(tmp_path_factory.mktemp("recipe") / "run", data_root), log=lines.append)
+    return result, lines
+
+
+def test_train_returns_the_report_and_model_writes_tensorboard_figures_and_resumes(first, data_root):
+    result, lines = first
     with open(os.path.join(result.run_dir, "report.json")) as f:
         assert json.load(f) == result.report
     assert 0.0 <= result.report["test"]["model"]["cider_d"] and "blind_baseline" in result.report["test"]
@@ -37,7 +58,54 @@ def test_train_returns_the_report_and_model_then_resumes_and_refuses_another_mod
     assert any(line.startswith("Vocabulary:") for line in lines)
     assert result.vocab.size == result.model.config.vocab_size
 
-    again = tfcaption.train(tiny_run_config(tmp_path / "run", data_root), log=lines.append)
+    images, texts = tensorboard_summaries(os.path.join(result.run_dir, "logs"))
+    assert sorted(images) == ["val_attention/0", "val_attention/1", "val_attention/2"]
+    for png in images.values():  # an attention figure: a picture, not a blank canvas
+        pixels = tf.io.decode_png(png).numpy()
+        assert min(pixels.shape[:2]) > 100 and pixels.std() > 10
+    assert texts["val_examples"].startswith("| image | generated | references |")
+
+    again = tfcaption.train(tiny_run_config(result.run_dir, data_root), log=lines.append)
     assert again.history == [] and any(line.startswith("Resuming from") for line in lines)
     with pytest.raises(ValueError, match="different model config"):
-        tfcaption.train(tiny_run_config(tmp_path / "run", data_root, hidden_dim=64, key_dim=32), log=lambda *a: None)
+        tfcaption.train(tiny_run_config(result.run_dir, data_root, hidden_dim=64, key_dim=32), log=lambda *a: None)
+
+
+def test_init_from_starts_with_the_runs_model_vocabulary_and_best_weights(first, data_root, tmp_path):
+    import numpy as np
+
+    first, _ = first
+    config = tiny_run_config(tmp_path / "tuned", data_root, hidden_dim=64, key_dim=32)  # ignored: the run's model
+    config.train.init_from, config.train.learning_rate_scale, config.train.steps_per_epoch = first.run_dir, 0.0, 1
+    lines = []
+    tuned = tfcaption.train(config, log=lines.append)
+    assert f"Initialised from {os.path.join(first.run_dir, 'best.weights.h5')}." in lines
+    assert tuned.model.config == first.model.config and tuned.vocab.tokens == first.vocab.tokens
+    for mine, theirs in zip(tuned.model.variables, first.model.variables):  # a learning rate of 0 kept them
+        np.testing.assert_array_equal(np.asarray(mine), np.asarray(theirs))
+    itself = tiny_run_config(tmp_path / "new", data_root)
+    itself.train.init_from = itself.train.output_dir
+    with pytest.raises(ValueError, match="is the run directory itself"):
+        tfcaption.train(itself, log=lambda *a: None)
+
+
+def test_scst_from_an_xe_run_logs_reward_and_baseline_and_changes_the_weights(first, data_root, tmp_path):
+    import numpy as np
+
+    first, _ = first
+    config = tiny_run_config(tmp_path / "scst", data_root)
+    config.train.init_from, config.train.task, config.train.batch_size = first.run_dir, "scst", 10  # 2 images x 5
+    config.train.scst_learning_rate = 1e-3
+    lines = []
+    tuned = tfcaption.train(config, log=lines.append)
+    (record,) = tuned.history
+    assert np.isfinite(record["reward"]) and np.isfinite(record["baseline"]) and np.isfinite(record["train_loss"])
+    assert record["baseline"] == pytest.approx(record["reward"], abs=1e-6)  # beam mode: the beams' mean reward
+    assert any("SCST reward" in line for line in lines)
+    assert any(not np.array_equal(np.asarray(a), np.asarray(b))
+               for a, b in zip(tuned.model.trainable_variables, first.model.trainable_variables))
+    scalars = set()
+    for name in os.listdir(os.path.join(tuned.run_dir, "logs")):
+        for event in tf.compat.v1.train.summary_iterator(os.path.join(tuned.run_dir, "logs", name)):
+            scalars |= {value.tag for value in event.summary.value}
+    assert {"scst_reward", "scst_baseline", "val_cider_d"} <= scalars

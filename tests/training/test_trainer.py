@@ -74,9 +74,10 @@ print(json.dumps({
 """
 
 
-def test_mirrored_strategy_on_two_logical_cpus_trains_with_identical_replicas(tmp_path):
+def test_mirrored_strategy_on_two_logical_cpus_trains_with_identical_replicas(tiny_shapes, data_root, tmp_path):
+    # The session's data root already holds the tiny shapes dataset (`tiny_shapes`): the child finds it built.
     result = subprocess.run(
-        [sys.executable, "-c", MIRRORED_SCRIPT, str(tmp_path / "data"), str(tmp_path / "run"),
+        [sys.executable, "-c", MIRRORED_SCRIPT, data_root, str(tmp_path / "run"),
          json.dumps(TINY_MODEL), json.dumps(TINY_SHAPES)],
         capture_output=True, text=True, cwd=REPO_ROOT, timeout=600,
         env={**os.environ, "PYTHONPATH": REPO_ROOT},

@@ -5,7 +5,6 @@ import json
 import numpy as np
 import pytest
 
-from tests.helpers.tiny import tiny_train_args
 from tests.helpers.grounding import grounding_pairs, object_patches
 from tfcaption.viz.attention import DPI, attention_figure, upsample
 
@@ -89,16 +88,8 @@ def test_object_patches_cover_the_disc():
     np.testing.assert_array_equal(mask, expected)
 
 
-@pytest.fixture(scope="module")
-def tiny_predictor(tmp_path_factory, data_root):
-    """A tiny run (one epoch, seconds): enough for real captions, gates and maps, not for grounding."""
-    import tfcaption
-    from tfcaption.cli import train as train_cli
-
-    root = tmp_path_factory.mktemp("viz")
-    args = tiny_train_args(str(root / "run"), data_root, str(root / "savedmodel"), epochs=1)
-    assert train_cli.main(args + ["--set", "export.enabled=false", "--set", "decode.eval_splits=[]"]) == 0
-    return tfcaption.load(str(root / "run"), beam_size=1)
+# `tiny_predictor` (tests/conftest.py): the session's tiny run (one epoch, seconds), loaded greedily: enough
+# for real captions, gates and maps, not for grounding.
 
 
 def test_figure_of_a_trained_model_on_a_shapes_image_has_a_panel_per_word(tiny_predictor, tiny_shapes, tmp_path):

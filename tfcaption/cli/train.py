@@ -29,6 +29,11 @@ def build_parser():
                         "into the data root")
     parser.add_argument("--output-dir", help="run directory (default runs/DATASET-PRESET, e.g. runs/shapes-small, "
                         "runs/shapes-cptr_small); reruns resume")
+    parser.add_argument("--init-from", metavar="RUN_DIR", help="start from another run's model, vocabulary and best "
+                        "weights (a tfcaption run or a converted M2 checkpoint) to fine-tune; the default run "
+                        "directory is then runs/DATASET-PRESET-from-NAME")
+    parser.add_argument("--task", choices=["xe", "scst"], help="xe: cross-entropy (default); scst: self-critical "
+                        "sequence training with a CIDEr-D reward, e.g. --init-from an XE run")
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--strategy", choices=["auto", "default", "mirrored", "multiworker", "tpu"])
@@ -60,12 +65,16 @@ def resolve_config(args):
         "data.spec": args.data, "train.output_dir": args.output_dir, "train.epochs": args.epochs,
         "train.batch_size": args.batch_size, "train.strategy": args.strategy,
         "train.jit_compile": False if args.no_xla else None, "export.enabled": False if args.no_export else None,
+        "train.init_from": args.init_from, "train.task": args.task,
     }
     apply_overrides(run_config, [(key, value) for key, value in flags.items() if value is not None] + args.set)
     if not args.config:  # each preset its own run and SavedModel, so another --preset never resumes this one
         preset = args.preset or "small"
         if not (args.output_dir or _sets(args, "train.output_dir")):
             run_config.train.output_dir = default_output_dir(run_config.data.spec, preset)
+            if run_config.train.init_from:  # a fine-tuned run never resumes (or overwrites) its start
+                name = os.path.basename(os.path.normpath(run_config.train.init_from))
+                run_config.train.output_dir += f"-from-{name}"
         if preset != "small" and run_config.data.spec == "shapes" and not _sets(args, "export.model_name"):
             run_config.export.model_name = f"shapes_{preset}"
     return resolve_run(run_config)
@@ -76,9 +85,14 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     quiet_tensorflow()
 
+    from tfcaption.training.interruption import TrainingInterrupted
     from tfcaption.training.recipe import train
 
-    result = train(resolve_config(args), log=functools.partial(print, flush=True))
+    try:
+        result = train(resolve_config(args), log=functools.partial(print, flush=True))
+    except TrainingInterrupted as stopped:
+        print(f"{PROGRAM}: {stopped}", file=sys.stderr)
+        return stopped.exit_code
     print(f"\nRun directory:   {result.run_dir}")
     print(f"Report:          {os.path.join(result.run_dir, 'report.json')}")
     print(f"TensorBoard:     tensorboard --logdir {os.path.join(result.run_dir, 'logs')}")

@@ -336,8 +336,23 @@ def eval_dataset(data_dir: str, split: str, batch_size: int, image_size: ImageSi
         "captions": tf.string [B, N] (padded with ""), "scene": tf.string [B]}``; for region features
         ``"features": float32 [B, R, D]`` in place of ``"images"``.
     """
-    field, key, decode, decode_or_drop = _input_decoder(dataset_input_kind(data_dir), image_size)
-    records = read_records(data_dir, split)
+    return image_batches(data_dir, split, batch_size, image_size)
+
+
+def image_batches(data_dir: str, split: str, batch_size: int, image_size: ImageSize, seed: Optional[int] = None,
+                  drop_remainder: bool = False) -> tf.data.Dataset:
+    """Batches of images with all their reference captions (:func:`eval_dataset`'s elements).
+
+    With ``seed`` the images are shuffled (shard order, then :func:`default_shuffle_buffer` encoded
+    images, reshuffled every pass), the training order of self-critical sequence training, whose reward
+    needs every reference of an image; without, shard order. ``drop_remainder`` keeps every batch the
+    same size (static shapes for XLA).
+    """
+    inputs = dataset_input_kind(data_dir)
+    field, key, decode, decode_or_drop = _input_decoder(inputs, image_size)
+    records = read_records(data_dir, split, shuffle_files=seed is not None, seed=seed)
+    if seed is not None:
+        records = records.shuffle(default_shuffle_buffer(inputs), seed=seed, reshuffle_each_iteration=True)
 
     def prepare(record):
         return {
@@ -348,7 +363,7 @@ def eval_dataset(data_dir: str, split: str, batch_size: int, image_size: ImageSi
         }
 
     ds = decode_or_drop(records, prepare)
-    ds = ds.padded_batch(batch_size, drop_remainder=False)  # strings pad with ""
+    ds = ds.padded_batch(batch_size, drop_remainder=drop_remainder)  # strings pad with ""
     return ds.prefetch(tf.data.AUTOTUNE)
 
 

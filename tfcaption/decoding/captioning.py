@@ -9,6 +9,8 @@ region-feature captioning, the SavedModel export and the benchmarks.
 - `compiled_generator` wraps it in a `tf.function` (XLA by default), one per model and settings.
 - `caption_batches` is the host loop: it feeds batches to the compiled generator and detokenises.
   Strings never enter the compiled function.
+- `attention_results` turns recorded attention into per-word maps over the token grid (class tokens
+  dropped), for `tfcaption.load(...).caption_with_attention` and TensorBoard's validation figures.
 """
 
 import weakref
@@ -169,4 +171,44 @@ def caption_batches(model, vocab, batches, beam_size=1, max_steps=None, jit_comp
             results.append(record)
             if limit and len(results) >= limit:
                 return results
+    return results
+
+
+def display_image(image):
+    """Decoded pixel values in [0, 255] -> uint8 RGB, the pixels the model saw."""
+    return np.clip(np.round(np.asarray(image)), 0, 255).astype(np.uint8)
+
+
+def caption_words(tokens, vocab_tokens, eos_id):
+    """Generated words up to, not including, <eos> (one per attention row)."""
+    words = []
+    for token in tokens:
+        if token == eos_id:
+            break
+        words.append(vocab_tokens[token])
+    return words
+
+
+def attention_results(captions, scores, tokens, attention, gates, images, grid, vocab_tokens, eos_id):
+    """Per image: words, and their attention as (n, rows, cols) over a grid (prefix tokens such as a class
+    token dropped and the rest renormalised) or (n, regions) without one; gates (n, levels) or None."""
+    results = []
+    for i, caption in enumerate(captions):
+        words = caption_words(tokens[i].tolist(), vocab_tokens, eos_id)
+        n = len(words)
+        maps = np.asarray(attention[i][:n], np.float32)
+        if grid is not None:
+            rows, cols, prefix = grid
+            maps = maps[:, prefix:]
+            if prefix:
+                maps = maps / np.maximum(maps.sum(-1, keepdims=True), 1e-12)
+            maps = maps.reshape(n, rows, cols)
+        results.append({
+            "caption": caption,
+            "score": float(scores[i]),
+            "words": words,
+            "attention": maps,
+            "gates": None if gates is None else np.asarray(gates[i][:n], np.float32),
+            "image": None if images is None else images[i],
+        })
     return results

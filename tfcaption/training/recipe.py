@@ -9,6 +9,7 @@ run config --resolve_run--> (a resumed run's model, or a pretrained backbone's s
 """
 
 import dataclasses
+import os
 import time
 
 from tfcaption.config import RunConfig
@@ -33,8 +34,9 @@ def resolve_run(run_config):
 
     An existing run directory is resumed: the requested model must be the one it trained (training
     fields may change between calls), and its saved model config (vocabulary size, sizes read from a
-    checkpoint) is used. A new run takes a pretrained backbone's sizes from its file (a missing file is
-    a one-line error before any work).
+    checkpoint) is used. A new run with `train.init_from` takes that run's model config (and its
+    tokenizer); otherwise a pretrained backbone's sizes come from its file (a missing file is a one-line
+    error before any work).
 
     Raises:
         ValueError: the run directory holds a run with another model config.
@@ -45,6 +47,17 @@ def resolve_run(run_config):
 
     run = RunDirectory(run_config.train.output_dir)
     if not run.exists():
+        init = run_config.train.init_from
+        if init:  # the model (and, in `train`, the vocabulary) come with the weights
+            if os.path.abspath(init) == os.path.abspath(run.path):
+                raise ValueError(f"train.init_from {init} is the run directory itself; train into another one.")
+            init_run = RunDirectory(init)
+            if not init_run.exists():
+                raise FileNotFoundError(f"train.init_from {init} is not a tfcaption run directory (it has no "
+                                        f"config.json and vocab.txt).")
+            saved = RunConfig.load(init_run.config)
+            run_config.model, run_config.data.tokenizer = saved.model, saved.data.tokenizer
+            return run_config
         run_config.model = with_checkpoint_sizes(run_config.model)
         return run_config
     saved = RunConfig.load(run.config)
@@ -82,11 +95,16 @@ def train(run_config, log=print):
     run = RunDirectory(run_config.train.output_dir)
     log(f"Dataset: {data.spec}")
     data_dir = resolve_dataset(data.spec, data.root, data.options)
-    if run.exists():
-        vocab = load_vocabulary(run.vocab, data.tokenizer)
+    if run.exists() or run_config.train.init_from:
+        vocab = load_vocabulary(RunDirectory(run.path if run.exists() else run_config.train.init_from).vocab,
+                                data.tokenizer)
     else:
         vocab = build_vocabulary(data.tokenizer, training_captions(data_dir), min_count=data.min_word_count,
                                  max_size=data.vocab_size or None)
+    if run_config.train.init_from and data.max_tokens > run_config.model.max_length:
+        raise ValueError(f"data.max_caption_words {data.max_caption_words} needs {data.max_tokens} token positions; "
+                         f"the model of {run_config.train.init_from} has {run_config.model.max_length}: set "
+                         f"data.max_caption_words <= {run_config.model.max_length - 2}.")
     run_config.model = run_config.model.replace(
         vocab_size=vocab.size, max_length=max(run_config.model.max_length, data.max_tokens),
         pad_id=vocab.pad_id, bos_id=vocab.bos_id, eos_id=vocab.eos_id,

@@ -144,14 +144,25 @@ def load_run(path, weights="best"):
     run_config = RunConfig.load(run.config)
     vocab = load_vocabulary(run.vocab, run_config.data.tokenizer)
     model = Captioner(run_config.model)
+    load_run_weights(model, path, weights)
+    return model, vocab, run_config
+
+
+def load_run_weights(model, path, weights="best"):
+    """Loads a run directory's weights into `model` (built from that run's model config).
+
+    `weights`: "best" (best.weights.h5, falling back to the latest checkpoint) or "latest". Returns the
+    file or checkpoint read; FileNotFoundError when the run has neither.
+    """
+    run = RunDirectory(path)
     if weights == "best" and tf.io.gfile.exists(run.best_weights):
         load_weights(model, run.best_weights)
-    else:
-        latest = tf.train.latest_checkpoint(run.checkpoints)
-        if latest is None:
-            raise FileNotFoundError(f"No weights in {path}: neither best.weights.h5 nor a checkpoint.")
-        read_model_checkpoint(model, latest)
-    return model, vocab, run_config
+        return run.best_weights
+    latest = tf.train.latest_checkpoint(run.checkpoints)
+    if latest is None:
+        raise FileNotFoundError(f"No weights in {path}: neither best.weights.h5 nor a checkpoint.")
+    read_model_checkpoint(model, latest)
+    return latest
 
 
 def check_checkpoint_format(checkpoint_path):

@@ -1,6 +1,7 @@
 """The training engine: a custom `strategy.run` loop with XLA, checkpoints and early stopping."""
 
 import json
+import math
 import time
 
 import keras
@@ -12,11 +13,14 @@ from tfcaption.decoding.captioning import caption_batches
 from tfcaption.metrics.cider import CiderD
 from tfcaption.models.captioner import Captioner
 from tfcaption.models.pretrained import load_pretrained, with_checkpoint_sizes
+from tfcaption.training.interruption import TrainingInterrupted, stop_requests
+from tfcaption.training.progress import EpochProgress
 from tfcaption.training.run_directory import (
-    RunDirectory, check_checkpoint_format, load_weights, optimizer_variables, training_checkpoint,
+    RunDirectory, check_checkpoint_format, load_run_weights, load_weights, optimizer_variables, training_checkpoint,
 )
 from tfcaption.training.schedule import WarmupConstant, WarmupInverseSqrt, WarmupLinearDecay
 from tfcaption.training.strategy import is_single_device, make_strategy
+from tfcaption.training.summaries import validation_examples, write_validation_examples
 
 
 def masked_cross_entropy(targets, logits, pad_id, label_smoothing=0.0):
@@ -33,6 +37,10 @@ def masked_cross_entropy(targets, logits, pad_id, label_smoothing=0.0):
     return tf.reduce_sum(losses * mask), tf.reduce_sum(mask)
 
 
+class NonFiniteLossError(ValueError):
+    """A training step's loss was NaN or infinite (the message names the epoch and step)."""
+
+
 class Trainer:
     """Teacher-forced cross-entropy training of a `Captioner` under a tf.distribute strategy.
 
@@ -40,10 +48,13 @@ class Trainer:
     (XLA-compiled when `jit_compile`), scaled by the global token count so the
     Keras optimizer's cross-replica sum is the global mean; on a single device
     the whole step, optimizer update included, is one XLA cluster. Every epoch
-    it logs to TensorBoard, measures validation loss and CIDEr-D (greedy), saves
-    a checkpoint (model, optimizer, progress: a rerun resumes from it), keeps
+    it logs to TensorBoard, measures validation loss and CIDEr-D (greedy), keeps
     the best weights by CIDEr-D, and stops early after `early_stopping_patience`
-    epochs without improvement.
+    epochs without improvement. Checkpoints (model, optimizers, the epoch and the
+    step inside it) are saved every `checkpoint_every_steps`, at each epoch's
+    end and on SIGTERM / SIGINT; a rerun resumes at the next batch of the same
+    epoch order. A NaN or infinite loss stops training, keeping the last
+    checkpoint.
 
     Args:
         run_config: a `RunConfig`.
@@ -66,6 +77,9 @@ class Trainer:
         if not self.manifest.get("splits", {}).get("train", {}).get("captions"):
             splits = ", ".join(f"{k} ({v.get('captions', 0)} captions)" for k, v in self.manifest.get("splits", {}).items())
             raise ValueError(f"{data_dir} has no training captions (splits: {splits or 'none'}).")
+        if self.config.deterministic:  # before any weight or dataset exists
+            keras.utils.set_random_seed(self.config.seed)
+            tf.config.experimental.enable_op_determinism()
         self.strategy = strategy or make_strategy(self.config.strategy)
         self.run = RunDirectory(self.config.output_dir)
         if not self.run.exists():  # a new run records the pretrained backbone's sizes, read from its file
@@ -80,10 +94,19 @@ class Trainer:
             self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
             self.best_cider = tf.Variable(-1.0, dtype=tf.float32, trainable=False, name="best_cider")
             self.epochs_without_improvement = tf.Variable(0, dtype=tf.int64, trainable=False)
+            # The position inside the epoch in progress, so a resumed run continues at the next batch.
+            self.step_in_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="step_in_epoch")
+            self.epoch_loss_sum = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="epoch_loss_sum")
+            self.epoch_token_count = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="epoch_token_count")
+            self.epoch_reward_sum = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="epoch_reward_sum")
+            self.epoch_baseline_sum = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="epoch_baseline_sum")
         self.image_size = self.model.image_encoder.image_size  # what the pipeline resizes to (None: features)
         self.model.check_inputs(input_kind(self.manifest), data_dir)
         backbone_state = ({} if self.backbone_optimizer is None
                           else {"backbone_optimizer_state": optimizer_variables(self.backbone_optimizer)})
+        self.scst = self._scst_step() if self.config.task == "scst" else None
+        if self.scst is not None:  # a resumed run draws new samples, not the ones it drew before
+            backbone_state["scst_iterations"] = self.scst.iterations
         self.checkpoint = training_checkpoint(
             self.model,
             self.optimizer,
@@ -91,6 +114,11 @@ class Trainer:
             epoch=self.epoch,
             best_cider=self.best_cider,
             epochs_without_improvement=self.epochs_without_improvement,
+            step_in_epoch=self.step_in_epoch,
+            epoch_loss_sum=self.epoch_loss_sum,
+            epoch_token_count=self.epoch_token_count,
+            epoch_reward_sum=self.epoch_reward_sum,
+            epoch_baseline_sum=self.epoch_baseline_sum,
         )
         self.manager = tf.train.CheckpointManager(self.checkpoint, self.run.checkpoints, max_to_keep=2)
         self._train_step = self._make_train_step()
@@ -98,6 +126,8 @@ class Trainer:
 
     def _schedule(self, multiplier=1.0):
         c, d = self.config, self.model_config.hidden_dim
+        if c.task == "scst":  # a fine-tuning stage: M2's constant rate
+            return WarmupConstant(c.scst_learning_rate * multiplier, 0)
         scale = c.learning_rate_scale * multiplier
         if c.learning_rate_schedule == "noam":
             return WarmupInverseSqrt(d, c.warmup_steps, scale)
@@ -107,6 +137,22 @@ class Trainer:
             return WarmupConstant(c.learning_rate * multiplier, c.warmup_steps)
         raise ValueError(f"learning_rate_schedule must be 'linear', 'noam' or 'constant', got "
                          f"{c.learning_rate_schedule!r}.")
+
+    def _scst_step(self):
+        from tfcaption.evaluation import training_captions
+        from tfcaption.training.scst import ScstReward, ScstStep
+
+        c = self.config
+        if not is_single_device(self.strategy):
+            raise ValueError("train.task='scst' runs on one device for now; use --strategy default.")
+        reward = ScstReward(training_captions(self.data_dir), include_eos=c.scst_include_eos,
+                            bleu_weight=c.scst_bleu_weight)
+        return ScstStep(self.model, self._apply, reward, c.scst_samples, c.scst_sampling,
+                        self.data_config.max_decode_steps, c.jit_compile, c.seed, vocab=self.vocab)
+
+    def _images_per_batch(self):
+        """SCST: images per step (M2: 50 // 5 = 10), each giving `scst_samples` captions."""
+        return max(1, self.config.batch_size // self.config.scst_samples)
 
     def _adam(self, schedule):
         c = self.config
@@ -193,15 +239,39 @@ class Trainer:
         return self.config.batch_size
 
     def _train_batches(self, epoch):
+        if self.scst is not None:  # per image, with all its references for the reward
+            return pipeline.image_batches(self.data_dir, "train", self._images_per_batch(), self.image_size,
+                                          seed=self.config.seed + epoch, drop_remainder=True)
         dataset = pipeline.train_dataset(
             self.data_dir, "train", self.vocab, self._global_batch(), self.data_config.max_caption_words,
             self.image_size, seed=self.config.seed + epoch, augment_flip=self.data_config.augment_flip,
         )
         return self.strategy.experimental_distribute_dataset(dataset)
 
+    def _epoch_batches(self, epoch, start):
+        """The epoch's batches from step `start` on, exactly as an uninterrupted epoch sees them (the
+        batches before `start` are read and dropped, so pass boundaries and seeds line up)."""
+        iterator, step = iter(self._train_batches(epoch)), 0
+        while True:
+            try:
+                batch = next(iterator)
+            except StopIteration:
+                # steps_per_epoch longer than one pass: start another pass with a fresh shuffle.
+                iterator = iter(self._train_batches(epoch + 1000 * (step + 1)))
+                try:
+                    batch = next(iterator)
+                except StopIteration:
+                    raise ValueError(f"{self.data_dir}: the train split gives no full batch of "
+                                     f"{self._global_batch()} (too few decodable pairs).") from None
+            if step >= start:
+                yield batch
+            step += 1
+
     def steps_per_epoch(self):
         if self.config.steps_per_epoch:
             return self.config.steps_per_epoch
+        if self.config.task == "scst":
+            return max(1, self.manifest["splits"]["train"]["images"] // self._images_per_batch())
         pairs = self.manifest["splits"]["train"]["captions"]
         return max(1, pairs // self._global_batch())
 
@@ -222,31 +292,38 @@ class Trainer:
             self.model, self.vocab,
             pipeline.eval_dataset(self.data_dir, "val", self.decode_config.batch_size, self.image_size),
             beam_size=1, max_steps=self.data_config.max_decode_steps, jit_compile=self.config.jit_compile,
-            limit=self.config.val_images or None,
+            limit=self.config.val_images or None, return_attention=True,  # for TensorBoard's figures
         )
         references = [r["references"] for r in results]
         cider, _ = CiderD(references).score([r["caption"] for r in results], references)
         return loss_sum / max(count, 1.0), float(cider), results
 
     def fit(self):
-        """Trains until `epochs` or early stopping; resumes from the last checkpoint.
+        """Trains until `epochs` or early stopping; resumes from the last checkpoint, at the step it holds.
 
-        Returns the per-epoch history (a list of dicts).
+        Returns the per-epoch history of this call (a list of dicts).
+
+        Raises:
+            TrainingInterrupted: SIGTERM or SIGINT arrived; a checkpoint of the position was saved first.
+            NonFiniteLossError: a step's loss was NaN or infinite; the last good checkpoint is kept.
         """
         latest = self.manager.latest_checkpoint
         if latest:
             check_checkpoint_format(latest)
             self.checkpoint.restore(latest).assert_existing_objects_matched()
-            self.log(f"Resuming from {latest} (epoch {int(self.epoch.numpy())} done).")
+            step = int(self.step_in_epoch.numpy())
+            position = f", {step} steps into epoch {int(self.epoch.numpy()) + 1}" if step else ""
+            self.log(f"Resuming from {latest} (epoch {int(self.epoch.numpy())} done{position}).")
+        elif self.config.init_from:  # fine-tuning: another run's weights (its model config is this one's)
+            self.log(f"Initialised from {load_run_weights(self.model, self.config.init_from)}.")
         else:  # from scratch: the pretrained backbone's weights (a resumed run restored its own)
             loaded = load_pretrained(self.model)
             if loaded:
                 self.log(f"Image encoder: {loaded}.")
-            if not self.manifest.get("images_checked"):  # tfcaption-prepare already decoded every image
-                undecodable, ids = pipeline.count_undecodable(self.data_dir, "train")
-                if undecodable:
-                    self.log(f"train: {undecodable} undecodable image(s) will be skipped (e.g. "
-                             f"{', '.join(ids[:3])}).")
+        if not latest and not self.manifest.get("images_checked"):  # tfcaption-prepare decoded every image
+            undecodable, ids = pipeline.count_undecodable(self.data_dir, "train")
+            if undecodable:
+                self.log(f"train: {undecodable} undecodable image(s) will be skipped (e.g. {', '.join(ids[:3])}).")
         has_val = bool(self.manifest["splits"].get("val", {}).get("images"))
         if not has_val:
             self.log(f"No val split in {self.data_dir}: no validation, no early stopping; the last epoch's "
@@ -255,70 +332,102 @@ class Trainer:
         writer = tf.summary.create_file_writer(self.run.logs)
         steps = self.steps_per_epoch()
         patience = self.config.early_stopping_patience
-        while int(self.epoch.numpy()) < self.config.epochs:
-            if patience and int(self.epochs_without_improvement.numpy()) >= patience:
-                self.log(f"Early stopping: no validation CIDEr-D improvement for {patience} epochs.")
-                break
-            epoch = int(self.epoch.numpy())
-            self.log(f"Epoch {epoch + 1}/{self.config.epochs}")
-            progress = keras.utils.Progbar(steps, stateful_metrics=["loss", "lr"])
-            started = time.time()
-            loss_sum = count_sum = 0.0
-            iterator = iter(self._train_batches(epoch))
-            for step in range(steps):
-                try:
-                    batch = next(iterator)
-                except StopIteration:
-                    # steps_per_epoch longer than one pass: start another pass with a fresh shuffle.
-                    iterator = iter(self._train_batches(epoch + 1000 * (step + 1)))
-                    batch = next(iterator)
-                loss, count = self._train_step(batch)
-                loss_sum += float(loss) * float(count)  # the step's loss is its token mean
-                count_sum += float(count)
-                if step % 10 == 0 or step == steps - 1:
-                    lr = float(self.optimizer.learning_rate)
-                    progress.update(step + 1, [("loss", loss_sum / max(count_sum, 1.0)), ("lr", lr)])
-            train_loss = loss_sum / max(count_sum, 1.0)
-            train_seconds = time.time() - started
-            if has_val:
-                val_loss, val_cider, samples = self.validate()
-                improved = val_cider > float(self.best_cider.numpy())
-            else:
-                val_loss = val_cider = float("nan")
-                samples, improved = [], True
-            if improved:
-                if has_val:
-                    self.best_cider.assign(val_cider)
-                self.epochs_without_improvement.assign(0)
-                self.model.save_weights(self.run.best_weights)
-            else:
-                self.epochs_without_improvement.assign_add(1)
-            self.epoch.assign_add(1)
-            self.manager.save()
-            record = {
-                "epoch": epoch + 1,
-                "train_loss": train_loss,
-                "val_loss": val_loss,
-                "val_cider_d": val_cider,
-                "seconds": train_seconds,
-                "examples_per_second": steps * self._global_batch() / train_seconds,
-                "best": improved,
-            }
-            history.append(record)
-            with writer.as_default(step=epoch + 1):
-                for key in ("train_loss", "val_loss", "val_cider_d", "examples_per_second"):
-                    tf.summary.scalar(key, record[key])
-                tf.summary.text("val_samples", "\n\n".join(f"{s['image_id']}: {s['caption']}" for s in samples[:5]))
-            writer.flush()
-            self.log(
-                f"epoch {epoch + 1}: train loss {train_loss:.4f}, val loss {val_loss:.4f}, "
-                f"val CIDEr-D {val_cider:.3f}{' (best)' if improved else ''}, "
-                f"{record['examples_per_second']:.0f} pairs/s" + (f"; e.g. {samples[0]['caption']!r}" if samples else "")
-            )
-            self._append_history(record)
+        with stop_requests() as stop:
+            while int(self.epoch.numpy()) < self.config.epochs:
+                if patience and int(self.epochs_without_improvement.numpy()) >= patience:
+                    self.log(f"Early stopping: no validation CIDEr-D improvement for {patience} epochs.")
+                    break
+                history.append(self._epoch(int(self.epoch.numpy()), steps, stop, has_val, writer))
         if tf.io.gfile.exists(self.run.best_weights):
             load_weights(self.model, self.run.best_weights)
         return history
+
+    def _train_steps(self, epoch, steps, stop):
+        """The epoch's remaining steps; returns (seconds, steps run). Saves a checkpoint every
+        `checkpoint_every_steps` and, on a stop request, saves one and raises `TrainingInterrupted`."""
+        start = int(self.step_in_epoch.numpy())
+        progress = EpochProgress(epoch + 1, self.config.epochs, steps, self._global_batch(), start, self.log,
+                                 interval=self.config.log_every_seconds)
+        every = self.config.checkpoint_every_steps
+        started = time.time()
+        batches = self._epoch_batches(epoch, start)
+        for step in range(start, steps):
+            if self.scst is not None:
+                result = self.scst.step(next(batches))
+                loss, count = result["loss"], 1.0
+                self.epoch_reward_sum.assign_add(result["reward"])
+                self.epoch_baseline_sum.assign_add(result["baseline"])
+            else:
+                loss, count = (float(x) for x in self._train_step(next(batches)))
+            if not (math.isfinite(loss) and math.isfinite(count)):
+                raise NonFiniteLossError(
+                    f"training stopped: the loss is {loss} at epoch {epoch + 1} step {step + 1} (batch {step + 1} of "
+                    f"the epoch's seeded order); the last good checkpoint {self.manager.latest_checkpoint} is "
+                    f"kept: lower the learning rate (train.learning_rate_scale) and rerun to resume from it.")
+            self.epoch_loss_sum.assign_add(loss * count)  # the step's loss is its token mean
+            self.epoch_token_count.assign_add(count)
+            self.step_in_epoch.assign(step + 1)
+            progress.update(step + 1, float(self.epoch_loss_sum.numpy() / max(self.epoch_token_count.numpy(), 1.0)),
+                            float(self.optimizer.learning_rate))
+            if stop.requested:
+                raise TrainingInterrupted(stop.signum, epoch, step + 1, self.manager.save())
+            if every and (step + 1) % every == 0 and step + 1 < steps:
+                self.manager.save()
+        return time.time() - started, steps - start
+
+    def _epoch(self, epoch, steps, stop, has_val, writer):
+        """Trains, validates, keeps the best weights, checkpoints and logs one epoch; returns its record."""
+        if not int(self.step_in_epoch.numpy()):
+            self.log(f"Epoch {epoch + 1}/{self.config.epochs}")
+        train_seconds, steps_run = self._train_steps(epoch, steps, stop)
+        train_loss = float(self.epoch_loss_sum.numpy() / max(self.epoch_token_count.numpy(), 1.0))
+        if has_val:
+            val_loss, val_cider, samples = self.validate()
+            improved = val_cider > float(self.best_cider.numpy())
+        else:
+            val_loss = val_cider = float("nan")
+            samples, improved = [], True
+        if improved:
+            if has_val:
+                self.best_cider.assign(val_cider)
+            self.epochs_without_improvement.assign(0)
+            self.model.save_weights(self.run.best_weights)
+        else:
+            self.epochs_without_improvement.assign_add(1)
+        self.epoch.assign_add(1)
+        steps_done = max(int(self.step_in_epoch.numpy()), 1)
+        scst = {"reward": float(self.epoch_reward_sum.numpy()) / steps_done,
+                "baseline": float(self.epoch_baseline_sum.numpy()) / steps_done} if self.scst is not None else {}
+        for position in (self.step_in_epoch, self.epoch_loss_sum, self.epoch_token_count, self.epoch_reward_sum,
+                         self.epoch_baseline_sum):
+            position.assign(tf.zeros_like(position))
+        self.manager.save()
+        record = {
+            "epoch": epoch + 1,
+            "train_loss": train_loss,
+            "val_loss": val_loss,
+            "val_cider_d": val_cider,
+            "seconds": train_seconds,
+            "examples_per_second": steps_run * self._global_batch() / max(train_seconds, 1e-9),
+            "best": improved,
+            **scst,
+        }
+        with writer.as_default(step=epoch + 1):
+            for key in ("train_loss", "val_loss", "val_cider_d", "examples_per_second", "reward", "baseline"):
+                if key in record:
+                    tf.summary.scalar(f"scst_{key}" if key in scst else key, record[key])
+            write_validation_examples(
+                validation_examples(self.model, self.vocab, samples, self.data_dir, self.config.tensorboard_images),
+                epoch + 1)
+        writer.flush()
+        self.log(
+            f"epoch {epoch + 1}: train loss {train_loss:.4f}, val loss {val_loss:.4f}, "
+            f"val CIDEr-D {val_cider:.3f}{' (best)' if improved else ''}, "
+            + (f"SCST reward {scst['reward']:.3f} (baseline {scst['baseline']:.3f}), " if scst else "")
+            + f"{record['examples_per_second']:.0f} pairs/s" + (f"; e.g. {samples[0]['caption']!r}" if samples else "")
+        )
+        self._append_history(record)
+        return record
 
     def _append_history(self, record):
         path = self.run.join("history.jsonl")

@@ -1,0 +1,516 @@
+"""Self-critical sequence training (SCST): fine-tune a captioner on its own CIDEr-D.
+
+After cross-entropy training, SCST (Rennie et al. 2017) optimises the expected reward of the captions the
+model itself produces, with the REINFORCE gradient
+
+    grad = -E[(r(w) - b) * grad log p(w | image)]
+
+where w is a caption drawn from the model, r its reward (CIDEr-D against the image's references) and b a
+baseline that does not depend on w (it only reduces the variance). M2 (`train_scst` in the released
+train.py) draws the k = 5 beams of a beam search, rewards each with CIDEr-D, and takes the mean reward of
+the image's k beams as the baseline. One training step here has three parts:
+
+1. `sample_sequences` (graph, XLA): k captions per image -- the k beams ("beam", M2), k multinomial
+   samples ("multinomial", for Luo's leave-one-out baseline), or k samples plus the greedy caption
+   ("greedy_baseline", Rennie's original baseline).
+2. `ScstReward` (host, numpy): token ids -> words -> CIDEr-D (optionally mixed with BLEU-4) of every
+   candidate against its image's references, with document frequencies from the training captions.
+   Strings never enter a compiled function.
+3. `sequence_log_probs` + `baseline` + `scst_loss` (graph, XLA, under a GradientTape): the samples'
+   log-probabilities are recomputed by teacher forcing in training mode, so the gradient is one ordinary
+   backward pass through one parallel decoder pass (M2 backpropagates through its search instead; through
+   a graph while-loop that would keep every step's activations and cache updates for the backward pass).
+
+`ScstStep` glues the three together for one batch, compiling each graph part once.
+
+References:
+    Rennie et al., "Self-critical Sequence Training for Image Captioning", CVPR 2017.
+    Luo, "A Better Variant of Self-Critical Sequence Training", arXiv 2003.09971 (leave-one-out baseline).
+    Cornia et al., "Meshed-Memory Transformer for Image Captioning", CVPR 2020 (beam SCST, `train_scst`).
+    Hu, Cavicchioli, Capotondi, "A request for clarity over the End of Sequence token in the Self-Critical
+    Sequence Training" (SacreEOS), arXiv 2305.12254 (the <eos> convention of the reward).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from tfcaption.decoding.beam_search import beam_search
+from tfcaption.decoding.greedy import greedy_search, write_step
+from tfcaption.metrics.cider import CiderD
+from tfcaption.metrics.coco import ptb_tokenize_python
+
+__all__ = ["MODES", "sample_sequences", "sequence_log_probs", "caption_mask", "baseline", "scst_loss",
+           "ScstReward", "ScstStep", "references_from_batch"]
+
+MODES = ("beam", "multinomial", "greedy_baseline")
+
+# Added to the logits of tokens a caption must never contain. Finite, so the softmax stays finite.
+_BANNED = -1e9
+
+
+def _check_mode(mode):
+    if mode not in MODES:
+        raise ValueError(f"SCST mode must be one of {MODES}, got {mode!r}.")
+
+
+def _check_steps(model, max_steps):
+    # The decoder's position table has max_length + 1 rows (0 = padding), and teacher forcing feeds
+    # max_steps tokens at positions 1..max_steps: a longer sample would read past the table (XLA clamps
+    # the index silently instead of failing).
+    if int(max_steps) < 1 or int(max_steps) > model.config.max_length:
+        raise ValueError(f"max_steps must be in 1..{model.config.max_length} (the model's max_length), "
+                         f"got {max_steps}.")
+
+
+def caption_mask(tokens, eos_id):
+    """float32 mask of the generated tokens up to and including the first <eos> (all if there is none).
+
+    The <eos> decision is part of the sample (it is what ends the caption and sets its length, which
+    CIDEr-D's length penalty rewards or punishes), so it is trained; the <pad> written after it is not.
+    """
+    is_eos = tf.cast(tf.equal(tokens, eos_id), tf.int32)
+    return tf.cast(tf.equal(tf.cumsum(is_eos, axis=-1, exclusive=True), 0), tf.float32)
+
+
+def _banned_bias(config):
+    """(vocab,) float32: _BANNED at <pad> and <bos>, 0 elsewhere.
+
+    SCST never lets a caption contain <pad> or <bos>. Neither is ever a cross-entropy target, and a
+    <pad> inside a caption would be read as padding when `sequence_log_probs` teacher-forces it
+    (position 0, masked from self-attention) and skipped when the caption is decoded for the reward: the
+    trained log-probabilities and the reward would belong to another sequence than the one sampled. A
+    trained model gives both tokens almost no probability, so the ban changes nothing there; an untrained
+    or weakly trained one proposes them (the tests show an untrained model's beams full of <pad>).
+    """
+    return tf.reduce_sum(tf.one_hot([config.pad_id, config.bos_id], config.vocab_size) * _BANNED, axis=0)
+
+
+class _CaptionTokensOnly:
+    """A view of a `Captioner` for the searches: its decoder interface, with <pad> and <bos> never proposed.
+
+    `beam_search` and `greedy_search` read only `model.config` and `model.decoder`'s interface
+    (`project_encoder`, `initial_cache`, `step`), so adding `_banned_bias` to the step's logits bans the
+    two tokens from the released searches without a copy of them. The searches' reported log-probabilities
+    are then those of the softmax over the allowed tokens (they are not used: `sequence_log_probs`
+    recomputes the full softmax's).
+    """
+
+    def __init__(self, model):
+        self.config = model.config
+        self.decoder = _DecoderWithoutSpecials(model.decoder, _banned_bias(model.config))
+
+
+class _DecoderWithoutSpecials:
+    def __init__(self, decoder, bias):
+        self._decoder, self._bias = decoder, bias
+        self.attention_levels, self.has_gates = decoder.attention_levels, decoder.has_gates
+
+    def project_encoder(self, encoder_outputs):
+        return self._decoder.project_encoder(encoder_outputs)
+
+    def initial_cache(self, batch_size, max_steps):
+        return self._decoder.initial_cache(batch_size, max_steps)
+
+    def step(self, tokens, position, cache, encoder_kv, encoder_mask=None):
+        logits, cache = self._decoder.step(tokens, position, cache, encoder_kv, encoder_mask)
+        return tf.cast(logits, tf.float32) + self._bias, cache
+
+
+def _seed_tensor(seed):
+    """A stateless-RNG seed of shape (2,) int64 from an int, a pair, a tensor, or None (a random one)."""
+    if seed is None:
+        # Non-reproducible on purpose (the caller asked for no seed); inside XLA this is a stateful op.
+        return tf.random.uniform([2], 0, 2**31 - 1, dtype=tf.int64)
+    seed = tf.cast(tf.convert_to_tensor(seed), tf.int64)
+    if seed.shape.rank == 0:
+        seed = tf.stack([seed, tf.constant(0, tf.int64)])
+    return tf.reshape(seed, [2])
+
+
+def _multinomial_search(model, encoder_outputs, encoder_mask, num_samples, max_steps, seed):
+    """`num_samples` captions per image drawn from the softmax, as a graph loop over the decoder interface.
+
+    The encoder ran once per image; its cross-attention keys/values are projected once per image too and
+    only then repeated k times (the k samples of an image share them exactly, and the projection of
+    N levels x R regions is the costly part of a step's inputs). Each step draws with
+    `tf.random.stateless_categorical` from the seed folded with the step index, so the seed fixes every
+    sample and nothing leaves the device. <pad> and <bos> are never drawn (`_banned_bias`); the reported
+    per-token log-probabilities are those of the full softmax, as `sequence_log_probs` computes them.
+    """
+    config, decoder, k = model.config, model.decoder, num_samples
+    batch = tf.shape(encoder_outputs)[0]
+    flat = batch * k
+    encoder_kv = tf.nest.map_structure(lambda t: tf.repeat(t, k, axis=0), decoder.project_encoder(encoder_outputs))
+    if encoder_mask is not None:
+        encoder_mask = tf.repeat(encoder_mask, k, axis=0)
+    cache = decoder.initial_cache(flat, max_steps)
+    banned = _banned_bias(config)
+
+    def body(step, tokens, cache, finished, history, history_log_probs):
+        logits, cache = decoder.step(tokens, step, cache, encoder_kv, encoder_mask)
+        logits = tf.cast(logits, tf.float32)
+        log_probs = tf.nn.log_softmax(logits)
+        step_seed = tf.random.experimental.stateless_fold_in(seed, step)
+        word = tf.random.stateless_categorical(logits + banned, 1, seed=step_seed, dtype=tf.int32)[:, 0]
+        word_log_prob = tf.gather(log_probs, word[:, None], batch_dims=1)[:, 0]
+        # After <eos> a sample writes <pad> with log-probability 0, as greedy and beam search do.
+        word = tf.where(finished, config.pad_id, word)
+        word_log_prob = tf.where(finished, 0.0, word_log_prob)
+        history = write_step(history, step, word)
+        history_log_probs = write_step(history_log_probs, step, word_log_prob)
+        finished = tf.logical_or(finished, tf.equal(word, config.eos_id))
+        return step + 1, word, cache, finished, history, history_log_probs
+
+    def cond(step, tokens, cache, finished, history, history_log_probs):
+        # Stopping once every sample has ended changes nothing (finished rows only write <pad>).
+        return tf.logical_and(step < max_steps, tf.logical_not(tf.reduce_all(finished)))
+
+    state = (tf.constant(0), tf.fill([flat], config.bos_id), cache, tf.zeros([flat], tf.bool),
+             tf.fill([flat, max_steps], config.pad_id), tf.zeros([flat, max_steps], tf.float32))
+    _, _, _, _, history, history_log_probs = tf.while_loop(cond, body, state, maximum_iterations=max_steps)
+    return {"tokens": tf.reshape(history, [batch, k, max_steps]),
+            "log_probs": tf.reshape(history_log_probs, [batch, k, max_steps])}
+
+
+def sample_sequences(model, image_inputs, num_samples, max_steps, mode, seed=None):
+    """k captions per image for SCST, as graph ops (XLA-compilable inside `tf.function(jit_compile=True)`).
+
+    No caption ever contains <pad> or <bos> (`_banned_bias`: either would make the trained sequence and
+    the rewarded caption differ from the sample), in every mode. Sampling runs in inference mode:
+    `decoder.step` has no dropout, and the samples should come from the policy whose log-probabilities
+    are trained (M2 runs its beam search with dropout on).
+
+    Args:
+        model: a `Captioner`.
+        image_inputs: the model's image input (`model.input_key`), (B, ...).
+        num_samples: int k, captions per image.
+        max_steps: int, tokens generated at most per caption (<eos> included); at most the model's
+            max_length. M2 uses 20.
+        mode: "beam" (the k beams of `beam_search`, all kept, M2's default), "multinomial" (k samples
+            from the softmax, for the leave-one-out baseline) or "greedy_baseline" (k samples and the
+            greedy caption, Rennie's self-critical baseline).
+        seed: the sampling seed (an int, a pair of ints or a (2,) int tensor); None draws a random one.
+            Unused by "beam". One seed gives the same samples on every call in one execution mode;
+            XLA-compiled and eager sampling draw differently from the same seed.
+
+    Returns:
+        dict with `tokens` (B, k, max_steps) int32 (<pad> after <eos>); for "multinomial" and
+        "greedy_baseline" also `log_probs` (B, k, max_steps) float32, the full softmax's per-token
+        log-probabilities (0 after <eos>); for "greedy_baseline" also `greedy_tokens` (B, max_steps)
+        int32. (Beams rank by the softmax over the allowed tokens, so their log-probabilities are not
+        returned: `sequence_log_probs` gives the full softmax's.)
+    """
+    _check_mode(mode)
+    _check_steps(model, max_steps)
+    if int(num_samples) < 1:
+        raise ValueError(f"num_samples must be >= 1, got {num_samples}.")
+    num_samples, max_steps = int(num_samples), int(max_steps)
+    encoder_outputs, encoder_mask = model.encode(image_inputs, training=False)
+    if mode == "beam":
+        beams = beam_search(_CaptionTokensOnly(model), encoder_outputs, encoder_mask, num_samples, max_steps)
+        return {"tokens": beams["tokens"]}
+    outputs = _multinomial_search(model, encoder_outputs, encoder_mask, num_samples, max_steps, _seed_tensor(seed))
+    if mode == "greedy_baseline":
+        # Same encoder outputs: the greedy caption costs one more decoder loop on B rows.
+        greedy = greedy_search(_CaptionTokensOnly(model), encoder_outputs, encoder_mask, max_steps)
+        outputs["greedy_tokens"] = greedy["tokens"]
+    return outputs
+
+
+def sequence_log_probs(model, image_inputs, tokens, training=True):
+    """Teacher-forced log-probabilities of given captions, the differentiable half of SCST.
+
+    Each image is encoded once and its encoder outputs (and mask) are repeated for its k captions; the
+    decoder reads <bos> + tokens[..., :-1] and the log-probability of each token is taken from a float32
+    log-softmax (as minus the sparse cross-entropy: the same value, one op whose gradient is
+    softmax - one_hot, without gathering from a (B*k, T, vocab) log-softmax).
+
+    Args:
+        model: a `Captioner`.
+        image_inputs: (B, ...) the model's image input.
+        tokens: (B, k, T) int captions (<pad> after <eos>), e.g. `sample_sequences`'s `tokens`.
+        training: the mode of the forward pass (True for the SCST update: dropout on).
+
+    Returns:
+        `(log_probs (B, k, T) float32, mask (B, k, T) float32)`: the mask covers every token up to and
+        including the first <eos> (`caption_mask`); `log_probs` is 0 where the mask is 0, as the searches
+        report it.
+    """
+    config = model.config
+    tokens = tf.cast(tf.convert_to_tensor(tokens), tf.int32)
+    shape = tf.shape(tokens)
+    k = tokens.shape[1] if tokens.shape[1] is not None else shape[1]
+    steps = tokens.shape[2] if tokens.shape[2] is not None else shape[2]
+    encoder_outputs, encoder_mask = model.encode(image_inputs, training=training)
+    encoder_outputs = tf.repeat(encoder_outputs, k, axis=0)
+    if encoder_mask is not None:
+        encoder_mask = tf.repeat(encoder_mask, k, axis=0)
+    targets = tf.reshape(tokens, [-1, steps])
+    inputs = tf.concat([tf.fill([tf.shape(targets)[0], 1], config.bos_id), targets[:, :-1]], axis=1)
+    logits = tf.cast(model.decoder(inputs, encoder_outputs, encoder_mask, training=training), tf.float32)
+    token_log_probs = -tf.nn.sparse_softmax_cross_entropy_with_logits(targets, logits)
+    mask = caption_mask(tokens, config.eos_id)
+    return tf.reshape(token_log_probs, shape) * mask, mask
+
+
+def baseline(rewards, mode, greedy_rewards=None):
+    """The reward baseline b of each sample, (B, k) float32.
+
+    - "beam": the mean reward of the image's k beams (M2).
+    - "multinomial": leave-one-out, (sum_j r_j - r_i) / (k - 1): the mean of the image's OTHER samples,
+      so b never depends on the sample it baselines and the gradient stays unbiased (Luo 2020).
+    - "greedy_baseline": the reward of the image's greedy caption (Rennie et al.), `greedy_rewards` (B,).
+
+    Works on numpy arrays and tensors alike (returns a tensor); rewards are constants (no gradient).
+    """
+    _check_mode(mode)
+    rewards = tf.cast(tf.convert_to_tensor(rewards), tf.float32)
+    if mode == "beam":
+        return tf.broadcast_to(tf.reduce_mean(rewards, axis=1, keepdims=True), tf.shape(rewards))
+    if mode == "multinomial":
+        k = rewards.shape[1]
+        if k is not None and k < 2:
+            raise ValueError("the leave-one-out baseline needs at least 2 samples per image.")
+        total = tf.reduce_sum(rewards, axis=1, keepdims=True)
+        return (total - rewards) / (tf.cast(tf.shape(rewards)[1], tf.float32) - 1.0)
+    if greedy_rewards is None:
+        raise ValueError("mode 'greedy_baseline' needs greedy_rewards (the greedy captions' rewards).")
+    greedy_rewards = tf.reshape(tf.cast(tf.convert_to_tensor(greedy_rewards), tf.float32), [-1, 1])
+    return tf.broadcast_to(greedy_rewards, tf.shape(rewards))
+
+
+def scst_loss(log_probs, mask, rewards, baselines):
+    """The SCST loss: -mean over samples of [(sum_t log_p * mask) / (sum_t mask) * (reward - baseline)].
+
+    Each sample's log-probability is its masked MEAN over its own tokens (<eos> included). M2 instead
+    takes `torch.mean(log_probs, -1)` over the fixed 20 steps (log-probabilities after <eos> are 0), i.e.
+    divides every sample's sum by 20 whatever its length: the padding steps dilute a short caption's
+    term (a 9-token caption's mean log-probability counts 9/20 as much as a 20-token one's), so the
+    update weighs long captions more. Dividing by each sample's own length weighs every caption alike.
+    (A sample with no trained token, mask all 0, contributes 0.)
+
+    Args:
+        log_probs: (B, k, T) per-token log-probabilities (from `sequence_log_probs`).
+        mask: (B, k, T) float mask of the trained tokens.
+        rewards, baselines: (B, k); treated as constants.
+
+    Returns:
+        scalar float32 loss.
+    """
+    log_probs = tf.cast(log_probs, tf.float32)
+    mask = tf.cast(mask, tf.float32)
+    advantage = tf.stop_gradient(tf.cast(rewards, tf.float32) - tf.cast(baselines, tf.float32))
+    mean_log_prob = tf.math.divide_no_nan(tf.reduce_sum(log_probs * mask, -1), tf.reduce_sum(mask, -1))
+    return -tf.reduce_mean(mean_log_prob * advantage)
+
+
+# ------------------------------------------------------------------------------------------- reward
+
+
+def _text(value):
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def references_from_batch(captions):
+    """Reference lists from a batch's `captions` (tf.string or numpy (B, N), padded with ""): B lists of str."""
+    values = captions.numpy() if hasattr(captions, "numpy") else captions
+    return [[text for text in map(_text, np.atleast_1d(np.asarray(row, dtype=object))) if text] for row in values]
+
+
+class ScstReward:
+    """The SCST reward on token ids, on the host: CIDEr-D (optionally mixed with BLEU-4), no java.
+
+    Captions go ids -> words through the vocabulary (up to the first <eos>), then through
+    `ptb_tokenize_python`, the java-free restatement of the PTB tokenisation that the reported metrics
+    use (and validation's `CiderD` applies), applied to candidates, references and the training corpus
+    alike (M2 PTB-tokenises all three) -- so the reward measures what the evaluation measures. CIDEr-D's document frequencies come from the
+    training captions with each caption its own document (`CiderD.from_captions`, M2's SCST corpus),
+    built once; the k candidates of every image of a batch are scored against that image's references in
+    one `CiderD.score` call.
+
+    Args:
+        train_captions: the training captions (raw text), the document-frequency corpus.
+        include_eos: append the token "<eos>" to every candidate that ended with <eos>, to every reference
+            and to every corpus caption (ruotianluo's self-critical.pytorch convention: n-grams ending in
+            <eos> reward ending a caption at the right word, which moves CIDEr-D by several points; Hu et
+            al., "SacreEOS", arXiv 2305.12254). A candidate cut off at max_steps without <eos> gets none,
+            as in ruotianluo's code (it decided nothing about its end). False (the default) is M2's
+            convention: <eos> is not a word.
+        bleu_weight: w in (1 - w) * CIDEr-D + w * BLEU-4, BLEU-4 per sentence as pycocoevalcap's `Bleu(4)`
+            computes it (its `BleuScorer`, 'closest' reference length, pure Python). 0 by default.
+        tokenize: False splits captions on whitespace only (captions already tokenised).
+
+    Example:
+        >>> from tfcaption.data.tokenizer import Vocabulary
+        >>> vocab = Vocabulary.build(["a red circle", "a blue square"])
+        >>> reward = ScstReward(["a red circle", "a blue square"])
+        >>> tokens = np.array([[vocab.encode("a red circle") + [3], vocab.encode("a blue") + [3, 1]]])
+        >>> reward(tokens, [["a red circle"]], vocab).shape
+        (1, 2)
+    """
+
+    EOS_WORD = "<eos>"
+
+    def __init__(self, train_captions: Sequence[str], include_eos: bool = False, bleu_weight: float = 0.0,
+                 tokenize: bool = True):
+        if not 0.0 <= float(bleu_weight) <= 1.0:
+            raise ValueError(f"bleu_weight must be in [0, 1], got {bleu_weight}.")
+        self.include_eos = bool(include_eos)
+        self.bleu_weight = float(bleu_weight)
+        self.tokenize = bool(tokenize)
+        self._references: dict[str, str] = {}  # raw reference -> scored text (references repeat every epoch)
+        corpus = [self._reference(caption) for caption in train_captions]
+        if not corpus:
+            raise ValueError("ScstReward: train_captions is empty.")
+        self.cider = CiderD.from_captions(corpus, tokenize=False)
+
+    def _words(self, text):
+        return ptb_tokenize_python(text) if self.tokenize else " ".join(text.split())
+
+    def _reference(self, caption):
+        scored = self._references.get(caption)
+        if scored is None:
+            if len(self._references) > 2_000_000:
+                self._references.clear()
+            scored = self._words(caption)
+            if self.include_eos:
+                scored = f"{scored} {self.EOS_WORD}" if scored else self.EOS_WORD
+            self._references[caption] = scored
+        return scored
+
+    @staticmethod
+    def decode(tokens, vocab):
+        """Caption strings of token ids, in the ids' layout without the time axis.
+
+        (T,) -> str, (B, T) -> B strings, (B, k, T) -> B lists of k strings; each stops at the first
+        <eos> and skips <pad>/<bos> (`vocab.decode`).
+        """
+        ids = np.asarray(tokens)
+        if ids.ndim == 1:
+            return vocab.decode(ids.tolist())
+        texts = [vocab.decode(row) for row in ids.reshape(-1, ids.shape[-1]).tolist()]
+        return np.array(texts, dtype=object).reshape(ids.shape[:-1]).tolist()
+
+    def candidates(self, tokens, vocab):
+        """The scored text of each caption in (B, k, T) ids, flattened to B * k strings."""
+        ids = np.asarray(tokens)
+        rows = ids.reshape(-1, ids.shape[-1])
+        texts = [self._words(vocab.decode(row)) for row in rows.tolist()]
+        if self.include_eos:
+            ended = (rows == vocab.eos_id).any(axis=1)
+            texts = [(f"{t} {self.EOS_WORD}" if t else self.EOS_WORD) if end else t for t, end in zip(texts, ended)]
+        return texts
+
+    def __call__(self, tokens, references, vocab):
+        """Rewards (B, k) float32 of captions `tokens` (B, k, T) ints against B reference lists of str.
+
+        Empty reference strings (a batch's padding) are dropped.
+        """
+        ids = np.asarray(tokens)
+        if ids.ndim != 3:
+            raise ValueError(f"ScstReward: tokens must be (B, k, T), got shape {ids.shape}.")
+        batch, k = ids.shape[:2]
+        if len(references) != batch:
+            raise ValueError(f"ScstReward: {batch} images of captions but {len(references)} reference lists.")
+        refs = []
+        for item, image_refs in enumerate(references):
+            image_refs = [self._reference(_text(r)) for r in image_refs if _text(r)]
+            if not image_refs:
+                raise ValueError(f"ScstReward: image {item} of the batch has no reference caption.")
+            refs.extend([image_refs] * k)  # the same list for each of the image's k candidates
+        candidates = self.candidates(ids, vocab)
+        rewards = self.cider.score(candidates, refs)[1]
+        if self.bleu_weight:
+            rewards = (1.0 - self.bleu_weight) * rewards + self.bleu_weight * self.bleu4(candidates, refs)
+        return rewards.reshape(batch, k).astype(np.float32)
+
+    @staticmethod
+    def bleu4(candidates, references):
+        """Per-sentence BLEU-4 of each candidate (pycocoevalcap's `Bleu(4).compute_score(...)[1][3]`,
+        without its printing), float64 (len(candidates),)."""
+        from pycocoevalcap.bleu.bleu_scorer import BleuScorer
+
+        scorer = BleuScorer(n=4)
+        for candidate, refs in zip(candidates, references):
+            scorer += (candidate, list(refs))
+        return np.asarray(scorer.compute_score(option="closest", verbose=0)[1][3], dtype=np.float64)
+
+
+# --------------------------------------------------------------------------------------------- step
+
+
+class ScstStep:
+    """One SCST training step on a batch: sample (XLA) -> reward (host) -> update (XLA).
+
+    Args:
+        model: a `Captioner`.
+        apply_gradients: `apply_gradients(grads)` applies gradients for `model.trainable_variables` (the
+            trainer passes its optimizer wrapper); it is called inside the compiled update, so it must be
+            traceable (a Keras optimizer's `apply`, built beforehand, is).
+        reward: a `ScstReward` (or any `reward(tokens (B, k, T), references, vocab) -> (B, k)`).
+        num_samples: k captions per image (M2: 5).
+        mode: as `sample_sequences` ("beam" = M2).
+        max_steps: tokens per caption at most (M2: 20).
+        jit_compile: XLA-compile both graph functions.
+        seed: base seed of the sampling; the seed of step i is (seed, i), i = `self.iterations`, a
+            tf.Variable a checkpoint can hold so a resumed run draws new samples.
+        vocab: the `Vocabulary` the reward decodes with (keyword only).
+
+    Batches must keep one shape (drop the remainder): each function is traced and compiled once.
+    `step` returns python floats `loss`, `reward` (mean over samples) and `baseline` (mean).
+    Single device only (the update is one XLA cluster, like the trainer's single-device step).
+    """
+
+    def __init__(self, model, apply_gradients, reward, num_samples=5, mode="beam", max_steps=20,
+                 jit_compile=True, seed=0, *, vocab):
+        _check_mode(mode)
+        _check_steps(model, max_steps)
+        if mode == "multinomial" and num_samples < 2:
+            raise ValueError("mode 'multinomial' (leave-one-out baseline) needs num_samples >= 2.")
+        self.model, self.apply_gradients, self.reward, self.vocab = model, apply_gradients, reward, vocab
+        self.num_samples, self.mode, self.max_steps = int(num_samples), mode, int(max_steps)
+        self.seed = int(seed)
+        with tf.init_scope():
+            self.iterations = tf.Variable(0, dtype=tf.int64, trainable=False, name="scst_iterations")
+        self.sample_function = tf.function(self._sample, jit_compile=jit_compile)
+        self.update_function = tf.function(self._update, jit_compile=jit_compile)
+
+    def _sample(self, image_inputs, seed):
+        outputs = sample_sequences(self.model, image_inputs, self.num_samples, self.max_steps, self.mode, seed)
+        outputs.pop("log_probs", None)  # recomputed with gradients by the update
+        return outputs
+
+    def _update(self, image_inputs, tokens, rewards, greedy_rewards):
+        model = self.model
+        with tf.GradientTape() as tape:
+            log_probs, mask = sequence_log_probs(model, image_inputs, tokens, training=True)
+            baselines = baseline(rewards, self.mode, greedy_rewards)
+            loss = scst_loss(log_probs, mask, rewards, baselines)
+        grads = tape.gradient(loss, model.trainable_variables)
+        self.apply_gradients(grads)
+        return loss, tf.reduce_mean(rewards), tf.reduce_mean(baselines)
+
+    def step(self, batch):
+        """One update from `batch = {model.input_key: (B, ...), "captions": tf.string (B, N) padded with ""}`."""
+        image_inputs = tf.convert_to_tensor(batch[self.model.input_key])
+        seed = tf.constant([self.seed, int(self.iterations.numpy())], tf.int64)
+        samples = self.sample_function(image_inputs, seed)
+        references = references_from_batch(batch["captions"])
+        tokens = samples["tokens"].numpy()
+        k = tokens.shape[1]
+        if self.mode == "greedy_baseline":
+            # The greedy caption is one more candidate of its image: one scoring call for both.
+            both = np.concatenate([tokens, samples["greedy_tokens"].numpy()[:, None]], axis=1)
+            scores = self.reward(both, references, self.vocab)
+            rewards, greedy_rewards = scores[:, :k], scores[:, k]
+        else:
+            rewards = self.reward(tokens, references, self.vocab)
+            greedy_rewards = np.zeros(tokens.shape[:1], np.float32)  # unused; keeps one signature
+        loss, mean_reward, mean_baseline = self.update_function(
+            image_inputs, samples["tokens"], tf.constant(rewards, tf.float32), tf.constant(greedy_rewards, tf.float32))
+        self.iterations.assign_add(1)
+        return {"loss": float(loss), "reward": float(mean_reward), "baseline": float(mean_baseline)}
