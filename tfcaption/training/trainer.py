@@ -82,7 +82,11 @@ class Trainer:
             tf.config.experimental.enable_op_determinism()
         self.strategy = strategy or make_strategy(self.config.strategy)
         self.run = RunDirectory(self.config.output_dir)
-        if not self.run.exists():  # a new run records the pretrained backbone's sizes, read from its file
+        if not self.run.exists() and not self.config.init_from:
+            # A new run records the pretrained backbone's sizes, read from its file (after tfcaption.train's
+            # resolve_run a ViT's sizes are set and this returns at once; a CNN's file is found again in
+            # Keras's cache). A fine-tuned run's model and weights come from its start run, whose backbone
+            # file need not be on this machine.
             run_config.model = self.model_config = with_checkpoint_sizes(self.model_config)
         tf.io.gfile.makedirs(self.run.path)
         run_config.save(self.run.config)
