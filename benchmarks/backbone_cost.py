@@ -69,7 +69,7 @@ def step_seconds(config, batch_size, repeats):
     optimizer.build(model.trainable_variables)
     size = config.image_encoder.image_size
     images = tf.random.uniform((batch_size, size, size, 3), 0, 255)
-    tokens = tf.random.uniform((batch_size, CAPTION_TOKENS), 4, VOCAB, tf.int32)
+    tokens = tf.random.uniform((batch_size, CAPTION_TOKENS), 4, config.vocab_size, tf.int32)
 
     @tf.function(jit_compile=True)
     def step():

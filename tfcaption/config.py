@@ -100,12 +100,38 @@ class TrainConfig:
     scst_bleu_weight: float = 0.0  # reward = (1 - w) CIDEr-D + w BLEU-4
     scst_learning_rate: float = 5e-6  # M2's constant SCST rate
 
-    def __post_init__(self):
-        check_choice("train.task", self.task, ("xe", "scst"))
-        check_choice("train.scst_sampling", self.scst_sampling, ("beam", "multinomial", "greedy_baseline"))
     # A run directory (tfcaption's, or a converted M2 checkpoint's) whose model, vocabulary and best weights
     # a new run starts from (fine-tuning); "" = the model config and fresh (or pretrained-backbone) weights.
     init_from: str = ""
+    # The run as phases, one after another in one run directory: each a dict of PHASE_FIELDS over this
+    # section's, e.g. [{"task": "xe"}, {"task": "scst", "epochs": 10}]; [] = one phase of this section. A phase
+    # ends after its epochs, or after early_stopping_patience epochs without a better validation CIDEr-D
+    # (the last phase's end is early stopping); the next starts from the best weights so far with a fresh
+    # optimizer, as M2 switches from XE to SCST.
+    phases: list = dataclasses.field(default_factory=list)
+
+    def __post_init__(self):
+        check_choice("train.task", self.task, ("xe", "scst"))
+        check_choice("train.scst_sampling", self.scst_sampling, ("beam", "multinomial", "greedy_baseline"))
+        self.phases = [dict(phase) for phase in self.phases]
+        for number, phase in enumerate(self.phases, 1):
+            unknown = sorted(set(phase) - set(PHASE_FIELDS))
+            if unknown:
+                raise ValueError(f"train.phases[{number - 1}] sets {', '.join(unknown)}, which a phase cannot "
+                                 f"change (phase fields: {', '.join(PHASE_FIELDS)}).")
+
+    def phase_configs(self):
+        """One TrainConfig per phase (its fields over this section's), in the order they run."""
+        return [dataclasses.replace(self, phases=[], **phase) for phase in self.phases] or [
+            dataclasses.replace(self, phases=[])]
+
+
+# What a phase of `train.phases` may set; the rest (run directory, seed, strategy, checkpoints) is the run's.
+PHASE_FIELDS = (
+    "task", "epochs", "steps_per_epoch", "batch_size", "learning_rate_schedule", "learning_rate_scale",
+    "learning_rate", "warmup_steps", "label_smoothing", "early_stopping_patience", "scst_samples",
+    "scst_sampling", "scst_include_eos", "scst_bleu_weight", "scst_learning_rate",
+)
 
 
 @dataclasses.dataclass
@@ -142,9 +168,16 @@ def default_output_dir(data_spec, preset):
 
 # What a preset's paper fixes beyond the model (model presets: tfcaption.models.config.PRESETS).
 # Springenberg et al. 2018: Adam at 3e-4, captions up to 14 words.
+# M2 (Cornia et al. 2020, their train.py): batches of 50, the noam schedule with 10,000 warm-up steps, XE
+# until validation CIDEr-D has not improved for 5 epochs, then SCST at a constant 5e-6 from the best XE
+# weights until it has not improved for 5 epochs (train.epochs, 100 here, is only a cap on each phase).
+_M2_RUN = {"train": {"batch_size": 50, "learning_rate_schedule": "noam", "warmup_steps": 10000, "epochs": 100,
+                     "early_stopping_patience": 5, "scst_learning_rate": 5e-6,
+                     "phases": [{"task": "xe"}, {"task": "scst"}]}}
 PRESET_RUN_SETTINGS = {
     "spatial_attention": {"train": {"learning_rate_schedule": "constant", "learning_rate": 3e-4, "warmup_steps": 0},
                           "data": {"max_caption_words": 14}},
+    **{name: _M2_RUN for name in ("m2", "m2_regions", "m2_reference", "vit_m2")},
 }
 
 SECTIONS = {"model": CaptionerConfig, "data": DataConfig, "train": TrainConfig, "decode": DecodeConfig,

@@ -32,9 +32,10 @@ def build_parser():
     parser.add_argument("--init-from", metavar="RUN_DIR", help="start from another run's model, vocabulary and best "
                         "weights (a tfcaption run or a converted M2 checkpoint) to fine-tune; the default run "
                         "directory is then runs/DATASET-PRESET-from-NAME")
-    parser.add_argument("--task", choices=["xe", "scst"], help="xe: cross-entropy (default); scst: self-critical "
-                        "sequence training with a CIDEr-D reward, e.g. --init-from an XE run")
-    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--task", choices=["xe", "scst"], help="train with this task only (no phases): xe, "
+                        "cross-entropy (the default run's); scst, self-critical sequence training with a CIDEr-D "
+                        "reward, e.g. --init-from an XE run. The m2* presets run both, XE then SCST (train.phases)")
+    parser.add_argument("--epochs", type=int, help="epochs (of each phase that does not set its own)")
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--strategy", choices=["auto", "default", "mirrored", "multiworker", "tpu"])
     parser.add_argument("--no-xla", action="store_true", help="do not XLA-compile the train and decode steps")
@@ -67,6 +68,8 @@ def resolve_config(args):
         "train.jit_compile": False if args.no_xla else None, "export.enabled": False if args.no_export else None,
         "train.init_from": args.init_from, "train.task": args.task,
     }
+    if args.task:  # one task: the preset's phases (m2*: XE then SCST) give way
+        run_config.train.phases = []
     apply_overrides(run_config, [(key, value) for key, value in flags.items() if value is not None] + args.set)
     if not args.config:  # each preset its own run and SavedModel, so another --preset never resumes this one
         preset = args.preset or "small"

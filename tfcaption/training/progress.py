@@ -36,11 +36,13 @@ class EpochProgress:
         log: print-like function for the plain lines.
         interactive: draw Keras's bar (default: whether stdout is a terminal).
         interval: seconds between plain lines.
+        name: what the lines call the epoch (a run of several phases says whose: "scst epoch").
     """
 
     def __init__(self, epoch, epochs, steps, batch_size, start=0, log=print, interactive=None, interval=10.0,
-                 clock=time.monotonic):
+                 clock=time.monotonic, name="epoch"):
         self.epoch, self.epochs, self.steps, self.batch_size, self.start = epoch, epochs, steps, batch_size, start
+        self.name = name
         self.log, self.interval, self.clock = log, interval, clock
         if interactive is None:
             interactive = hasattr(sys.stdout, "isatty") and sys.stdout.isatty()
@@ -61,5 +63,5 @@ class EpochProgress:
         done = step - self.start
         rate = done * self.batch_size / max(now - self.started, 1e-9)
         eta = (self.steps - step) * (now - self.started) / max(done, 1)
-        self.log(f"epoch {self.epoch}/{self.epochs}  step {step}/{self.steps} ({100 * step // self.steps}%)  "
+        self.log(f"{self.name} {self.epoch}/{self.epochs}  step {step}/{self.steps} ({100 * step // self.steps}%)  "
                  f"loss {loss:.4f}  lr {lr:.2g}  {rate:.0f} pairs/s  eta {_duration(eta)}")

@@ -114,6 +114,8 @@ def train(run_config, log=print):
     trainer = Trainer(run_config, data_dir, vocab, log=log)
     history = trainer.fit()
     model = trainer.model
+    if not trainer.chief:  # a multi-worker run's other workers: the chief evaluates, reports and exports
+        return TrainResult(run.path, {}, history, "", "", model, vocab, (time.time() - started) / 60)
 
     log("Evaluating ...")
     blind = blind_baseline(data_dir)

@@ -42,6 +42,7 @@ from tfcaption.decoding.beam_search import beam_search
 from tfcaption.decoding.greedy import greedy_search, write_step
 from tfcaption.metrics.cider import CiderD
 from tfcaption.metrics.coco import ptb_tokenize_python
+from tfcaption.training.strategy import is_single_device
 
 __all__ = ["MODES", "sample_sequences", "sequence_log_probs", "caption_mask", "baseline", "scst_loss",
            "ScstReward", "ScstStep", "references_from_batch"]
@@ -460,13 +461,20 @@ class ScstStep:
             tf.Variable a checkpoint can hold so a resumed run draws new samples.
         vocab: the `Vocabulary` the reward decodes with (keyword only).
 
+        strategy: the tf.distribute strategy the model's variables live in (keyword only; default: the
+            current one). Under several replicas (MirroredStrategy, MultiWorkerMirroredStrategy) each
+            replica samples its share of the batch, the host scores its local replicas' samples, and the
+            update all-reduces the gradients (each replica's loss divided by the replica count, so the
+            sum is the global mean); the sampling and the gradients are compiled, the reduction is not.
+        iterations: the step-count variable to use (keyword only; the trainer passes its own, so its
+            checkpoint has one layout whatever the phase); default: a new one.
+
     Batches must keep one shape (drop the remainder): each function is traced and compiled once.
     `step` returns python floats `loss`, `reward` (mean over samples) and `baseline` (mean).
-    Single device only (the update is one XLA cluster, like the trainer's single-device step).
     """
 
     def __init__(self, model, apply_gradients, reward, num_samples=5, mode="beam", max_steps=20,
-                 jit_compile=True, seed=0, *, vocab):
+                 jit_compile=True, seed=0, *, vocab, strategy=None, iterations=None):
         _check_mode(mode)
         _check_steps(model, max_steps)
         if mode == "multinomial" and num_samples < 2:
@@ -474,43 +482,84 @@ class ScstStep:
         self.model, self.apply_gradients, self.reward, self.vocab = model, apply_gradients, reward, vocab
         self.num_samples, self.mode, self.max_steps = int(num_samples), mode, int(max_steps)
         self.seed = int(seed)
-        with tf.init_scope():
-            self.iterations = tf.Variable(0, dtype=tf.int64, trainable=False, name="scst_iterations")
+        self.strategy = strategy or tf.distribute.get_strategy()
+        if iterations is None:
+            with tf.init_scope():
+                iterations = tf.Variable(0, dtype=tf.int64, trainable=False, name="scst_iterations")
+        self.iterations = iterations
         self.sample_function = tf.function(self._sample, jit_compile=jit_compile)
-        self.update_function = tf.function(self._update, jit_compile=jit_compile)
+        self.replicated = not is_single_device(self.strategy)
+        if self.replicated:
+            self._gradients = tf.function(self._loss_and_gradients, jit_compile=jit_compile)
+            self.update_function = tf.function(self._replicated_update)
+        else:  # one XLA cluster: loss, gradients and the optimizer's update
+            self.update_function = tf.function(self._update, jit_compile=jit_compile)
 
     def _sample(self, image_inputs, seed):
         outputs = sample_sequences(self.model, image_inputs, self.num_samples, self.max_steps, self.mode, seed)
         outputs.pop("log_probs", None)  # recomputed with gradients by the update
         return outputs
 
-    def _update(self, image_inputs, tokens, rewards, greedy_rewards):
-        model = self.model
+    def _loss_and_gradients(self, image_inputs, tokens, rewards, greedy_rewards, loss_scale=1.0):
         with tf.GradientTape() as tape:
-            log_probs, mask = sequence_log_probs(model, image_inputs, tokens, training=True)
+            log_probs, mask = sequence_log_probs(self.model, image_inputs, tokens, training=True)
             baselines = baseline(rewards, self.mode, greedy_rewards)
             loss = scst_loss(log_probs, mask, rewards, baselines)
-        grads = tape.gradient(loss, model.trainable_variables)
-        self.apply_gradients(grads)
-        return loss, tf.reduce_mean(rewards), tf.reduce_mean(baselines)
+            scaled = loss * loss_scale
+        return loss, tf.reduce_mean(rewards), tf.reduce_mean(baselines), tape.gradient(
+            scaled, self.model.trainable_variables)
 
-    def step(self, batch):
-        """One update from `batch = {model.input_key: (B, ...), "captions": tf.string (B, N) padded with ""}`."""
-        image_inputs = tf.convert_to_tensor(batch[self.model.input_key])
-        seed = tf.constant([self.seed, int(self.iterations.numpy())], tf.int64)
-        samples = self.sample_function(image_inputs, seed)
-        references = references_from_batch(batch["captions"])
+    def _update(self, image_inputs, tokens, rewards, greedy_rewards):
+        loss, mean_reward, mean_baseline, grads = self._loss_and_gradients(image_inputs, tokens, rewards, greedy_rewards)
+        self.apply_gradients(grads)
+        return loss, mean_reward, mean_baseline
+
+    def _replicated_update(self, image_inputs, tokens, rewards, greedy_rewards):
+        replicas = self.strategy.num_replicas_in_sync
+
+        def replica_update(image_inputs, tokens, rewards, greedy_rewards):
+            *means, grads = self._gradients(image_inputs, tokens, rewards, greedy_rewards, 1.0 / replicas)
+            self.apply_gradients(grads)  # the optimizer sums the replicas' gradients
+            return means
+
+        per_replica = self.strategy.run(replica_update, args=(image_inputs, tokens, rewards, greedy_rewards))
+        return [self.strategy.reduce(tf.distribute.ReduceOp.MEAN, value, axis=None) for value in per_replica]
+
+    def _score(self, samples, captions):
+        """Host: rewards (B, k) and greedy rewards (B,) of one replica's samples."""
+        references = references_from_batch(captions)
         tokens = samples["tokens"].numpy()
         k = tokens.shape[1]
         if self.mode == "greedy_baseline":
             # The greedy caption is one more candidate of its image: one scoring call for both.
             both = np.concatenate([tokens, samples["greedy_tokens"].numpy()[:, None]], axis=1)
             scores = self.reward(both, references, self.vocab)
-            rewards, greedy_rewards = scores[:, :k], scores[:, k]
+            return scores[:, :k].astype(np.float32), scores[:, k].astype(np.float32)
+        return (np.asarray(self.reward(tokens, references, self.vocab), np.float32),
+                np.zeros(tokens.shape[:1], np.float32))  # unused; keeps one signature
+
+    def step(self, batch):
+        """One update from `batch = {model.input_key: (B, ...), "captions": tf.string (B, N) padded with ""}`
+        (under several replicas: a batch of the strategy's distributed dataset)."""
+        seed = tf.constant([self.seed, int(self.iterations.numpy())], tf.int64)
+        if self.replicated:
+            strategy = self.strategy
+            samples = strategy.run(self.sample_function, args=(batch[self.model.input_key], seed))
+            local = [dict(zip(samples, values)) for values in zip(
+                *(strategy.experimental_local_results(v) for v in samples.values()))]
+            scored = [self._score(s, c) for s, c in zip(local, strategy.experimental_local_results(batch["captions"]))]
+
+            def distribute(index):  # this worker's replicas, in the order of experimental_local_results
+                return strategy.experimental_distribute_values_from_function(
+                    lambda context: tf.constant(scored[context.replica_id_in_sync_group % len(scored)][index]))
+
+            loss, mean_reward, mean_baseline = self.update_function(
+                batch[self.model.input_key], samples["tokens"], distribute(0), distribute(1))
         else:
-            rewards = self.reward(tokens, references, self.vocab)
-            greedy_rewards = np.zeros(tokens.shape[:1], np.float32)  # unused; keeps one signature
-        loss, mean_reward, mean_baseline = self.update_function(
-            image_inputs, samples["tokens"], tf.constant(rewards, tf.float32), tf.constant(greedy_rewards, tf.float32))
+            image_inputs = tf.convert_to_tensor(batch[self.model.input_key])
+            samples = self.sample_function(image_inputs, seed)
+            rewards, greedy_rewards = self._score(samples, batch["captions"])
+            loss, mean_reward, mean_baseline = self.update_function(
+                image_inputs, samples["tokens"], tf.constant(rewards), tf.constant(greedy_rewards))
         self.iterations.assign_add(1)
         return {"loss": float(loss), "reward": float(mean_reward), "baseline": float(mean_baseline)}

@@ -36,3 +36,21 @@ def is_single_device(strategy):
     return strategy.num_replicas_in_sync == 1 and not isinstance(
         strategy, (tf.distribute.MultiWorkerMirroredStrategy, tf.distribute.TPUStrategy)
     )
+
+
+def worker_task(strategy):
+    """`(task_type, task_id)` of this process in a multi-worker cluster; `(None, 0)` elsewhere."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.cluster_spec().as_dict():
+        return None, 0
+    return resolver.task_type, resolver.task_id or 0
+
+
+def is_chief(strategy):
+    """Whether this process writes the run's files: the only process, or the multi-worker cluster's chief
+    (the "chief" task, or worker 0 in a cluster without one, as TF_CONFIG's convention is)."""
+    task_type, task_id = worker_task(strategy)
+    if task_type in (None, "chief"):
+        return True
+    cluster = strategy.cluster_resolver.cluster_spec().as_dict()
+    return task_type == "worker" and task_id == 0 and "chief" not in cluster

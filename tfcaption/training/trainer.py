@@ -2,6 +2,9 @@
 
 import json
 import math
+import os
+import shutil
+import tempfile
 import time
 
 import keras
@@ -19,7 +22,7 @@ from tfcaption.training.run_directory import (
     RunDirectory, check_checkpoint_format, load_run_weights, load_weights, optimizer_variables, training_checkpoint,
 )
 from tfcaption.training.schedule import WarmupConstant, WarmupInverseSqrt, WarmupLinearDecay
-from tfcaption.training.strategy import is_single_device, make_strategy
+from tfcaption.training.strategy import is_chief, is_single_device, make_strategy, worker_task
 from tfcaption.training.summaries import validation_examples, write_validation_examples
 
 
@@ -42,19 +45,27 @@ class NonFiniteLossError(ValueError):
 
 
 class Trainer:
-    """Teacher-forced cross-entropy training of a `Captioner` under a tf.distribute strategy.
+    """Training of a `Captioner` under a tf.distribute strategy, in phases of one task each.
 
-    One loop serves every strategy: each replica computes its gradients
-    (XLA-compiled when `jit_compile`), scaled by the global token count so the
-    Keras optimizer's cross-replica sum is the global mean; on a single device
-    the whole step, optimizer update included, is one XLA cluster. Every epoch
-    it logs to TensorBoard, measures validation loss and CIDEr-D (greedy), keeps
-    the best weights by CIDEr-D, and stops early after `early_stopping_patience`
-    epochs without improvement. Checkpoints (model, optimizers, the epoch and the
+    A task is teacher-forced cross-entropy ("xe") or self-critical sequence
+    training ("scst", `tfcaption.training.scst`); `train.phases` lists them (one
+    phase of the `train` section's own fields by default). One loop serves every
+    strategy and task: each replica computes its gradients (XLA-compiled when
+    `jit_compile`), scaled so the Keras optimizer's cross-replica sum is the
+    global mean; on a single device the whole step, optimizer update included,
+    is one XLA cluster. Every epoch it logs to TensorBoard, measures validation
+    loss and CIDEr-D (greedy), and keeps the best weights by CIDEr-D; a phase
+    ends after its epochs or `early_stopping_patience` epochs without
+    improvement, and the next phase starts from the best weights with a fresh
+    optimizer. Checkpoints (model, optimizers, the phase, the epoch and the
     step inside it) are saved every `checkpoint_every_steps`, at each epoch's
     end and on SIGTERM / SIGINT; a rerun resumes at the next batch of the same
     epoch order. A NaN or infinite loss stops training, keeping the last
-    checkpoint.
+    checkpoint. Under MultiWorkerMirroredStrategy every worker runs this loop
+    and only the chief writes the run directory (checkpoints, TensorBoard,
+    best weights); the others write their checkpoints to a temporary directory
+    (saving is collective) and restore the chief's, so the run directory must be
+    one shared path.
 
     Args:
         run_config: a `RunConfig`.
@@ -66,7 +77,8 @@ class Trainer:
 
     def __init__(self, run_config, data_dir, vocab, strategy=None, log=print):
         self.run_config = run_config
-        self.config = run_config.train
+        self.phases = run_config.train.phase_configs()
+        self.config = self.phases[0]  # the phase in progress (`_enter_phase`)
         self.model_config = run_config.model
         self.data_config = run_config.data
         self.decode_config = run_config.decode
@@ -81,6 +93,7 @@ class Trainer:
             keras.utils.set_random_seed(self.config.seed)
             tf.config.experimental.enable_op_determinism()
         self.strategy = strategy or make_strategy(self.config.strategy)
+        self.chief = is_chief(self.strategy)
         self.run = RunDirectory(self.config.output_dir)
         if not self.run.exists() and not self.config.init_from:
             # A new run records the pretrained backbone's sizes, read from its file (after tfcaption.train's
@@ -88,14 +101,23 @@ class Trainer:
             # Keras's cache). A fine-tuned run's model and weights come from its start run, whose backbone
             # file need not be on this machine.
             run_config.model = self.model_config = with_checkpoint_sizes(self.model_config)
-        tf.io.gfile.makedirs(self.run.path)
-        run_config.save(self.run.config)
-        vocab.save(self.run.vocab)
+        if self.chief:
+            tf.io.gfile.makedirs(self.run.path)
+            run_config.save(self.run.config)
+            vocab.save(self.run.vocab)
+            self.best_weights = self.run.best_weights
+        else:  # another worker: its own copies, deleted after each save
+            self.worker_dir = tempfile.mkdtemp(prefix=f"tfcaption-worker{worker_task(self.strategy)[1]}-")
+            self.best_weights = os.path.join(self.worker_dir, "best.weights.h5")
 
         with self.strategy.scope():
             self.model = Captioner(self.model_config)
             self.optimizer, self.backbone_optimizer, self._groups = self._optimizers()
-            self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+            self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")  # all phases'
+            self.phase = tf.Variable(0, dtype=tf.int64, trainable=False, name="phase")
+            self.phase_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="phase_epoch")
+            # SCST's sampling seed counter, so a resumed run draws new samples, not the ones it drew before
+            self.scst_iterations = tf.Variable(0, dtype=tf.int64, trainable=False, name="scst_iterations")
             self.best_cider = tf.Variable(-1.0, dtype=tf.float32, trainable=False, name="best_cider")
             self.epochs_without_improvement = tf.Variable(0, dtype=tf.int64, trainable=False)
             # The position inside the epoch in progress, so a resumed run continues at the next batch.
@@ -108,14 +130,11 @@ class Trainer:
         self.model.check_inputs(input_kind(self.manifest), data_dir)
         backbone_state = ({} if self.backbone_optimizer is None
                           else {"backbone_optimizer_state": optimizer_variables(self.backbone_optimizer)})
-        self.scst = self._scst_step() if self.config.task == "scst" else None
-        if self.scst is not None:  # a resumed run draws new samples, not the ones it drew before
-            backbone_state["scst_iterations"] = self.scst.iterations
-        self.checkpoint = training_checkpoint(
-            self.model,
-            self.optimizer,
-            **backbone_state,
+        self._progress_variables = dict(
             epoch=self.epoch,
+            phase=self.phase,
+            phase_epoch=self.phase_epoch,
+            scst_iterations=self.scst_iterations,
             best_cider=self.best_cider,
             epochs_without_improvement=self.epochs_without_improvement,
             step_in_epoch=self.step_in_epoch,
@@ -124,9 +143,23 @@ class Trainer:
             epoch_reward_sum=self.epoch_reward_sum,
             epoch_baseline_sum=self.epoch_baseline_sum,
         )
+        # One layout for every phase: the optimizers persist (reset when a phase starts), SCST's counter too.
+        self._checkpoint_parts = {**backbone_state, **self._progress_variables}
+        self.checkpoint = training_checkpoint(self.model, self.optimizer, **self._checkpoint_parts)
         self.manager = tf.train.CheckpointManager(self.checkpoint, self.run.checkpoints, max_to_keep=2)
-        self._train_step = self._make_train_step()
         self._eval_step = tf.function(self._eval_loss, jit_compile=self.config.jit_compile)
+        self._scst_reward = None
+        self._enter_phase(0)
+
+    def _enter_phase(self, index):
+        """Makes phase `index` the one in progress: its config, learning-rate schedules and step functions
+        (the optimizers' state is the caller's: restored, or reset by `_next_phase`)."""
+        self.config = self.phases[index]
+        self.optimizer.learning_rate = self._schedule()
+        if self.backbone_optimizer is not None:
+            self.backbone_optimizer.learning_rate = self._schedule(self.model_config.image_encoder.backbone_lr_multiplier)
+        self.scst = self._scst_step() if self.config.task == "scst" else None
+        self._train_step = None if self.scst is not None else self._make_train_step()
 
     def _schedule(self, multiplier=1.0):
         c, d = self.config, self.model_config.hidden_dim
@@ -147,12 +180,16 @@ class Trainer:
         from tfcaption.training.scst import ScstReward, ScstStep
 
         c = self.config
-        if not is_single_device(self.strategy):
-            raise ValueError("train.task='scst' runs on one device for now; use --strategy default.")
-        reward = ScstReward(training_captions(self.data_dir), include_eos=c.scst_include_eos,
-                            bleu_weight=c.scst_bleu_weight)
-        return ScstStep(self.model, self._apply, reward, c.scst_samples, c.scst_sampling,
-                        self.data_config.max_decode_steps, c.jit_compile, c.seed, vocab=self.vocab)
+        if isinstance(self.strategy, tf.distribute.TPUStrategy):
+            raise ValueError("train.task='scst' does not run under TPUStrategy: its batches carry the reference "
+                             "captions as strings, which TPU devices cannot hold; run SCST on CPUs or GPUs.")
+        key = (c.scst_include_eos, c.scst_bleu_weight)
+        if self._scst_reward is None or self._scst_reward[0] != key:  # the document frequencies, once
+            self._scst_reward = key, ScstReward(training_captions(self.data_dir), include_eos=c.scst_include_eos,
+                                                bleu_weight=c.scst_bleu_weight)
+        return ScstStep(self.model, self._apply, self._scst_reward[1], c.scst_samples, c.scst_sampling,
+                        self.data_config.max_decode_steps, c.jit_compile, c.seed, vocab=self.vocab,
+                        strategy=self.strategy, iterations=self.scst_iterations)
 
     def _images_per_batch(self):
         """SCST: images per step (M2: 50 // 5 = 10), each giving `scst_samples` captions."""
@@ -240,17 +277,27 @@ class Trainer:
     # ---- data --------------------------------------------------------------------------------
 
     def _global_batch(self):
+        """Captions per step: the batch, or SCST's images x samples."""
+        if self.config.task == "scst":
+            return self._images_per_batch() * self.config.scst_samples
         return self.config.batch_size
 
     def _train_batches(self, epoch):
         if self.scst is not None:  # per image, with all its references for the reward
-            return pipeline.image_batches(self.data_dir, "train", self._images_per_batch(), self.image_size,
-                                          seed=self.config.seed + epoch, drop_remainder=True)
-        dataset = pipeline.train_dataset(
-            self.data_dir, "train", self.vocab, self._global_batch(), self.data_config.max_caption_words,
-            self.image_size, seed=self.config.seed + epoch, augment_flip=self.data_config.augment_flip,
-        )
-        return self.strategy.experimental_distribute_dataset(dataset)
+            dataset = pipeline.image_batches(self.data_dir, "train", self._images_per_batch(), self.image_size,
+                                             seed=self.config.seed + epoch, drop_remainder=True)
+            if is_single_device(self.strategy):
+                return dataset
+        else:
+            dataset = pipeline.train_dataset(
+                self.data_dir, "train", self.vocab, self._global_batch(), self.data_config.max_caption_words,
+                self.image_size, seed=self.config.seed + epoch, augment_flip=self.data_config.augment_flip,
+            )
+        # Every worker reads the same seeded order and keeps its share of each batch (sharding by file would
+        # need at least as many shards as workers).
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+        return self.strategy.experimental_distribute_dataset(dataset.with_options(options))
 
     def _epoch_batches(self, epoch, start):
         """The epoch's batches from step `start` on, exactly as an uninterrupted epoch sees them (the
@@ -313,11 +360,12 @@ class Trainer:
         """
         latest = self.manager.latest_checkpoint
         if latest:
-            check_checkpoint_format(latest)
-            self.checkpoint.restore(latest).assert_existing_objects_matched()
+            self._restore(latest)
+            self._enter_phase(int(self.phase.numpy()))
             step = int(self.step_in_epoch.numpy())
             position = f", {step} steps into epoch {int(self.epoch.numpy()) + 1}" if step else ""
-            self.log(f"Resuming from {latest} (epoch {int(self.epoch.numpy())} done{position}).")
+            phase = f" of phase {int(self.phase.numpy()) + 1} ({self.config.task})" if len(self.phases) > 1 else ""
+            self.log(f"Resuming from {latest} (epoch {int(self.epoch.numpy())} done{position}{phase}).")
         elif self.config.init_from:  # fine-tuning: another run's weights (its model config is this one's)
             self.log(f"Initialised from {load_run_weights(self.model, self.config.init_from)}.")
         else:  # from scratch: the pretrained backbone's weights (a resumed run restored its own)
@@ -333,25 +381,78 @@ class Trainer:
             self.log(f"No val split in {self.data_dir}: no validation, no early stopping; the last epoch's "
                      "weights are kept as the best.")
         history = []
-        writer = tf.summary.create_file_writer(self.run.logs)
-        steps = self.steps_per_epoch()
-        patience = self.config.early_stopping_patience
+        writer = tf.summary.create_file_writer(self.run.logs) if self.chief else tf.summary.create_noop_writer()
+        if len(self.phases) > 1 and not latest:
+            self.log(f"Phase 1/{len(self.phases)}: {self.config.task}")
         with stop_requests() as stop:
-            while int(self.epoch.numpy()) < self.config.epochs:
-                if patience and int(self.epochs_without_improvement.numpy()) >= patience:
-                    self.log(f"Early stopping: no validation CIDEr-D improvement for {patience} epochs.")
-                    break
-                history.append(self._epoch(int(self.epoch.numpy()), steps, stop, has_val, writer))
-        if tf.io.gfile.exists(self.run.best_weights):
-            load_weights(self.model, self.run.best_weights)
+            while True:
+                ended = self._phase_end()
+                if ended:
+                    if int(self.phase.numpy()) + 1 == len(self.phases):
+                        if ended != "epochs":
+                            self.log(f"Early stopping: {ended}.")
+                        break
+                    self._next_phase(ended)
+                    continue
+                history.append(self._epoch(int(self.epoch.numpy()), self.steps_per_epoch(), stop, has_val, writer))
+        if tf.io.gfile.exists(self.best_weights):
+            load_weights(self.model, self.best_weights)
+        if not self.chief:
+            shutil.rmtree(self.worker_dir, ignore_errors=True)
         return history
+
+    def _phase_end(self):
+        """Why the phase in progress is over ("epochs", or the early-stopping reason), or "" when it is not."""
+        if int(self.phase_epoch.numpy()) >= self.config.epochs:
+            return "epochs"
+        patience = self.config.early_stopping_patience
+        if patience and int(self.epochs_without_improvement.numpy()) >= patience:
+            return f"no validation CIDEr-D improvement for {patience} epochs"
+        return ""
+
+    def _next_phase(self, reason):
+        """M2's switch: the next phase starts from the best weights so far, with fresh optimizers."""
+        done = self.config.task
+        self.phase.assign_add(1)
+        self.phase_epoch.assign(0)
+        self.epochs_without_improvement.assign(0)
+        if tf.io.gfile.exists(self.best_weights):
+            load_weights(self.model, self.best_weights)
+        for optimizer in (self.optimizer, self.backbone_optimizer):
+            for variable in optimizer.variables if optimizer is not None else ():
+                variable.assign(tf.zeros_like(variable))
+        self._enter_phase(int(self.phase.numpy()))
+        best = f" (val CIDEr-D {float(self.best_cider.numpy()):.3f})" if float(self.best_cider.numpy()) >= 0 else ""
+        self.log(f"Phase {int(self.phase.numpy()) + 1}/{len(self.phases)}: {self.config.task}, from the best "
+                 f"weights{best}; {done} ended after {'its epochs' if reason == 'epochs' else reason}.")
+        self._save()
+
+    def _restore(self, path):
+        """Restores a training checkpoint; one written before a progress variable existed leaves it as is."""
+        check_checkpoint_format(path)
+        names = tf.train.load_checkpoint(path).get_variable_to_shape_map()
+        missing = [key for key in self._progress_variables if not any(n.startswith(key + "/") for n in names)]
+        if not missing:
+            self.checkpoint.restore(path).assert_existing_objects_matched()
+            return
+        parts = {k: v for k, v in self._checkpoint_parts.items() if k not in missing}
+        training_checkpoint(self.model, self.optimizer, **parts).restore(path).assert_existing_objects_matched()
+
+    def _save(self):
+        """A checkpoint: the chief's in the run directory; another worker's (saving is collective) deleted."""
+        if self.chief:
+            return self.manager.save()
+        self.checkpoint.write(os.path.join(self.worker_dir, "checkpoint"))
+        for name in tf.io.gfile.glob(os.path.join(self.worker_dir, "checkpoint*")):
+            tf.io.gfile.remove(name)
+        return self.manager.latest_checkpoint
 
     def _train_steps(self, epoch, steps, stop):
         """The epoch's remaining steps; returns (seconds, steps run). Saves a checkpoint every
         `checkpoint_every_steps` and, on a stop request, saves one and raises `TrainingInterrupted`."""
         start = int(self.step_in_epoch.numpy())
-        progress = EpochProgress(epoch + 1, self.config.epochs, steps, self._global_batch(), start, self.log,
-                                 interval=self.config.log_every_seconds)
+        progress = EpochProgress(int(self.phase_epoch.numpy()) + 1, self.config.epochs, steps, self._global_batch(),
+                                 start, self.log, interval=self.config.log_every_seconds, name=self._epoch_name())
         every = self.config.checkpoint_every_steps
         started = time.time()
         batches = self._epoch_batches(epoch, start)
@@ -374,19 +475,20 @@ class Trainer:
             progress.update(step + 1, float(self.epoch_loss_sum.numpy() / max(self.epoch_token_count.numpy(), 1.0)),
                             float(self.optimizer.learning_rate))
             if stop.requested:
-                raise TrainingInterrupted(stop.signum, epoch, step + 1, self.manager.save())
+                raise TrainingInterrupted(stop.signum, epoch, step + 1, self._save())
             if every and (step + 1) % every == 0 and step + 1 < steps:
-                self.manager.save()
+                self._save()
         return time.time() - started, steps - start
 
     def _epoch(self, epoch, steps, stop, has_val, writer):
         """Trains, validates, keeps the best weights, checkpoints and logs one epoch; returns its record."""
         if not int(self.step_in_epoch.numpy()):
-            self.log(f"Epoch {epoch + 1}/{self.config.epochs}")
+            self.log(f"{self._epoch_name().capitalize()} {int(self.phase_epoch.numpy()) + 1}/{self.config.epochs}")
         train_seconds, steps_run = self._train_steps(epoch, steps, stop)
         train_loss = float(self.epoch_loss_sum.numpy() / max(self.epoch_token_count.numpy(), 1.0))
         if has_val:
             val_loss, val_cider, samples = self.validate()
+            val_cider = self._agreed(val_cider)  # every worker takes the same decisions from it
             improved = val_cider > float(self.best_cider.numpy())
         else:
             val_loss = val_cider = float("nan")
@@ -395,19 +497,22 @@ class Trainer:
             if has_val:
                 self.best_cider.assign(val_cider)
             self.epochs_without_improvement.assign(0)
-            self.model.save_weights(self.run.best_weights)
+            self.model.save_weights(self.best_weights)
         else:
             self.epochs_without_improvement.assign_add(1)
         self.epoch.assign_add(1)
+        self.phase_epoch.assign_add(1)
         steps_done = max(int(self.step_in_epoch.numpy()), 1)
         scst = {"reward": float(self.epoch_reward_sum.numpy()) / steps_done,
                 "baseline": float(self.epoch_baseline_sum.numpy()) / steps_done} if self.scst is not None else {}
         for position in (self.step_in_epoch, self.epoch_loss_sum, self.epoch_token_count, self.epoch_reward_sum,
                          self.epoch_baseline_sum):
             position.assign(tf.zeros_like(position))
-        self.manager.save()
+        self._save()
         record = {
             "epoch": epoch + 1,
+            "phase": int(self.phase.numpy()) + 1,
+            "task": self.config.task,
             "train_loss": train_loss,
             "val_loss": val_loss,
             "val_cider_d": val_cider,
@@ -420,9 +525,9 @@ class Trainer:
             for key in ("train_loss", "val_loss", "val_cider_d", "examples_per_second", "reward", "baseline"):
                 if key in record:
                     tf.summary.scalar(f"scst_{key}" if key in scst else key, record[key])
-            write_validation_examples(
-                validation_examples(self.model, self.vocab, samples, self.data_dir, self.config.tensorboard_images),
-                epoch + 1)
+            if self.chief:  # the figures cost a little; only the chief's writer keeps them
+                write_validation_examples(validation_examples(
+                    self.model, self.vocab, samples, self.data_dir, self.config.tensorboard_images), epoch + 1)
         writer.flush()
         self.log(
             f"epoch {epoch + 1}: train loss {train_loss:.4f}, val loss {val_loss:.4f}, "
@@ -433,7 +538,20 @@ class Trainer:
         self._append_history(record)
         return record
 
+    def _epoch_name(self):
+        return f"{self.config.task} epoch" if len(self.phases) > 1 else "epoch"
+
+    def _agreed(self, value):
+        """`value` averaged over the workers of a multi-worker run (an all-reduce), so that validation
+        decisions (best weights, the phase's end) are the same on every worker; `value` elsewhere."""
+        if worker_task(self.strategy)[0] is None:
+            return value
+        per_replica = self.strategy.run(lambda: tf.constant(value, tf.float32))
+        return float(self.strategy.reduce(tf.distribute.ReduceOp.MEAN, per_replica, axis=None))
+
     def _append_history(self, record):
+        if not self.chief:
+            return
         path = self.run.join("history.jsonl")
         with tf.io.gfile.GFile(path, "a") as f:
             f.write(json.dumps(record) + "\n")
