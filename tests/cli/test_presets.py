@@ -63,7 +63,8 @@ def _train(name, root, data_root, data_sets):
     ]
     # --no-xla: each preset compiles five functions here; XLA compilation would triple the time (the XLA
     # path is exercised by tests/cli/test_end_to_end.py).
-    args = ["--preset", name, "--output-dir", run_dir, "--epochs", "1", "--no-xla"]
+    # --task xe: one XE epoch (the m2* presets' default XE + SCST phases are tests/training/test_phases.py's).
+    args = ["--preset", name, "--output-dir", run_dir, "--epochs", "1", "--no-xla", "--task", "xe"]
     for s in sets:
         args += ["--set", s]
     assert train_cli.main(args) == 0

@@ -71,7 +71,7 @@ def trained(weights, tiny_shapes, data_root, tmp_path_factory):
             "decode.batch_size=8", "decode.beam_size=2", "export.beam_size=2", "data.max_caption_words=8",
             'decode.eval_splits=["test"]', "decode.java=false",
         ]
-        args = ["--preset", preset, "--output-dir", str(root / name), "--epochs", "1", "--no-xla"]
+        args = ["--preset", preset, "--output-dir", str(root / name), "--epochs", "1", "--no-xla", "--task", "xe"]
         for s in sets:
             args += ["--set", s]
         log = root / f"{name}.log"

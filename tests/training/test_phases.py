@@ -56,7 +56,7 @@ def test_two_phases_run_xe_then_scst_in_one_run_and_a_rerun_resumes_inside_the_s
     history = trainer.fit()
     assert [(h["epoch"], h["phase"], h["task"]) for h in history] == [(1, 1, "xe"), (2, 1, "xe"), (3, 2, "scst")]
     assert "reward" in history[2] and "reward" not in history[0]
-    assert any(m.startswith("Phase 2/2: scst, from the best weights") for m in messages)
+    assert any(m.startswith("Phase 2/2: SCST, from the best weights") for m in messages)
     # The SCST phase began with a fresh Adam: its step count is that phase's steps alone.
     assert int(trainer.optimizer.iterations.numpy()) == 2
     assert int(trainer.scst_iterations.numpy()) == 2
@@ -67,7 +67,7 @@ def test_two_phases_run_xe_then_scst_in_one_run_and_a_rerun_resumes_inside_the_s
                        messages.append)
     more = resumed.fit()
     assert [(h["epoch"], h["phase"], h["task"]) for h in more] == [(4, 2, "scst")]
-    assert any("of phase 2 (scst)" in m for m in messages)
+    assert any("of phase 2 (SCST)" in m for m in messages)
     assert int(resumed.optimizer.iterations.numpy()) == 4
 
 

@@ -364,7 +364,8 @@ class Trainer:
             self._enter_phase(int(self.phase.numpy()))
             step = int(self.step_in_epoch.numpy())
             position = f", {step} steps into epoch {int(self.epoch.numpy()) + 1}" if step else ""
-            phase = f" of phase {int(self.phase.numpy()) + 1} ({self.config.task})" if len(self.phases) > 1 else ""
+            phase = (f" of phase {int(self.phase.numpy()) + 1} ({self.config.task.upper()})"
+                     if len(self.phases) > 1 else "")
             self.log(f"Resuming from {latest} (epoch {int(self.epoch.numpy())} done{position}{phase}).")
         elif self.config.init_from:  # fine-tuning: another run's weights (its model config is this one's)
             self.log(f"Initialised from {load_run_weights(self.model, self.config.init_from)}.")
@@ -383,7 +384,7 @@ class Trainer:
         history = []
         writer = tf.summary.create_file_writer(self.run.logs) if self.chief else tf.summary.create_noop_writer()
         if len(self.phases) > 1 and not latest:
-            self.log(f"Phase 1/{len(self.phases)}: {self.config.task}")
+            self.log(f"Phase 1/{len(self.phases)}: {self.config.task.upper()}")
         with stop_requests() as stop:
             while True:
                 ended = self._phase_end()
@@ -423,8 +424,8 @@ class Trainer:
                 variable.assign(tf.zeros_like(variable))
         self._enter_phase(int(self.phase.numpy()))
         best = f" (val CIDEr-D {float(self.best_cider.numpy()):.3f})" if float(self.best_cider.numpy()) >= 0 else ""
-        self.log(f"Phase {int(self.phase.numpy()) + 1}/{len(self.phases)}: {self.config.task}, from the best "
-                 f"weights{best}; {done} ended after {'its epochs' if reason == 'epochs' else reason}.")
+        self.log(f"Phase {int(self.phase.numpy()) + 1}/{len(self.phases)}: {self.config.task.upper()}, from the best "
+                 f"weights{best}; {done.upper()} ended after {'its epochs' if reason == 'epochs' else reason}.")
         self._save()
 
     def _restore(self, path):
@@ -483,7 +484,8 @@ class Trainer:
     def _epoch(self, epoch, steps, stop, has_val, writer):
         """Trains, validates, keeps the best weights, checkpoints and logs one epoch; returns its record."""
         if not int(self.step_in_epoch.numpy()):
-            self.log(f"{self._epoch_name().capitalize()} {int(self.phase_epoch.numpy()) + 1}/{self.config.epochs}")
+            name = self._epoch_name()
+            self.log(f"{name[0].upper()}{name[1:]} {int(self.phase_epoch.numpy()) + 1}/{self.config.epochs}")
         train_seconds, steps_run = self._train_steps(epoch, steps, stop)
         train_loss = float(self.epoch_loss_sum.numpy() / max(self.epoch_token_count.numpy(), 1.0))
         if has_val:
@@ -539,7 +541,7 @@ class Trainer:
         return record
 
     def _epoch_name(self):
-        return f"{self.config.task} epoch" if len(self.phases) > 1 else "epoch"
+        return f"{self.config.task.upper()} epoch" if len(self.phases) > 1 else "epoch"
 
     def _agreed(self, value):
         """`value` averaged over the workers of a multi-worker run (an all-reduce), so that validation
