@@ -1,10 +1,11 @@
 """Training and decoding throughput of a preset on this machine.
 
 Prints a table and writes JSON (default benchmarks/results/training_throughput.json):
-train pairs/second (XLA, float32 and mixed_bfloat16) and images/second for greedy and
-beam-3 decoding, on random images and tokens of the preset's shapes.
+train captions/second (XLA, float32 and mixed_bfloat16; one (image, caption) pair per example, and
+`--captions-per-image` k captions per image with each image encoded once) and images/second for greedy
+and beam-3 decoding, on random images and tokens of the preset's shapes.
 
-    python benchmarks/training_throughput.py --preset small --batch-size 64
+    python benchmarks/training_throughput.py --preset small --batch-size 64 --captions-per-image 1 5
 """
 
 import argparse
@@ -40,23 +41,26 @@ def example_inputs(model, batch_size):
     return tf.random.normal((batch_size,) + shape)
 
 
-def train_rate(config, batch_size, caption_tokens, repeats):
+def train_rate(config, batch_size, caption_tokens, repeats, captions_per_image=1):
+    """Captions per second of the XE step on `batch_size` captions (batch_size // k images x k captions)."""
     model = Captioner(config)
     optimizer = keras.optimizers.Adam(1e-4, beta_2=0.98)
     optimizer.build(model.trainable_variables)
-    images = example_inputs(model, batch_size)
-    tokens = tf.random.uniform((batch_size, caption_tokens), 4, config.vocab_size, tf.int32)
+    k = captions_per_image
+    images = example_inputs(model, batch_size // k)
+    shape = (batch_size, caption_tokens) if k == 1 else (batch_size // k, k, caption_tokens)
+    tokens = tf.random.uniform(shape, 4, config.vocab_size, tf.int32)
 
     @tf.function(jit_compile=True)
     def step():
         with tf.GradientTape() as tape:
-            logits = model({model.input_key: images, "tokens": tokens[:, :-1]}, training=True)
-            total, count = masked_cross_entropy(tokens[:, 1:], logits, config.pad_id)
+            logits = model({model.input_key: images, "tokens": tokens[..., :-1]}, training=True)
+            total, count = masked_cross_entropy(tokens[..., 1:], logits, config.pad_id)
             loss = total / count
         optimizer.apply(tape.gradient(loss, model.trainable_variables), model.trainable_variables)
         return loss
 
-    return batch_size / time_calls(step, repeats), model
+    return (batch_size // k) * k / time_calls(step, repeats), model
 
 
 def decode_rate(model, batch_size, beam_size, steps, repeats):
@@ -72,23 +76,33 @@ def main():
     parser.add_argument("--vocab-size", type=int, default=48)
     parser.add_argument("--caption-tokens", type=int, default=27)
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--captions-per-image", type=int, nargs="+", default=[1, 5],
+                        help="k values to time (1: pairs)")
     parser.add_argument("--output", default=os.path.join(os.path.dirname(__file__), "results", "training_throughput.json"))
     args = parser.parse_args()
     rows = []
     for policy in ("float32", "mixed_bfloat16"):
         config = CaptionerConfig.from_preset(args.preset, vocab_size=args.vocab_size, dtype_policy=policy)
-        pairs, model = train_rate(config, args.batch_size, args.caption_tokens, args.repeats)
-        greedy = decode_rate(model, args.batch_size, 1, args.caption_tokens - 1, args.repeats)
-        beam = decode_rate(model, args.batch_size, 3, args.caption_tokens - 1, args.repeats)
-        rows.append({"preset": args.preset, "dtype_policy": policy, "batch_size": args.batch_size,
-                     "train_pairs_per_s": pairs, "greedy_images_per_s": greedy, "beam3_images_per_s": beam})
-    print(f"{'preset':8} {'policy':15} {'train pairs/s':>14} {'greedy img/s':>13} {'beam-3 img/s':>13}")
+        row = {"preset": args.preset, "dtype_policy": policy, "batch_size": args.batch_size}
+        for k in args.captions_per_image:
+            row[f"train_captions_per_s_k{k}"], model = train_rate(config, args.batch_size, args.caption_tokens,
+                                                                 args.repeats, k)
+        row["greedy_images_per_s"] = decode_rate(model, args.batch_size, 1, args.caption_tokens - 1, args.repeats)
+        row["beam3_images_per_s"] = decode_rate(model, args.batch_size, 3, args.caption_tokens - 1, args.repeats)
+        rows.append(row)
+    from backbone_cost import describe_cpu  # this folder
+
+    machine = describe_cpu()
+    print(f"batch {args.batch_size} captions, {args.caption_tokens} tokens, XLA; {machine}")
+    train_columns = "".join(f"{f'train capt/s k={k}':>17}" for k in args.captions_per_image)
+    print(f"{'preset':8} {'policy':15}{train_columns} {'greedy img/s':>13} {'beam-3 img/s':>13}")
     for r in rows:
-        print(f"{r['preset']:8} {r['dtype_policy']:15} {r['train_pairs_per_s']:14.0f} "
-              f"{r['greedy_images_per_s']:13.0f} {r['beam3_images_per_s']:13.0f}")
+        rates = "".join(f"{r[f'train_captions_per_s_k{k}']:17.0f}" for k in args.captions_per_image)
+        print(f"{r['preset']:8} {r['dtype_policy']:15}{rates} {r['greedy_images_per_s']:13.0f} "
+              f"{r['beam3_images_per_s']:13.0f}")
     os.makedirs(os.path.dirname(args.output), exist_ok=True)
     with open(args.output, "w") as f:
-        json.dump({"device": "cpu", "cores": os.cpu_count(), "rows": rows}, f, indent=2)
+        json.dump({"machine": machine, "cores": os.cpu_count(), "rows": rows}, f, indent=2)
     print(f"wrote {args.output}")
 
 

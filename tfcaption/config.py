@@ -80,6 +80,9 @@ class TrainConfig:
     adam_beta_2: float = 0.98
     adam_epsilon: float = 1e-9
     label_smoothing: float = 0.0
+    # XE: k captions of each image per example (ruotianluo's seq_per_img): batch_size // k images a step, each
+    # encoded once for its k captions; an epoch is one pass over the images. 1 = (image, caption) pairs.
+    captions_per_image: int = 1
     early_stopping_patience: int = 3
     seed: int = 0
     jit_compile: bool = True
@@ -113,6 +116,9 @@ class TrainConfig:
     def __post_init__(self):
         check_choice("train.task", self.task, ("xe", "scst"))
         check_choice("train.scst_sampling", self.scst_sampling, ("beam", "multinomial", "greedy_baseline"))
+        if self.captions_per_image < 1 or self.captions_per_image > self.batch_size:
+            raise ValueError(f"train.captions_per_image must be between 1 and train.batch_size ({self.batch_size}), "
+                             f"got {self.captions_per_image}.")
         self.phases = [dict(phase) for phase in self.phases]
         for number, phase in enumerate(self.phases, 1):
             unknown = sorted(set(phase) - set(PHASE_FIELDS))
@@ -129,8 +135,8 @@ class TrainConfig:
 # What a phase of `train.phases` may set; the rest (run directory, seed, strategy, checkpoints) is the run's.
 PHASE_FIELDS = (
     "task", "epochs", "steps_per_epoch", "batch_size", "learning_rate_schedule", "learning_rate_scale",
-    "learning_rate", "warmup_steps", "label_smoothing", "early_stopping_patience", "scst_samples",
-    "scst_sampling", "scst_include_eos", "scst_bleu_weight", "scst_learning_rate",
+    "learning_rate", "warmup_steps", "label_smoothing", "captions_per_image", "early_stopping_patience",
+    "scst_samples", "scst_sampling", "scst_include_eos", "scst_bleu_weight", "scst_learning_rate",
 )
 
 

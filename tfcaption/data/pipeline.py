@@ -181,8 +181,8 @@ def train_dataset(data_dir: str, split: str, vocab: Vocabulary, batch_size: int,
                   image_size: ImageSize, seed: Optional[int] = 0, augment_flip: bool = False,
                   shuffle_buffer: Optional[int] = None, repeat: bool = False,
                   drop_remainder: bool = True, decode_once: bool = True,
-                  decoded_shuffle_buffer: int = 1000) -> tf.data.Dataset:
-    """Training batches, one element per (image, caption) pair.
+                  decoded_shuffle_buffer: int = 1000, captions_per_image: int = 1) -> tf.data.Dataset:
+    """Training batches, one element per (image, caption) pair, or per image with k of its captions.
 
     Default pipeline (``decode_once=True``): shards (file order shuffled) -> shuffle ``shuffle_buffer``
     encoded *images* (``seed``, reshuffled every epoch) -> [repeat] -> decode each image once, in
@@ -210,7 +210,13 @@ def train_dataset(data_dir: str, split: str, vocab: Vocabulary, batch_size: int,
     400 KB for 50 regions of 2048 values), so the default buffer (:func:`default_shuffle_buffer`) holds
     as many as fit in 512 MB (1,310 of those) instead of 10,000.
 
-    Flip augmentation: with probability 0.5 per pair, the image is mirrored left-right and the caption's
+    ``captions_per_image`` k > 1 (ruotianluo's ``seq_per_img``): one element per image, decoded once,
+    with k of its captions drawn without replacement (cycling through them when it has fewer than k),
+    after the encoded shuffle (there is no pair shuffle); ``batch_size`` counts images, and ``tokens``
+    is ``[B, k, max_length + 2]``. The model then encodes each image once for its k captions.
+
+    Flip augmentation: with probability 0.5 per pair (per image with ``captions_per_image`` > 1, all of its
+    captions swapped with it), the image is mirrored left-right and the caption's
     words "left" and "right" are swapped (before the words are looked up). The coin is
     ``tf.random.stateless_uniform`` seeded by a ``Dataset.random(seed)`` stream zipped onto the pairs
     before the parallel map, so the whole stream (order and flips) is a deterministic function of
@@ -231,10 +237,12 @@ def train_dataset(data_dir: str, split: str, vocab: Vocabulary, batch_size: int,
         drop_remainder: drop the last incomplete batch (static batch size, needed by XLA / TPU).
         decode_once: decode each image once for all its captions (see above).
         decoded_shuffle_buffer: decoded-pair shuffle buffer used with ``decode_once``; <= 1 disables it.
+        captions_per_image: k captions per element (see above); 1 = pairs.
 
     Returns:
-        ``tf.data.Dataset`` of ``{"images": float32 [B, S, S, 3], "tokens": int32 [B, max_length + 2]}``,
-        for region features ``{"features": float32 [B, R, D], "tokens": ...}``.
+        ``tf.data.Dataset`` of ``{"images": float32 [B, S, S, 3], "tokens": int32 [B, max_length + 2]}``
+        (``[B, k, max_length + 2]`` with k captions per image), for region features
+        ``{"features": float32 [B, R, D], "tokens": ...}``.
 
     Example:
         >>> import tempfile
@@ -253,6 +261,9 @@ def train_dataset(data_dir: str, split: str, vocab: Vocabulary, batch_size: int,
         raise ValueError(f"max_length must be >= 1, got {max_length}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    k = int(captions_per_image)
+    if k < 1 or (k > 1 and not decode_once):
+        raise ValueError(f"captions_per_image must be >= 1 (and > 1 only with decode_once), got {k}.")
     if seed is None:  # a seed is needed for the stateless flips; draw one (the run is then not repeatable)
         seed = random.SystemRandom().randrange(2**31)
     seed = int(seed)
@@ -266,7 +277,7 @@ def train_dataset(data_dir: str, split: str, vocab: Vocabulary, batch_size: int,
 
     def with_coins(ds):
         """Attach a per-element int64 seed for the flip coin (a constant when flipping is off)."""
-        if augment_flip:
+        if augment_flip or k > 1:  # k > 1: the coin also picks the image's captions
             coins = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
         else:
             coins = tf.data.Dataset.from_tensors(tf.constant(0, tf.int64)).repeat()
@@ -282,8 +293,21 @@ def train_dataset(data_dir: str, split: str, vocab: Vocabulary, batch_size: int,
         return {key: image, "caption": caption, "flip": flip}
 
     def tokenize(batch):
-        tokens = tokenize_captions(batch["caption"], vocab, max_length, flip=batch.get("flip"))
-        return {key: batch[key], "tokens": tokens}
+        if k == 1:
+            return {key: batch[key], "tokens": tokenize_captions(batch["caption"], vocab, max_length,
+                                                                 flip=batch.get("flip"))}
+        flip = batch.get("flip")
+        tokens = tokenize_captions(tf.reshape(batch["caption"], [-1]), vocab, max_length,
+                                   flip=None if flip is None else tf.repeat(flip, k))
+        return {key: batch[key], "tokens": tf.reshape(tokens, [-1, k, max_length + 2])}
+
+    def pick_captions(element, coin_seed):
+        """k of the image's captions in a seeded random order, cycling when it has fewer than k."""
+        captions = element["captions"]
+        pick_seed = tf.stack([coin_seed, tf.constant(seed + 2, tf.int64)])
+        order = tf.argsort(tf.random.stateless_uniform(tf.shape(captions), seed=pick_seed))
+        chosen = tf.gather(captions, tf.gather(order, tf.range(k) % tf.shape(captions)[0]))
+        return finish(element["image"], tf.ensure_shape(chosen, [k]), coin_seed)
 
     if not decode_once:
         def to_pairs(record):
@@ -309,11 +333,14 @@ def train_dataset(data_dir: str, split: str, vocab: Vocabulary, batch_size: int,
             return tf.data.Dataset.zip(tf.data.Dataset.from_tensors(element["image"]).repeat(),
                                        tf.data.Dataset.from_tensor_slices(element["captions"]))
 
-        pairs = images.flat_map(to_pairs)
-        if decoded_shuffle_buffer and decoded_shuffle_buffer > 1:
-            pairs = pairs.shuffle(decoded_shuffle_buffer, seed=seed + 1, reshuffle_each_iteration=True)
-        ds = with_coins(pairs).map(lambda pair, coin: finish(pair[0], pair[1], coin),
-                                   num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        if k > 1:  # the image's captions stay together: nothing to spread over a pair buffer
+            ds = with_coins(images).map(pick_captions, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        else:
+            pairs = images.flat_map(to_pairs)
+            if decoded_shuffle_buffer and decoded_shuffle_buffer > 1:
+                pairs = pairs.shuffle(decoded_shuffle_buffer, seed=seed + 1, reshuffle_each_iteration=True)
+            ds = with_coins(pairs).map(lambda pair, coin: finish(pair[0], pair[1], coin),
+                                       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
     ds = ds.batch(batch_size, drop_remainder=drop_remainder, num_parallel_calls=tf.data.AUTOTUNE,
                   deterministic=True)

@@ -123,7 +123,8 @@ class CaptionDecoder(keras.layers.Layer):
         """Per layer, the cross-attention keys and values of every encoder level."""
         return [layer.cross_attention.project_encoder(encoder_outputs) for layer in self.decoder_layers]
 
-    def call(self, tokens, encoder_outputs, encoder_mask=None, training=None, return_attention=False):
+    def call(self, tokens, encoder_outputs, encoder_mask=None, training=None, return_attention=False,
+             captions_per_image=1):
         """Teacher-forced logits.
 
         Args:
@@ -133,6 +134,10 @@ class CaptionDecoder(keras.layers.Layer):
             return_attention: also return the last layer's cross-attention
                 weights (B, levels, T, R) and gates (B, levels, T), or None
                 for a decoder without gates.
+            captions_per_image: k: `tokens` holds k captions of each image,
+                image by image ((B * k, T) against (B, N, R, d) encoder outputs);
+                the encoder's keys and values are projected once per image and
+                shared by its captions.
 
         Returns:
             (B, T, vocab) float32 logits.
@@ -147,7 +152,7 @@ class CaptionDecoder(keras.layers.Layer):
         extras = ()
         for layer, (keys, values) in zip(self.decoder_layers, self.project_encoder(encoder_outputs)):
             y = layer(y, keys, values, self_mask, encoder_mask, token_mask, training=training,
-                      return_attention=return_attention)
+                      return_attention=return_attention, captions_per_image=captions_per_image)
             if return_attention:
                 y, *extras = y
         logits = self.output_dense(y)

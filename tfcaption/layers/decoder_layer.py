@@ -14,6 +14,17 @@ from tfcaption.layers.memory_attention import MemoryAugmentedAttention
 from tfcaption.layers.meshed_attention import MeshedCrossAttention
 
 
+def _ungroup(value, captions_per_image):
+    """Attention weights (B, N, k * T, R) or gates (B, N, k * T) of grouped queries -> per caption,
+    (B * k, N, T, R) or (B * k, N, T)."""
+    if value is None:
+        return None
+    k, shape = captions_per_image, ops.shape(value)
+    split = ops.reshape(value, (shape[0], shape[1], k, shape[2] // k) + tuple(shape[3:]))
+    moved = ops.moveaxis(split, 2, 1)  # (B, k, N, T[, R])
+    return ops.reshape(moved, (shape[0] * k, shape[1], shape[2] // k) + tuple(shape[3:]))
+
+
 class DecoderLayer(keras.layers.Layer):
     """```
     S   = LN(Y + Dropout(SelfAttn(Y)))       masked, times the token mask
@@ -66,10 +77,19 @@ class DecoderLayer(keras.layers.Layer):
         self.feed_forward.build(input_shape)
         self.built = True
 
-    def _finish(self, y, attended, encoder_keys, encoder_values, encoder_mask, token_mask, training, return_attention):
+    def _finish(self, y, attended, encoder_keys, encoder_values, encoder_mask, token_mask, training, return_attention,
+                captions_per_image=1):
         s = self.self_norm(y + self.self_dropout(attended, training=training))
         if token_mask is not None:
             s = s * token_mask
+        if captions_per_image > 1:
+            # The k captions of an image attend to its keys and values as one longer query sequence
+            # (B, k * T, d): cross-attention treats every query on its own, so this equals attending from
+            # (B * k, T, d) to k copies of the image, without making them.
+            shape = ops.shape(s)
+            grouped = (-1, captions_per_image * shape[1], shape[2])
+            s = ops.reshape(s, grouped)
+            token_mask = None if token_mask is None else ops.reshape(token_mask, grouped[:2] + (1,))
         mixed = self.cross_attention(
             s, encoder_keys, encoder_values, encoder_mask, token_mask, training=training,
             return_attention=return_attention,
@@ -77,6 +97,10 @@ class DecoderLayer(keras.layers.Layer):
         extras = ()
         if return_attention:
             mixed, *extras = mixed
+        if captions_per_image > 1:
+            mixed = ops.reshape(mixed, shape)
+            token_mask = None if token_mask is None else ops.reshape(token_mask, (shape[0], shape[1], 1))
+            extras = tuple(_ungroup(extra, captions_per_image) for extra in extras)
         out = self.feed_forward(mixed, training=training)
         if token_mask is not None:
             out = out * token_mask
@@ -92,6 +116,7 @@ class DecoderLayer(keras.layers.Layer):
         token_mask=None,
         training=None,
         return_attention=False,
+        captions_per_image=1,
     ):
         """Teacher-forced pass over a whole sequence.
 
@@ -102,10 +127,13 @@ class DecoderLayer(keras.layers.Layer):
                 not padding).
             encoder_mask: (B, R) bool, True for real regions, or None.
             token_mask: (B, T, 1) float, 1 for real tokens, or None.
+            captions_per_image: k; `y` then holds k captions per image, image by
+                image (B = k x the images of `encoder_keys`).
         """
         attended = self.self_attention(y, y, y, attention_mask=self_attention_mask)
         return self._finish(
-            y, attended, encoder_keys, encoder_values, encoder_mask, token_mask, training, return_attention
+            y, attended, encoder_keys, encoder_values, encoder_mask, token_mask, training, return_attention,
+            captions_per_image,
         )
 
     def step(self, y, position, cache_keys, cache_values, encoder_keys, encoder_values, encoder_mask=None,

@@ -1,6 +1,7 @@
 """The captioning model: an image encoder, a visual encoder and a decoder, each chosen by its config."""
 
 import keras
+from keras import ops
 
 from tfcaption.layers.cnn_image_encoder import CnnImageEncoder
 from tfcaption.layers.decoder import DECODERS
@@ -134,8 +135,16 @@ class Captioner(keras.Model):
         return self.encoder(tokens, padding_mask=mask, training=training), mask
 
     def call(self, inputs, training=None):
+        """Teacher-forced logits: tokens (B, T) -> (B, T, vocab), or k captions per image (B, k, T) ->
+        (B, k, T, vocab) with each image encoded once for its k captions."""
         encoder_outputs, encoder_mask = self.encode(inputs[self.input_key], training=training)
-        return self.decoder(inputs["tokens"], encoder_outputs, encoder_mask, training=training)
+        tokens = inputs["tokens"]
+        if len(tokens.shape) == 3:
+            k, length = tokens.shape[1], ops.shape(tokens)[2]
+            logits = self.decoder(ops.reshape(tokens, (-1, length)), encoder_outputs, encoder_mask, training=training,
+                                  captions_per_image=k)
+            return ops.reshape(logits, (-1, k, length, ops.shape(logits)[-1]))
+        return self.decoder(tokens, encoder_outputs, encoder_mask, training=training)
 
     def get_config(self):
         return {"config": self.config.to_dict(), "name": self.name}

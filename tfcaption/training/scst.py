@@ -225,9 +225,9 @@ def sample_sequences(model, image_inputs, num_samples, max_steps, mode, seed=Non
 def sequence_log_probs(model, image_inputs, tokens, training=True):
     """Teacher-forced log-probabilities of given captions, the differentiable half of SCST.
 
-    Each image is encoded once and its encoder outputs (and mask) are repeated for its k captions; the
-    decoder reads <bos> + tokens[..., :-1] and the log-probability of each token is taken from a float32
-    log-softmax (as minus the sparse cross-entropy: the same value, one op whose gradient is
+    Each image is encoded once and its encoder keys and values are shared by its k captions (the
+    decoder's `captions_per_image`); the decoder reads <bos> + tokens[..., :-1] and the log-probability
+    of each token is taken from a float32 log-softmax (as minus the sparse cross-entropy: the same value, one op whose gradient is
     softmax - one_hot, without gathering from a (B*k, T, vocab) log-softmax).
 
     Args:
@@ -247,12 +247,10 @@ def sequence_log_probs(model, image_inputs, tokens, training=True):
     k = tokens.shape[1] if tokens.shape[1] is not None else shape[1]
     steps = tokens.shape[2] if tokens.shape[2] is not None else shape[2]
     encoder_outputs, encoder_mask = model.encode(image_inputs, training=training)
-    encoder_outputs = tf.repeat(encoder_outputs, k, axis=0)
-    if encoder_mask is not None:
-        encoder_mask = tf.repeat(encoder_mask, k, axis=0)
     targets = tf.reshape(tokens, [-1, steps])
     inputs = tf.concat([tf.fill([tf.shape(targets)[0], 1], config.bos_id), targets[:, :-1]], axis=1)
-    logits = tf.cast(model.decoder(inputs, encoder_outputs, encoder_mask, training=training), tf.float32)
+    logits = tf.cast(model.decoder(inputs, encoder_outputs, encoder_mask, training=training, captions_per_image=k),
+                     tf.float32)
     token_log_probs = -tf.nn.sparse_softmax_cross_entropy_with_logits(targets, logits)
     mask = caption_mask(tokens, config.eos_id)
     return tf.reshape(token_log_probs, shape) * mask, mask

@@ -191,9 +191,13 @@ class Trainer:
                         self.data_config.max_decode_steps, c.jit_compile, c.seed, vocab=self.vocab,
                         strategy=self.strategy, iterations=self.scst_iterations)
 
+    def _captions_per_image(self):
+        """Captions an image gives per step: SCST's samples, or XE's `captions_per_image` (1: pairs)."""
+        return self.config.scst_samples if self.config.task == "scst" else self.config.captions_per_image
+
     def _images_per_batch(self):
-        """SCST: images per step (M2: 50 // 5 = 10), each giving `scst_samples` captions."""
-        return max(1, self.config.batch_size // self.config.scst_samples)
+        """Images per step when an image comes with several captions (M2's SCST: 50 // 5 = 10)."""
+        return max(1, self.config.batch_size // self._captions_per_image())
 
     def _adam(self, schedule):
         c = self.config
@@ -226,9 +230,9 @@ class Trainer:
     def _loss_and_grads(self, batch, global_tokens):
         tokens = batch["tokens"]
         with tf.GradientTape() as tape:
-            logits = self.model({self.model.input_key: batch[self.model.input_key], "tokens": tokens[:, :-1]}, training=True)
+            logits = self.model({self.model.input_key: batch[self.model.input_key], "tokens": tokens[..., :-1]}, training=True)
             loss_sum, count = masked_cross_entropy(
-                tokens[:, 1:], logits, self.model_config.pad_id, self.config.label_smoothing
+                tokens[..., 1:], logits, self.model_config.pad_id, self.config.label_smoothing
             )
             loss = loss_sum / global_tokens
         grads = tape.gradient(loss, self.model.trainable_variables)
@@ -242,7 +246,7 @@ class Trainer:
             # One device: loss, gradients and the Adam update form one XLA cluster.
             @tf.function(jit_compile=jit)
             def single_step(batch):
-                global_tokens = tf.reduce_sum(tf.cast(tf.not_equal(batch["tokens"][:, 1:], pad_id), tf.float32))
+                global_tokens = tf.reduce_sum(tf.cast(tf.not_equal(batch["tokens"][..., 1:], pad_id), tf.float32))
                 loss, count, grads = self._loss_and_grads(batch, global_tokens)
                 self._apply(grads)
                 return loss, count
@@ -255,7 +259,7 @@ class Trainer:
 
         def replica_step(batch):
             context = tf.distribute.get_replica_context()
-            local_tokens = tf.reduce_sum(tf.cast(tf.not_equal(batch["tokens"][:, 1:], pad_id), tf.float32))
+            local_tokens = tf.reduce_sum(tf.cast(tf.not_equal(batch["tokens"][..., 1:], pad_id), tf.float32))
             global_tokens = context.all_reduce(tf.distribute.ReduceOp.SUM, local_tokens)
             loss, count, grads = grads_fn(batch, global_tokens)
             self._apply(grads)
@@ -271,15 +275,15 @@ class Trainer:
 
     def _eval_loss(self, batch):
         tokens = batch["tokens"]
-        logits = self.model({self.model.input_key: batch[self.model.input_key], "tokens": tokens[:, :-1]}, training=False)
-        return masked_cross_entropy(tokens[:, 1:], logits, self.model_config.pad_id)
+        logits = self.model({self.model.input_key: batch[self.model.input_key], "tokens": tokens[..., :-1]}, training=False)
+        return masked_cross_entropy(tokens[..., 1:], logits, self.model_config.pad_id)
 
     # ---- data --------------------------------------------------------------------------------
 
     def _global_batch(self):
-        """Captions per step: the batch, or SCST's images x samples."""
-        if self.config.task == "scst":
-            return self._images_per_batch() * self.config.scst_samples
+        """Captions per step: the batch, or images x their captions (SCST's samples, XE's captions_per_image)."""
+        if self._captions_per_image() > 1:
+            return self._images_per_batch() * self._captions_per_image()
         return self.config.batch_size
 
     def _train_batches(self, epoch):
@@ -289,9 +293,11 @@ class Trainer:
             if is_single_device(self.strategy):
                 return dataset
         else:
+            k = self.config.captions_per_image  # > 1: a batch of images, each with k captions
             dataset = pipeline.train_dataset(
-                self.data_dir, "train", self.vocab, self._global_batch(), self.data_config.max_caption_words,
-                self.image_size, seed=self.config.seed + epoch, augment_flip=self.data_config.augment_flip,
+                self.data_dir, "train", self.vocab, self._images_per_batch() if k > 1 else self.config.batch_size,
+                self.data_config.max_caption_words, self.image_size, seed=self.config.seed + epoch,
+                augment_flip=self.data_config.augment_flip, captions_per_image=k,
             )
         # Every worker reads the same seeded order and keeps its share of each batch (sharding by file would
         # need at least as many shards as workers).
@@ -321,7 +327,7 @@ class Trainer:
     def steps_per_epoch(self):
         if self.config.steps_per_epoch:
             return self.config.steps_per_epoch
-        if self.config.task == "scst":
+        if self._captions_per_image() > 1:  # one pass over the images
             return max(1, self.manifest["splits"]["train"]["images"] // self._images_per_batch())
         pairs = self.manifest["splits"]["train"]["captions"]
         return max(1, pairs // self._global_batch())
