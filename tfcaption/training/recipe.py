@@ -69,13 +69,15 @@ def resolve_run(run_config):
     return run_config
 
 
-def train(run_config, log=print):
+def train(run_config, log=print, strategy=None):
     """Trains, evaluates and exports as `tfcaption-train` does, resuming a run directory that exists.
 
     Args:
         run_config: a `tfcaption.config.RunConfig` (e.g. `RunConfig.from_preset("small")`); it is
             updated in place with what the run fixes (vocabulary size, token ids, sizes from files).
         log: a print-like function for progress lines and the metrics table.
+        strategy: a tf.distribute strategy already made (a notebook's TPUStrategy, say); default: the one
+            `run_config.train.strategy` names.
 
     Returns:
         A `TrainResult`.
@@ -111,7 +113,7 @@ def train(run_config, log=print):
     )
     log(f"Vocabulary: {vocab.size} tokens. Run directory: {run.path}")
 
-    trainer = Trainer(run_config, data_dir, vocab, log=log)
+    trainer = Trainer(run_config, data_dir, vocab, strategy=strategy, log=log)
     history = trainer.fit()
     model = trainer.model
     if not trainer.chief:  # a multi-worker run's other workers: the chief evaluates, reports and exports
