@@ -35,9 +35,9 @@ print(json.dumps({
     "modules": [m for m in ("tfcaption", "tensorflow_text") if m in sys.modules],
     "unregistered_ops": sorted(op for op in ops if op not in functions and op_def_registry.get(op) is None),
     "ops": sorted(ops),
-    "plain": {k: v.numpy().tolist() if v.dtype != tf.string else [s.decode() for s in v.numpy()]
+    "plain": {k: v.numpy().tolist() if v.dtype != tf.string else np.char.decode(v.numpy().astype(bytes)).tolist()
               for k, v in plain.items()},
-    "attention": {k: v.numpy().tolist() if v.dtype != tf.string else [s.decode() for s in v.numpy()]
+    "attention": {k: v.numpy().tolist() if v.dtype != tf.string else np.char.decode(v.numpy().astype(bytes)).tolist()
                   for k, v in attention.items()},
 }))
 """
@@ -141,7 +141,7 @@ def test_saved_model_cli_show_lists_both_signatures(export):
     blocks = shown.split("signature_def[")
     default = next(b for b in blocks if b.startswith("'serving_default'"))
     attention = next(b for b in blocks if b.startswith("'caption_with_attention'"))
-    for block, outputs in ((default, ("caption", "score", "tokens")),
+    for block, outputs in ((default, ("caption", "score", "tokens", "beam_captions", "beam_scores")),
                            (attention, ("caption", "score", "tokens", "attention", "level_attention", "gates",
                                         "patch_grid"))):
         assert "inputs['image_bytes']" in block and "DT_STRING" in block

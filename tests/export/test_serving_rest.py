@@ -1,10 +1,10 @@
-"""TF Serving's REST predict API, emulated over the loaded export: request JSON in, response JSON out.
+"""The exports against TF Serving's REST JSON mapping, called directly on the loaded SavedModel.
 
-`rest_predict` maps request bodies to tensors the way TF Serving's JSON layer does (objects
-`{"b64": ...}` become bytes; row format `instances` is stacked along the batch, columnar `inputs` is
-taken as is), calls the signature, and builds the response (`predictions`, one object per row, or
-`outputs`), including TF Serving's rule that in row format every output must share the batch size, and
-its `{"error": ...}` body for a failed call.
+`tfcaption.serving.rest.predict` is the mapping `tfcaption-serve` serves over HTTP (tests/serving/ check it
+there): request bodies to tensors the way TF Serving's JSON layer does (objects `{"b64": ...}` become bytes;
+row format `instances` is stacked along the batch, columnar `inputs` is taken as is), the signature call,
+and the response (`predictions`, one object per row, or `outputs`), including TF Serving's rule that in row
+format every output must share the batch size, and its `{"error": ...}` body for a failed call.
 """
 
 import base64
@@ -15,57 +15,12 @@ import pytest
 import tensorflow as tf
 
 from tests.helpers.exports import TINY_MAX_STEPS, encode, random_rgb, tiny_export
-
-
-def _from_json(value):
-    if isinstance(value, dict) and set(value) == {"b64"}:
-        return base64.b64decode(value["b64"])
-    if isinstance(value, dict):
-        return {k: _from_json(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_from_json(v) for v in value]
-    return value
-
-
-def _to_json(array, name):
-    if array.dtype == object:  # DT_STRING: base64 only for aliases ending in "_bytes", as TF Serving does
-        if name.endswith("_bytes"):
-            return np.vectorize(lambda b: {"b64": base64.b64encode(b).decode()}, otypes=[object])(array).tolist()
-        return np.vectorize(lambda b: b.decode("utf-8"), otypes=[object])(array).tolist()
-    return array.tolist()
+from tfcaption.serving.rest import predict
 
 
 def rest_predict(loaded, body):
-    """POST /v1/models/<name>:predict, emulated: returns (status code, response JSON text)."""
-    request = json.loads(body)
-    signature = loaded.signatures[request.get("signature_name", "serving_default")]
-    input_names = list(signature.structured_input_signature[1])
-    if "instances" in request:
-        rows = [_from_json(row) for row in request["instances"]]
-        if len(input_names) == 1 and not (isinstance(rows[0], dict) and input_names[0] in rows[0]):
-            rows = [{input_names[0]: row} for row in rows]
-        inputs = {name: [row[name] for row in rows] for name in input_names}
-    else:
-        columns = request["inputs"]
-        if not isinstance(columns, dict):
-            columns = {input_names[0]: columns}
-        inputs = {name: _from_json(columns[name]) for name in input_names}
-    try:
-        outputs = signature(**{name: tf.constant(value) for name, value in inputs.items()})
-    except tf.errors.InvalidArgumentError as error:
-        return 400, json.dumps({"error": error.message})
-    arrays = {name: tensor.numpy() for name, tensor in outputs.items()}
-    if "instances" in request:
-        batch = len(request["instances"])
-        for name, array in arrays.items():
-            if array.ndim == 0 or array.shape[0] != batch:
-                return 400, json.dumps({"error": f"Tensor name: {name} has inconsistent batch size: "
-                                                 f"{array.shape[:1]} expecting: {batch}"})
-        rows = [{name: _to_json(array[i:i + 1], name)[0] for name, array in arrays.items()} for i in range(batch)]
-        if len(rows[0]) == 1:
-            rows = [next(iter(row.values())) for row in rows]
-        return 200, json.dumps({"predictions": rows})
-    return 200, json.dumps({"outputs": {name: _to_json(array, name) for name, array in arrays.items()}})
+    """POST /v1/models/<name>:predict without the HTTP layer: (status code, response JSON text)."""
+    return predict(loaded.signatures, body)
 
 
 def b64(data):
@@ -94,8 +49,12 @@ def test_row_format_with_bare_b64_instances_gives_the_reference_captions(loaded,
     predictions = json.loads(body)["predictions"]
     assert [p["caption"] for p in predictions] == reference[0]
     np.testing.assert_allclose([p["score"] for p in predictions], reference[1], rtol=1e-6)
-    assert all(sorted(p) == ["caption", "score", "tokens"] and len(p["tokens"]) == TINY_MAX_STEPS
-               for p in predictions)
+    assert all(sorted(p) == ["beam_captions", "beam_scores", "caption", "score", "tokens"]
+               and len(p["tokens"]) == TINY_MAX_STEPS for p in predictions)
+    for p in predictions:  # every beam, best first: the first is the caption
+        assert p["beam_captions"][0] == p["caption"] and len(p["beam_captions"]) == len(p["beam_scores"])
+        assert p["beam_scores"][0] == pytest.approx(p["score"]) and p["beam_scores"] == sorted(p["beam_scores"],
+                                                                                                reverse=True)
 
 
 def test_row_format_named_input_on_the_attention_signature_gives_attention_maps(loaded, images):
@@ -140,5 +99,5 @@ def test_row_format_response_has_exactly_the_documented_keys(loaded, images):
     status, body = rest_predict(loaded, json.dumps({"instances": [b64(images[0])]}))
     assert status == 200
     response = json.loads(body)
-    assert set(response["predictions"][0]) == {"caption", "score", "tokens"}
+    assert set(response["predictions"][0]) == {"caption", "score", "tokens", "beam_captions", "beam_scores"}
     assert isinstance(response["predictions"][0]["caption"], str)

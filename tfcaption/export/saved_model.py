@@ -5,7 +5,8 @@ GIF or BMP) for pixel models, `features` (float32 [batch, regions, feature_dim],
 padding) for region-feature models. Two signatures:
 
 - `serving_default`: `caption` (string [B]), `score` (float32 [B], sum of log-probabilities),
-  `tokens` (int32 [B, T]); beam size and `T` are fixed at export.
+  `tokens` (int32 [B, T]), and every beam best first: `beam_captions` (string [B, k]) and `beam_scores`
+  (float32 [B, k]); beam size k and `T` are fixed at export (k = 1: the caption alone).
 - `caption_with_attention`: greedy decoding (the attention is recorded along the greedy path, whatever
   the export's beam size), with `caption`, `score`, `tokens` plus `attention` (float32 [B, T, P]: the
   last decoder layer's cross-attention over the P image tokens, averaged over heads and, for the
@@ -105,7 +106,12 @@ class CaptionerModule(tf.Module):
         }
 
     def _serve(self, inputs):
-        return self._text_outputs(self._generate(self._read(inputs)))
+        outputs = self._generate(self._read(inputs))
+        result = self._text_outputs(outputs)
+        beams = outputs.get("beam_tokens", outputs["tokens"][:, None])
+        result["beam_captions"] = self.vocab.decode_tf(beams)
+        result["beam_scores"] = outputs.get("beam_scores", outputs["scores"][:, None])
+        return result
 
     def _serve_with_attention(self, inputs):
         outputs = self._attend(self._read(inputs))  # attention mixed by decoding.mix_levels

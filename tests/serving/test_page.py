@@ -1,0 +1,115 @@
+"""The web page in a real headless Chromium (Debian's chromium and chromium-driver, driven by Selenium): upload
+a shapes image, the caption, the beams, one attention map per word and the meshed gates appear; hovering a
+word shows its map; a screenshot is saved and checked not to be blank."""
+
+import os
+
+import numpy as np
+import pytest
+
+from tests.serving.servers import direct_predictions, shapes_png
+
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--disable-dev-shm-usage", "--window-size=1280,1000"]
+needs_chromium = pytest.mark.skipif(
+    not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)),
+    reason="Debian's chromium and chromium-driver are needed (apt-get install chromium chromium-driver; .ci/run does)")
+
+
+@pytest.fixture
+def browser(tmp_path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in FLAGS + [f"--user-data-dir={tmp_path / 'profile'}"]:
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(60)
+    yield driver
+    driver.quit()
+
+
+def wait_state(driver, wanted, timeout=60):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(driver, timeout).until(lambda d: d.execute_script("return document.body.dataset.state") in wanted)
+    return driver.execute_script("return document.body.dataset.state")
+
+
+def canvas_pixels(driver, selector):
+    """RGBA pixels of a canvas, read in the page."""
+    data = driver.execute_script(
+        "const c = document.querySelector(arguments[0]);"
+        "return Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data);", selector)
+    width, height = driver.execute_script(
+        "const c = document.querySelector(arguments[0]); return [c.width, c.height];", selector)
+    return np.array(data, np.uint8).reshape(height, width, 4)
+
+
+@needs_chromium
+def test_page_captions_an_uploaded_image_and_draws_the_attention(server, direct, browser, tmp_path):
+    from PIL import Image
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    # A shapes scene whose greedy caption has at least two words (an untrained model may stop at once).
+    candidates = [shapes_png(i) for i in range(12)]
+    greedy = direct_predictions(direct, candidates, "caption_with_attention")
+    index = next(i for i, g in enumerate(greedy) if len(g["caption"].split()) >= 2)
+    path = tmp_path / "scene.png"
+    path.write_bytes(candidates[index])
+    beam = direct_predictions(direct, [candidates[index]])[0]
+    words = greedy[index]["caption"].decode().split()
+
+    browser.get(server.url + "/")
+    assert wait_state(browser, ("idle", "error")) == "idle", browser.find_element(By.ID, "error").text
+    assert "tiny (version 1)" in browser.find_element(By.ID, "model").text
+    browser.find_element(By.ID, "file").send_keys(str(path))
+    assert wait_state(browser, ("ready", "error")) == "ready", browser.find_element(By.ID, "error").text
+
+    assert browser.find_element(By.ID, "caption").text == beam["caption"].decode()
+    beams = [li.text for li in browser.find_elements(By.CSS_SELECTOR, "#beams li")]
+    assert beams[0].startswith(beam["caption"].decode()) and f"{beam['score']:.3f}" in beams[0]
+    assert beams[-1].startswith(greedy[index]["caption"].decode()) and "greedy" in beams[-1]
+    assert len(beams) == len(beam["beam_captions"]) + 1 == 3  # the export's 2 beams, best first, then greedy
+    assert all(text.startswith(c.decode()) for text, c in zip(beams, beam["beam_captions"]))
+    buttons = browser.find_elements(By.CSS_SELECTOR, "#words .word")
+    assert [b.text for b in buttons] == words
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#maps canvas")) == len(words)
+    gate_rows = browser.find_elements(By.CSS_SELECTOR, "#gatetable tr[data-index]")
+    assert len(gate_rows) == len(words) and browser.find_element(By.ID, "gates").is_displayed()
+
+    # The heatmap: the view is the image with a colour map over it, different for two words.
+    first = canvas_pixels(browser, "#view")
+    assert browser.find_element(By.ID, "view").get_attribute("data-word") == words[0]
+    assert first[..., 3].min() == 255 and first[..., :3].std() > 10
+    assert len(np.unique(first[..., :3].reshape(-1, 3), axis=0)) > 500
+    ActionChains(browser).move_to_element(buttons[1]).perform()
+    assert browser.find_element(By.ID, "view").get_attribute("data-word") == words[1]
+    assert "active" in buttons[1].get_attribute("class")
+    second = canvas_pixels(browser, "#view")
+    assert np.abs(first.astype(int) - second.astype(int)).max() > 0  # another word, another map
+
+    screenshot = tmp_path / "page.png"
+    assert browser.save_screenshot(str(screenshot))
+    shot = np.asarray(Image.open(screenshot).convert("RGB"))
+    assert shot.shape[0] >= 600 and shot.shape[1] >= 1000
+    assert shot.std() > 20 and len(np.unique(shot.reshape(-1, 3), axis=0)) > 1000, "blank screenshot"
+
+
+@needs_chromium
+def test_page_shows_the_servers_error_for_a_non_image(server, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    path = tmp_path / "notes.png"
+    path.write_bytes(b"these are notes, not a PNG")
+    browser.get(server.url + "/")
+    wait_state(browser, ("idle",))
+    browser.find_element(By.ID, "file").send_keys(str(path))
+    assert wait_state(browser, ("ready", "error")) == "error"
+    error = browser.find_element(By.ID, "error").text
+    assert "HTTP 400" in error and "image_bytes[0]: not a JPEG, PNG, GIF or BMP image" in error
