@@ -50,7 +50,10 @@ def test_wordpiece_run_on_japanese_captions_exports_japanese_captions_for_a_tens
     sets = model_sets() + [
         "data.tokenizer=wordpiece", "data.vocab_size=64", "data.max_caption_words=12", "data.augment_flip=false",
         f"data.root={tmp_path / 'cache'}", "train.batch_size=8", "train.warmup_steps=20",
-        "train.learning_rate_scale=1.0", "train.steps_per_epoch=25", "train.early_stopping_patience=0",
+        # Noam's peak for a 32-wide model at scale 1.0 is 0.04, where Adam sometimes stalls near the unigram loss
+        # (a clean clone's suite: 2.77 -> 2.60); 0.3 learns on every seed tried (5 seeds: ~2.0 -> 0.12-0.21),
+        # and a deterministic run makes the curve not hang on what ran before it in the process.
+        "train.learning_rate_scale=0.3", "train.deterministic=true", "train.steps_per_epoch=25", "train.early_stopping_patience=0",
         "decode.batch_size=8",
         # No java: nothing here reads the evaluation's METEOR (the java path: tests/metrics/test_coco.py, the
         # end-to-end run's report); its JVM starts would be a third of this test's time.
@@ -68,7 +71,7 @@ def test_wordpiece_run_on_japanese_captions_exports_japanese_captions_for_a_tens
         vocab = f.read().split()
     assert {"赤", "青", "丸"} <= set(vocab)  # Japanese characters are units of their own
     history = [json.loads(line) for line in open(os.path.join(run, "history.jsonl"))]
-    assert history[-1]["train_loss"] < 0.9 * history[0]["train_loss"]  # it learns (clean clones: 2.35-2.50 -> 1.91)
+    assert history[-1]["train_loss"] < 0.5 * history[0]["train_loss"]  # it learns
 
     import tfcaption
 

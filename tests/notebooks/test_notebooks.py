@@ -60,7 +60,7 @@ EXPECTED = {
     "05_serving": {
         "figures": 1,  # attention figure from the SavedModel
         "text": [r"savedmodel/shapes_m2_small/1/saved_model\.pb", r"caption_with_attention",
-                 r"input +image_bytes +string", r'"tfcaption or tensorflow_text imported": false', r'\{"predictions": \[\{"caption": ',
+                 r"input +image_bytes +string", r'"tfcaption or tensorflow_text imported": false', r'\{"predictions": \[\{"beam_captions": \[',
                  r"PredictRequest for shapes_m2_small/serving_default", r"image_bytes: string, shape \[3\], 3 strings",
                  r"INVALID_ARGUMENT:\s+image_bytes\[1\]: empty string", r"image_bytes\[2\]: not a JPEG, PNG, GIF or BMP",
                  r"image_bytes\[3\]: not a decodable image", r"image_bytes\[4\]: 8236x30050 pixels exceeds the limit",
