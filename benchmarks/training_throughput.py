@@ -33,21 +33,22 @@ def time_calls(fn, repeats):
     return (time.perf_counter() - started) / repeats
 
 
-def example_inputs(model, batch_size):
-    """Random inputs of the model's kind: pixels in [0, 255], or 50 region rows."""
-    shape = tuple(50 if d is None else d for d in model.image_encoder.example_shape)
+def example_inputs(model, batch_size, regions=50):
+    """Random inputs of the model's kind: pixels in [0, 255], or `regions` region rows."""
+    shape = tuple(regions if d is None else d for d in model.image_encoder.example_shape)
     if model.input_key == "images":
         return tf.random.uniform((batch_size,) + shape, 0, 255)
     return tf.random.normal((batch_size,) + shape)
 
 
-def train_rate(config, batch_size, caption_tokens, repeats, captions_per_image=1):
-    """Captions per second of the XE step on `batch_size` captions (batch_size // k images x k captions)."""
+def xe_step(config, batch_size, caption_tokens, captions_per_image=1, regions=50):
+    """An XLA-compiled XE step (Adam) on random inputs: `batch_size` captions, batch_size // k images x k
+    captions; returns (step, model), `step()` returning the loss."""
     model = Captioner(config)
     optimizer = keras.optimizers.Adam(1e-4, beta_2=0.98)
     optimizer.build(model.trainable_variables)
     k = captions_per_image
-    images = example_inputs(model, batch_size // k)
+    images = example_inputs(model, batch_size // k, regions)
     shape = (batch_size, caption_tokens) if k == 1 else (batch_size // k, k, caption_tokens)
     tokens = tf.random.uniform(shape, 4, config.vocab_size, tf.int32)
 
@@ -60,6 +61,13 @@ def train_rate(config, batch_size, caption_tokens, repeats, captions_per_image=1
         optimizer.apply(tape.gradient(loss, model.trainable_variables), model.trainable_variables)
         return loss
 
+    return step, model
+
+
+def train_rate(config, batch_size, caption_tokens, repeats, captions_per_image=1):
+    """Captions per second of the XE step on `batch_size` captions (batch_size // k images x k captions)."""
+    step, model = xe_step(config, batch_size, caption_tokens, captions_per_image)
+    k = captions_per_image
     return (batch_size // k) * k / time_calls(step, repeats), model
 
 

@@ -8,9 +8,13 @@ TINY_MODEL = {
     "image_encoder": {"image_size": 32, "patch_size": 8}, "encoder": {"num_layers": 2, "memory_slots": 4},
     "decoder": {"num_layers": 2}, "hidden_dim": 32, "num_heads": 2, "key_dim": 16, "intermediate_dim": 64,
     "dropout": 0.0,
+    # float32 on every machine kind: "auto" would time bfloat16 at each trainer's start, and could pick it on one
+    # kind (tests/training/test_precision.py covers the choice)
+    "dtype_policy": "float32",
 }
 # The same sizes for any preset (no image encoder fields: those depend on its type).
-TINY_SIZES = {"hidden_dim": 32, "num_heads": 2, "key_dim": 16, "intermediate_dim": 64, "dropout": 0.0}
+TINY_SIZES = {"hidden_dim": 32, "num_heads": 2, "key_dim": 16, "intermediate_dim": 64, "dropout": 0.0,
+              "dtype_policy": "float32"}
 
 
 def model_sets(model=None):

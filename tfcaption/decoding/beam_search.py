@@ -69,9 +69,8 @@ def beam_search(
     batch = tf.shape(encoder_outputs)[0]
     flat = batch * k
 
-    encoder_outputs = tf.repeat(encoder_outputs, k, axis=0)
-    if encoder_mask is not None:
-        encoder_mask = tf.repeat(encoder_mask, k, axis=0)
+    # Keys and values of the encoder outputs once per image: an image's k beams attend to them as one
+    # grouped query sequence (`captions_per_image`), not to k copies.
     encoder_kv = decoder.project_encoder(encoder_outputs)
     cache = decoder.initial_cache(flat, max_steps)
     vocab = config.vocab_size
@@ -85,7 +84,7 @@ def beam_search(
     fill_row = tf.one_hot(fill, vocab, on_value=0.0, off_value=NEG_INF)
 
     def body(step, tokens, cache, scores, finished, history, history_log_probs):
-        logits, cache = decoder.step(tokens, step, cache, encoder_kv, encoder_mask)
+        logits, cache = decoder.step(tokens, step, cache, encoder_kv, encoder_mask, captions_per_image=k)
         log_probs = tf.reshape(tf.nn.log_softmax(tf.cast(logits, tf.float32)), [batch, k, vocab])
         word_log_probs = tf.where(finished[..., None], 0.0, log_probs)
         candidates = tf.where(

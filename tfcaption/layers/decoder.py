@@ -164,7 +164,8 @@ class CaptionDecoder(keras.layers.Layer):
         return [(ops.zeros(shape, self.compute_dtype), ops.zeros(shape, self.compute_dtype))
                 for _ in self.decoder_layers]
 
-    def step(self, tokens, position, cache, encoder_kv, encoder_mask=None, return_attention=False):
+    def step(self, tokens, position, cache, encoder_kv, encoder_mask=None, return_attention=False,
+             captions_per_image=1):
         """Logits for one new token per sequence, reusing cached keys/values.
 
         Args:
@@ -173,6 +174,8 @@ class CaptionDecoder(keras.layers.Layer):
                 position + 1, as in teacher forcing).
             cache: from `initial_cache` or a previous step.
             encoder_kv: from `project_encoder`.
+            captions_per_image: k; `tokens` holds k sequences of each image, image by image, and
+                `encoder_kv` / `encoder_mask` are the images' own (projected once, not per sequence).
 
         Returns:
             `(logits (B, vocab) float32, new_cache)`, plus the last layer's
@@ -183,7 +186,7 @@ class CaptionDecoder(keras.layers.Layer):
         new_cache = []
         for layer, (cache_k, cache_v), (keys, values) in zip(self.decoder_layers, cache, encoder_kv):
             result = layer.step(y, position, cache_k, cache_v, keys, values, encoder_mask,
-                                return_attention=return_attention)
+                                return_attention=return_attention, captions_per_image=captions_per_image)
             y, cache_k, cache_v = result[:3]
             new_cache.append((cache_k, cache_v))
         logits = self.output_dense(y)[:, 0]

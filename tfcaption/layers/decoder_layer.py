@@ -137,13 +137,15 @@ class DecoderLayer(keras.layers.Layer):
         )
 
     def step(self, y, position, cache_keys, cache_values, encoder_keys, encoder_values, encoder_mask=None,
-             return_attention=False):
+             return_attention=False, captions_per_image=1):
         """One incremental step.
 
         Args:
             y: (B, 1, d) this step's input.
             position: scalar int, the 0-based step index written into the cache.
             cache_keys, cache_values: (B, L, heads, d_k) caches of past steps.
+            captions_per_image: k; `y` holds k sequences per image (a beam search's beams, SCST's samples),
+                image by image, and `encoder_keys` / `encoder_values` / `encoder_mask` one entry per image.
 
         Returns:
             `(out, cache_keys, cache_values)`, plus the attention weights and
@@ -156,7 +158,7 @@ class DecoderLayer(keras.layers.Layer):
         filled = ops.reshape(ops.arange(length) <= position, (1, 1, length))
         attended = self.self_attention.attend(y, cache_keys, cache_values, filled)
         result = self._finish(
-            y, attended, encoder_keys, encoder_values, encoder_mask, None, False, return_attention
+            y, attended, encoder_keys, encoder_values, encoder_mask, None, False, return_attention, captions_per_image
         )
         if return_attention:
             out, weights, gates = result

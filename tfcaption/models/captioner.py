@@ -89,7 +89,7 @@ class Captioner(keras.Model):
             config = CaptionerConfig.from_dict(config)
         if config.vocab_size <= 4:
             raise ValueError("CaptionerConfig.vocab_size must be set from the vocabulary (> 4).")
-        kwargs.setdefault("dtype", config.dtype_policy)
+        kwargs.setdefault("dtype", "float32" if config.dtype_policy == "auto" else config.dtype_policy)
         super().__init__(**kwargs)
         self.config = config
         policy = self.dtype_policy

@@ -304,7 +304,9 @@ class CaptionerConfig:
     max_length: int = 54  # longest token sequence, <bos> included; the position table has max_length + 1 rows
     layer_norm_epsilon: float = 1e-5
     output_bias: bool = False
-    dtype_policy: str = "float32"  # or "mixed_bfloat16" (fast on CPUs with AMX/AVX-512 BF16)
+    # "auto": the trainer picks per machine (tfcaption/training/precision.py) and records its choice; a model
+    # built from "auto" outside training computes in float32. Or "float32", "mixed_bfloat16", "mixed_float16".
+    dtype_policy: str = "auto"
     pad_id: int = 1
     bos_id: int = 2
     eos_id: int = 3

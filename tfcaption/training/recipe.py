@@ -56,16 +56,20 @@ def resolve_run(run_config):
                 raise FileNotFoundError(f"train.init_from {init} is not a tfcaption run directory (it has no "
                                         f"config.json and vocab.txt).")
             saved = RunConfig.load(init_run.config)
-            run_config.model, run_config.data.tokenizer = saved.model, saved.data.tokenizer
+            # the precision is this run's (a machine's choice), not the weights'
+            run_config.model = saved.model.replace(dtype_policy=run_config.model.dtype_policy)
+            run_config.data.tokenizer = saved.data.tokenizer
             return run_config
         run_config.model = with_checkpoint_sizes(run_config.model)
         return run_config
     saved = RunConfig.load(run.config)
-    requested = run_config.model.replace(vocab_size=saved.model.vocab_size, max_length=saved.model.max_length)
+    policy = run_config.model.dtype_policy  # "auto": continue in the precision the run chose
+    requested = run_config.model.replace(vocab_size=saved.model.vocab_size, max_length=saved.model.max_length,
+                                         dtype_policy=saved.model.dtype_policy)
     if with_sizes_of(requested, saved.model) != saved.model:
         raise ValueError(f"{run.path} holds a run with a different model config; use another output directory "
                          f"(--output-dir) to start anew.")
-    run_config.model = saved.model
+    run_config.model = saved.model if policy == "auto" else saved.model.replace(dtype_policy=policy)
     return run_config
 
 

@@ -82,7 +82,14 @@ def variables_by_path(variables):
 
 
 def optimizer_variables(optimizer):
-    """`{path without the optimizer's name: tf.Variable}`: Keras names a process's second Adam "adam_1"."""
+    """`{path without the optimizer's name: tf.Variable}`: Keras names a process's second Adam "adam_1".
+
+    A `LossScaleOptimizer` contributes its Adam's variables under the same paths (so float32 and float16
+    checkpoints share a layout) and its loss scale under "loss_scale/"."""
+    inner = getattr(optimizer, "inner_optimizer", None)
+    if inner is not None:
+        return {**optimizer_variables(inner), "loss_scale/dynamic_scale": optimizer.dynamic_scale.value,
+                "loss_scale/step_counter": optimizer.step_counter.value}
     return _unique([(v.path.split("/", 1)[-1], v.value) for v in optimizer.variables])
 
 

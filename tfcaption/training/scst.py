@@ -116,8 +116,9 @@ class _DecoderWithoutSpecials:
     def initial_cache(self, batch_size, max_steps):
         return self._decoder.initial_cache(batch_size, max_steps)
 
-    def step(self, tokens, position, cache, encoder_kv, encoder_mask=None):
-        logits, cache = self._decoder.step(tokens, position, cache, encoder_kv, encoder_mask)
+    def step(self, tokens, position, cache, encoder_kv, encoder_mask=None, captions_per_image=1):
+        logits, cache = self._decoder.step(tokens, position, cache, encoder_kv, encoder_mask,
+                                           captions_per_image=captions_per_image)
         return tf.cast(logits, tf.float32) + self._bias, cache
 
 
@@ -135,9 +136,9 @@ def _seed_tensor(seed):
 def _multinomial_search(model, encoder_outputs, encoder_mask, num_samples, max_steps, seed):
     """`num_samples` captions per image drawn from the softmax, as a graph loop over the decoder interface.
 
-    The encoder ran once per image; its cross-attention keys/values are projected once per image too and
-    only then repeated k times (the k samples of an image share them exactly, and the projection of
-    N levels x R regions is the costly part of a step's inputs). Each step draws with
+    The encoder ran once per image; its cross-attention keys/values are projected once per image too, and
+    an image's k samples attend to them as one grouped query sequence (`captions_per_image`), not to k
+    copies. Each step draws with
     `tf.random.stateless_categorical` from the seed folded with the step index, so the seed fixes every
     sample and nothing leaves the device. <pad> and <bos> are never drawn (`_banned_bias`); the reported
     per-token log-probabilities are those of the full softmax, as `sequence_log_probs` computes them.
@@ -145,14 +146,12 @@ def _multinomial_search(model, encoder_outputs, encoder_mask, num_samples, max_s
     config, decoder, k = model.config, model.decoder, num_samples
     batch = tf.shape(encoder_outputs)[0]
     flat = batch * k
-    encoder_kv = tf.nest.map_structure(lambda t: tf.repeat(t, k, axis=0), decoder.project_encoder(encoder_outputs))
-    if encoder_mask is not None:
-        encoder_mask = tf.repeat(encoder_mask, k, axis=0)
+    encoder_kv = decoder.project_encoder(encoder_outputs)
     cache = decoder.initial_cache(flat, max_steps)
     banned = _banned_bias(config)
 
     def body(step, tokens, cache, finished, history, history_log_probs):
-        logits, cache = decoder.step(tokens, step, cache, encoder_kv, encoder_mask)
+        logits, cache = decoder.step(tokens, step, cache, encoder_kv, encoder_mask, captions_per_image=k)
         logits = tf.cast(logits, tf.float32)
         log_probs = tf.nn.log_softmax(logits)
         step_seed = tf.random.experimental.stateless_fold_in(seed, step)
@@ -466,13 +465,15 @@ class ScstStep:
             sum is the global mean); the sampling and the gradients are compiled, the reduction is not.
         iterations: the step-count variable to use (keyword only; the trainer passes its own, so its
             checkpoint has one layout whatever the phase); default: a new one.
+        scale_loss: `scale_loss(loss)`, the loss the gradients are taken of (keyword only): a
+            `LossScaleOptimizer`'s `scale_loss` under mixed_float16, whose `apply` then unscales; default: as is.
 
     Batches must keep one shape (drop the remainder): each function is traced and compiled once.
     `step` returns python floats `loss`, `reward` (mean over samples) and `baseline` (mean).
     """
 
     def __init__(self, model, apply_gradients, reward, num_samples=5, mode="beam", max_steps=20,
-                 jit_compile=True, seed=0, *, vocab, strategy=None, iterations=None):
+                 jit_compile=True, seed=0, *, vocab, strategy=None, iterations=None, scale_loss=None):
         _check_mode(mode)
         _check_steps(model, max_steps)
         if mode == "multinomial" and num_samples < 2:
@@ -480,6 +481,7 @@ class ScstStep:
         self.model, self.apply_gradients, self.reward, self.vocab = model, apply_gradients, reward, vocab
         self.num_samples, self.mode, self.max_steps = int(num_samples), mode, int(max_steps)
         self.seed = int(seed)
+        self.scale_loss = scale_loss or (lambda loss: loss)
         self.strategy = strategy or tf.distribute.get_strategy()
         if iterations is None:
             with tf.init_scope():
@@ -503,7 +505,7 @@ class ScstStep:
             log_probs, mask = sequence_log_probs(self.model, image_inputs, tokens, training=True)
             baselines = baseline(rewards, self.mode, greedy_rewards)
             loss = scst_loss(log_probs, mask, rewards, baselines)
-            scaled = loss * loss_scale
+            scaled = self.scale_loss(loss * loss_scale)
         return loss, tf.reduce_mean(rewards), tf.reduce_mean(baselines), tape.gradient(
             scaled, self.model.trainable_variables)
 

@@ -17,6 +17,7 @@ from tfcaption.metrics.cider import CiderD
 from tfcaption.models.captioner import Captioner
 from tfcaption.models.pretrained import load_pretrained, with_checkpoint_sizes
 from tfcaption.training.interruption import TrainingInterrupted, stop_requests
+from tfcaption.training.precision import choose_policy
 from tfcaption.training.progress import EpochProgress
 from tfcaption.training.run_directory import (
     RunDirectory, check_checkpoint_format, load_run_weights, load_weights, optimizer_variables, training_checkpoint,
@@ -101,6 +102,14 @@ class Trainer:
             # Keras's cache). A fine-tuned run's model and weights come from its start run, whose backbone
             # file need not be on this machine.
             run_config.model = self.model_config = with_checkpoint_sizes(self.model_config)
+        precision = choose_policy(self.model_config.dtype_policy, self.strategy,
+                                  rows=self.config.batch_size * self.data_config.max_tokens,
+                                  hidden_dim=self.model_config.hidden_dim,
+                                  intermediate_dim=self.model_config.intermediate_dim)
+        run_config.model = self.model_config = self.model_config.replace(dtype_policy=precision.policy)
+        self.log(f"Precision: {precision.describe()}")
+        # float16's narrow range needs the loss scaled up (and steps whose gradients overflow skipped)
+        self.loss_scaling = precision.policy == "mixed_float16"
         if self.chief:
             tf.io.gfile.makedirs(self.run.path)
             run_config.save(self.run.config)
@@ -189,7 +198,7 @@ class Trainer:
                                                 bleu_weight=c.scst_bleu_weight)
         return ScstStep(self.model, self._apply, self._scst_reward[1], c.scst_samples, c.scst_sampling,
                         self.data_config.max_decode_steps, c.jit_compile, c.seed, vocab=self.vocab,
-                        strategy=self.strategy, iterations=self.scst_iterations)
+                        strategy=self.strategy, iterations=self.scst_iterations, scale_loss=self._scale_loss)
 
     def _captions_per_image(self):
         """Captions an image gives per step: SCST's samples, or XE's `captions_per_image` (1: pairs)."""
@@ -201,7 +210,13 @@ class Trainer:
 
     def _adam(self, schedule):
         c = self.config
-        return keras.optimizers.Adam(schedule, c.adam_beta_1, c.adam_beta_2, c.adam_epsilon)
+        adam = keras.optimizers.Adam(schedule, c.adam_beta_1, c.adam_beta_2, c.adam_epsilon)
+        return keras.optimizers.LossScaleOptimizer(adam) if self.loss_scaling else adam
+
+    def _scale_loss(self, loss):
+        """The loss the gradients are taken of: scaled by the dynamic loss scale under mixed_float16 (the
+        optimizers divide it out, and skip a step whose gradients overflowed while halving the scale)."""
+        return self.optimizer.scale_loss(loss) if self.loss_scaling else loss
 
     def _optimizers(self):
         """Adam for the model and, when the backbone's learning rate is scaled, a second Adam for the
@@ -222,6 +237,12 @@ class Trainer:
 
     def _apply(self, grads):
         variables = self.model.trainable_variables
+        if self.loss_scaling and len(self._groups) > 1:
+            # One skip decision for both optimizers, so their loss scales stay equal: gradients that overflowed
+            # anywhere are made non-finite everywhere.
+            finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads if g is not None])
+            poison = tf.where(finite, 1.0, float("nan"))
+            grads = [None if g is None else g * tf.cast(poison, g.dtype) for g in grads]
         for optimizer, indices in self._groups:
             optimizer.apply([grads[i] for i in indices], [variables[i] for i in indices])
 
@@ -235,7 +256,8 @@ class Trainer:
                 tokens[..., 1:], logits, self.model_config.pad_id, self.config.label_smoothing
             )
             loss = loss_sum / global_tokens
-        grads = tape.gradient(loss, self.model.trainable_variables)
+            scaled_loss = self._scale_loss(loss)
+        grads = tape.gradient(scaled_loss, self.model.trainable_variables)
         return loss, count, grads
 
     def _make_train_step(self):
@@ -426,6 +448,8 @@ class Trainer:
         if tf.io.gfile.exists(self.best_weights):
             load_weights(self.model, self.best_weights)
         for optimizer in (self.optimizer, self.backbone_optimizer):
+            # Adam's moments and step count; a loss scale carries over (it tracks float16's range, not the task)
+            optimizer = getattr(optimizer, "inner_optimizer", optimizer)
             for variable in optimizer.variables if optimizer is not None else ():
                 variable.assign(tf.zeros_like(variable))
         self._enter_phase(int(self.phase.numpy()))

@@ -49,7 +49,7 @@ def test_inferred_config_is_the_fixture_model(reference):
     assert mc.vocab_size == c["vocab_size"] == len(reference["itos"])
     assert (mc.bos_id, mc.eos_id, mc.pad_id) == (c["bos_idx"], c["eos_idx"], c["pad_idx"])
     assert mc.image_encoder.padding_mask == "released" and mc.encoder.memory_init == "released"
-    assert mc.dtype_policy == "float32" and mc.decoder.type == "meshed"
+    assert model.dtype_policy.name == "float32" and mc.decoder.type == "meshed"
     assert all(w.dtype == "float32" for w in model.weights)
 
 

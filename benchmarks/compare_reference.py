@@ -1,0 +1,319 @@
+"""tfcaption beside the Meshed-Memory Transformer authors' PyTorch code, on identical shapes, in one run.
+
+XE training (forward, backward and an Adam step on a batch of captions, each with its own 50 x 2048 region
+features) and beam search (k beams for a fixed number of steps from the region features, encoder included)
+are timed for both implementations on the same machine, one after the other, each in its own child process
+of this one, so that peak memory (the child's maximum resident set) belongs to one implementation and one
+task. The authors' code comes from a checkout you give (`--reference-src`, never vendored) and runs under a
+Python that has torch (`--reference-python`; torch is never a dependency of tfcaption):
+
+    git clone https://github.com/aimagelab/meshed-memory-transformer ~/src/m2
+    python3 -m venv ~/m2env && ~/m2env/bin/pip install torch numpy requests
+    python benchmarks/compare_reference.py --reference-src ~/src/m2 --reference-python ~/m2env/bin/python
+
+Shapes: `paper` is the M2 paper's configuration (d 512, 8 heads, 3 + 3 layers, 40 memory slots, d_ff 2048,
+vocabulary 10,201, 50 regions; XE on 50 captions of 14 tokens, as M2's train.py batches them); `small` is
+the `small` preset's sizes (d 128, 4 heads, 16 memory slots, 2 decoder layers, d_ff 512, the shapes
+vocabulary, 36 tokens per image; XE on the default 64 captions of 27 tokens) with three encoder layers,
+because the authors' meshed decoder layer reads exactly three encoder levels. Beam search: k = 5, 20 steps,
+10 images, no early stop (the reference always runs every step). Random weights and inputs: nothing
+downloads, and the cost does not depend on the values.
+
+The reference runs as released except for two edits that current torch requires and that change no result
+(`REFERENCE_PATCHES`), applied to a temporary copy. tfcaption runs the `m2_reference` preset (the layers that
+reproduce the released model exactly), XLA-compiled, in float32 and in mixed_bfloat16. "% peak" is the
+FLOPs the work needs (benchmarks/flop_counts.py; the same count for both) over the time, against a float32
+2048 x 2048 matmul measured here under XLA (torch's own matmul rate is printed beside it). Prints a table
+and writes JSON (default benchmarks/results/compare_reference.json).
+"""
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PAD, BOS, EOS, FIRST_WORD = 1, 2, 3, 4  # the reference vocabulary's special ids (<unk> 0)
+
+PAPER = dict(hidden_dim=512, num_heads=8, key_dim=64, intermediate_dim=2048, encoder_layers=3, decoder_layers=3,
+             memory_slots=40, vocab_size=10_201, regions=50, feature_dim=2048, dropout=0.1,
+             xe_captions=50, caption_tokens=14)
+BEAM = dict(images=10, beams=5, steps=20)
+
+# (file, released text, replacement, why): the smallest edits that let the released code run on torch >= 1.5.
+REFERENCE_PATCHES = (
+    ("models/transformer/decoders.py", "torch.zeros((1, 1, 0)).byte()", "torch.zeros((1, 1, 0)).bool()",
+     "the running self-attention mask starts as uint8; masked_fill takes only boolean masks since torch 1.2"),
+    ("models/beam_search/beam_search.py", "selected_beam = selected_idx / candidate_logprob.shape[-1]",
+     "selected_beam = selected_idx // candidate_logprob.shape[-1]",
+     "`/` on integer tensors is true division since torch 1.5, and gather needs integer beam indices"),
+)
+
+
+class UsageError(Exception):
+    """A mistake the user can fix (a wrong path, a Python without torch): one line, exit code 2."""
+
+
+def small_shape():
+    from decode_cost import VOCAB
+
+    from tfcaption.config import DataConfig, TrainConfig
+    from tfcaption.models import CaptionerConfig
+
+    config = CaptionerConfig.from_preset("small")
+    patches = config.image_encoder.image_size // config.image_encoder.patch_size
+    return dict(hidden_dim=config.hidden_dim, num_heads=config.num_heads, key_dim=config.key_dim,
+                intermediate_dim=config.intermediate_dim, encoder_layers=3, decoder_layers=config.decoder.num_layers,
+                memory_slots=config.encoder.memory_slots, vocab_size=VOCAB["small"], regions=patches ** 2,
+                feature_dim=2048, dropout=config.dropout, xe_captions=TrainConfig().batch_size,
+                caption_tokens=DataConfig().max_tokens)
+
+
+def mean_seconds(call, repeats, warmups=2):
+    """Mean wall time of `repeats` calls after `warmups` (compilation, allocator warm-up); `call` blocks."""
+    for _ in range(warmups):
+        call()
+    started = time.perf_counter()
+    for _ in range(repeats):
+        call()
+    return (time.perf_counter() - started) / repeats
+
+
+def peak_rss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# ----- the children: each times one task of one implementation and prints "RESULT {json}" -----
+
+def reference_child(src, shape, task, repeats):
+    """The authors' model and their train.py's XE step / test-time beam search, under torch."""
+    import torch
+
+    sys.path.insert(0, src)
+    from models.transformer import MemoryAugmentedEncoder, MeshedDecoder, ScaledDotProductAttentionMemory, Transformer
+
+    torch.manual_seed(0)
+    sizes = dict(d_model=shape["hidden_dim"], d_k=shape["key_dim"], d_v=shape["key_dim"], h=shape["num_heads"],
+                 d_ff=shape["intermediate_dim"], dropout=shape["dropout"])
+    encoder = MemoryAugmentedEncoder(shape["encoder_layers"], 0, d_in=shape["feature_dim"],
+                                     attention_module=ScaledDotProductAttentionMemory,
+                                     attention_module_kwargs={"m": shape["memory_slots"]}, **sizes)
+    decoder = MeshedDecoder(shape["vocab_size"], 54, shape["decoder_layers"], PAD, **sizes)
+    model = Transformer(BOS, encoder, decoder)
+    vocab = shape["vocab_size"]
+    if task == "xe":
+        detections = torch.randn(shape["xe_captions"], shape["regions"], shape["feature_dim"])
+        captions = torch.randint(FIRST_WORD, vocab, (shape["xe_captions"], shape["caption_tokens"]))
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.9, 0.98))
+        loss_fn = torch.nn.NLLLoss(ignore_index=PAD)
+        model.train()
+
+        def call():
+            out = model(detections, captions)
+            optimizer.zero_grad()
+            loss = loss_fn(out[:, :-1].contiguous().view(-1, vocab), captions[:, 1:].contiguous().view(-1))
+            loss.backward()
+            optimizer.step()
+            return loss.item()
+    else:
+        images = torch.randn(BEAM["images"], shape["regions"], shape["feature_dim"])
+        model.eval()
+
+        def call():
+            with torch.no_grad():
+                return model.beam_search(images, BEAM["steps"], EOS, BEAM["beams"], out_size=1)[0].numpy()
+
+    seconds = mean_seconds(call, repeats)
+    a = torch.randn(2048, 2048)
+    matmul = min(_timed(lambda: torch.matmul(a, a)) for _ in range(5))
+    return {"seconds": seconds, "peak_rss_mb": peak_rss_mb(), "threads": torch.get_num_threads(),
+            "torch_version": torch.__version__, "torch_matmul_gflop_per_s": 2 * 2048 ** 3 / matmul / 1e9}
+
+
+def tfcaption_child(shape, task, repeats, policy):
+    """tfcaption's `m2_reference` layers at the shape's sizes, its XE step and compiled beam search (XLA)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.path.insert(0, HERE)
+    import tensorflow as tf
+    from training_throughput import example_inputs, xe_step
+
+    from tfcaption.decoding.captioning import compiled_generator
+    from tfcaption.models import Captioner
+
+    config = tfcaption_config(shape, policy)
+    if task == "xe":
+        step, _ = xe_step(config, shape["xe_captions"], shape["caption_tokens"], regions=shape["regions"])
+        seconds = mean_seconds(lambda: step().numpy(), repeats)
+    else:
+        model = Captioner(config)
+        images = example_inputs(model, BEAM["images"], shape["regions"])
+        generate = compiled_generator(model, BEAM["beams"], BEAM["steps"], stop_early=False)
+        seconds = mean_seconds(lambda: generate(images)["tokens"].numpy(), repeats)
+    return {"seconds": seconds, "peak_rss_mb": peak_rss_mb(), "tensorflow_version": tf.__version__}
+
+
+def tfcaption_config(shape, policy):
+    from tfcaption.models import CaptionerConfig
+
+    return CaptionerConfig.from_preset(
+        "m2_reference", vocab_size=shape["vocab_size"], hidden_dim=shape["hidden_dim"], num_heads=shape["num_heads"],
+        key_dim=shape["key_dim"], intermediate_dim=shape["intermediate_dim"], dropout=shape["dropout"],
+        dtype_policy=policy, image_encoder=dict(feature_dim=shape["feature_dim"]),
+        encoder=dict(num_layers=shape["encoder_layers"], memory_slots=shape["memory_slots"]),
+        decoder=dict(num_layers=shape["decoder_layers"]))
+
+
+def _timed(fn):
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+# ----- the parent -----
+
+def patched_reference(src, into):
+    """A copy of the checkout's `models` and `utils` packages with `REFERENCE_PATCHES` applied."""
+    if not os.path.isfile(os.path.join(src, "models", "transformer", "attention.py")):
+        raise UsageError(f"--reference-src {src}: not a checkout of aimagelab/meshed-memory-transformer "
+                         "(no models/transformer/attention.py)")
+    for package in ("models", "utils"):
+        shutil.copytree(os.path.join(src, package), os.path.join(into, package))
+    for relative, released, replacement, _ in REFERENCE_PATCHES:
+        path = os.path.join(into, relative)
+        with open(path) as f:
+            text = f.read()
+        if replacement in text:
+            continue  # a checkout that already carries the fix
+        if text.count(released) != 1:
+            raise UsageError(f"--reference-src {src}: {relative} differs from the released code "
+                             f"(expected one {released!r}); this benchmark times the released version")
+        with open(path, "w") as f:
+            f.write(text.replace(released, replacement))
+    return into
+
+
+def run_child(python, side, shape, task, repeats, reference_src="", policy=""):
+    command = [python, os.path.abspath(__file__), "--child", side, "--task", task, "--shape", json.dumps(shape),
+               "--repeats", str(repeats), "--reference-src", reference_src, "--policy", policy]
+    done = subprocess.run(command, capture_output=True, text=True)
+    results = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    if done.returncode != 0 or not results:
+        raise RuntimeError(f"{side} {task} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+    return json.loads(results[-1][len("RESULT "):])
+
+
+def check_reference_python(python):
+    try:
+        done = subprocess.run([python, "-c", "import torch, numpy"], capture_output=True, text=True)
+    except OSError as error:
+        raise UsageError(f"--reference-python {python}: {error.strerror}") from None
+    if done.returncode != 0:
+        raise UsageError(f"--reference-python {python}: cannot import torch and numpy "
+                         f"({done.stderr.strip().splitlines()[-1]}); install them in that environment")
+
+
+def compare(reference_src, reference_python, shape_names, policies, repeats):
+    from flop_counts import Sizes, beam_search_flops, xe_step_flops
+
+    from decode_cost import matmul_peak_gflops
+
+    check_reference_python(reference_python)
+    shapes = {"paper": PAPER, "small": small_shape()}
+    peak = matmul_peak_gflops()
+    rows, versions = [], {}
+    with tempfile.TemporaryDirectory() as work:
+        source = patched_reference(os.path.abspath(reference_src), work)
+        for name in shape_names:
+            shape = shapes[name]
+            sizes = Sizes(shape["hidden_dim"], shape["intermediate_dim"], shape["vocab_size"], shape["encoder_layers"],
+                          shape["decoder_layers"], shape["memory_slots"], shape["regions"], shape["feature_dim"])
+            for task in ("xe", "beam"):
+                if task == "xe":
+                    images = captions = shape["xe_captions"]
+                    flops = xe_step_flops(sizes, images, captions, shape["caption_tokens"] - 1)
+                else:
+                    images = captions = BEAM["images"]
+                    flops = beam_search_flops(sizes, images, BEAM["beams"], BEAM["steps"])
+                runs = [("M2 reference (torch)", "float32",
+                         run_child(reference_python, "reference", shape, task, repeats, reference_src=source))]
+                runs += [("tfcaption (XLA)", policy, run_child(sys.executable, "tfcaption", shape, task, repeats,
+                                                               policy=policy)) for policy in policies]
+                reference_seconds = runs[0][2]["seconds"]
+                for implementation, policy, result in runs:
+                    versions.update({k: v for k, v in result.items() if k.endswith("_version")})
+                    seconds = result["seconds"]
+                    rows.append({"shape": name, "task": task, "implementation": implementation, "policy": policy,
+                                 "seconds": seconds, "captions_per_s": captions / seconds,
+                                 "images_per_s": images / seconds, "speedup_vs_reference": reference_seconds / seconds,
+                                 "gflop": flops / 1e9, "percent_of_matmul_peak": 100 * flops / seconds / 1e9 / peak,
+                                 "peak_rss_mb": result["peak_rss_mb"],
+                                 **{k: v for k, v in result.items() if k in ("threads", "torch_matmul_gflop_per_s")}})
+    return {"shapes": {n: shapes[n] for n in shape_names}, "beam": BEAM, "xla_matmul_gflop_per_s": peak,
+            "versions": versions, "reference_patches": [p[3] for p in REFERENCE_PATCHES], "rows": rows}
+
+
+def print_table(report, machine):
+    torch_peak = next((r["torch_matmul_gflop_per_s"] for r in report["rows"] if "torch_matmul_gflop_per_s" in r), 0)
+    print(f"Machine: {machine}; float32 2048x2048 matmul: XLA {report['xla_matmul_gflop_per_s']:.0f} GFLOP/s, "
+          f"torch {torch_peak:.0f} GFLOP/s; {report['versions']}")
+    print(f"XE: one step (forward, backward, Adam); beam: k={BEAM['beams']}, {BEAM['steps']} steps, "
+          f"{BEAM['images']} images")
+    print(f"{'shape':<6} {'task':<5} {'implementation':<21} {'policy':<15} {'s/call':>7} {'capt/s':>7} "
+          f"{'img/s':>7} {'vs ref':>7} {'GFLOP':>7} {'% peak':>6} {'peak MB':>8}")
+    for r in report["rows"]:
+        print(f"{r['shape']:<6} {r['task']:<5} {r['implementation']:<21} {r['policy']:<15} {r['seconds']:>7.3f} "
+              f"{r['captions_per_s']:>7.1f} {r['images_per_s']:>7.1f} {r['speedup_vs_reference']:>6.2f}x "
+              f"{r['gflop']:>7.1f} {r['percent_of_matmul_peak']:>6.1f} {r['peak_rss_mb']:>8.0f}")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--reference-src", default="", help="a checkout of aimagelab/meshed-memory-transformer")
+    parser.add_argument("--reference-python", default="python3", help="a Python with torch and numpy")
+    parser.add_argument("--shapes", nargs="+", default=["paper", "small"], choices=["paper", "small"])
+    parser.add_argument("--policies", nargs="+", default=["float32", "mixed_bfloat16"],
+                        choices=["float32", "mixed_bfloat16"], help="tfcaption's dtype policies to time")
+    parser.add_argument("--repeats", type=int, default=3, help="timed calls per row, after two warm-up calls")
+    parser.add_argument("--out", default=os.path.join(HERE, "results", "compare_reference.json"))
+    parser.add_argument("--child", choices=["reference", "tfcaption"], help=argparse.SUPPRESS)
+    parser.add_argument("--task", choices=["xe", "beam"], help=argparse.SUPPRESS)
+    parser.add_argument("--shape", help=argparse.SUPPRESS)
+    parser.add_argument("--policy", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        shape = json.loads(args.shape)
+        if args.child == "reference":
+            result = reference_child(args.reference_src, shape, args.task, args.repeats)
+        else:
+            result = tfcaption_child(shape, args.task, args.repeats, args.policy)
+        print("RESULT " + json.dumps(result), flush=True)
+        return 0
+    if not args.reference_src:
+        print("compare_reference.py: --reference-src DIR is required (a checkout of "
+              "aimagelab/meshed-memory-transformer)", file=sys.stderr)
+        return 2
+    sys.path.insert(0, HERE)
+    try:
+        report = compare(args.reference_src, args.reference_python, args.shapes, args.policies, args.repeats)
+    except UsageError as error:
+        print(f"compare_reference.py: {error}", file=sys.stderr)
+        return 2
+    from backbone_cost import describe_cpu
+
+    machine = describe_cpu()
+    report = {"machine": machine, "cores": os.cpu_count(), **report}
+    print_table(report, machine)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(report, f, indent=2)
+    print(f"Wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
