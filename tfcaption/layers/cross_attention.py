@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from tfcaption.layers.dropout import Dropout
 from tfcaption.layers.memory_attention import MemoryAugmentedAttention
 
 
@@ -43,7 +44,7 @@ class CrossAttention(keras.layers.Layer):
         self.layer_norm_epsilon = layer_norm_epsilon
         self.attention = MemoryAugmentedAttention(num_heads, key_dim, memory_slots=0, dtype=self.dtype_policy,
                                                   name="attention")
-        self.attention_dropout = keras.layers.Dropout(dropout, dtype=self.dtype_policy)
+        self.attention_dropout = Dropout(dropout, dtype=self.dtype_policy)
         self.layer_norm = keras.layers.LayerNormalization(
             epsilon=layer_norm_epsilon, dtype=self.dtype_policy, name="layer_norm"
         )

@@ -9,6 +9,7 @@ import keras
 from keras import ops
 
 from tfcaption.layers.cross_attention import CrossAttention
+from tfcaption.layers.dropout import Dropout
 from tfcaption.layers.feed_forward import PositionWiseFeedForward
 from tfcaption.layers.memory_attention import MemoryAugmentedAttention
 from tfcaption.layers.meshed_attention import MeshedCrossAttention
@@ -58,7 +59,7 @@ class DecoderLayer(keras.layers.Layer):
         self.self_attention = MemoryAugmentedAttention(
             num_heads, key_dim, memory_slots=0, dtype=self.dtype_policy, name="self_attention"
         )
-        self.self_dropout = keras.layers.Dropout(dropout, dtype=self.dtype_policy)
+        self.self_dropout = Dropout(dropout, dtype=self.dtype_policy)
         self.self_norm = keras.layers.LayerNormalization(
             epsilon=layer_norm_epsilon, dtype=self.dtype_policy, name="self_norm"
         )

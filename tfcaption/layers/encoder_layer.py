@@ -2,6 +2,7 @@
 
 import keras
 
+from tfcaption.layers.dropout import Dropout
 from tfcaption.layers.feed_forward import PositionWiseFeedForward
 from tfcaption.layers.memory_attention import MemoryAugmentedAttention
 
@@ -60,7 +61,7 @@ class MemoryAugmentedEncoderLayer(keras.layers.Layer):
             dtype=self.dtype_policy,
             name="attention",
         )
-        self.attention_dropout = keras.layers.Dropout(dropout, dtype=self.dtype_policy)
+        self.attention_dropout = Dropout(dropout, dtype=self.dtype_policy)
         self.attention_norm = keras.layers.LayerNormalization(
             epsilon=layer_norm_epsilon, dtype=self.dtype_policy, name="attention_norm"
         )

@@ -2,6 +2,8 @@
 
 import keras
 
+from tfcaption.layers.dropout import Dropout
+
 
 @keras.saving.register_keras_serializable(package="tfcaption")
 class PositionWiseFeedForward(keras.layers.Layer):
@@ -26,8 +28,8 @@ class PositionWiseFeedForward(keras.layers.Layer):
         self.intermediate_dim = int(intermediate_dim)
         self.dropout = dropout
         self.layer_norm_epsilon = layer_norm_epsilon
-        self.inner_dropout = keras.layers.Dropout(dropout, dtype=self.dtype_policy)
-        self.output_dropout = keras.layers.Dropout(dropout, dtype=self.dtype_policy)
+        self.inner_dropout = Dropout(dropout, dtype=self.dtype_policy)
+        self.output_dropout = Dropout(dropout, dtype=self.dtype_policy)
         self.layer_norm = keras.layers.LayerNormalization(
             epsilon=layer_norm_epsilon, dtype=self.dtype_policy, name="layer_norm"
         )

@@ -5,6 +5,7 @@ import math
 import keras
 from keras import ops
 
+from tfcaption.layers.dropout import Dropout
 from tfcaption.layers.memory_attention import MemoryAugmentedAttention
 
 
@@ -52,7 +53,7 @@ class MeshedCrossAttention(keras.layers.Layer):
         self.attention = MemoryAugmentedAttention(
             num_heads, key_dim, memory_slots=0, dtype=self.dtype_policy, name="attention"
         )
-        self.attention_dropout = keras.layers.Dropout(dropout, dtype=self.dtype_policy)
+        self.attention_dropout = Dropout(dropout, dtype=self.dtype_policy)
         self.layer_norm = keras.layers.LayerNormalization(
             epsilon=layer_norm_epsilon, dtype=self.dtype_policy, name="layer_norm"
         )

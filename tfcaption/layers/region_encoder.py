@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from tfcaption.layers.dropout import Dropout
 from tfcaption.layers.image_encoder import ImageEncoderMixin
 
 
@@ -49,7 +50,7 @@ class RegionEncoder(ImageEncoderMixin, keras.layers.Layer):
         self.projection = keras.layers.Dense(
             hidden_dim, activation="relu", dtype=self.dtype_policy, name="projection"
         )
-        self.projection_dropout = keras.layers.Dropout(dropout, dtype=self.dtype_policy)
+        self.projection_dropout = Dropout(dropout, dtype=self.dtype_policy)
         self.layer_norm = keras.layers.LayerNormalization(
             epsilon=layer_norm_epsilon, dtype=self.dtype_policy, name="layer_norm"
         )

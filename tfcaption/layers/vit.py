@@ -11,6 +11,7 @@ import numbers
 import keras
 from keras import ops
 
+from tfcaption.layers.dropout import Dropout
 from tfcaption.layers.image_encoder import TokenGrid
 
 GELU_FORMS = ("tanh", "erf")
@@ -73,13 +74,13 @@ class VitBlock(keras.layers.Layer):
             epsilon=layer_norm_epsilon, dtype=self.dtype_policy, name="attention_norm")
         self.attention = keras.layers.MultiHeadAttention(
             self.num_heads, self.hidden_dim // self.num_heads, dtype=self.dtype_policy, name="attention")
-        self.attention_dropout = keras.layers.Dropout(dropout, dtype=self.dtype_policy)
+        self.attention_dropout = Dropout(dropout, dtype=self.dtype_policy)
         self.mlp_norm = keras.layers.LayerNormalization(
             epsilon=layer_norm_epsilon, dtype=self.dtype_policy, name="mlp_norm")
         self.mlp_inner = keras.layers.Dense(self.mlp_dim, dtype=self.dtype_policy, name="mlp_inner")
-        self.mlp_inner_dropout = keras.layers.Dropout(dropout, dtype=self.dtype_policy)
+        self.mlp_inner_dropout = Dropout(dropout, dtype=self.dtype_policy)
         self.mlp_output = keras.layers.Dense(self.hidden_dim, dtype=self.dtype_policy, name="mlp_output")
-        self.mlp_output_dropout = keras.layers.Dropout(dropout, dtype=self.dtype_policy)
+        self.mlp_output_dropout = Dropout(dropout, dtype=self.dtype_policy)
 
     def build(self, input_shape):
         if input_shape[-1] != self.hidden_dim:
@@ -164,7 +165,7 @@ class VisionTransformer(keras.layers.Layer):
         self.patch_embedding = keras.layers.Conv2D(
             self.hidden_dim, self.patch_size, strides=self.patch_size, padding="valid",
             dtype=self.dtype_policy, name="patch_embedding")
-        self.embedding_dropout = keras.layers.Dropout(dropout, dtype=self.dtype_policy)
+        self.embedding_dropout = Dropout(dropout, dtype=self.dtype_policy)
         self.blocks = [
             VitBlock(self.hidden_dim, self.num_heads, self.mlp_dim, dropout, layer_norm_epsilon, self.gelu,
                      dtype=self.dtype_policy, name=f"block_{i}")
