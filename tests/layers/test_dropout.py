@@ -1,4 +1,4 @@
-"""tfcaption's Dropout: Keras's layer semantics with a ThreeFry mask."""
+"""tfcaption's Dropout: Keras's layer semantics, its mask drawn by ThreeFry under XLA and Philox elsewhere."""
 
 import keras
 import numpy as np
@@ -43,3 +43,13 @@ def test_masks_follow_the_seed_and_change_every_call_eager_and_under_xla():
 def test_bfloat16_inputs_stay_bfloat16():
     out = Dropout(0.1, seed=1, dtype="mixed_bfloat16")(tf.ones((8, 8), tf.bfloat16), training=True)
     assert out.dtype == tf.bfloat16
+
+
+def test_the_mask_is_threefry_under_xla_and_philox_elsewhere():
+    x = tf.ones((32, 48))
+    seed = tf.cast(Dropout(0.5, seed=3).seed_generator.next(), tf.int64)  # a fresh layer's first seed
+    for wrap, algorithm in ((_eager, "philox"), (_xla, "threefry")):
+        # each drawn where the layer draws it (ThreeFry has only an XLA kernel; XLA's Philox stream is its own)
+        draw = wrap(lambda t, training: tf.random.stateless_uniform(t.shape, seed, alg=algorithm))
+        expected = (draw(x) >= 0.5).numpy()
+        np.testing.assert_array_equal(wrap(Dropout(0.5, seed=3))(x).numpy() != 0, expected)

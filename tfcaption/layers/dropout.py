@@ -1,20 +1,24 @@
-"""Dropout with its mask drawn by an explicitly named Philox generator, which XLA compiles to fast code on CPUs."""
+"""Dropout with its mask drawn by an explicitly named generator: ThreeFry under XLA, Philox elsewhere."""
 
 import keras
 import tensorflow as tf
+
+from tfcaption.layers.xla import compiling_for_xla
 
 
 @keras.saving.register_keras_serializable(package="tfcaption")
 class Dropout(keras.layers.Dropout):
     """`keras.layers.Dropout` (same seeds from the layer's `SeedGenerator`, same keep probability and
-    1 / (1 - rate) scaling) with the mask drawn by `tf.random.stateless_uniform(alg="philox")`.
+    1 / (1 - rate) scaling) with the mask drawn by `tf.random.stateless_uniform` with a named algorithm:
+    ThreeFry when the step is XLA-compiled, Philox otherwise.
 
     Why: Keras draws masks with TensorFlow's default stateless algorithm ("auto_select"), and under XLA
     on a CPU that took 890-980 ms for a 50 x 50 x 2048 mask against 25-29 ms with Philox named
-    explicitly (2-core AMD EPYC Zen 5, TensorFlow 2.21); in an XE step at M2's paper sizes with dropout
-    0.1 it was 0.53 s of 1.76 s. Philox is what "auto_select" runs on CPUs outside XLA, and unlike
-    ThreeFry it has a kernel outside XLA too (`--no-xla` runs). With `noise_shape` set the Keras layer
-    runs as it is.
+    explicitly and 8-9 ms with ThreeFry (2-core AMD EPYC Zen 5, TensorFlow 2.21); in an XE step at M2's
+    paper sizes with dropout 0.1 it was 0.53 s of 1.76 s. ThreeFry has no kernel outside XLA, so an
+    uncompiled step (`--no-xla`, eager) draws with Philox, which is what "auto_select" runs there: the
+    same seed gives different masks compiled and uncompiled, each deterministic. With `noise_shape` set
+    the Keras layer runs as it is.
 
     Example:
     >>> layer = Dropout(0.5, seed=1)
@@ -27,5 +31,6 @@ class Dropout(keras.layers.Dropout):
         if not training or self.rate == 0 or self.noise_shape is not None:
             return super().call(inputs, training=training)
         seed = tf.cast(self.seed_generator.next(), tf.int64)
-        keep = tf.random.stateless_uniform(tf.shape(inputs), seed, alg="philox") >= self.rate
+        algorithm = "threefry" if compiling_for_xla() else "philox"
+        keep = tf.random.stateless_uniform(tf.shape(inputs), seed, alg=algorithm) >= self.rate
         return tf.where(keep, inputs * tf.cast(1.0 / (1.0 - self.rate), inputs.dtype), tf.zeros_like(inputs))
