@@ -84,6 +84,10 @@ class TrainConfig:
     # encoded once for its k captions; an epoch is one pass over the images. 1 = (image, caption) pairs.
     captions_per_image: int = 1
     early_stopping_patience: int = 3
+    # > 0: the run's epochs shortened (all by the same steps, the warm-up with them) so that its training steps
+    # take at most about this many minutes at the rate its first steps measure (tfcaption.training.budget);
+    # validation, evaluation and export come on top. 0 = the epochs as configured.
+    time_budget_minutes: float = 0.0
     seed: int = 0
     jit_compile: bool = True
     strategy: str = "auto"  # auto | default | mirrored | multiworker | tpu
@@ -119,7 +123,12 @@ class TrainConfig:
         if self.captions_per_image < 1 or self.captions_per_image > self.batch_size:
             raise ValueError(f"train.captions_per_image must be between 1 and train.batch_size ({self.batch_size}), "
                              f"got {self.captions_per_image}.")
+        if self.time_budget_minutes < 0:
+            raise ValueError(f"train.time_budget_minutes must be >= 0 (0 = no budget), got {self.time_budget_minutes}.")
         self.phases = [dict(phase) for phase in self.phases]
+        if self.time_budget_minutes and len(self.phases) > 1:
+            raise ValueError("train.time_budget_minutes sizes a run of one phase; this one has "
+                             f"{len(self.phases)} (train.phases): give each phase its epochs instead.")
         for number, phase in enumerate(self.phases, 1):
             unknown = sorted(set(phase) - set(PHASE_FIELDS))
             if unknown:

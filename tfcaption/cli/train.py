@@ -37,6 +37,10 @@ def build_parser():
                         "reward, e.g. --init-from an XE run. The m2* presets run both, XE then SCST (train.phases)")
     parser.add_argument("--epochs", type=int, help="epochs (of each phase that does not set its own)")
     parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--time-budget", type=float, metavar="MINUTES",
+                        help="shorten the epochs so that the training steps take about MINUTES on this machine, "
+                        "at the rate the first steps measure (train.time_budget_minutes; validation, evaluation "
+                        "and export come on top)")
     parser.add_argument("--strategy", choices=["auto", "default", "mirrored", "multiworker", "tpu"])
     parser.add_argument("--no-xla", action="store_true", help="do not XLA-compile the train and decode steps")
     parser.add_argument("--no-export", action="store_true", help="skip the SavedModel export")
@@ -66,7 +70,7 @@ def resolve_config(args):
         "data.spec": args.data, "train.output_dir": args.output_dir, "train.epochs": args.epochs,
         "train.batch_size": args.batch_size, "train.strategy": args.strategy,
         "train.jit_compile": False if args.no_xla else None, "export.enabled": False if args.no_export else None,
-        "train.init_from": args.init_from, "train.task": args.task,
+        "train.init_from": args.init_from, "train.task": args.task, "train.time_budget_minutes": args.time_budget,
     }
     if args.task:  # one task: the preset's phases (m2*: XE then SCST) give way
         run_config.train.phases = []

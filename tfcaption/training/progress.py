@@ -49,6 +49,12 @@ class EpochProgress:
         self.bar = keras.utils.Progbar(steps, stateful_metrics=["loss", "lr"]) if interactive else None
         self.started = self.last = clock()
 
+    def resize(self, steps):
+        """The epoch now has `steps` steps (a time budget shortened it)."""
+        self.steps = steps
+        if self.bar is not None:
+            self.bar.target = steps
+
     def update(self, step, loss, lr):
         """`step` steps of the epoch done (1-based), with the epoch's mean loss so far and the rate."""
         if self.bar is not None:

@@ -22,6 +22,7 @@ class RunDirectory:
     <run>/logs/               TensorBoard
     <run>/report.json         final evaluation
     <run>/blind_baseline.json the image-blind caption used as the baseline
+    <run>/budget.json         the epochs' length a time budget chose (train.time_budget_minutes)
     ```
     """
 
@@ -50,6 +51,10 @@ class RunDirectory:
     @property
     def logs(self):
         return self.join("logs")
+
+    @property
+    def budget(self):
+        return self.join("budget.json")
 
     @property
     def report(self):

@@ -1,5 +1,6 @@
 """The training engine: a custom `strategy.run` loop with XLA, checkpoints and early stopping."""
 
+import dataclasses
 import json
 import math
 import os
@@ -16,6 +17,7 @@ from tfcaption.decoding.captioning import caption_batches
 from tfcaption.metrics.cider import CiderD
 from tfcaption.models.captioner import Captioner
 from tfcaption.models.pretrained import load_pretrained, with_checkpoint_sizes
+from tfcaption.training.budget import CALIBRATION_STEPS, BudgetPlan, plan_run
 from tfcaption.training.interruption import TrainingInterrupted, stop_requests
 from tfcaption.training.precision import choose_policy
 from tfcaption.training.progress import EpochProgress
@@ -158,6 +160,7 @@ class Trainer:
         self.manager = tf.train.CheckpointManager(self.checkpoint, self.run.checkpoints, max_to_keep=2)
         self._eval_step = tf.function(self._eval_loss, jit_compile=self.config.jit_compile)
         self._scst_reward = None
+        self.budget_plan = None  # set by a time budget's measurement, or read back from budget.json
         self._enter_phase(0)
 
     def _enter_phase(self, index):
@@ -387,6 +390,8 @@ class Trainer:
             NonFiniteLossError: a step's loss was NaN or infinite; the last good checkpoint is kept.
         """
         latest = self.manager.latest_checkpoint
+        if self.config.time_budget_minutes and tf.io.gfile.exists(self.run.budget):
+            self._follow_budget(BudgetPlan.load(self.run.budget))  # measured by this run before it stopped
         if latest:
             self._restore(latest)
             self._enter_phase(int(self.phase.numpy()))
@@ -486,8 +491,10 @@ class Trainer:
                                  start, self.log, interval=self.config.log_every_seconds, name=self._epoch_name())
         every = self.config.checkpoint_every_steps
         started = time.time()
+        calibrating = self._calibrating()
         batches = self._epoch_batches(epoch, start)
-        for step in range(start, steps):
+        step = start
+        while step < steps:
             if self.scst is not None:
                 result = self.scst.step(next(batches))
                 loss, count = result["loss"], 1.0
@@ -505,11 +512,47 @@ class Trainer:
             self.step_in_epoch.assign(step + 1)
             progress.update(step + 1, float(self.epoch_loss_sum.numpy() / max(self.epoch_token_count.numpy(), 1.0)),
                             float(self.optimizer.learning_rate))
+            if calibrating and step == start:
+                first_done = time.time()  # the compiling step is not a measure of the rate
+            if calibrating and step == start + CALIBRATION_STEPS:
+                seconds_per_step = self._agreed((time.time() - first_done) / CALIBRATION_STEPS)
+                steps = self._plan_budget(time.time() - started, step + 1, seconds_per_step, steps)
+                progress.resize(steps)
+                calibrating = False
             if stop.requested:
                 raise TrainingInterrupted(stop.signum, epoch, step + 1, self._save())
             if every and (step + 1) % every == 0 and step + 1 < steps:
                 self._save()
+            step += 1
         return time.time() - started, steps - start
+
+    def _calibrating(self):
+        """Whether this epoch measures the rate for a time budget: the first epoch of a budgeted run with no
+        plan yet, long enough to measure."""
+        return bool(self.config.time_budget_minutes and self.budget_plan is None and int(self.phase.numpy()) == 0
+                    and int(self.phase_epoch.numpy()) == 0
+                    and self.steps_per_epoch() > int(self.step_in_epoch.numpy()) + CALIBRATION_STEPS + 1)
+
+    def _plan_budget(self, elapsed, steps_done, seconds_per_step, steps):
+        """Sizes the run from the measured rate (`tfcaption.training.budget.plan_run`), records the plan and,
+        when it shortens the epochs, rebuilds the schedule and the step; returns this epoch's new length."""
+        c = self.config
+        plan = plan_run(c.time_budget_minutes, elapsed, steps_done, seconds_per_step, c.epochs, steps, c.warmup_steps)
+        self.log(plan.describe(c.epochs))
+        if self.chief:
+            plan.save(self.run.budget)
+        self._follow_budget(plan)
+        return self.steps_per_epoch()
+
+    def _follow_budget(self, plan):
+        """Makes the first phase's epochs the plan's length (and its warm-up the plan's)."""
+        self.budget_plan = plan
+        if plan.steps_per_epoch == plan.configured_steps_per_epoch:
+            return
+        self.phases[0] = dataclasses.replace(self.phases[0], steps_per_epoch=plan.steps_per_epoch,
+                                             warmup_steps=plan.warmup_steps)
+        if int(self.phase.numpy()) == 0:
+            self._enter_phase(0)
 
     def _epoch(self, epoch, steps, stop, has_val, writer):
         """Trains, validates, keeps the best weights, checkpoints and logs one epoch; returns its record."""
