@@ -1,10 +1,10 @@
 """`train.time_budget_minutes`: a run's length sized from the throughput its first steps measure.
 
 The first steps of a fresh run are timed (after the step that compiles); if the configured epochs would
-take longer than the budget at that rate, every epoch is shortened by the same number of steps, and the
-warm-up with it, so the learning-rate schedule keeps its shape over the shorter run. The plan is written
-to the run directory (`budget.json`) and a resumed run follows it without measuring again; the log line
-names the `--set` overrides that reproduce it on any machine. Epoch lengths are rounded down to 5% steps
+take longer than the budget at that rate, every epoch is shortened to the same length, and the warm-up in
+proportion, so the learning-rate schedule keeps its shape over the shorter run. The plan is written to the
+run directory (`budget.json`) and a resumed run follows it without measuring again; the log line names the
+`--set` overrides that give the same plan on any machine. Epoch lengths are rounded down to 5% steps
 of the configured epoch, so reruns on one machine, whose speed moves by a few percent, usually get the
 same plan.
 
