@@ -211,6 +211,20 @@ def test_meteor_failure_gives_a_clear_message(monkeypatch):
         coco._meteor_score({"1": ["a dog"]}, {"1": ["a dog"]})
 
 
+@needs_java
+def test_meteor_reuses_one_java_process_and_restarts_a_dead_one():
+    gts, res = {"1": ["a dog runs on grass", "a brown dog"]}, {"1": ["a dog runs"]}
+    direct, _ = Meteor().compute_score(gts, res)
+    first = coco._meteor_score(gts, res)
+    process = coco._meteor().meteor_p
+    assert coco._meteor_score(gts, res) == first == pytest.approx(direct, abs=1e-12)
+    assert coco._meteor().meteor_p is process and process.poll() is None  # the same process, still running
+    process.kill()
+    process.wait()
+    assert coco._meteor_score(gts, res) == first  # a dead process is replaced, not written to
+    assert coco._meteor().meteor_p is not process
+
+
 def test_metrics_table_is_fixed_width_percent_with_dashes_for_missing_values():
     model = {"bleu_1": 0.808, "bleu_2": 0.6543, "bleu_3": 0.5, "bleu_4": 0.391, "meteor": 0.292,
              "rouge_l": 0.586, "cider_d": 1.312, "tokenizer": "ptb"}
