@@ -78,3 +78,13 @@ def test_readme_test_command_is_what_ci_runs():
     assert len(commands) == 1, "README.md should give one test command"
     ci_lines = [line.strip() for line in (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()]
     assert commands[0] in ci_lines, ".ci/run must run the README's test command exactly"
+
+
+def test_readme_cli_table_lists_every_console_script():
+    setup = (ROOT / "setup.cfg").read_text(encoding="utf-8")
+    block = setup.split("console_scripts =", 1)[1].split("\n[", 1)[0]
+    scripts = re.findall(r"^\s+([\w-]+)\s*=", block, flags=re.M)
+    assert scripts, "setup.cfg should declare console_scripts"
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    missing = [name for name in scripts if f"| `{name}` |" not in readme]
+    assert not missing, f"README.md's command-line table lacks {missing}"
