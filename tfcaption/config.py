@@ -28,6 +28,7 @@ import re
 from tfcaption.config_fields import (ConfigError, Count, Fraction, Literal, NonNegative, Positive, PositiveInt,
                                      Weight, check, check_fields, field_types, section_from_dict, shown)
 from tfcaption.models.config import CaptionerConfig
+from tfcaption.models.presets import get_preset
 
 
 @dataclasses.dataclass
@@ -134,7 +135,8 @@ class TrainConfig:
         """A phase's fields, each checked as this section's field of that name, and the phase as a whole."""
         where = f"{self.PATH}.phases[{index}]"
         if not isinstance(phase, dict):
-            raise ConfigError(f"{where} must be an object of phase fields, e.g. {{\"task\": \"scst\", \"epochs\": 10}}, "
+            raise ConfigError(f"{where} must be an object of phase fields, e.g. "
+                              f"{{\"task\": \"scst\", \"epochs\": 10}}, "
                               f"got {shown(phase)}.")
         unknown = sorted(set(phase) - set(PHASE_FIELDS))
         if unknown:
@@ -205,20 +207,6 @@ def default_output_dir(data_spec, preset):
     return os.path.join("runs", f"{name}-{preset}")
 
 
-# What a preset's paper fixes beyond the model (model presets: tfcaption.models.config.PRESETS).
-# Springenberg et al. 2018: Adam at 3e-4, captions up to 14 words.
-# M2 (Cornia et al. 2020, their train.py): batches of 50, the noam schedule with 10,000 warm-up steps, XE
-# until validation CIDEr-D has not improved for 5 epochs, then SCST at a constant 5e-6 from the best XE
-# weights until it has not improved for 5 epochs (train.epochs, 100 here, is only a cap on each phase).
-_M2_RUN = {"train": {"batch_size": 50, "learning_rate_schedule": "noam", "warmup_steps": 10000, "epochs": 100,
-                     "early_stopping_patience": 5, "scst_learning_rate": 5e-6,
-                     "phases": [{"task": "xe"}, {"task": "scst"}]}}
-PRESET_RUN_SETTINGS = {
-    "spatial_attention": {"train": {"learning_rate_schedule": "constant", "learning_rate": 3e-4, "warmup_steps": 0},
-                          "data": {"max_caption_words": 14}},
-    **{name: _M2_RUN for name in ("m2", "m2_regions", "m2_reference", "vit_m2")},
-}
-
 SECTIONS = {"model": CaptionerConfig, "data": DataConfig, "train": TrainConfig, "decode": DecodeConfig,
             "export": ExportConfig}
 
@@ -273,7 +261,8 @@ class RunConfig:
         for name in SECTIONS:
             section = values.get(name) or {}
             if not isinstance(section, dict):
-                raise ConfigError(f"{name} must be an object of {SECTIONS[name].__name__} fields, got {shown(section)}.")
+                raise ConfigError(f"{name} must be an object of {SECTIONS[name].__name__} fields, "
+                                  f"got {shown(section)}.")
             sections[name] = dict(section)
         for old, (section, field) in LEGACY_TRAIN_FIELDS.items():
             if old in sections["train"]:
@@ -299,10 +288,11 @@ class RunConfig:
 
     @classmethod
     def from_preset(cls, name):
-        """The defaults with the model preset `name`, the training and data settings its paper fixes, and
-        its own run directory (`default_output_dir`), so two presets never share a run."""
-        config = cls.from_dict({"model": CaptionerConfig.from_preset(name).to_dict(),
-                                **PRESET_RUN_SETTINGS.get(name, {})})
+        """The defaults with preset `name`'s model, the run settings its paper fixes (both from the presets table,
+        `tfcaption.models.presets`), and its own run directory (`default_output_dir`), so two presets never
+        share a run."""
+        run_settings = get_preset(name).run_fields()
+        config = cls.from_dict({"model": CaptionerConfig.from_preset(name).to_dict(), **run_settings})
         config.train.output_dir = default_output_dir(config.data.spec, name)
         return config
 

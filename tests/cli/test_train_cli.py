@@ -60,3 +60,21 @@ def test_a_wrong_value_in_a_config_file_is_one_line_naming_the_file_and_field(tm
     assert train_cli.main(["--config", "run.yaml"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "run.yaml is not valid YAML" in err
+
+
+def test_list_presets_prints_the_table_without_training(tmp_path, monkeypatch, capsys):
+    from tfcaption.models.presets import PRESETS
+
+    monkeypatch.chdir(tmp_path)
+    assert train_cli.main(["--list-presets"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].split() == ["PRESET", "INPUT", "PARAMETERS", "PAPER"]
+    assert all(f"\n{name} " in out for name in PRESETS) and "m2_regions         features" in out
+    assert not os.listdir(tmp_path)
+
+
+def test_an_unknown_preset_is_refused_with_the_choices(capsys):
+    with pytest.raises(SystemExit) as stopped:
+        train_cli.main(["--preset", "m3"])
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2 and "invalid choice: 'm3'" in err and "vit_m2" in err.splitlines()[-1]

@@ -1,4 +1,4 @@
-"""Model configuration as data: the shared sizes plus one nested section per part, and named presets.
+"""Model configuration as data: the shared sizes plus one nested section per part (named presets: presets.py).
 
 ```
 CaptionerConfig
@@ -19,6 +19,7 @@ import json
 
 from tfcaption.config_fields import (Annotated, ConfigError, Count, Fraction, Literal, Positive, PositiveInt, Range,
                                      check_fields, section_from_dict, shown)
+from tfcaption.models.presets import PRESETS, get_preset  # noqa: F401 (PRESETS re-exported: the presets table)
 
 
 def dataclass_from_dict(cls, values, path=None):
@@ -304,7 +305,8 @@ def _from_legacy(values, default_kind="patches"):
 class CaptionerConfig:
     """Everything needed to rebuild a `Captioner`; saved with every checkpoint and export.
 
-    Defaults are the paper's M2 sizes on ViT-B/16-sized patches; `PRESETS` holds named variants. The
+    Defaults are the paper's M2 sizes on ViT-B/16-sized patches; `tfcaption.models.presets.PRESETS` holds named
+    variants. The
     `padding_mask`, `memory_init`, `layer_norm_epsilon` and `output_bias` fields let one set of layers
     reproduce the authors' released code exactly (`m2_reference`) or train with the corrected
     behaviour (the default).
@@ -358,10 +360,9 @@ class CaptionerConfig:
 
     @classmethod
     def from_preset(cls, name, **overrides):
-        """A preset, with `overrides` (shared fields, part dicts, or flat legacy fields) applied on top."""
-        if name not in PRESETS:
-            raise ValueError(f"Unknown preset {name!r}; choose one of: {', '.join(sorted(PRESETS))}.")
-        preset = _from_legacy(PRESETS[name])
+        """A preset (`tfcaption.models.presets.PRESETS`), with `overrides` (shared fields, part dicts, or flat legacy
+        fields) applied on top."""
+        preset = _from_legacy(get_preset(name).model_fields())
         changes = _from_legacy(overrides, preset["image_encoder"].get("type", "patches"))
         for part in PART_TYPES:
             given = changes.get(part, {})
@@ -371,67 +372,6 @@ class CaptionerConfig:
         return cls.from_dict({**preset, **changes})
 
 
-# Sizes: M2 from Cornia et al. 2020 (d 512, 8 heads, 3 + 3 layers, 40 memory slots, d_ff 2048); the
-# `*_small` presets are the CPU sizes for the built-in shapes dataset (96 px, d 128, 2-3 layers), with
-# each paper's structure: CPTR (Liu et al. 2021) a plain encoder on patches and a plain decoder;
-# Springenberg et al. 2018 a CNN feature grid with 2-D sinusoidal positions, self-attention scaled by
-# sqrt(d_len + d_attn), and a plain decoder. No dropout at CPU size: a few epochs on fresh synthetic
-# scenes underfit rather than overfit.
-_SMALL = dict(hidden_dim=128, num_heads=4, key_dim=32, intermediate_dim=512, dropout=0.0, max_length=28)
-
-PRESETS = {
-    # The paper's model on raw pixels (ViT-B/16-sized patches).
-    "m2": dict(),
-    # The paper's model on 50 x 2048 detection features, as released.
-    "m2_regions": dict(image_encoder=dict(type="regions", feature_dim=2048)),
-    # Reproduces the authors' released code bit for bit (for converted checkpoints).
-    "m2_reference": dict(
-        image_encoder=dict(type="regions", feature_dim=2048, padding_mask="released"),
-        encoder=dict(memory_init="released"), max_length=54, output_bias=False,
-    ),
-    # The CPU default for shapes: a conv stem, 36 patches of 16 px, M2's encoder and decoder at d 128.
-    "small": dict(
-        image_encoder=dict(type="patches", image_size=96, patch_size=16, stem_filters=(32, 64)),
-        encoder=dict(num_layers=2, memory_slots=16), decoder=dict(type="meshed", num_layers=2), **_SMALL,
-    ),
-    # CPTR's shape: patches with learned positions, a plain transformer encoder (no memory), a plain
-    # decoder attending to the last encoder layer. The conv stem is the CPU-size stand-in for the
-    # pretrained ViT embedding (the full-size `cptr` preset uses the ViT image encoder).
-    "cptr_small": dict(
-        image_encoder=dict(type="patches", image_size=96, patch_size=16, stem_filters=(32, 64)),
-        encoder=dict(num_layers=3, memory_slots=0), decoder=dict(type="transformer", num_layers=2), **_SMALL,
-    ),
-    # CPTR (Liu et al. 2021): ViT-B/16 at 384 px, its 12 blocks the whole encoder (no visual encoder
-    # layers), a 4-layer transformer decoder at ViT-B's width (d 768, 12 heads) with sinusoidal word positions.
-    "cptr": dict(
-        image_encoder=dict(type="vit", architecture="vit_b16", image_size=384, weights="vit_b16"),
-        encoder=dict(num_layers=0, memory_slots=0), decoder=dict(type="transformer", num_layers=4),
-        hidden_dim=768, num_heads=12, key_dim=64, intermediate_dim=3072, dropout=0.1,
-    ),
-    # Springenberg et al. 2018: VGG's 14 x 14 x 512 grid (block5_conv3 at 224 px) with 2-D sinusoidal
-    # positions, 2 self-attention layers with tau = sqrt(d_len + d_attn), a 4-layer decoder, h 8, d 512,
-    # d_ff 1024, dropout 0.1 (their Adam lr 3e-4 and 14-word captions: tfcaption.config.PRESET_RUN_SETTINGS).
-    "spatial_attention": dict(
-        image_encoder=dict(type="cnn", backbone="vgg16", image_size=224, positions="sinusoid_2d", weights="imagenet"),
-        encoder=dict(num_layers=2, memory_slots=0, scale="sqrt_len_plus_dk"),
-        decoder=dict(type="transformer", num_layers=4),
-        hidden_dim=512, num_heads=8, key_dim=64, intermediate_dim=1024, dropout=0.1,
-    ),
-    # ViT-B/16 tokens at 224 px (197: class token + 14 x 14) projected to d 512, into M2's memory-augmented
-    # encoder (3 layers, 40 slots) and meshed decoder at the paper's sizes.
-    "vit_m2": dict(image_encoder=dict(type="vit", architecture="vit_b16", image_size=224, weights="vit_b16")),
-    # Springenberg et al.'s shape: the stem's 6 x 6 feature map as the grid (patch_size = the stem's
-    # stride, one token per cell), 2-D sinusoidal positions, two self-attention layers with
-    # tau = sqrt(d_len + d_attn), a plain decoder.
-    "spatial_small": dict(
-        image_encoder=dict(type="patches", image_size=96, patch_size=16, stem_filters=(32, 64, 128, 128),
-                           positions="sinusoid_2d"),
-        encoder=dict(num_layers=2, memory_slots=0, scale="sqrt_len_plus_dk"),
-        decoder=dict(type="transformer", num_layers=2), **_SMALL,
-    ),
-}
-
-
 def preset_input(name):
     """What a preset's model reads: "features" (region presets) or "images"."""
-    return "features" if _from_legacy(PRESETS[name])["image_encoder"].get("type") == "regions" else "images"
+    return get_preset(name).input_kind
