@@ -46,7 +46,7 @@ def _thaw(value, lists=False):
     return value
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)  # one record per name: compared (and hashed) by identity
 class Preset:
     """One named model: what it is, where it comes from, and the settings its paper fixes.
 
