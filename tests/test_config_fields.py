@@ -183,3 +183,12 @@ def test_not_an_object_is_one_line(tmp_path):
     with pytest.raises(ConfigError, match=r"^data must be an object of DataConfig fields, got 'x'"):
         RunConfig.from_dict({"data": "x"})
     assert dataclasses.asdict(RunConfig.from_dict(RunConfig().to_dict()).train) == dataclasses.asdict(TrainConfig())
+
+
+def test_the_shapes_datasets_options_are_checked_with_the_run_config():
+    with pytest.raises(ConfigError, match=r"^data\.options\.num_train must be an integer >= 0, got 'x' \(a string\)\.$"):
+        apply_overrides(RunConfig(), ['data.options={"num_train": "x"}'])
+    with pytest.raises(ConfigError, match=r"^Unknown ShapesConfig fields: num_tran \(in data\.options\)\.$"):
+        apply_overrides(RunConfig(), ['data.options={"num_tran": 3}'])
+    assert apply_overrides(RunConfig(), ['data.options={"num_train": 3.0}']).data.options == {"num_train": 3.0}
+    apply_overrides(RunConfig(), ['data.spec=folder:x', 'data.options={"max_image_side": 320}'])  # not shapes

@@ -61,6 +61,10 @@ class DataConfig:
 
     def __post_init__(self):
         check_fields(self, self.PATH)
+        if self.spec == "shapes" and self.options:  # checked here, not when the dataset is built
+            from tfcaption.datasets.shapes.dataset import ShapesConfig
+
+            ShapesConfig.from_dict(self.options)
 
 
 @dataclasses.dataclass

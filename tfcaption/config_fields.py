@@ -176,7 +176,8 @@ def check_fields(instance, path):
     """Checks (and converts in place) every field of a config dataclass; `path` is its dotted prefix."""
     for name, annotation in field_types(type(instance)).items():
         if not is_section(annotation):
-            setattr(instance, name, check(f"{path}.{name}", annotation, getattr(instance, name)))
+            # object.__setattr__: frozen config dataclasses (ShapesConfig) are converted in place too
+            object.__setattr__(instance, name, check(f"{path}.{name}", annotation, getattr(instance, name)))
 
 
 def section_from_dict(cls, values, path):
