@@ -11,6 +11,7 @@ import pytest
 from tfcaption.cli.common import apply_overrides, parse_value
 from tfcaption.config import SECTIONS, RunConfig, TrainConfig
 from tfcaption.config_fields import ConfigError, Count, PositiveInt, check, describe, field_types, is_section
+from tfcaption.datasets.shapes.dataset import ShapesConfig
 from tfcaption.models.config import PART_TYPES, CaptionerConfig
 
 # One part config of every kind, reached from a RunConfig through `model.PART.type` (with what that kind needs).
@@ -99,7 +100,7 @@ def test_a_wrong_type_in_a_config_file_is_one_line_naming_the_file_and_field(sta
 
 
 CLASSES = list(SECTIONS.values()) + sorted({kind for types in PART_TYPES.values() for kind in types.values()},
-                                           key=lambda kind: kind.__name__)
+                                           key=lambda kind: kind.__name__) + [ShapesConfig]
 
 
 @pytest.mark.parametrize("cls", CLASSES, ids=[cls.__name__ for cls in CLASSES])
