@@ -82,8 +82,8 @@ class TrainConfig:
     steps_per_epoch: Count = 0  # 0 = one pass over the training pairs
     # "linear" (warm-up, then to zero at the end), "noam" (M2's) or "constant" (`learning_rate` after warm-up)
     learning_rate_schedule: Literal["linear", "noam", "constant"] = "linear"
-    learning_rate_scale: Positive = 1.0  # multiplies the linear and noam schedules (their peak follows hidden_dim)
-    learning_rate: Positive = 3e-4  # the constant schedule's rate
+    learning_rate_scale: NonNegative = 1.0  # multiplies the linear and noam schedules (their peak follows hidden_dim)
+    learning_rate: NonNegative = 3e-4  # the constant schedule's rate
     warmup_steps: Count = 1000
     adam_beta_1: Fraction = 0.9
     adam_beta_2: Fraction = 0.98
@@ -115,7 +115,7 @@ class TrainConfig:
     scst_sampling: Literal["beam", "multinomial", "greedy_baseline"] = "beam"
     scst_include_eos: bool = False  # <eos> a word of the reward (ruotianluo) or not (M2)
     scst_bleu_weight: Weight = 0.0  # reward = (1 - w) CIDEr-D + w BLEU-4
-    scst_learning_rate: Positive = 5e-6  # M2's constant SCST rate
+    scst_learning_rate: NonNegative = 5e-6  # M2's constant SCST rate
 
     # A run directory (tfcaption's, or a converted M2 checkpoint's) whose model, vocabulary and best weights
     # a new run starts from (fine-tuning); "" = the model config and fresh (or pretrained-backbone) weights.

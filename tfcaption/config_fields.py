@@ -8,7 +8,8 @@ checked against its annotation, converted where the meaning is unambiguous, and 
 
 Annotations understood (anything else is not checked):
     int, float, bool, str      an int takes an integral float (3.0, 1e4), a float takes an int; a bool takes
-                               only true / false; numbers never come from strings ("3" is refused)
+                               only true / false; numbers never come from strings ("3" is refused); a str
+                               takes a path (pathlib.Path)
     Annotated[T, Range(...)]   a bounded number; `Count`, `PositiveInt`, `Positive`, ... below
     Literal["a", "b"]          one of these strings
     tuple[T, ...]              a list (or tuple) of T; a lone string is a one-item tuple of strings
@@ -23,6 +24,7 @@ import dataclasses
 import functools
 import math
 import numbers
+import os
 import typing
 from typing import Annotated, Literal  # noqa: F401 (re-exported for the config modules' annotations)
 
@@ -138,6 +140,8 @@ def _coerce(annotation, value):
             raise _Mismatch
         return float(value)
     if annotation is str:
+        if isinstance(value, os.PathLike):  # a pathlib.Path for a directory or file field
+            value = os.fspath(value)
         if isinstance(value, str):
             return value
         raise _Mismatch
