@@ -196,3 +196,13 @@ def test_the_shapes_datasets_options_are_checked_with_the_run_config():
         apply_overrides(RunConfig(), ['data.options={"num_tran": 3}'])
     assert apply_overrides(RunConfig(), ['data.options={"num_train": 3.0}']).data.options == {"num_train": 3.0}
     apply_overrides(RunConfig(), ['data.spec=folder:x', 'data.options={"max_image_side": 320}'])  # not shapes
+
+
+def test_choices_agree_with_the_code_that_reads_them():
+    from tfcaption.layers.image_encoder import BACKBONE_TRAINING
+    from tfcaption.models.config import CnnConfig, VitConfig
+    from tfcaption.training.precision import POLICIES
+
+    assert typing.get_args(field_types(CaptionerConfig)["dtype_policy"]) == POLICIES
+    for part in (VitConfig, CnnConfig):
+        assert typing.get_args(field_types(part)["train_backbone"]) == BACKBONE_TRAINING
