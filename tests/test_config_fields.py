@@ -166,6 +166,10 @@ def test_another_part_type_starts_from_its_defaults():
     config = apply_overrides(RunConfig(), ["model.image_encoder.type=cnn", "model.image_encoder.backbone=vgg16"])
     assert (config.model.image_encoder.type, config.model.image_encoder.backbone) == ("cnn", "vgg16")
     assert config.model.image_encoder.image_size == 224
+    config = apply_overrides(RunConfig.from_preset("small"), ["model.decoder.type=transformer"])
+    assert (config.model.decoder.type, config.model.decoder.num_layers) == ("transformer", 2)  # one kind of part
+    with pytest.raises(ConfigError, match=r"^model\.decoder\.type must be one of 'meshed', 'transformer', got \[1\]"):
+        apply_overrides(RunConfig(), ["model.decoder.type=[1]"])
 
 
 def test_describe_and_check():

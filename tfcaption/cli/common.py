@@ -100,7 +100,7 @@ def apply_overrides(run_config, assignments):
     the field lives now: flat train fields (`train.max_caption_words`, ...; `config.LEGACY_TRAIN_FIELDS`)
     and flat model fields (`model.num_encoder_layers`, `model.image_size`, ...;
     `models.config.LEGACY_FIELDS`). Setting a part's `type` to another kind starts that part from the kind's
-    defaults (`model.image_encoder.type=vit`). A string field takes the text as written
+    defaults (`model.image_encoder.type=vit`; `model.decoder.type=transformer` keeps `num_layers`, one kind). A string field takes the text as written
     (`export.model_name=2024`). All changes are applied together, so fields checked against each
     other (hidden_dim = num_heads * key_dim) can change in one go.
     """
@@ -127,8 +127,7 @@ def apply_overrides(run_config, assignments):
         if section == "model" and field in LEGACY_FIELDS and len(path) == 2:
             known = True  # moved into its part by CaptionerConfig.from_dict
         if section == "model" and field in PART_TYPES and len(path) == 3:
-            part = values["model"][field]
-            kind = PART_TYPES[field].get(part.get("type"))
+            kind = _part_kind(values, field)
             known = kind is not None and path[2] in {f.name for f in dataclasses.fields(kind)}
         if not known or len(path) > (3 if section == "model" and field in PART_TYPES else 2):
             raise ValueError(f"Unknown config field {key!r} (see config.json of any run for the field names).")
@@ -141,8 +140,10 @@ def apply_overrides(run_config, assignments):
             part, part_field = LEGACY_FIELDS[field]
             values["model"][part][part_field] = value  # the newest assignment wins over the part's value
             continue
-        if len(path) == 3 and path[2] == "type" and value != target.get("type"):
-            target.clear()  # another kind of part starts from its own defaults, as in CaptionerConfig.from_preset
+        if len(path) == 3 and path[2] == "type" and isinstance(value, str):
+            kinds = PART_TYPES[field]
+            if kinds.get(value, value) is not kinds.get(target.get("type")):
+                target.clear()  # a part of another kind starts from its defaults, as in CaptionerConfig.from_preset
         target[path[-1]] = value
     updated = RunConfig.from_dict(values)  # every field checked: a wrong value is one line naming it
     for name in SECTIONS:
@@ -161,7 +162,14 @@ def _annotation(values, path):
         path = ["model", *LEGACY_FIELDS[field]]
         field = path[1]
     if section == "model" and field in PART_TYPES and len(path) == 3:
-        part = values["model"][field]
-        kind = PART_TYPES[field].get(part.get("type")) if isinstance(part, dict) else None
+        kind = _part_kind(values, field)
         return field_types(kind).get(path[2]) if kind else None
     return field_types(SECTIONS[section]).get(field)
+
+
+def _part_kind(values, part):
+    """The config dataclass of model part `part` as `values` hold it now, or None (not a part of a known type)."""
+    from tfcaption.models.config import PART_TYPES
+
+    kind = values["model"][part].get("type") if isinstance(values["model"][part], dict) else None
+    return PART_TYPES[part].get(kind) if isinstance(kind, str) else None
