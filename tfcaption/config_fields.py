@@ -14,7 +14,8 @@ Annotations understood (anything else is not checked):
     Literal["a", "b"]          one of these strings
     tuple[T, ...]              a list (or tuple) of T; a lone string is a one-item tuple of strings
     dict                       an object with string keys
-    list[dict]                 a list of objects
+    list, list[T]              a list (of T)
+Cross-field rules (hidden_dim = num_heads * key_dim, ...) stay in each `__post_init__`, after this check.
 A field whose annotation is a dataclass (a config section or model part) is its owner's to build.
 """
 
