@@ -25,23 +25,28 @@ import json
 import os
 import re
 
-from tfcaption.models.config import CaptionerConfig, check_choice, dataclass_from_dict
+from tfcaption.config_fields import (ConfigError, Count, Fraction, Literal, NonNegative, Positive, PositiveInt,
+                                     Weight, check, check_fields, field_types, section_from_dict, shown)
+from tfcaption.models.config import CaptionerConfig
+from tfcaption.models.presets import get_preset
 
 
 @dataclasses.dataclass
 class DataConfig:
     """The dataset and its captions."""
 
+    PATH = "data"
+
     spec: str = "shapes"  # dataset spec (see tfcaption.data.catalog)
     root: str = ""  # cache for built/prepared datasets; "" = tfcaption.data.catalog.default_data_root()
     # shapes: ShapesConfig fields ({"num_train": 2000}); sources: prepare options ({"max_image_side": 320})
     options: dict = dataclasses.field(default_factory=dict)
-    max_caption_words: int = 25  # the one caption-length setting; see max_decode_steps / max_tokens
+    max_caption_words: PositiveInt = 25  # the one caption-length setting; see max_decode_steps / max_tokens
     # "word" (M2's, COCO parity) or "wordpiece" (NFKC-normalised subwords learned from the training captions with
     # tensorflow-text, for languages written without spaces and open vocabularies); see tfcaption.data.tokenizer
-    tokenizer: str = "word"
-    min_word_count: int = 1  # rarer words (word) or pieces (wordpiece) are left out of the vocabulary
-    vocab_size: int = 0  # the largest vocabulary, specials included; 0 = no cap (word) or 8000 (wordpiece)
+    tokenizer: Literal["word", "wordpiece"] = "word"
+    min_word_count: Count = 1  # rarer words (word) or pieces (wordpiece) are left out of the vocabulary
+    vocab_size: Count = 0  # the largest vocabulary, specials included; 0 = no cap (word) or 8000 (wordpiece)
     augment_flip: bool = True  # mirror training images (swapping "left" and "right" in their captions)
 
     @property
@@ -55,57 +60,62 @@ class DataConfig:
         return self.max_caption_words + 2
 
     def __post_init__(self):
-        if self.max_caption_words < 1:
-            raise ValueError(f"data.max_caption_words must be >= 1, got {self.max_caption_words}.")
-        check_choice("data.tokenizer", self.tokenizer, ("word", "wordpiece"))
+        check_fields(self, self.PATH)
+        if self.spec == "shapes" and self.options:  # checked here, not when the dataset is built
+            from tfcaption.datasets.shapes.dataset import ShapesConfig
+
+            ShapesConfig.from_dict(self.options)
 
 
 @dataclasses.dataclass
 class TrainConfig:
     """The optimisation and the run directory."""
 
+    PATH = "train"
+
     output_dir: str = "runs/shapes-small"
     # "xe": teacher-forced cross-entropy; "scst": self-critical sequence training with a CIDEr-D reward
     # (Rennie et al.; M2's second stage), usually started with init_from an XE run.
-    task: str = "xe"
-    batch_size: int = 64
-    epochs: int = 4
-    steps_per_epoch: int = 0  # 0 = one pass over the training pairs
+    task: Literal["xe", "scst"] = "xe"
+    batch_size: PositiveInt = 64
+    epochs: PositiveInt = 4
+    steps_per_epoch: Count = 0  # 0 = one pass over the training pairs
     # "linear" (warm-up, then to zero at the end), "noam" (M2's) or "constant" (`learning_rate` after warm-up)
-    learning_rate_schedule: str = "linear"
-    learning_rate_scale: float = 1.0  # multiplies the linear and noam schedules (their peak follows model.hidden_dim)
-    learning_rate: float = 3e-4  # the constant schedule's rate
-    warmup_steps: int = 1000
-    adam_beta_1: float = 0.9
-    adam_beta_2: float = 0.98
-    adam_epsilon: float = 1e-9
-    label_smoothing: float = 0.0
+    learning_rate_schedule: Literal["linear", "noam", "constant"] = "linear"
+    learning_rate_scale: NonNegative = 1.0  # multiplies the linear and noam schedules (their peak follows hidden_dim)
+    learning_rate: NonNegative = 3e-4  # the constant schedule's rate
+    warmup_steps: Count = 1000
+    adam_beta_1: Fraction = 0.9
+    adam_beta_2: Fraction = 0.98
+    adam_epsilon: Positive = 1e-9
+    label_smoothing: Fraction = 0.0
     # XE: k captions of each image per example (ruotianluo's seq_per_img): batch_size // k images a step, each
     # encoded once for its k captions; an epoch is one pass over the images. 1 = (image, caption) pairs.
-    captions_per_image: int = 1
-    early_stopping_patience: int = 3
+    captions_per_image: PositiveInt = 1
+    early_stopping_patience: Count = 3  # 0 = no early stopping
     # > 0: the run's epochs shortened (all by the same steps, the warm-up with them) so that its training steps
     # take at most about this many minutes at the rate its first steps measure (tfcaption.training.budget);
     # validation, evaluation and export come on top. 0 = the epochs as configured.
-    time_budget_minutes: float = 0.0
-    seed: int = 0
+    time_budget_minutes: NonNegative = 0.0
+    seed: Count = 0
     jit_compile: bool = True
-    strategy: str = "auto"  # auto | default | mirrored | multiworker | tpu
-    val_images: int = 500  # images decoded for the per-epoch validation CIDEr-D (0 = all)
+    strategy: Literal["auto", "default", "mirrored", "multiworker", "tpu"] = "auto"
+    val_images: Count = 500  # images decoded for the per-epoch validation CIDEr-D (0 = all)
     # A checkpoint every N steps (and at each epoch end, and on SIGTERM / SIGINT); 0 = epoch ends only.
-    checkpoint_every_steps: int = 200
+    checkpoint_every_steps: Count = 200
     # Seeded initialisation and TensorFlow's op determinism: a killed and resumed run ends bit-identical
     # to an uninterrupted one (slower on some ops).
     deterministic: bool = False
-    log_every_seconds: float = 10.0  # a progress line this often when stdout is not a terminal
-    tensorboard_images: int = 3  # validation images drawn with their captions and attention each epoch
+    log_every_seconds: NonNegative = 10.0  # a progress line this often when stdout is not a terminal
+    tensorboard_images: Count = 3  # validation images drawn with their captions and attention each epoch
     # SCST (task "scst"): batch_size // scst_samples images per step, k = scst_samples captions each.
-    scst_samples: int = 5
-    scst_sampling: str = "beam"  # "beam" (M2: k beams, their mean reward the baseline), "multinomial"
-    #                              (leave-one-out baseline), "greedy_baseline" (Rennie et al.)
+    scst_samples: PositiveInt = 5
+    # "beam" (M2: k beams, their mean reward the baseline), "multinomial" (leave-one-out baseline),
+    # "greedy_baseline" (Rennie et al.)
+    scst_sampling: Literal["beam", "multinomial", "greedy_baseline"] = "beam"
     scst_include_eos: bool = False  # <eos> a word of the reward (ruotianluo) or not (M2)
-    scst_bleu_weight: float = 0.0  # reward = (1 - w) CIDEr-D + w BLEU-4
-    scst_learning_rate: float = 5e-6  # M2's constant SCST rate
+    scst_bleu_weight: Weight = 0.0  # reward = (1 - w) CIDEr-D + w BLEU-4
+    scst_learning_rate: NonNegative = 5e-6  # M2's constant SCST rate
 
     # A run directory (tfcaption's, or a converted M2 checkpoint's) whose model, vocabulary and best weights
     # a new run starts from (fine-tuning); "" = the model config and fresh (or pretrained-backbone) weights.
@@ -115,30 +125,43 @@ class TrainConfig:
     # ends after its epochs, or after early_stopping_patience epochs without a better validation CIDEr-D
     # (the last phase's end is early stopping); the next starts from the best weights so far with a fresh
     # optimizer, as M2 switches from XE to SCST.
-    phases: list = dataclasses.field(default_factory=list)
+    phases: list = dataclasses.field(default_factory=list)  # of dicts, each checked by _check_phase
 
     def __post_init__(self):
-        check_choice("train.task", self.task, ("xe", "scst"))
-        check_choice("train.scst_sampling", self.scst_sampling, ("beam", "multinomial", "greedy_baseline"))
-        if self.captions_per_image < 1 or self.captions_per_image > self.batch_size:
-            raise ValueError(f"train.captions_per_image must be between 1 and train.batch_size ({self.batch_size}), "
-                             f"got {self.captions_per_image}.")
-        if self.time_budget_minutes < 0:
-            raise ValueError(f"train.time_budget_minutes must be >= 0 (0 = no budget), got {self.time_budget_minutes}.")
-        self.phases = [dict(phase) for phase in self.phases]
+        check_fields(self, self.PATH)
+        _check_captions_per_image(self.PATH, self.captions_per_image, self.batch_size)
         if self.time_budget_minutes and len(self.phases) > 1:
-            raise ValueError("train.time_budget_minutes sizes a run of one phase; this one has "
-                             f"{len(self.phases)} (train.phases): give each phase its epochs instead.")
-        for number, phase in enumerate(self.phases, 1):
-            unknown = sorted(set(phase) - set(PHASE_FIELDS))
-            if unknown:
-                raise ValueError(f"train.phases[{number - 1}] sets {', '.join(unknown)}, which a phase cannot "
-                                 f"change (phase fields: {', '.join(PHASE_FIELDS)}).")
+            raise ConfigError("train.time_budget_minutes sizes a run of one phase; this one has "
+                              f"{len(self.phases)} (train.phases): give each phase its epochs instead.")
+        self.phases = [self._check_phase(index, phase) for index, phase in enumerate(self.phases)]
+
+    def _check_phase(self, index, phase):
+        """A phase's fields, each checked as this section's field of that name, and the phase as a whole."""
+        where = f"{self.PATH}.phases[{index}]"
+        if not isinstance(phase, dict):
+            raise ConfigError(f"{where} must be an object of phase fields, e.g. "
+                              f"{{\"task\": \"scst\", \"epochs\": 10}}, "
+                              f"got {shown(phase)}.")
+        unknown = sorted(set(phase) - set(PHASE_FIELDS))
+        if unknown:
+            raise ConfigError(f"{where} sets {', '.join(map(str, unknown))}, which a phase cannot change "
+                              f"(phase fields: {', '.join(PHASE_FIELDS)}).")
+        types = field_types(TrainConfig)
+        phase = {name: check(f"{where}.{name}", types[name], value) for name, value in phase.items()}
+        _check_captions_per_image(where, phase.get("captions_per_image", self.captions_per_image),
+                                  phase.get("batch_size", self.batch_size))
+        return phase
 
     def phase_configs(self):
         """One TrainConfig per phase (its fields over this section's), in the order they run."""
         return [dataclasses.replace(self, phases=[], **phase) for phase in self.phases] or [
             dataclasses.replace(self, phases=[])]
+
+
+def _check_captions_per_image(path, captions_per_image, batch_size):
+    if captions_per_image > batch_size:
+        raise ConfigError(f"{path}.captions_per_image must be between 1 and the batch size ({batch_size}), "
+                          f"got {captions_per_image}.")
 
 
 # What a phase of `train.phases` may set; the rest (run directory, seed, strategy, checkpoints) is the run's.
@@ -153,23 +176,30 @@ PHASE_FIELDS = (
 class DecodeConfig:
     """Captioning for evaluation (validation always decodes greedily)."""
 
-    beam_size: int = 3
-    batch_size: int = 100
-    eval_splits: tuple = ("test", "novel")
+    PATH = "decode"
+
+    beam_size: PositiveInt = 3
+    batch_size: PositiveInt = 100
+    eval_splits: tuple[str, ...] = ("test", "novel")
     java: bool = True  # PTB tokenisation and METEOR through Java when it is installed; False: Python only, no METEOR
 
     def __post_init__(self):
-        self.eval_splits = tuple(self.eval_splits)
+        check_fields(self, self.PATH)
 
 
 @dataclasses.dataclass
 class ExportConfig:
     """The SavedModel written at the end of a run (its pixel limit: `tfcaption-export --max-pixels`)."""
 
+    PATH = "export"
+
     enabled: bool = True
     root: str = "savedmodel"
     model_name: str = ""  # "" = shapes_m2_small for shapes, else the run directory's name
-    beam_size: int = 3
+    beam_size: PositiveInt = 3
+
+    def __post_init__(self):
+        check_fields(self, self.PATH)
 
 
 def default_output_dir(data_spec, preset):
@@ -180,20 +210,6 @@ def default_output_dir(data_spec, preset):
     name = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._-") or "data"
     return os.path.join("runs", f"{name}-{preset}")
 
-
-# What a preset's paper fixes beyond the model (model presets: tfcaption.models.config.PRESETS).
-# Springenberg et al. 2018: Adam at 3e-4, captions up to 14 words.
-# M2 (Cornia et al. 2020, their train.py): batches of 50, the noam schedule with 10,000 warm-up steps, XE
-# until validation CIDEr-D has not improved for 5 epochs, then SCST at a constant 5e-6 from the best XE
-# weights until it has not improved for 5 epochs (train.epochs, 100 here, is only a cap on each phase).
-_M2_RUN = {"train": {"batch_size": 50, "learning_rate_schedule": "noam", "warmup_steps": 10000, "epochs": 100,
-                     "early_stopping_patience": 5, "scst_learning_rate": 5e-6,
-                     "phases": [{"task": "xe"}, {"task": "scst"}]}}
-PRESET_RUN_SETTINGS = {
-    "spatial_attention": {"train": {"learning_rate_schedule": "constant", "learning_rate": 3e-4, "warmup_steps": 0},
-                          "data": {"max_caption_words": 14}},
-    **{name: _M2_RUN for name in ("m2", "m2_regions", "m2_reference", "vit_m2")},
-}
 
 SECTIONS = {"model": CaptionerConfig, "data": DataConfig, "train": TrainConfig, "decode": DecodeConfig,
             "export": ExportConfig}
@@ -239,26 +255,48 @@ class RunConfig:
     @classmethod
     def from_dict(cls, values):
         """A RunConfig from its dict; unknown sections or fields are errors naming them."""
-        unknown = sorted(set(values) - set(SECTIONS) - {"serving"})  # exports add a "serving" section
+        if not isinstance(values, dict):
+            raise ConfigError(f"A run config must be an object with sections ({', '.join(SECTIONS)}), "
+                              f"got {shown(values)}.")
+        unknown = sorted(set(map(str, values)) - set(SECTIONS) - {"serving"})  # exports add a "serving" section
         if unknown:
-            raise ValueError(f"Unknown config sections: {', '.join(unknown)} (sections: {', '.join(SECTIONS)}).")
-        sections = {name: dict(values.get(name) or {}) for name in SECTIONS}
+            raise ConfigError(f"Unknown config sections: {', '.join(unknown)} (sections: {', '.join(SECTIONS)}).")
+        sections = {}
+        for name in SECTIONS:
+            section = values.get(name) or {}
+            if not isinstance(section, dict):
+                raise ConfigError(f"{name} must be an object of {SECTIONS[name].__name__} fields, "
+                                  f"got {shown(section)}.")
+            sections[name] = dict(section)
         for old, (section, field) in LEGACY_TRAIN_FIELDS.items():
             if old in sections["train"]:
                 sections[section].setdefault(field, sections["train"].pop(old))
         # The model section reads its own older (flat) layout; the others are plain dataclasses.
         return cls(**{name: CaptionerConfig.from_dict(fields) if name == "model"
-                      else dataclass_from_dict(SECTIONS[name], fields) for name, fields in sections.items()})
+                      else section_from_dict(SECTIONS[name], fields, name) for name, fields in sections.items()})
+
+    def __post_init__(self):
+        """Sections given as dicts are built (and checked); anything else is a one-line error."""
+        for name, section_class in SECTIONS.items():
+            value = getattr(self, name)
+            if isinstance(value, section_class):
+                continue
+            if name == "model" and isinstance(value, dict):
+                value = CaptionerConfig.from_dict(value)
+            else:
+                value = section_from_dict(section_class, value, name)
+            setattr(self, name, value)
 
     def replace(self, **sections):
         return dataclasses.replace(self, **sections)
 
     @classmethod
     def from_preset(cls, name):
-        """The defaults with the model preset `name`, the training and data settings its paper fixes, and
-        its own run directory (`default_output_dir`), so two presets never share a run."""
-        config = cls.from_dict({"model": CaptionerConfig.from_preset(name).to_dict(),
-                                **PRESET_RUN_SETTINGS.get(name, {})})
+        """The defaults with preset `name`'s model, the run settings its paper fixes (both from the presets table,
+        `tfcaption.models.presets`), and its own run directory (`default_output_dir`), so two presets never
+        share a run."""
+        run_settings = get_preset(name).run_fields()
+        config = cls.from_dict({"model": CaptionerConfig.from_preset(name).to_dict(), **run_settings})
         config.train.output_dir = default_output_dir(config.data.spec, name)
         return config
 
@@ -292,7 +330,16 @@ class RunConfig:
                 import yaml
             except ImportError as error:
                 raise ImportError(f"Reading {path} needs PyYAML: pip install pyyaml (or use JSON).") from error
-            values = yaml.safe_load(text) or {}
+            try:
+                values = yaml.safe_load(text) or {}
+            except yaml.YAMLError as error:
+                raise ConfigError(f"{path} is not valid YAML: {' '.join(str(error).split())}") from None
         else:
-            values = json.loads(text)
-        return cls.from_dict(values)
+            try:
+                values = json.loads(text)
+            except json.JSONDecodeError as error:
+                raise ConfigError(f"{path} is not valid JSON: {error}.") from None
+        try:
+            return cls.from_dict(values)
+        except ConfigError as error:
+            raise ConfigError(f"{path}: {error}") from None

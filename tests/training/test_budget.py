@@ -34,7 +34,7 @@ def test_a_budget_already_spent_when_measured_shares_out_the_steps_done():
 def test_the_budget_must_be_non_negative_and_for_one_phase():
     from tfcaption.config import TrainConfig
 
-    with pytest.raises(ValueError, match="time_budget_minutes must be >= 0"):
+    with pytest.raises(ValueError, match="train.time_budget_minutes must be a number >= 0, got -1"):
         TrainConfig(time_budget_minutes=-1)
     with pytest.raises(ValueError, match="sizes a run of one phase"):
         TrainConfig(time_budget_minutes=5, phases=[{"task": "xe"}, {"task": "scst"}])

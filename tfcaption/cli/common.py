@@ -76,12 +76,19 @@ def one_line_errors(program):
     return decorate
 
 
-def parse_value(text):
-    """A `--set` value: JSON when it parses (numbers, booleans, lists), else the raw string."""
+def parse_value(text, annotation=None):
+    """A `--set` value: JSON when it parses (numbers, booleans, lists), else the raw string.
+
+    For a string field (`annotation` str) the text is the value as written unless it is a quoted JSON
+    string, so `--set export.model_name=2024` names the export "2024" rather than failing as a number.
+    """
     try:
-        return json.loads(text)
+        value = json.loads(text)
     except json.JSONDecodeError:
         return text
+    if annotation is str and not isinstance(value, str):
+        return text
+    return value
 
 
 def apply_overrides(run_config, assignments):
@@ -92,7 +99,9 @@ def apply_overrides(run_config, assignments):
     or a whole part as JSON: `model.decoder={"type": "transformer", "num_layers": 2}`). Old names go where
     the field lives now: flat train fields (`train.max_caption_words`, ...; `config.LEGACY_TRAIN_FIELDS`)
     and flat model fields (`model.num_encoder_layers`, `model.image_size`, ...;
-    `models.config.LEGACY_FIELDS`). All changes are applied together, so fields checked against each
+    `models.config.LEGACY_FIELDS`). Setting a part's `type` to another kind starts that part from the kind's
+    defaults (`model.image_encoder.type=vit`; `model.decoder.type=transformer` keeps `num_layers`, one kind). A string field takes the text as written
+    (`export.model_name=2024`). All changes are applied together, so fields checked against each
     other (hidden_dim = num_heads * key_dim) can change in one go.
     """
     import dataclasses
@@ -103,12 +112,11 @@ def apply_overrides(run_config, assignments):
     values = run_config.to_dict()
     for assignment in assignments or ():
         if isinstance(assignment, tuple):
-            key, value = assignment
+            key, value, text = *assignment, None
         else:
             key, sep, text = assignment.partition("=")
             if not sep:
                 raise ValueError(f"--set expects FIELD=VALUE, got {assignment!r}.")
-            value = parse_value(text)
         path = key.split(".")
         if len(path) == 1:  # a bare field: the section that has it
             owners = [name for name in SECTIONS if path[0] in {f.name for f in dataclasses.fields(SECTIONS[name])}]
@@ -119,11 +127,12 @@ def apply_overrides(run_config, assignments):
         if section == "model" and field in LEGACY_FIELDS and len(path) == 2:
             known = True  # moved into its part by CaptionerConfig.from_dict
         if section == "model" and field in PART_TYPES and len(path) == 3:
-            part = values["model"][field]
-            kind = PART_TYPES[field].get(part.get("type"))
+            kind = _part_kind(values, field)
             known = kind is not None and path[2] in {f.name for f in dataclasses.fields(kind)}
         if not known or len(path) > (3 if section == "model" and field in PART_TYPES else 2):
             raise ValueError(f"Unknown config field {key!r} (see config.json of any run for the field names).")
+        if text is not None:
+            value = parse_value(text, _annotation(values, path))
         target = values
         for name in path[:-1]:
             target = target[name]
@@ -131,8 +140,36 @@ def apply_overrides(run_config, assignments):
             part, part_field = LEGACY_FIELDS[field]
             values["model"][part][part_field] = value  # the newest assignment wins over the part's value
             continue
+        if len(path) == 3 and path[2] == "type" and isinstance(value, str):
+            kinds = PART_TYPES[field]
+            if kinds.get(value, value) is not kinds.get(target.get("type")):
+                target.clear()  # a part of another kind starts from its defaults, as in CaptionerConfig.from_preset
         target[path[-1]] = value
-    updated = RunConfig.from_dict(values)
+    updated = RunConfig.from_dict(values)  # every field checked: a wrong value is one line naming it
     for name in SECTIONS:
         setattr(run_config, name, getattr(updated, name))
     return run_config
+
+
+def _annotation(values, path):
+    """The annotation of the config field at `path` (section, field[, part field]), or None."""
+    from tfcaption.config import SECTIONS
+    from tfcaption.config_fields import field_types
+    from tfcaption.models.config import LEGACY_FIELDS, PART_TYPES
+
+    section, field = path[:2]
+    if section == "model" and len(path) == 2 and field in LEGACY_FIELDS:
+        path = ["model", *LEGACY_FIELDS[field]]
+        field = path[1]
+    if section == "model" and field in PART_TYPES and len(path) == 3:
+        kind = _part_kind(values, field)
+        return field_types(kind).get(path[2]) if kind else None
+    return field_types(SECTIONS[section]).get(field)
+
+
+def _part_kind(values, part):
+    """The config dataclass of model part `part` as `values` hold it now, or None (not a part of a known type)."""
+    from tfcaption.models.config import PART_TYPES
+
+    kind = values["model"][part].get("type") if isinstance(values["model"][part], dict) else None
+    return PART_TYPES[part].get(kind) if isinstance(kind, str) else None

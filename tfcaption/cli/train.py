@@ -15,14 +15,17 @@ def build_parser():
         prog=PROGRAM,
         description="Train a transformer captioner (M2, CPTR, spatial self-attention; from raw pixels or region "
         "features), evaluate it and export it. With no arguments: the built-in shapes dataset, the CPU-sized "
-        "'small' preset.",
+        "'small' preset (--list-presets shows every preset).",
     )
     parser.add_argument("--config", help="run config (JSON or YAML) with model, data, train, decode and export "
                         "sections")
-    from tfcaption.models.config import PRESETS
+    from tfcaption.models.presets import DEFAULT_PRESET, PRESETS
 
     parser.add_argument("--preset", default=None, choices=sorted(PRESETS),
-                        help="model preset (default small); see the README's presets table")
+                        help=f"model preset and the run settings its paper fixes (default {DEFAULT_PRESET}); "
+                        "--list-presets shows them")
+    parser.add_argument("--list-presets", action="store_true",
+                        help="print the presets (input, parameters, paper, description, run settings) and exit")
     parser.add_argument("--data", help="dataset spec: shapes (default), a directory made by tfcaption-prepare, or a "
                         "source (coco:ROOT, karpathy:FILE.json?images=DIR, tfds:coco_captions, folder:DIR, "
                         "features:FILE.hdf5?captions=dataset_coco.json for region-feature presets), prepared once "
@@ -58,12 +61,13 @@ def resolve_config(args):
     """Preset/config file, then flags, then the run to resume (`tfcaption.training.recipe.resolve_run`)."""
     from tfcaption.config import RunConfig, default_output_dir
     from tfcaption.models.config import CaptionerConfig
+    from tfcaption.models.presets import DEFAULT_PRESET
     from tfcaption.training.recipe import resolve_run
 
     if args.config:
         run_config = RunConfig.load(args.config)
     else:
-        run_config = RunConfig.from_preset(args.preset or "small")
+        run_config = RunConfig.from_preset(args.preset or DEFAULT_PRESET)
     if args.preset and args.config:
         run_config.model = CaptionerConfig.from_preset(args.preset)
     flags = {
@@ -76,13 +80,14 @@ def resolve_config(args):
         run_config.train.phases = []
     apply_overrides(run_config, [(key, value) for key, value in flags.items() if value is not None] + args.set)
     if not args.config:  # each preset its own run and SavedModel, so another --preset never resumes this one
-        preset = args.preset or "small"
+        preset = args.preset or DEFAULT_PRESET
         if not (args.output_dir or _sets(args, "train.output_dir")):
             run_config.train.output_dir = default_output_dir(run_config.data.spec, preset)
             if run_config.train.init_from:  # a fine-tuned run never resumes (or overwrites) its start
                 name = os.path.basename(os.path.normpath(run_config.train.init_from))
                 run_config.train.output_dir += f"-from-{name}"
-        if preset != "small" and run_config.data.spec == "shapes" and not _sets(args, "export.model_name"):
+        # the default preset's shapes export keeps its first name (RunConfig.export_name: shapes_m2_small)
+        if preset != DEFAULT_PRESET and run_config.data.spec == "shapes" and not _sets(args, "export.model_name"):
             run_config.export.model_name = f"shapes_{preset}"
     return resolve_run(run_config)
 
@@ -90,6 +95,11 @@ def resolve_config(args):
 @one_line_errors(PROGRAM)
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    if args.list_presets:  # plain data: no TensorFlow
+        from tfcaption.models.presets import format_presets
+
+        print(format_presets())
+        return 0
     quiet_tensorflow()
 
     from tfcaption.training.interruption import TrainingInterrupted

@@ -1,4 +1,4 @@
-"""Model configuration as data: the shared sizes plus one nested section per part, and named presets.
+"""Model configuration as data: the shared sizes plus one nested section per part (named presets: presets.py).
 
 ```
 CaptionerConfig
@@ -17,19 +17,20 @@ preset. Configs written before the parts existed (one flat section: `image_input
 import dataclasses
 import json
 
+from tfcaption.config_fields import (Annotated, ConfigError, Count, Fraction, Literal, Positive, PositiveInt, Range,
+                                     check_fields, section_from_dict, shown)
+from tfcaption.models.presets import PRESETS, get_preset  # noqa: F401 (PRESETS re-exported: the presets table)
 
-def dataclass_from_dict(cls, values):
+
+def dataclass_from_dict(cls, values, path=None):
     """`cls(**values)`, refusing unknown fields by name (a typo in a config file must not pass silently)."""
-    unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
-    if unknown:
-        raise ValueError(f"Unknown {cls.__name__} fields: {', '.join(unknown)}.")
-    return cls(**values)
+    return section_from_dict(cls, values, path or getattr(cls, "PATH", cls.__name__))
 
 
 def check_choice(name, value, choices):
     """A one-line ValueError naming the field when `value` is not one of `choices`."""
     if value not in choices:
-        raise ValueError(f"{name} must be {' or '.join(repr(c) for c in choices)}, got {value!r}.")
+        raise ConfigError(f"{name} must be {' or '.join(repr(c) for c in choices)}, got {value!r}.")
 
 
 def _plain(values):
@@ -38,6 +39,8 @@ def _plain(values):
 
 
 # ---- image encoders ----------------------------------------------------------------------------
+
+POSITIONS = Literal["learned", "sinusoid_2d"]
 
 
 @dataclasses.dataclass
@@ -48,46 +51,47 @@ class PatchesConfig:
     the CNN-grid encoder of Springenberg et al. (use `positions="sinusoid_2d"` there).
     """
 
-    type: str = "patches"
-    image_size: int = 224
-    patch_size: int = 16  # in input pixels
-    stem_filters: tuple = ()  # channels of stride-2 conv layers before patching; () = linear patches only
-    positions: str = "learned"  # "learned" (ViT) or "sinusoid_2d" (fixed, half the channels per axis)
+    PATH = "model.image_encoder"
+
+    type: Literal["patches"] = "patches"
+    image_size: PositiveInt = 224
+    patch_size: PositiveInt = 16  # in input pixels
+    stem_filters: tuple[PositiveInt, ...] = ()  # channels of stride-2 conv layers before patching; () = none
+    positions: POSITIONS = "learned"  # "learned" (ViT) or "sinusoid_2d" (fixed, half the channels per axis)
 
     def __post_init__(self):
-        self.stem_filters = tuple(int(f) for f in self.stem_filters)
+        check_fields(self, self.PATH)
         stride = 2 ** len(self.stem_filters)
         if self.image_size % self.patch_size:
-            raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}.")
+            raise ConfigError(f"model.image_encoder.image_size {self.image_size} is not a multiple of "
+                              f"model.image_encoder.patch_size {self.patch_size}.")
         if self.patch_size % stride:
-            raise ValueError(f"patch_size {self.patch_size} is not a multiple of the conv stem's stride {stride}.")
-        check_choice("image_encoder.positions", self.positions, ("learned", "sinusoid_2d"))
+            raise ConfigError(f"model.image_encoder.patch_size {self.patch_size} is not a multiple of the conv "
+                              f"stem's stride {stride} (2 ** len(stem_filters)).")
 
 
 @dataclasses.dataclass
 class RegionsConfig:
     """Precomputed region features (B, R, feature_dim), all-zero rows = padding; M2's input projection."""
 
-    type: str = "regions"
-    feature_dim: int = 2048
-    padding_mask: str = "corrected"  # or "released": nothing masked, as the authors' code runs
+    PATH = "model.image_encoder"
+
+    type: Literal["regions"] = "regions"
+    feature_dim: PositiveInt = 2048
+    padding_mask: Literal["corrected", "released"] = "corrected"  # "released": nothing masked (the authors' code)
 
     def __post_init__(self):
-        check_choice("image_encoder.padding_mask", self.padding_mask, ("corrected", "released"))
+        check_fields(self, self.PATH)
 
 
-BACKBONE_TRAINING = ("all", "last_n", "frozen")  # as tfcaption.layers.image_encoder.BACKBONE_TRAINING
+BACKBONE_TRAINING = Literal["all", "last_n", "frozen"]  # as tfcaption.layers.image_encoder.BACKBONE_TRAINING
 
 
 def _check_backbone_training(part):
-    """The fields every pretrained backbone shares: how much of it trains, and how fast."""
-    kind = part.type
-    check_choice(f"image_encoder.train_backbone ({kind})", part.train_backbone, BACKBONE_TRAINING)
+    """The fields every pretrained backbone shares: how much of it trains (types checked by the annotations)."""
     if part.train_backbone == "last_n" and part.trainable_blocks < 1:
-        raise ValueError(f"image_encoder.train_backbone='last_n' needs image_encoder.trainable_blocks >= 1, "
-                         f"got {part.trainable_blocks}.")
-    if part.backbone_lr_multiplier <= 0:
-        raise ValueError(f"image_encoder.backbone_lr_multiplier must be > 0, got {part.backbone_lr_multiplier}.")
+        raise ConfigError(f"model.image_encoder.train_backbone='last_n' needs model.image_encoder.trainable_blocks "
+                          f">= 1, got {part.trainable_blocks}.")
 
 
 VIT_SIZES = ("patch_size", "width", "num_heads", "num_layers", "mlp_dim")
@@ -105,37 +109,40 @@ class VitConfig:
     Tokens: the class token, then the patch grid row by row.
     """
 
-    type: str = "vit"
+    PATH = "model.image_encoder"
+
+    type: Literal["vit"] = "vit"
     architecture: str = "vit_b16"
-    image_size: int = 224
-    patch_size: int = 0
-    width: int = 0
-    num_heads: int = 0
-    num_layers: int = 0
-    mlp_dim: int = 0
-    gelu: str = "tanh"  # "tanh" (what Google's checkpoints were trained with) or "erf" (exact; vit-keras)
-    dropout: float = 0.0
+    image_size: PositiveInt = 224
+    patch_size: Count = 0  # each size 0 = the architecture's
+    width: Count = 0
+    num_heads: Count = 0
+    num_layers: Count = 0
+    mlp_dim: Count = 0
+    gelu: Literal["tanh", "erf"] = "tanh"  # "tanh" (what Google's checkpoints were trained with), "erf" (exact)
+    dropout: Fraction = 0.0
     weights: str = ""  # "" = random initialisation
-    train_backbone: str = "all"  # "all" | "last_n" (the last `trainable_blocks` blocks) | "frozen"
-    trainable_blocks: int = 0
-    backbone_lr_multiplier: float = 1.0  # the backbone's learning rate = this x the schedule's
+    train_backbone: BACKBONE_TRAINING = "all"  # "all" | "last_n" (the last `trainable_blocks` blocks) | "frozen"
+    trainable_blocks: Count = 0
+    backbone_lr_multiplier: Positive = 1.0  # the backbone's learning rate = this x the schedule's
 
     def __post_init__(self):
         from tfcaption.models.vit import ARCHITECTURES  # numbers only; the layer is built elsewhere
 
+        check_fields(self, self.PATH)
         if self.architecture not in ARCHITECTURES and not all(getattr(self, f) for f in VIT_SIZES):
-            raise ValueError(f"image_encoder.architecture {self.architecture!r} is not one of "
-                             f"{', '.join(ARCHITECTURES)}; name one or set every size ({', '.join(VIT_SIZES)}).")
-        check_choice("image_encoder.gelu", self.gelu, ("tanh", "erf"))
+            raise ConfigError(f"model.image_encoder.architecture {self.architecture!r} is not one of "
+                              f"{', '.join(ARCHITECTURES)}; name one or set every size ({', '.join(VIT_SIZES)}).")
         sizes = self.sizes()
         if self.image_size % sizes["patch_size"]:
-            raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {sizes['patch_size']}.")
+            raise ConfigError(f"model.image_encoder.image_size {self.image_size} is not a multiple of patch_size "
+                              f"{sizes['patch_size']}.")
         if sizes["width"] % sizes["num_heads"]:
-            raise ValueError(f"image_encoder.width {sizes['width']} is not a multiple of num_heads "
-                             f"{sizes['num_heads']}.")
+            raise ConfigError(f"model.image_encoder.width {sizes['width']} is not a multiple of num_heads "
+                              f"{sizes['num_heads']}.")
         if self.train_backbone == "last_n" and self.trainable_blocks > sizes["num_layers"]:
-            raise ValueError(f"image_encoder.trainable_blocks {self.trainable_blocks} > the backbone's "
-                             f"{sizes['num_layers']} blocks.")
+            raise ConfigError(f"model.image_encoder.trainable_blocks {self.trainable_blocks} > the backbone's "
+                              f"{sizes['num_layers']} blocks.")
         _check_backbone_training(self)
 
     def sizes(self):
@@ -161,21 +168,20 @@ class CnnConfig:
     "imagenet" (Keras's own download and cache, ~/.keras/models), or a local weights file.
     """
 
-    type: str = "cnn"
-    backbone: str = "resnet50"
+    PATH = "model.image_encoder"
+
+    type: Literal["cnn"] = "cnn"
+    backbone: Literal[CNN_BACKBONES] = "resnet50"
     layer: str = ""
-    image_size: int = 224
-    positions: str = "sinusoid_2d"  # or "learned"
+    image_size: Annotated[int, Range(32)] = 224  # the keras.applications CNNs' minimum
+    positions: POSITIONS = "sinusoid_2d"
     weights: str = ""
-    train_backbone: str = "all"
-    trainable_blocks: int = 0
-    backbone_lr_multiplier: float = 1.0
+    train_backbone: BACKBONE_TRAINING = "all"
+    trainable_blocks: Count = 0
+    backbone_lr_multiplier: Positive = 1.0
 
     def __post_init__(self):
-        check_choice("image_encoder.backbone", self.backbone, CNN_BACKBONES)
-        check_choice("image_encoder.positions", self.positions, ("learned", "sinusoid_2d"))
-        if self.image_size < 32:
-            raise ValueError(f"image_encoder.image_size {self.image_size} is below the CNNs' 32 px minimum.")
+        check_fields(self, self.PATH)
         _check_backbone_training(self)
 
 
@@ -191,17 +197,16 @@ class EncoderConfig:
     """The memory-augmented encoder: `memory_slots=0` is a plain transformer encoder, 0 layers passes the
     image tokens straight to the decoder (CPTR, where the image encoder is the transformer)."""
 
-    type: str = "memory"
-    num_layers: int = 3
-    memory_slots: int = 40
-    memory_init: str = "paper"  # or "released": Glorot-uniform as the authors' code executes
-    scale: str = "sqrt_dk"  # "sqrt_dk" (Vaswani; M2) or "sqrt_len_plus_dk" (Springenberg et al., eq. 2)
+    PATH = "model.encoder"
+
+    type: Literal["memory"] = "memory"
+    num_layers: Count = 3
+    memory_slots: Count = 40
+    memory_init: Literal["paper", "released"] = "paper"  # "released": Glorot-uniform as the authors' code runs
+    scale: Literal["sqrt_dk", "sqrt_len_plus_dk"] = "sqrt_dk"  # Vaswani's (M2's) or Springenberg et al.'s eq. 2
 
     def __post_init__(self):
-        if self.num_layers < 0 or self.memory_slots < 0:
-            raise ValueError("encoder.num_layers and encoder.memory_slots must be >= 0.")
-        check_choice("encoder.memory_init", self.memory_init, ("paper", "released"))
-        check_choice("encoder.scale", self.scale, ("sqrt_dk", "sqrt_len_plus_dk"))
+        check_fields(self, self.PATH)
 
     @property
     def num_levels(self):
@@ -214,12 +219,13 @@ class DecoderConfig:
     """`meshed`: M2's meshed cross-attention over every encoder level with learned gates;
     `transformer`: Vaswani's decoder, cross-attention to the last encoder level only (CPTR, Springenberg)."""
 
-    type: str = "meshed"
-    num_layers: int = 3
+    PATH = "model.decoder"
+
+    type: Literal["meshed", "transformer"] = "meshed"
+    num_layers: PositiveInt = 3
 
     def __post_init__(self):
-        if self.num_layers < 1:
-            raise ValueError(f"decoder.num_layers must be >= 1, got {self.num_layers}.")
+        check_fields(self, self.PATH)
 
 
 ENCODER_TYPES = {"memory": EncoderConfig}
@@ -229,14 +235,17 @@ PART_TYPES = {"image_encoder": IMAGE_ENCODER_TYPES, "encoder": ENCODER_TYPES, "d
 
 def part_from_dict(part, values):
     """The dataclass of one part section from its dict (or an existing dataclass), chosen by `type`."""
-    if dataclasses.is_dataclass(values):
+    if dataclasses.is_dataclass(values) and not isinstance(values, type):
         values = dataclasses.asdict(values)
-    values = dict(values)
     types = PART_TYPES[part]
+    if not isinstance(values, dict):
+        raise ConfigError(f"model.{part} must be an object with a \"type\" ({', '.join(map(repr, types))}) and "
+                          f"its fields, got {shown(values)}.")
+    values = dict(values)
     kind = values.setdefault("type", next(iter(types)))
-    if kind not in types:
-        raise ValueError(f"Unknown model.{part}.type {kind!r}; choose one of: {', '.join(types)}.")
-    return dataclass_from_dict(types[kind], values)
+    if not isinstance(kind, str) or kind not in types:
+        raise ConfigError(f"model.{part}.type must be one of {', '.join(map(repr, types))}, got {shown(kind)}.")
+    return dataclass_from_dict(types[kind], values, f"model.{part}")
 
 
 # ---- configs written before the parts existed ----------------------------------------------------
@@ -260,13 +269,23 @@ def _from_legacy(values, default_kind="patches"):
 
     `default_kind`: the image encoder type the flat fields are checked against when `values` names none.
     """
+    if not isinstance(values, dict):
+        raise ConfigError(f"model must be an object of CaptionerConfig fields, got {shown(values)}.")
     values = dict(values)
     image_input = values.pop("image_input", None)
-    parts = {name: dict(values.pop(name, None) or {}) for name in PART_TYPES}
+    parts = {name: values.pop(name, None) or {} for name in PART_TYPES}
+    for name, part in parts.items():
+        if dataclasses.is_dataclass(part) and not isinstance(part, type):
+            part = dataclasses.asdict(part)
+        if not isinstance(part, dict):  # part_from_dict's one-line error, without the legacy fields' merge
+            raise ConfigError(f"model.{name} must be an object with a \"type\" "
+                              f"({', '.join(map(repr, PART_TYPES[name]))}) and its fields, got {shown(part)}.")
+        parts[name] = dict(part)
     if image_input is not None:
         parts["image_encoder"].setdefault("type", {"pixels": "patches"}.get(image_input, image_input))
     kind = parts["image_encoder"].get("type", default_kind)
-    accepted = {f.name for f in dataclasses.fields(IMAGE_ENCODER_TYPES.get(kind, PatchesConfig))}
+    kind_class = IMAGE_ENCODER_TYPES.get(kind, PatchesConfig) if isinstance(kind, str) else PatchesConfig
+    accepted = {f.name for f in dataclasses.fields(kind_class)}
     for old, (part, field) in LEGACY_FIELDS.items():
         if old not in values:
             continue
@@ -286,37 +305,41 @@ def _from_legacy(values, default_kind="patches"):
 class CaptionerConfig:
     """Everything needed to rebuild a `Captioner`; saved with every checkpoint and export.
 
-    Defaults are the paper's M2 sizes on ViT-B/16-sized patches; `PRESETS` holds named variants. The
+    Defaults are the paper's M2 sizes on ViT-B/16-sized patches; `tfcaption.models.presets.PRESETS` holds named
+    variants. The
     `padding_mask`, `memory_init`, `layer_norm_epsilon` and `output_bias` fields let one set of layers
     reproduce the authors' released code exactly (`m2_reference`) or train with the corrected
     behaviour (the default).
     """
 
-    vocab_size: int = 0
+    PATH = "model"
+
+    vocab_size: Count = 0
     image_encoder: PatchesConfig = dataclasses.field(default_factory=PatchesConfig)
     encoder: EncoderConfig = dataclasses.field(default_factory=EncoderConfig)
     decoder: DecoderConfig = dataclasses.field(default_factory=DecoderConfig)
-    hidden_dim: int = 512
-    num_heads: int = 8
-    key_dim: int = 64
-    intermediate_dim: int = 2048
-    dropout: float = 0.1
-    max_length: int = 54  # longest token sequence, <bos> included; the position table has max_length + 1 rows
-    layer_norm_epsilon: float = 1e-5
+    hidden_dim: PositiveInt = 512
+    num_heads: PositiveInt = 8
+    key_dim: PositiveInt = 64
+    intermediate_dim: PositiveInt = 2048
+    dropout: Fraction = 0.1
+    max_length: PositiveInt = 54  # longest token sequence, <bos> included; the position table has max_length + 1 rows
+    layer_norm_epsilon: Positive = 1e-5
     output_bias: bool = False
     # "auto": the trainer picks per machine (tfcaption/training/precision.py) and records its choice; a model
     # built from "auto" outside training computes in float32. Or "float32", "mixed_bfloat16", "mixed_float16".
-    dtype_policy: str = "auto"
-    pad_id: int = 1
-    bos_id: int = 2
-    eos_id: int = 3
+    dtype_policy: Literal["auto", "float32", "mixed_bfloat16", "mixed_float16"] = "auto"
+    pad_id: Count = 1
+    bos_id: Count = 2
+    eos_id: Count = 3
 
     def __post_init__(self):
+        check_fields(self, self.PATH)
         for part in PART_TYPES:
             setattr(self, part, part_from_dict(part, getattr(self, part)))
         if self.hidden_dim != self.num_heads * self.key_dim:
-            raise ValueError(f"hidden_dim {self.hidden_dim} must equal num_heads * key_dim "
-                             f"({self.num_heads} * {self.key_dim}).")
+            raise ConfigError(f"model.hidden_dim {self.hidden_dim} must equal model.num_heads * model.key_dim "
+                              f"({self.num_heads} * {self.key_dim}).")
 
     def replace(self, **changes):
         return dataclasses.replace(self, **changes)
@@ -337,10 +360,9 @@ class CaptionerConfig:
 
     @classmethod
     def from_preset(cls, name, **overrides):
-        """A preset, with `overrides` (shared fields, part dicts, or flat legacy fields) applied on top."""
-        if name not in PRESETS:
-            raise ValueError(f"Unknown preset {name!r}; choose one of: {', '.join(sorted(PRESETS))}.")
-        preset = _from_legacy(PRESETS[name])
+        """A preset (`tfcaption.models.presets.PRESETS`), with `overrides` (shared fields, part dicts, or flat legacy
+        fields) applied on top."""
+        preset = _from_legacy(get_preset(name).model_fields())
         changes = _from_legacy(overrides, preset["image_encoder"].get("type", "patches"))
         for part in PART_TYPES:
             given = changes.get(part, {})
@@ -350,67 +372,6 @@ class CaptionerConfig:
         return cls.from_dict({**preset, **changes})
 
 
-# Sizes: M2 from Cornia et al. 2020 (d 512, 8 heads, 3 + 3 layers, 40 memory slots, d_ff 2048); the
-# `*_small` presets are the CPU sizes for the built-in shapes dataset (96 px, d 128, 2-3 layers), with
-# each paper's structure: CPTR (Liu et al. 2021) a plain encoder on patches and a plain decoder;
-# Springenberg et al. 2018 a CNN feature grid with 2-D sinusoidal positions, self-attention scaled by
-# sqrt(d_len + d_attn), and a plain decoder. No dropout at CPU size: a few epochs on fresh synthetic
-# scenes underfit rather than overfit.
-_SMALL = dict(hidden_dim=128, num_heads=4, key_dim=32, intermediate_dim=512, dropout=0.0, max_length=28)
-
-PRESETS = {
-    # The paper's model on raw pixels (ViT-B/16-sized patches).
-    "m2": dict(),
-    # The paper's model on 50 x 2048 detection features, as released.
-    "m2_regions": dict(image_encoder=dict(type="regions", feature_dim=2048)),
-    # Reproduces the authors' released code bit for bit (for converted checkpoints).
-    "m2_reference": dict(
-        image_encoder=dict(type="regions", feature_dim=2048, padding_mask="released"),
-        encoder=dict(memory_init="released"), max_length=54, output_bias=False,
-    ),
-    # The CPU default for shapes: a conv stem, 36 patches of 16 px, M2's encoder and decoder at d 128.
-    "small": dict(
-        image_encoder=dict(type="patches", image_size=96, patch_size=16, stem_filters=(32, 64)),
-        encoder=dict(num_layers=2, memory_slots=16), decoder=dict(type="meshed", num_layers=2), **_SMALL,
-    ),
-    # CPTR's shape: patches with learned positions, a plain transformer encoder (no memory), a plain
-    # decoder attending to the last encoder layer. The conv stem is the CPU-size stand-in for the
-    # pretrained ViT embedding (the full-size `cptr` preset uses the ViT image encoder).
-    "cptr_small": dict(
-        image_encoder=dict(type="patches", image_size=96, patch_size=16, stem_filters=(32, 64)),
-        encoder=dict(num_layers=3, memory_slots=0), decoder=dict(type="transformer", num_layers=2), **_SMALL,
-    ),
-    # CPTR (Liu et al. 2021): ViT-B/16 at 384 px, its 12 blocks the whole encoder (no visual encoder
-    # layers), a 4-layer transformer decoder at ViT-B's width (d 768, 12 heads) with sinusoidal word positions.
-    "cptr": dict(
-        image_encoder=dict(type="vit", architecture="vit_b16", image_size=384, weights="vit_b16"),
-        encoder=dict(num_layers=0, memory_slots=0), decoder=dict(type="transformer", num_layers=4),
-        hidden_dim=768, num_heads=12, key_dim=64, intermediate_dim=3072, dropout=0.1,
-    ),
-    # Springenberg et al. 2018: VGG's 14 x 14 x 512 grid (block5_conv3 at 224 px) with 2-D sinusoidal
-    # positions, 2 self-attention layers with tau = sqrt(d_len + d_attn), a 4-layer decoder, h 8, d 512,
-    # d_ff 1024, dropout 0.1 (their Adam lr 3e-4 and 14-word captions: tfcaption.config.PRESET_RUN_SETTINGS).
-    "spatial_attention": dict(
-        image_encoder=dict(type="cnn", backbone="vgg16", image_size=224, positions="sinusoid_2d", weights="imagenet"),
-        encoder=dict(num_layers=2, memory_slots=0, scale="sqrt_len_plus_dk"),
-        decoder=dict(type="transformer", num_layers=4),
-        hidden_dim=512, num_heads=8, key_dim=64, intermediate_dim=1024, dropout=0.1,
-    ),
-    # ViT-B/16 tokens at 224 px (197: class token + 14 x 14) projected to d 512, into M2's memory-augmented
-    # encoder (3 layers, 40 slots) and meshed decoder at the paper's sizes.
-    "vit_m2": dict(image_encoder=dict(type="vit", architecture="vit_b16", image_size=224, weights="vit_b16")),
-    # Springenberg et al.'s shape: the stem's 6 x 6 feature map as the grid (patch_size = the stem's
-    # stride, one token per cell), 2-D sinusoidal positions, two self-attention layers with
-    # tau = sqrt(d_len + d_attn), a plain decoder.
-    "spatial_small": dict(
-        image_encoder=dict(type="patches", image_size=96, patch_size=16, stem_filters=(32, 64, 128, 128),
-                           positions="sinusoid_2d"),
-        encoder=dict(num_layers=2, memory_slots=0, scale="sqrt_len_plus_dk"),
-        decoder=dict(type="transformer", num_layers=2), **_SMALL,
-    ),
-}
-
-
 def preset_input(name):
     """What a preset's model reads: "features" (region presets) or "images"."""
-    return "features" if _from_legacy(PRESETS[name])["image_encoder"].get("type") == "regions" else "images"
+    return get_preset(name).input_kind

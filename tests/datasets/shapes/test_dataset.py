@@ -180,7 +180,7 @@ def test_config_round_trips_has_a_seed_dependent_fingerprint_and_rejects_bad_val
         shapes.ShapesConfig.from_dict({"colour_count": 3})
     with pytest.raises(ValueError, match="min_objects"):
         shapes.ShapesConfig(min_objects=3, max_objects=2)
-    with pytest.raises(ValueError, match="max_objects <= 5"):
+    with pytest.raises(ValueError, match=r"data.options.max_objects must be an integer >= 1 and <= 5, got 6\."):
         shapes.ShapesConfig(max_objects=6)  # Six large objects cannot be placed apart.
     with pytest.raises(ValueError, match="split"):
         list(shapes.generate_split(config, "training"))

@@ -32,6 +32,7 @@ from collections.abc import Iterator
 import numpy as np
 from PIL import Image
 
+from tfcaption.config_fields import Annotated, ConfigError, Count, PositiveInt, Range, check_fields, section_from_dict
 from tfcaption.datasets.shapes import grammar as shapes_grammar
 from tfcaption.datasets.shapes.grammar import COLOURS, SHAPES, SIZES
 
@@ -84,27 +85,23 @@ class ShapesConfig:
         num_shards: TFRecord shards per split.
     """
 
-    image_size: int = 96
-    num_train: int = 10000
-    num_val: int = 500
-    num_test: int = 1000
-    num_novel: int = 500
-    captions_per_image: int = 5
-    min_objects: int = 1
-    max_objects: int = 4
-    seed: int = 0
-    num_shards: int = 4
+    PATH = "data.options"  # where a run config holds these fields
+
+    image_size: Annotated[int, Range(32)] = 96
+    num_train: Count = 10000
+    num_val: Count = 500
+    num_test: Count = 1000
+    num_novel: Count = 500
+    captions_per_image: PositiveInt = 5
+    min_objects: Annotated[int, Range(1, MAX_OBJECTS)] = 1
+    max_objects: Annotated[int, Range(1, MAX_OBJECTS)] = 4
+    seed: Count = 0
+    num_shards: PositiveInt = 4
 
     def __post_init__(self):
-        if self.image_size < 32:
-            raise ValueError(f"image_size must be at least 32, got {self.image_size}.")
-        if not 1 <= self.min_objects <= self.max_objects <= MAX_OBJECTS:
-            raise ValueError(f"Need 1 <= min_objects <= max_objects <= {MAX_OBJECTS}, "
-                             f"got {self.min_objects} and {self.max_objects}.")
-        if self.captions_per_image < 1 or self.num_shards < 1:
-            raise ValueError("captions_per_image and num_shards must be at least 1.")
-        if min(self.num_train, self.num_val, self.num_test, self.num_novel) < 0:
-            raise ValueError("Split sizes cannot be negative.")
+        check_fields(self, self.PATH)
+        if self.min_objects > self.max_objects:
+            raise ConfigError(f"data.options.min_objects {self.min_objects} > max_objects {self.max_objects}.")
 
     def num_images(self, split: str) -> int:
         """How many images `split` holds."""
@@ -116,10 +113,7 @@ class ShapesConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "ShapesConfig":
-        unknown = set(values) - {field.name for field in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"Unknown ShapesConfig fields: {sorted(unknown)}.")
-        return cls(**values)
+        return section_from_dict(cls, values, cls.PATH)
 
     def fingerprint(self) -> str:
         """A short, stable hash of the fields and the generator version."""
