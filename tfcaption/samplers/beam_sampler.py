@@ -99,7 +99,8 @@ class BeamSampler(Sampler):
             history = tf.reshape(state["history"], tf.stack([flat, max_steps]))
             processed = self.process_logits(logits, history, step, eos)
             model_log_probs = utils.split_rows(tf.nn.log_softmax(logits), k)  # (B, k, V)
-            log_probs = utils.split_rows(tf.nn.log_softmax(processed), k)
+            # No control and temperature 1 return the logits themselves: rank by the model's log-probs.
+            log_probs = model_log_probs if processed is logits else utils.split_rows(tf.nn.log_softmax(processed), k)
             finished, scores = state["finished"], state["scores"]
             fill_row = tf.one_hot(fill, vocab, on_value=0.0, off_value=utils.NEG_INF)
             candidates = tf.where(finished[..., None], scores[..., None] + fill_row, scores[..., None] + log_probs)

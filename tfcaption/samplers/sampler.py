@@ -114,7 +114,8 @@ class Sampler:
     # ------------------------------------------------------------------------------------ logit controls
 
     def process_logits(self, logits, history, step, end_token_id):
-        """The logits the rule picks from: the controls, then temperature.
+        """The logits the rule picks from: the controls, then temperature (`logits` itself when no control
+        is set and the temperature is 1).
 
         Args:
             logits: (N, V) float32 raw logits.
