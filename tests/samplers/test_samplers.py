@@ -217,3 +217,25 @@ def test_names_configs_and_objects_give_the_same_sampler():
             samplers.RandomSampler(**bad)
     with pytest.raises(ValueError, match="p must"):
         samplers.TopPSampler(p=1.5)
+
+
+def test_on_a_trained_run_a_seed_repeats_its_captions_and_other_seeds_differ(tiny_run, tiny_shapes):
+    from tfcaption.data.records import read_records
+    from tfcaption.data.pipeline import decode_image
+    from tfcaption.training.run_directory import load_run
+
+    model, _, _ = load_run(tiny_run["run"])
+    size = model.image_encoder.image_size
+    images = tf.stack([decode_image(tf.constant(r["image"]), size)
+                       for r in read_records(tiny_shapes, "test").as_numpy_iterator()])
+
+    def sample(seed):
+        return compiled_generator(model, RandomSampler(seed=seed), STEPS, jit_compile=True)(images)["tokens"].numpy()
+
+    first = sample(1)
+    np.testing.assert_array_equal(first, sample(1))
+    assert not np.array_equal(first, sample(2)) or not np.array_equal(first, sample(3))
+    # Near zero temperature, sampling is the trained model's greedy decoding.
+    cold = compiled_generator(model, RandomSampler(temperature=1e-4, seed=1), STEPS, jit_compile=True)(images)
+    greedy = compiled_generator(model, GreedySampler(), STEPS, jit_compile=True)(images)
+    np.testing.assert_array_equal(cold["tokens"].numpy(), greedy["tokens"].numpy())
