@@ -8,10 +8,13 @@ def add_sampler_arguments(parser):
     """Adds the sampler flags (values are checked by `sampler_from_args`, so a bad one is one line)."""
     group = parser.add_argument_group("decoding", "how captions are decoded (default: the run's beam size)")
     group.add_argument("--sampler", metavar="NAME",
-                       help="greedy, beam (with --beam-size, default 3), random, top_k or top_p; default: top_p with --top-p, "
-                            "top_k with --top-k, random with --temperature or --seed alone, else --beam-size")
-    group.add_argument("--temperature", metavar="T", help="divide the logits by T > 0 (random samplers; beams rank by it)")
-    group.add_argument("--top-k", metavar="K", help="sample among the K most probable words (top_k; a cutoff for top_p)")
+                       help="greedy, beam (with --beam-size, default 3), random, top_k or top_p; default: top_p "
+                            "with --top-p, top_k with --top-k, random with --temperature or --seed alone, "
+                            "else --beam-size")
+    group.add_argument("--temperature", metavar="T",
+                       help="divide the logits by T > 0 (random samplers; beams rank by it)")
+    group.add_argument("--top-k", metavar="K",
+                       help="sample among the K most probable words (top_k; a cutoff for top_p)")
     group.add_argument("--top-p", metavar="P", help="sample from the nucleus of probability P in (0, 1] (top_p)")
     group.add_argument("--seed", metavar="N", help="seed of the random samplers: the same seed, the same captions")
     return parser

@@ -107,7 +107,8 @@ class BeamSampler(Sampler):
             candidates = tf.reshape(candidates, tf.stack([batch_size, k * vocab]))
             lengths = tf.where(finished, state["lengths"], tf.cast(step + 1, tf.float32))  # (B, k)
             if alpha:
-                ranking = candidates / tf.reshape(tf.repeat(tf.pow(lengths, alpha), vocab, axis=1), tf.shape(candidates))
+                norms = tf.repeat(tf.pow(lengths, alpha), vocab, axis=1)  # (B, k * V), beam-major as candidates
+                ranking = candidates / tf.reshape(norms, tf.shape(candidates))
                 _, top_index = tf.math.top_k(ranking, k=k)
                 top_scores = tf.gather(candidates, top_index, batch_dims=1)
             else:
