@@ -275,6 +275,6 @@ def load(path, beam_size=None, sampler=None):
     """Loads a captioner for notebooks and scripts: `tfcaption.load(path).caption(images)`.
 
     `sampler` (run directories): a `tfcaption.samplers.Sampler` or a name, e.g.
-    `tfcaption.load(run, sampler=tfcaption.samplers.TopPSampler(p=0.9, seed=1))`.
+    `from tfcaption import samplers; tfcaption.load(run, sampler=samplers.TopPSampler(p=0.9, seed=1))`.
     """
     return CaptionPredictor(path, beam_size, sampler)
