@@ -101,7 +101,7 @@ def decode(model, encoder_outputs, encoder_mask, sampler, max_steps, num_samples
         model: a `Captioner` (its `decoder` and `config` are used).
         encoder_outputs: (B, N, R, d) from `model.encode`.
         encoder_mask: (B, R) bool or None.
-        sampler: a `Sampler` (or anything `tfcaption.samplers.get` takes).
+        sampler: a `Sampler` (or anything `tfcaption.samplers.get` takes); None: greedy.
         max_steps: int, tokens generated at most (<eos> included).
         num_samples: sequences per image for random samplers.
         seeds: optional (B,) int seeds, one per image, for random samplers.
@@ -113,7 +113,7 @@ def decode(model, encoder_outputs, encoder_mask, sampler, max_steps, num_samples
     Returns:
         the sampler's dict: `tokens`, `log_probs` (B, k, T), `scores` (B, k), and the attention entries.
     """
-    sampler = samplers.get(sampler)
+    sampler = samplers.get(sampler) or samplers.GreedySampler()
     config, decoder = model.config, model.decoder
     k = sampler.num_sequences(num_samples)
     batch = tf.shape(encoder_outputs)[0]
