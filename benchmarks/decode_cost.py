@@ -1,6 +1,6 @@
 """Beam search against its FLOP count on this machine: how close decoding runs to the CPU's matmul peak.
 
-For each preset, `tfcaption.decoding.beam_search` (XLA, the fixed number of steps: `stop_early=False`) on
+For each preset, `tfcaption.samplers.BeamSampler` through `tfcaption.decoding.decode` (XLA, the fixed number of steps: `stop_early=False`) on
 random encoder outputs of a batch of images, timed as the fastest of `--repeats` runs, beside the FLOPs that
 decode needs (benchmarks/flop_counts.py: cross-attention keys and values once per image, one cached token per
 step and beam). The peak is a float32 2048 x 2048 matmul under XLA measured in the same run. Random
@@ -22,7 +22,8 @@ import tensorflow as tf  # noqa: E402
 
 from backbone_cost import describe_cpu  # noqa: E402  (this folder)
 from flop_counts import Sizes, beam_search_flops  # noqa: E402  (this folder)
-from tfcaption.decoding.beam_search import beam_search  # noqa: E402
+from tfcaption.decoding import decode  # noqa: E402
+from tfcaption.samplers import BeamSampler  # noqa: E402
 from tfcaption.models import Captioner, CaptionerConfig  # noqa: E402
 
 VOCAB = {"m2_regions": 10_201, "small": 49}  # M2's COCO vocabulary; shapes'
@@ -68,8 +69,9 @@ def main(argv=None):
         encode = tf.function(lambda x: model.encode(x, training=False), jit_compile=True)
         encoder_outputs, encoder_mask = encode(inputs)
         regions = int(encoder_outputs.shape[2])
-        search = tf.function(lambda outputs, mask: beam_search(model, outputs, mask, args.beam_size, args.steps,
-                                                                stop_early=False)["tokens"], jit_compile=True)
+        sampler = BeamSampler(num_beams=args.beam_size, stop_early=False)
+        search = tf.function(lambda outputs, mask: decode(model, outputs, mask, sampler, args.steps)["tokens"],
+                             jit_compile=True)
         compile_seconds = _seconds(lambda: search(encoder_outputs, encoder_mask).numpy())
         seconds = min(_seconds(lambda: search(encoder_outputs, encoder_mask).numpy()) for _ in range(args.repeats))
         encode_seconds = min(_seconds(lambda: encode(inputs)[0].numpy()) for _ in range(args.repeats))

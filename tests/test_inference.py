@@ -45,6 +45,24 @@ def test_attention_captions_match_greedy_captions_for_every_input_kind(predictor
         np.testing.assert_array_equal(a["image"], b["image"])
 
 
+@pytest.mark.parametrize("decoding", [{"beam_size": 3}, {"sampler": "top_p"}], ids=["beam3", "top_p"])
+def test_caption_with_attention_shows_the_caption_that_caption_returns(tiny_run, images, decoding):
+    """Attention is recorded by the sampler `caption` uses (a beam's own ancestry), so both calls agree."""
+    import tfcaption
+    from tfcaption import samplers
+
+    if "sampler" in decoding:  # a seeded random sampler draws the same caption in both calls
+        decoding = {"sampler": samplers.get(decoding["sampler"], p=0.95, seed=4)}
+    predictor = tfcaption.load(tiny_run["run"], **decoding)
+    plain = predictor.caption(images["bytes"])
+    attended = predictor.caption_with_attention(images["bytes"])
+    assert [r["caption"] for r in attended] == [r["caption"] for r in plain]
+    for a, p in zip(attended, plain):
+        np.testing.assert_allclose(a["score"], p["score"], atol=1e-5)
+        assert len(a["attention"]) == len(a["words"]) == len(p["caption"].split())
+        np.testing.assert_allclose(a["attention"].sum(axis=(1, 2)), 1.0, atol=1e-5)
+
+
 def test_single_image_gives_one_dict(predictor, images):
     single = predictor.caption_with_attention(images["bytes"][0])
     assert isinstance(single, dict)
@@ -73,12 +91,13 @@ def test_combined_map_is_the_gate_weighted_level_mix(predictor, images):
     import tensorflow as tf
 
     from tfcaption.data.pipeline import decode_image
-    from tfcaption.decoding.greedy import greedy_search
+    from tfcaption.decoding import decode
+    from tfcaption.samplers import GreedySampler
 
     model = predictor.backend.model
     batch = tf.stack([decode_image(tf.constant(b), model.image_encoder.image_size) for b in images["bytes"]])
-    raw = greedy_search(model, *model.encode(batch), predictor.backend.max_steps, return_attention=True)
-    level, gates = raw["attention"].numpy(), raw["gates"].numpy()
+    raw = decode(model, *model.encode(batch), GreedySampler(), predictor.backend.max_steps, return_attention=True)
+    level, gates = raw["attention"].numpy()[:, 0], raw["gates"].numpy()[:, 0]
     for i, result in enumerate(predictor.caption_with_attention(images["bytes"])):
         n = len(result["words"])
         expected = np.einsum("tnp,tn->tp", level[i, :n], gates[i, :n])

@@ -3,11 +3,14 @@
 __version__ = "0.1.0"
 
 
-def load(path, beam_size=None):
-    """Loads a SavedModel export or a run directory; returns an object with `caption(images)`."""
+def load(path, beam_size=None, sampler=None):
+    """Loads a SavedModel export or a run directory; returns an object with `caption(images)`.
+
+    For a run directory, `sampler` (a `tfcaption.samplers.Sampler` or a name such as "beam", "top_p")
+    or `beam_size` chooses the decoding; `caption_with_attention` decodes with the same one."""
     from tfcaption.inference import load as _load
 
-    return _load(path, beam_size)
+    return _load(path, beam_size, sampler)
 
 
 def train(run_config, log=print):

@@ -40,8 +40,9 @@ def evaluation_splits(data_dir, requested, fallback=("test", "val")):
 
 
 def evaluate_splits(model, vocab, data_dir, splits, blind_caption=None, beam_size=3, max_steps=None,
-                    batch_size=100, use_java=None, collapse_repeats=False, jit_compile=True, log=print):
-    """Captions each split and scores it.
+                    batch_size=100, use_java=None, collapse_repeats=False, jit_compile=True, log=print, sampler=None):
+    """Captions each split and scores it, with `sampler` (a `tfcaption.samplers.Sampler` or a name) when
+    given, else greedy or beam search of `beam_size`.
 
     Returns `(report, predictions)`: report maps each split to
     `{"model": {...}, "blind_baseline": {...}, "images": n, "skipped_images": k}`;
@@ -58,7 +59,8 @@ def evaluate_splits(model, vocab, data_dir, splits, blind_caption=None, beam_siz
         expected = manifest["splits"][split]["images"]
         results = caption_batches(
             model, vocab, pipeline.eval_dataset(data_dir, split, batch_size, model.image_encoder.image_size),
-            beam_size=beam_size, max_steps=max_steps, jit_compile=jit_compile,
+            sampler=sampler, beam_size=None if sampler is not None else beam_size, max_steps=max_steps,
+            jit_compile=jit_compile,
         )
         skipped = expected - len(results)
         if skipped:

@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from tfcaption.data.image_check import ImageSkipped, check_image
 from tfcaption.data.pipeline import decode_image
-from tfcaption.decoding.captioning import attention_results, caption_batches, display_image
+from tfcaption.decoding.captioning import as_sampler, attention_results, caption_batches, display_image
 
 
 class ImageError(ValueError):
@@ -116,11 +116,13 @@ class _SavedModelBackend:
 
 
 class _RunBackend:
-    def __init__(self, path, beam_size=None):
+    def __init__(self, path, beam_size=None, sampler=None):
         from tfcaption.training.run_directory import load_run
 
         self.model, self.vocab, run_config = load_run(path)
-        self.beam_size = beam_size or run_config.decode.beam_size
+        if sampler is None:
+            beam_size = beam_size or run_config.decode.beam_size
+        self.sampler = as_sampler(sampler, beam_size)
         self.max_steps = run_config.data.max_decode_steps
         self.input_key = self.model.input_key
         self.path = path
@@ -133,13 +135,13 @@ class _RunBackend:
         return inputs, caption_batches(self.model, self.vocab, [batch], max_steps=self.max_steps, **options)
 
     def __call__(self, inputs):
-        _, results = self._caption(inputs, beam_size=self.beam_size)
+        _, results = self._caption(inputs, sampler=self.sampler)
         return [r["caption"] for r in results], np.array([r["score"] for r in results], np.float32)
 
     def with_attention(self, inputs):
-        # Greedy search is the decoder that records attention; beam search would
-        # have to carry every beam's maps through its reordering for no benefit here.
-        inputs, results = self._caption(inputs, beam_size=1, return_attention=True)
+        # The same sampler as `caption`: it records the attention along the caption it returns (a beam's
+        # own ancestry), so both calls show the same caption.
+        inputs, results = self._caption(inputs, sampler=self.sampler, return_attention=True)
         grid, display = self.model.token_grid, None
         if grid is not None:
             grid = (grid.rows, grid.cols, grid.prefix)
@@ -157,15 +159,24 @@ class CaptionPredictor:
     Args:
         path: a SavedModel directory (`savedmodel/<name>/<version>`, or
             `savedmodel/<name>` for its newest version) or a run directory.
-        beam_size: for run directories (a SavedModel's is fixed at export).
+        beam_size: for run directories (a SavedModel's is fixed at export):
+            the shorthand for greedy (1) or `BeamSampler(num_beams=k)`; default
+            the run's `decode.beam_size`.
+        sampler: for run directories: a `tfcaption.samplers.Sampler` or a
+            name (`"top_p"`, ...), instead of `beam_size`. A random sampler
+            without a `seed` draws new captions on every call (so `caption`
+            and `caption_with_attention` differ): give it a seed.
     """
 
-    def __init__(self, path, beam_size=None):
+    def __init__(self, path, beam_size=None, sampler=None):
         path = resolve_model_path(path)
         if tf.io.gfile.exists(os.path.join(path, "saved_model.pb")):
+            if sampler is not None:
+                raise ValueError(f"{path}: a SavedModel decodes as it was exported; a sampler applies to run "
+                                 "directories.")
             self.backend = _SavedModelBackend(path)
         else:
-            self.backend = _RunBackend(path, beam_size)
+            self.backend = _RunBackend(path, beam_size, sampler)
         self.path = path
 
     @property
@@ -192,11 +203,12 @@ class CaptionPredictor:
         return results[0] if single else results
 
     def caption_with_attention(self, images):
-        """Captions images greedily and reports where each word looked.
+        """Captions images and reports where each word looked.
 
-        A run directory decodes greedily here whatever its beam size (greedy
-        search records the attention); a SavedModel uses its
-        `caption_with_attention` signature.
+        A run directory decodes with the same sampler as `caption` (beam
+        search included: the attention follows the returned beam's ancestry),
+        so both calls give the same caption and score; a SavedModel uses its
+        `caption_with_attention` signature (greedy in exports).
 
         Returns per image (one dict for a single image): `caption`, `score`,
         `words` (generated words before <eos>), `attention` float32
@@ -259,6 +271,10 @@ def resolve_model_path(path):
     return path
 
 
-def load(path, beam_size=None):
-    """Loads a captioner for notebooks and scripts: `tfcaption.load(path).caption(images)`."""
-    return CaptionPredictor(path, beam_size)
+def load(path, beam_size=None, sampler=None):
+    """Loads a captioner for notebooks and scripts: `tfcaption.load(path).caption(images)`.
+
+    `sampler` (run directories): a `tfcaption.samplers.Sampler` or a name, e.g.
+    `from tfcaption import samplers; tfcaption.load(run, sampler=samplers.TopPSampler(p=0.9, seed=1))`.
+    """
+    return CaptionPredictor(path, beam_size, sampler)

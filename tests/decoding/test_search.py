@@ -4,8 +4,20 @@ import tensorflow as tf
 
 import keras
 
-from tfcaption.decoding import beam_search, compiled_generator, generate, greedy_search
+from tfcaption.decoding import compiled_generator, decode, generate
 from tfcaption.models import Captioner, CaptionerConfig
+from tfcaption.samplers import BeamSampler, GreedySampler
+
+
+def greedy_search(model, encoder_outputs, encoder_mask, max_steps, return_attention=False, stop_early=True):
+    """The greedy sequence per image as (B, T) arrays (the sampler's k = 1 axis dropped)."""
+    out = decode(model, encoder_outputs, encoder_mask, GreedySampler(stop_early=stop_early), max_steps,
+                 return_attention=return_attention)
+    return {name: value[:, 0] for name, value in out.items()}
+
+
+def beam_search(model, encoder_outputs, encoder_mask, beam_size, max_steps, **options):
+    return decode(model, encoder_outputs, encoder_mask, BeamSampler(num_beams=beam_size, **options), max_steps)
 
 
 @pytest.fixture(scope="module")

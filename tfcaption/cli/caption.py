@@ -7,6 +7,7 @@ import os
 import sys
 
 from tfcaption.cli.common import one_line_errors, quiet_tensorflow
+from tfcaption.cli.sampling import add_sampler_arguments, sampler_from_args
 
 PROGRAM = "tfcaption-caption"
 
@@ -27,10 +28,11 @@ def build_parser():
                         help="with --features: the released beam-search loop (fixed steps, 0 after <eos>)")
     parser.add_argument("--batch-size", type=int, default=50, help="with --features: images per decoding call")
     parser.add_argument("--attention", metavar="OUT.png",
-                        help="draw each image with an attention map per word (greedy decoding); with several "
+                        help="draw each image with an attention map per word (decoded as the captions are); with several "
                              "images writes OUT-<stem>.png per image")
     parser.add_argument("--gates", action="store_true",
                         help="with --attention: add each word's meshed gate weight per encoder level")
+    add_sampler_arguments(parser)
     return parser
 
 
@@ -60,13 +62,24 @@ def expand(patterns):
     return paths
 
 
+def _plain_beam(sampler):
+    """Whether `sampler` is a beam search with default settings (all --features decoding takes)."""
+    from tfcaption.samplers import BeamSampler
+
+    return isinstance(sampler, BeamSampler) and sampler.get_config() == BeamSampler(sampler.num_beams).get_config()
+
+
 @one_line_errors(PROGRAM)
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    sampler = sampler_from_args(args, args.beam_size)
     quiet_tensorflow()
     if args.features:
         if args.attention:
             raise ValueError("--attention draws over image pixels; it does not apply to --features.")
+        if sampler is not None and not _plain_beam(sampler):
+            raise ValueError("--features decodes with beam search (--beam-size); the other sampler flags apply "
+                             "to images.")
         return caption_feature_file(args)
     if args.gates and not args.attention:
         raise ValueError("--gates adds to the attention figure: give --attention OUT.png too.")
@@ -74,7 +87,10 @@ def main(argv=None):
         raise ValueError("give image files or glob patterns (or --features FILE.h5).")
     from tfcaption.inference import CaptionPredictor, ImageError, checked_image_bytes
 
-    predictor = CaptionPredictor(args.model, beam_size=args.beam_size)
+    if sampler is not None:
+        predictor = CaptionPredictor(args.model, sampler=sampler)
+    else:
+        predictor = CaptionPredictor(args.model, beam_size=args.beam_size)
     good, failures = [], 0
     for path in expand(args.images):
         try:
@@ -99,7 +115,8 @@ def main(argv=None):
 
 
 def caption_with_figures(predictor, good, out, show_gates):
-    """Greedy captions plus one attention figure per image; the figure path goes into each result."""
+    """Captions plus one attention figure per image (recorded along each caption); the figure path goes into
+    each result."""
     from tfcaption.viz.attention import attention_figure
 
     directory = os.path.dirname(out)

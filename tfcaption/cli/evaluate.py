@@ -4,6 +4,7 @@ import argparse
 import sys
 
 from tfcaption.cli.common import one_line_errors, quiet_tensorflow
+from tfcaption.cli.sampling import add_sampler_arguments, sampler_from_args
 
 PROGRAM = "tfcaption-evaluate"
 
@@ -30,14 +31,19 @@ def build_parser():
                         help="Karpathy split file giving the split's images and references (with --features)")
     parser.add_argument("--reference-mode", action="store_true",
                         help="with --features: the released beam-search loop (fixed steps, 0 after <eos>)")
+    add_sampler_arguments(parser)
     return parser
 
 
 @one_line_errors(PROGRAM)
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    sampler = sampler_from_args(args, args.beam_size)
     quiet_tensorflow()
     if args.features or args.annotations:
+        if sampler is not None:
+            raise ValueError("--features decodes with beam search (--beam-size); the sampler flags apply to "
+                             "dataset splits.")
         return evaluate_feature_file(args)
     import os
 
@@ -54,7 +60,7 @@ def main(argv=None):
     blind = None if args.no_blind else blind_baseline(data_dir)
     report, predictions = evaluate_splits(
         model, vocab, data_dir, splits, blind_caption=blind,
-        beam_size=args.beam_size or decode.beam_size, max_steps=data.max_decode_steps,
+        beam_size=args.beam_size or decode.beam_size, sampler=sampler, max_steps=data.max_decode_steps,
         batch_size=args.batch_size or decode.batch_size, use_java=False if args.no_java else None,
         collapse_repeats=args.collapse_repeats, jit_compile=not args.no_xla,
     )

@@ -3,23 +3,25 @@
 Every caller decodes through here: evaluation and per-epoch validation, `tfcaption.load(...)`,
 region-feature captioning, the SavedModel export and the benchmarks.
 
-- `generate` is the graph part: encode once, greedy (beam 1) or beam search, and, when asked, the
-  attention of each generated word mixed over the encoder levels (`mix_levels`, the one place that
-  mixing is computed, for inference and export alike).
-- `compiled_generator` wraps it in a `tf.function` (XLA by default), one per model and settings.
+- `generate` is the graph part: encode once, decode with a sampler (`tfcaption.samplers`: greedy, beam,
+  random, top-k, top-p; `decode` is the one place a sampler meets the decoder), and, when asked, the
+  attention of each generated word along the returned caption, mixed over the encoder levels
+  (`mix_levels`, the one place that mixing is computed, for inference and export alike).
+- `compiled_generator` wraps it in a `tf.function` (XLA by default), one per model, sampler config and
+  settings.
 - `caption_batches` is the host loop: it feeds batches to the compiled generator and detokenises.
   Strings never enter the compiled function.
 - `attention_results` turns recorded attention into per-word maps over the token grid (class tokens
   dropped), for `tfcaption.load(...).caption_with_attention` and TensorBoard's validation figures.
 """
 
+import json
 import weakref
 
 import numpy as np
 import tensorflow as tf
 
-from tfcaption.decoding.beam_search import beam_search
-from tfcaption.decoding.greedy import greedy_search
+from tfcaption import samplers
 
 
 def mix_levels(level_attention, gates, tokens, eos_id):
@@ -59,56 +61,143 @@ def mix_levels(level_attention, gates, tokens, eos_id):
     return outputs
 
 
-def generate(model, image_inputs, beam_size=1, max_steps=None, return_attention=False, search="auto", **options):
-    """Encodes `image_inputs` once and decodes them.
+def as_sampler(sampler=None, beam_size=None, search=None, **options):
+    """The `Sampler` a decoding call asked for.
 
-    Beam size 1 runs greedy search (cheaper, identical tokens) unless `search="beam"` (the released M2
-    loop is a beam search, and its reference options apply only there). Returns the best sequence per image:
-    `tokens` (B, T), `log_probs` (B, T), `scores` (B,); with beam_size > 1 also `beam_tokens` (B, k, T),
-    `beam_log_probs` (B, k, T) and `beam_scores` (B, k). `return_attention` (greedy only: the attention is
-    recorded along the greedy path) adds `mix_levels`'s `attention`, `level_attention` and (for a decoder
-    with gates) `gates`.
-    Extra `options` go to the search (e.g. `length_penalty`, `stop_early`, `fill_token`).
+    `sampler` is a `Sampler`, a name (`"beam"`, `"top_p"`, ...), a config dict, or an int (a beam size);
+    `options` go to a named sampler's constructor. Without a sampler, `beam_size` is the shorthand that
+    existing callers and run configs use: 1 (or None) is `GreedySampler`, k > 1 `BeamSampler(num_beams=k)`,
+    and `search="beam"` makes 1 a one-beam `BeamSampler` (the released M2 loop, whose options
+    `length_penalty` and `fill_token` apply only there). `fill_token` is accepted for `fill_token_id`.
     """
-    max_steps = max_steps or model.config.max_length - 1
-    encoder_outputs, encoder_mask = model.encode(image_inputs, training=False)
-    if return_attention:
-        if beam_size != 1:
-            raise ValueError("attention maps are recorded along the greedy path: use beam_size=1.")
-        outputs = greedy_search(model, encoder_outputs, encoder_mask, max_steps, return_attention=True, **options)
-        outputs.update(mix_levels(outputs.pop("attention"), outputs.pop("gates", None), outputs["tokens"],
-                                  model.config.eos_id))
-        return outputs
-    if search not in ("auto", "beam"):
+    if "fill_token" in options:
+        options["fill_token_id"] = options.pop("fill_token")
+    if isinstance(sampler, int) and not isinstance(sampler, bool):
+        if beam_size is not None and beam_size != sampler:
+            raise ValueError(f"give a sampler or a beam size, not both (got {sampler} and beam_size={beam_size}).")
+        sampler, beam_size = None, sampler
+    if search not in (None, "auto", "beam"):
         raise ValueError(f"search must be 'auto' or 'beam', got {search!r}.")
-    if beam_size == 1 and search == "auto":
-        return greedy_search(model, encoder_outputs, encoder_mask, max_steps, **options)
-    beams = beam_search(model, encoder_outputs, encoder_mask, beam_size, max_steps, **options)
-    return {
-        "tokens": beams["tokens"][:, 0],
-        "log_probs": beams["log_probs"][:, 0],
-        "scores": beams["scores"][:, 0],
-        "beam_tokens": beams["tokens"],
-        "beam_log_probs": beams["log_probs"],
-        "beam_scores": beams["scores"],
-    }
+    if sampler is not None:
+        if beam_size is not None:
+            raise ValueError(f"give a sampler or a beam size, not both (got {sampler!r} and beam_size={beam_size}).")
+        return samplers.get(sampler, **options)
+    beam_size = 1 if beam_size is None else int(beam_size)
+    if beam_size < 1:
+        raise ValueError(f"beam_size must be >= 1, got {beam_size}.")
+    if beam_size == 1 and search != "beam":
+        return samplers.GreedySampler(**options)
+    return samplers.BeamSampler(num_beams=beam_size, **options)
+
+
+def decode(model, encoder_outputs, encoder_mask, sampler, max_steps, num_samples=1, seeds=None,
+           return_attention=False):
+    """Runs `sampler` over the model's decoder from encoded images: the one place a decoding loop starts.
+
+    The encoder's keys and values are projected once per image, and an image's k sequences (beams,
+    samples) attend to them as one grouped query sequence (`captions_per_image`), not to k copies.
+
+    Args:
+        model: a `Captioner` (its `decoder` and `config` are used).
+        encoder_outputs: (B, N, R, d) from `model.encode`.
+        encoder_mask: (B, R) bool or None.
+        sampler: a `Sampler` (or anything `tfcaption.samplers.get` takes); None: greedy.
+        max_steps: int, tokens generated at most (<eos> included).
+        num_samples: sequences per image for random samplers.
+        seeds: optional (B,) int seeds, one per image, for random samplers.
+        return_attention: also record, along the returned sequences, the last decoder layer's
+            cross-attention over the R image positions for every level it attends
+            (`decoder.attention_levels`), averaged over heads, `attention` (B, k, T, levels, R), and for
+            a decoder with gates the mean gate per level, `gates` (B, k, T, levels).
+
+    Returns:
+        the sampler's dict: `tokens`, `log_probs` (B, k, T), `scores` (B, k), and the attention entries.
+    """
+    sampler = samplers.get(sampler) or samplers.GreedySampler()
+    config, decoder = model.config, model.decoder
+    k = sampler.num_sequences(num_samples)
+    batch = tf.shape(encoder_outputs)[0]
+    encoder_kv = decoder.project_encoder(encoder_outputs)
+    cache = decoder.initial_cache(batch * k, max_steps)
+    shapes = None
+    if return_attention:
+        levels, regions = decoder.attention_levels, encoder_outputs.shape[2] or tf.shape(encoder_outputs)[2]
+        shapes = {"attention": (levels, regions)}
+        if decoder.has_gates:
+            shapes["gates"] = (levels,)
+
+    def next(tokens, step, cache):
+        if not return_attention:
+            return decoder.step(tokens, step, cache, encoder_kv, encoder_mask, captions_per_image=k)
+        logits, cache, weights, gates = decoder.step(tokens, step, cache, encoder_kv, encoder_mask,
+                                                     return_attention=True, captions_per_image=k)
+        attention = {"attention": weights}
+        if gates is not None:
+            attention["gates"] = gates
+        return logits, cache, attention
+
+    return sampler(next, cache, batch, max_steps, start_token_id=config.bos_id, end_token_id=config.eos_id,
+                   pad_token_id=config.pad_id, num_samples=num_samples, seeds=seeds, attention_shapes=shapes)
+
+
+def generate(model, image_inputs, sampler=None, max_steps=None, return_attention=False, *, beam_size=None,
+             seeds=None, search=None, **options):
+    """Encodes `image_inputs` once and decodes them with `sampler`.
+
+    Args:
+        model: a `Captioner`.
+        image_inputs: the model's image input (`model.input_key`), (B, ...).
+        sampler: a `tfcaption.samplers.Sampler`, a name (`"greedy"`, `"beam"`, `"random"`, `"top_k"`,
+            `"top_p"`, with `options` as its constructor arguments) or a config dict; None: greedy. An int
+            is a beam size (`beam_size=` says the same: 1 greedy, k > 1 `BeamSampler(num_beams=k)`).
+        max_steps: tokens generated at most, <eos> included; default the model's `max_length - 1`.
+        return_attention: add `mix_levels`'s `attention`, `level_attention` and (for a decoder with gates)
+            `gates`, recorded along the returned caption (a beam's own ancestry).
+        seeds: optional (B,) int seeds, one per image, for random samplers.
+
+    Returns:
+        the best sequence per image: `tokens` (B, T), `log_probs` (B, T) (the model's per-token
+        log-probabilities), `scores` (B,); for a `BeamSampler` also every beam, best first: `beam_tokens`
+        (B, k, T), `beam_log_probs` (B, k, T) and `beam_scores` (B, k).
+    """
+    sampler = as_sampler(sampler, beam_size, search, **options)
+    max_steps = int(max_steps or model.config.max_length - 1)
+    encoder_outputs, encoder_mask = model.encode(image_inputs, training=False)
+    out = decode(model, encoder_outputs, encoder_mask, sampler, max_steps, seeds=seeds,
+                 return_attention=return_attention)
+    outputs = {"tokens": out["tokens"][:, 0], "log_probs": out["log_probs"][:, 0], "scores": out["scores"][:, 0]}
+    if isinstance(sampler, samplers.BeamSampler):
+        outputs.update(beam_tokens=out["tokens"], beam_log_probs=out["log_probs"], beam_scores=out["scores"])
+    if return_attention:
+        gates = out["gates"][:, 0] if "gates" in out else None
+        outputs.update(mix_levels(out["attention"][:, 0], gates, outputs["tokens"], model.config.eos_id))
+    return outputs
 
 
 _GENERATORS = weakref.WeakKeyDictionary()
 
 
-def compiled_generator(model, beam_size=1, max_steps=None, jit_compile=True, **options):
-    """A `tf.function` (XLA-compiled by default) mapping image inputs to `generate`'s dict.
+def sampler_key(sampler):
+    """A hashable key of a sampler's class and config (two equal samplers share one compiled function)."""
+    return type(sampler).__name__, json.dumps(sampler.get_config(), sort_keys=True)
 
-    One function per model and settings, reused across calls, so repeated evaluations (every epoch's
-    validation, every `caption` call) trace and compile once.
+
+def compiled_generator(model, sampler=None, max_steps=None, jit_compile=True, return_attention=False, *,
+                       beam_size=None, search=None, **options):
+    """A `tf.function` (XLA-compiled by default) mapping image inputs (and optional per-image `seeds`) to
+    `generate`'s dict.
+
+    One function per model, sampler config and settings, reused across calls, so repeated evaluations
+    (every epoch's validation, every `caption` call) trace and compile once. `sampler`, `beam_size`,
+    `search` and `options` are as `generate`'s.
     """
-    key = (beam_size, max_steps, jit_compile, tuple(sorted(options.items())))
+    sampler = as_sampler(sampler, beam_size, search, **options)
+    key = (sampler_key(sampler), max_steps, jit_compile, bool(return_attention))
     cache = _GENERATORS.setdefault(model, {})
     if key not in cache:
         @tf.function(jit_compile=jit_compile, reduce_retracing=True)
-        def run(image_inputs):
-            return generate(model, image_inputs, beam_size, max_steps, **options)
+        def run(image_inputs, seeds=None):
+            return generate(model, image_inputs, sampler, max_steps, return_attention=return_attention, seeds=seeds)
 
         cache[key] = run
     return cache[key]
@@ -120,8 +209,9 @@ def _text(values, count):
     return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in np.asarray(values).reshape(-1)]
 
 
-def caption_batches(model, vocab, batches, beam_size=1, max_steps=None, jit_compile=True, limit=None,
-                    keep_beams=False, return_attention=False, pad_to=None, **options):
+def caption_batches(model, vocab, batches, sampler=None, max_steps=None, jit_compile=True, limit=None,
+                    keep_beams=False, return_attention=False, pad_to=None, *, beam_size=None, search=None,
+                    **options):
     """Captions every batch and detokenises on the host.
 
     Args:
@@ -131,18 +221,20 @@ def caption_batches(model, vocab, batches, beam_size=1, max_steps=None, jit_comp
             features), `image_id`, and optionally `captions` (references) and `scene` — an `eval_dataset`,
             or batches built in Python. A batch smaller than the first (or than `pad_to`) is padded to that
             size by repeating its last row (the padding is dropped), so the compiled shapes never change.
-        beam_size, max_steps, **options: as `generate`.
+        sampler, max_steps, beam_size, search, **options: as `generate` (a name, a `Sampler`, or the
+            `beam_size` shorthand).
         limit: stop after this many images.
         keep_beams: add every beam as numpy arrays: `beam_tokens` (k, T), `beam_scores` (k,),
             `beam_log_probs` (k, T) (k = 1 for greedy), and the best beam's `log_probs`.
-        return_attention: add `tokens` (T,), `attention` (T, P), `gates` (T, N) or None (greedy).
+        return_attention: add `attention` (T, P) and `gates` (T, N) or None, recorded along the caption
+            returned (a beam's own ancestry), so they belong to `caption`.
 
     Returns:
         one dict per image in batch order: `image_id`, `caption`, `score`, `tokens` (list of ints, the
         whole row), `references` (list of str), `scene` (str), plus the optional arrays above.
     """
-    generator = compiled_generator(model, beam_size, max_steps, jit_compile=jit_compile,
-                                   return_attention=return_attention, **options)
+    generator = compiled_generator(model, sampler, max_steps, jit_compile=jit_compile,
+                                   return_attention=return_attention, beam_size=beam_size, search=search, **options)
     results, width = [], pad_to
     for batch in batches:
         inputs = np.asarray(batch[model.input_key])

@@ -10,9 +10,10 @@ baseline that does not depend on w (it only reduces the variance). M2 (`train_sc
 train.py) draws the k = 5 beams of a beam search, rewards each with CIDEr-D, and takes the mean reward of
 the image's k beams as the baseline. One training step here has three parts:
 
-1. `sample_sequences` (graph, XLA): k captions per image -- the k beams ("beam", M2), k multinomial
-   samples ("multinomial", for Luo's leave-one-out baseline), or k samples plus the greedy caption
-   ("greedy_baseline", Rennie's original baseline).
+1. `sample_sequences` (graph, XLA): k captions per image drawn through `tfcaption.samplers` -- the k beams
+   of a `BeamSampler` ("beam", M2), k `RandomSampler` samples ("multinomial", for Luo's leave-one-out
+   baseline), or k samples plus the `GreedySampler` caption ("greedy_baseline", Rennie's original
+   baseline); <pad> and <bos> banned by the samplers' `banned_token_ids`.
 2. `ScstReward` (host, numpy): token ids -> words -> CIDEr-D (optionally mixed with BLEU-4) of every
    candidate against its image's references, with document frequencies from the training captions.
    Strings never enter a compiled function.
@@ -38,20 +39,17 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
-from tfcaption.decoding.beam_search import beam_search
-from tfcaption.decoding.greedy import greedy_search, write_step
+from tfcaption.decoding.captioning import decode
+from tfcaption.samplers import BeamSampler, GreedySampler, RandomSampler
+from tfcaption.samplers.utils import combine_seeds
 from tfcaption.metrics.cider import CiderD
 from tfcaption.metrics.coco import ptb_tokenize_python
 from tfcaption.training.strategy import is_single_device
 
-__all__ = ["MODES", "sample_sequences", "sequence_log_probs", "caption_mask", "baseline", "scst_loss",
+__all__ = ["MODES", "scst_sampler", "sample_sequences", "sequence_log_probs", "caption_mask", "baseline", "scst_loss",
            "ScstReward", "ScstStep", "references_from_batch"]
 
 MODES = ("beam", "multinomial", "greedy_baseline")
-
-# Added to the logits of tokens a caption must never contain. Finite, so the softmax stays finite.
-_BANNED = -1e9
-
 
 def _check_mode(mode):
     if mode not in MODES:
@@ -77,53 +75,31 @@ def caption_mask(tokens, eos_id):
     return tf.cast(tf.equal(tf.cumsum(is_eos, axis=-1, exclusive=True), 0), tf.float32)
 
 
-def _banned_bias(config):
-    """(vocab,) float32: _BANNED at <pad> and <bos>, 0 elsewhere.
+def _special_ids(config):
+    """<pad> and <bos>: the tokens no SCST caption may contain.
 
-    SCST never lets a caption contain <pad> or <bos>. Neither is ever a cross-entropy target, and a
-    <pad> inside a caption would be read as padding when `sequence_log_probs` teacher-forces it
-    (position 0, masked from self-attention) and skipped when the caption is decoded for the reward: the
-    trained log-probabilities and the reward would belong to another sequence than the one sampled. A
-    trained model gives both tokens almost no probability, so the ban changes nothing there; an untrained
-    or weakly trained one proposes them (the tests show an untrained model's beams full of <pad>).
+    Neither is ever a cross-entropy target, and a <pad> inside a caption would be read as padding when
+    `sequence_log_probs` teacher-forces it (position 0, masked from self-attention) and skipped when the
+    caption is decoded for the reward: the trained log-probabilities and the reward would belong to another
+    sequence than the one sampled. A trained model gives both tokens almost no probability, so the ban
+    changes nothing there; an untrained or weakly trained one proposes them (the tests show an untrained
+    model's beams full of <pad>).
     """
-    return tf.reduce_sum(tf.one_hot([config.pad_id, config.bos_id], config.vocab_size) * _BANNED, axis=0)
+    return [config.pad_id, config.bos_id]
 
 
-class _CaptionTokensOnly:
-    """A view of a `Captioner` for the searches: its decoder interface, with <pad> and <bos> never proposed.
-
-    `beam_search` and `greedy_search` read only `model.config` and `model.decoder`'s interface
-    (`project_encoder`, `initial_cache`, `step`), so adding `_banned_bias` to the step's logits bans the
-    two tokens from the released searches without a copy of them. The searches' reported log-probabilities
-    are then those of the softmax over the allowed tokens (they are not used: `sequence_log_probs`
-    recomputes the full softmax's).
-    """
-
-    def __init__(self, model):
-        self.config = model.config
-        self.decoder = _DecoderWithoutSpecials(model.decoder, _banned_bias(model.config))
-
-
-class _DecoderWithoutSpecials:
-    def __init__(self, decoder, bias):
-        self._decoder, self._bias = decoder, bias
-        self.attention_levels, self.has_gates = decoder.attention_levels, decoder.has_gates
-
-    def project_encoder(self, encoder_outputs):
-        return self._decoder.project_encoder(encoder_outputs)
-
-    def initial_cache(self, batch_size, max_steps):
-        return self._decoder.initial_cache(batch_size, max_steps)
-
-    def step(self, tokens, position, cache, encoder_kv, encoder_mask=None, captions_per_image=1):
-        logits, cache = self._decoder.step(tokens, position, cache, encoder_kv, encoder_mask,
-                                           captions_per_image=captions_per_image)
-        return tf.cast(logits, tf.float32) + self._bias, cache
+def scst_sampler(mode, num_samples, config):
+    """The sampler of an SCST mode, with <pad> and <bos> banned (a logit control of every sampler):
+    `BeamSampler(num_beams=k)` for "beam" (M2), `RandomSampler` for "multinomial" and "greedy_baseline"."""
+    _check_mode(mode)
+    banned = _special_ids(config)
+    if mode == "beam":
+        return BeamSampler(num_beams=int(num_samples), banned_token_ids=banned)
+    return RandomSampler(banned_token_ids=banned)
 
 
 def _seed_tensor(seed):
-    """A stateless-RNG seed of shape (2,) int64 from an int, a pair, a tensor, or None (a random one)."""
+    """A (2,) int64 seed from an int, a pair, a tensor, or None (a random one)."""
     if seed is None:
         # Non-reproducible on purpose (the caller asked for no seed); inside XLA this is a stateful op.
         return tf.random.uniform([2], 0, 2**31 - 1, dtype=tf.int64)
@@ -133,54 +109,18 @@ def _seed_tensor(seed):
     return tf.reshape(seed, [2])
 
 
-def _multinomial_search(model, encoder_outputs, encoder_mask, num_samples, max_steps, seed):
-    """`num_samples` captions per image drawn from the softmax, as a graph loop over the decoder interface.
-
-    The encoder ran once per image; its cross-attention keys/values are projected once per image too, and
-    an image's k samples attend to them as one grouped query sequence (`captions_per_image`), not to k
-    copies. Each step draws with
-    `tf.random.stateless_categorical` from the seed folded with the step index, so the seed fixes every
-    sample and nothing leaves the device. <pad> and <bos> are never drawn (`_banned_bias`); the reported
-    per-token log-probabilities are those of the full softmax, as `sequence_log_probs` computes them.
-    """
-    config, decoder, k = model.config, model.decoder, num_samples
-    batch = tf.shape(encoder_outputs)[0]
-    flat = batch * k
-    encoder_kv = decoder.project_encoder(encoder_outputs)
-    cache = decoder.initial_cache(flat, max_steps)
-    banned = _banned_bias(config)
-
-    def body(step, tokens, cache, finished, history, history_log_probs):
-        logits, cache = decoder.step(tokens, step, cache, encoder_kv, encoder_mask, captions_per_image=k)
-        logits = tf.cast(logits, tf.float32)
-        log_probs = tf.nn.log_softmax(logits)
-        step_seed = tf.random.experimental.stateless_fold_in(seed, step)
-        word = tf.random.stateless_categorical(logits + banned, 1, seed=step_seed, dtype=tf.int32)[:, 0]
-        word_log_prob = tf.gather(log_probs, word[:, None], batch_dims=1)[:, 0]
-        # After <eos> a sample writes <pad> with log-probability 0, as greedy and beam search do.
-        word = tf.where(finished, config.pad_id, word)
-        word_log_prob = tf.where(finished, 0.0, word_log_prob)
-        history = write_step(history, step, word)
-        history_log_probs = write_step(history_log_probs, step, word_log_prob)
-        finished = tf.logical_or(finished, tf.equal(word, config.eos_id))
-        return step + 1, word, cache, finished, history, history_log_probs
-
-    def cond(step, tokens, cache, finished, history, history_log_probs):
-        # Stopping once every sample has ended changes nothing (finished rows only write <pad>).
-        return tf.logical_and(step < max_steps, tf.logical_not(tf.reduce_all(finished)))
-
-    state = (tf.constant(0), tf.fill([flat], config.bos_id), cache, tf.zeros([flat], tf.bool),
-             tf.fill([flat, max_steps], config.pad_id), tf.zeros([flat, max_steps], tf.float32))
-    _, _, _, _, history, history_log_probs = tf.while_loop(cond, body, state, maximum_iterations=max_steps)
-    return {"tokens": tf.reshape(history, [batch, k, max_steps]),
-            "log_probs": tf.reshape(history_log_probs, [batch, k, max_steps])}
+def _row_seeds(seed, batch):
+    """(B,) per-image seeds from a (2,) seed and each image's row in the batch, so the images of a batch
+    draw independently (`RandomSampler` draws per row from its seed and the sample index)."""
+    return combine_seeds(seed[0], seed[1], tf.range(batch, dtype=tf.int64))
 
 
 def sample_sequences(model, image_inputs, num_samples, max_steps, mode, seed=None):
     """k captions per image for SCST, as graph ops (XLA-compilable inside `tf.function(jit_compile=True)`).
 
-    No caption ever contains <pad> or <bos> (`_banned_bias`: either would make the trained sequence and
-    the rewarded caption differ from the sample), in every mode. Sampling runs in inference mode:
+    Samples come from `tfcaption.samplers` (`scst_sampler`): the mode's sampler over the model's decoder,
+    with <pad> and <bos> banned as a logit control, so no caption ever contains them (`_special_ids`:
+    either would make the trained sequence and the rewarded caption differ from the sample), in every mode. Sampling runs in inference mode:
     `decoder.step` has no dropout, and the samples should come from the policy whose log-probabilities
     are trained (M2 runs its beam search with dropout on).
 
@@ -190,12 +130,12 @@ def sample_sequences(model, image_inputs, num_samples, max_steps, mode, seed=Non
         num_samples: int k, captions per image.
         max_steps: int, tokens generated at most per caption (<eos> included); at most the model's
             max_length. M2 uses 20.
-        mode: "beam" (the k beams of `beam_search`, all kept, M2's default), "multinomial" (k samples
+        mode: "beam" (the k beams of `BeamSampler`, all kept, M2's default), "multinomial" (k samples
             from the softmax, for the leave-one-out baseline) or "greedy_baseline" (k samples and the
             greedy caption, Rennie's self-critical baseline).
         seed: the sampling seed (an int, a pair of ints or a (2,) int tensor); None draws a random one.
-            Unused by "beam". One seed gives the same samples on every call in one execution mode;
-            XLA-compiled and eager sampling draw differently from the same seed.
+            Unused by "beam". Each image of the batch draws from the seed and its row (`_row_seeds`), so
+            one seed gives the same samples on every call, compiled or eager.
 
     Returns:
         dict with `tokens` (B, k, max_steps) int32 (<pad> after <eos>); for "multinomial" and
@@ -210,14 +150,17 @@ def sample_sequences(model, image_inputs, num_samples, max_steps, mode, seed=Non
         raise ValueError(f"num_samples must be >= 1, got {num_samples}.")
     num_samples, max_steps = int(num_samples), int(max_steps)
     encoder_outputs, encoder_mask = model.encode(image_inputs, training=False)
+    sampler = scst_sampler(mode, num_samples, model.config)
     if mode == "beam":
-        beams = beam_search(_CaptionTokensOnly(model), encoder_outputs, encoder_mask, num_samples, max_steps)
+        beams = decode(model, encoder_outputs, encoder_mask, sampler, max_steps)
         return {"tokens": beams["tokens"]}
-    outputs = _multinomial_search(model, encoder_outputs, encoder_mask, num_samples, max_steps, _seed_tensor(seed))
+    seeds = _row_seeds(_seed_tensor(seed), tf.shape(encoder_outputs)[0])
+    samples = decode(model, encoder_outputs, encoder_mask, sampler, max_steps, num_samples=num_samples, seeds=seeds)
+    outputs = {"tokens": samples["tokens"], "log_probs": samples["log_probs"]}
     if mode == "greedy_baseline":
         # Same encoder outputs: the greedy caption costs one more decoder loop on B rows.
-        greedy = greedy_search(_CaptionTokensOnly(model), encoder_outputs, encoder_mask, max_steps)
-        outputs["greedy_tokens"] = greedy["tokens"]
+        greedy = GreedySampler(banned_token_ids=_special_ids(model.config))
+        outputs["greedy_tokens"] = decode(model, encoder_outputs, encoder_mask, greedy, max_steps)["tokens"][:, 0]
     return outputs
 
 

@@ -13,7 +13,8 @@ import tensorflow as tf
 
 from tests.helpers.m2_fixture import FILES, FIXTURE, requires_fixture
 from tfcaption.interop.m2.vocab import load_m2_vocab
-from tfcaption.decoding.beam_search import beam_search
+from tfcaption.decoding import decode
+from tfcaption.samplers import BeamSampler
 from tfcaption.interop.m2.convert import convert_m2, infer_config
 from tfcaption.interop.m2.checkpoint import load_state_dict
 
@@ -95,8 +96,8 @@ def test_beam_search_matches_the_reference(reference, stop_early):
     model, inputs, expected = reference["model"], reference["inputs"], reference["expected"]
     config = reference["config"]
     encoder_outputs, mask = model.encode(inputs["features"], training=False)
-    beams = beam_search(model, encoder_outputs, mask, config["beam_size"], config["beam_max_len"], fill_token=0,
-                        length_penalty=0.0, stop_early=stop_early)
+    sampler = BeamSampler(num_beams=config["beam_size"], fill_token_id=0, length_penalty=0.0, stop_early=stop_early)
+    beams = decode(model, encoder_outputs, mask, sampler, config["beam_max_len"])
     tokens = beams["tokens"].numpy()
     assert tokens.shape == expected["beam_tokens_f32"].shape == (3, 3, 12)
     np.testing.assert_array_equal(tokens, expected["beam_tokens_f32"])
