@@ -1,17 +1,16 @@
 """tfcaption-train: build the dataset, train, evaluate, export, and say where everything is."""
 
-import argparse
 import functools
 import os
 import sys
 
-from tfcaption.cli.common import apply_overrides, one_line_errors, quiet_tensorflow
+from tfcaption.cli.common import ArgumentParser, apply_overrides, one_line_errors, quiet_tensorflow
 
 PROGRAM = "tfcaption-train"
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog=PROGRAM,
         description="Train a transformer captioner (M2, CPTR, spatial self-attention; from raw pixels or region "
         "features), evaluate it and export it. With no arguments: the built-in shapes dataset, the CPU-sized "
@@ -21,9 +20,10 @@ def build_parser():
                         "sections")
     from tfcaption.models.presets import DEFAULT_PRESET, PRESETS
 
-    parser.add_argument("--preset", default=None, choices=sorted(PRESETS),
-                        help=f"model preset and the run settings its paper fixes (default {DEFAULT_PRESET}); "
-                        "--list-presets shows them")
+    parser.add_argument("--preset", default=None, choices=sorted(PRESETS), metavar="NAME",
+                        help=f"model preset and the run settings its paper fixes (default {DEFAULT_PRESET}): "
+                        f"{', '.join(sorted(PRESETS))}; --list-presets describes them, docs/guides/presets.md "
+                        "explains them")
     parser.add_argument("--list-presets", action="store_true",
                         help="print the presets (input, parameters, paper, description, run settings) and exit")
     parser.add_argument("--data", help="dataset spec: shapes (default), a directory made by tfcaption-prepare, or a "
