@@ -55,3 +55,15 @@ def test_help_still_prints_the_usage(capsys):
     with pytest.raises(SystemExit) as stopped:
         parser.parse_args(["--help"])
     assert stopped.value.code == 0 and capsys.readouterr().out.startswith("usage: tfcaption-train")
+
+
+def test_train_flags_offer_the_configs_choices():
+    import typing
+
+    from tfcaption.cli import train
+    from tfcaption.config import TrainConfig
+    from tfcaption.config_fields import field_types
+
+    actions = {action.dest: action for action in train.build_parser()._actions}
+    for field in ("task", "strategy"):
+        assert tuple(actions[field].choices) == typing.get_args(field_types(TrainConfig)[field])
