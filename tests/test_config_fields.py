@@ -259,6 +259,16 @@ def test_source_options_are_checked_before_anything_is_read():
     assert isinstance(config.data.options["max_regions"], int)
     assert check_source_options("tfds", {"splits": "train,val", "download": False}) == {"splits": "train,val",
                                                                                        "download": False}
+    # the spec's own options (after "?") are named right and agree with data.options
+    with pytest.raises(ConfigError, match=r"^data\.spec: option image does not apply to karpathy: specs \(they take "
+                                          r"images, restval; images_per_shard, .* go in data\.options\)\.$"):
+        apply_overrides(RunConfig(), ["data.spec=karpathy:d.json?image=photos"])
+    with pytest.raises(ConfigError, match=r"^data\.options\.captions is 'b\.json' but data\.spec says "
+                                          r"captions=a\.json: give it once\.$"):
+        apply_overrides(RunConfig(), ["data.spec=features:f.h5?captions=a.json", 'data.options={"captions": "b.json"}'])
+    config = apply_overrides(RunConfig(), ["data.spec=features:f.h5?captions=a.json&max_regions=36",
+                                           'data.options={"captions": "a.json", "max_regions": 36.0}'])
+    assert config.data.options == {"captions": "a.json", "max_regions": 36}
     # a prepared records directory takes no options to check; shapes has its own (ShapesConfig)
     assert apply_overrides(RunConfig(), ["data.spec=/data/prepared"]).data.options == {}
     assert describe(Optional[PositiveInt]) == "an integer >= 1 or null" and check("x", Optional[Count], None) is None

@@ -68,8 +68,8 @@ class DataConfig:
 
             ShapesConfig.from_dict(self.options)
         scheme = source_scheme(self.spec)
-        if scheme and self.options:
-            self.options = check_source_options(scheme, self.options)
+        if scheme:
+            self.options = check_source_options(scheme, self.options, self.spec)
 
 
 @dataclasses.dataclass

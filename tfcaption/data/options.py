@@ -12,6 +12,7 @@ This module is plain data (no TensorFlow): the config imports it.
 from __future__ import annotations
 
 import dataclasses
+import urllib.parse
 
 from tfcaption.config_fields import (ConfigError, Fraction, Literal, Optional, PositiveInt, check_fields,
                                      field_types, shown)
@@ -105,9 +106,15 @@ def source_scheme(spec):
     return scheme if sep and scheme in SOURCE_SCHEMES else None
 
 
-def check_source_options(scheme, options):
+def spec_options(spec):
+    """The options written after "?" in a dataset spec, as text (`sources.DatasetSpec.parse` reads them alike)."""
+    return dict(urllib.parse.parse_qsl(str(spec).strip().partition("?")[2], keep_blank_values=True))
+
+
+def check_source_options(scheme, options, spec=None):
     """`options` (a dict) checked as `scheme`'s `data.options`: the given ones, converted (3.0 -> 3), or a
-    `ConfigError` naming `data.options.FIELD`."""
+    `ConfigError` naming `data.options.FIELD`. With `spec`, the names written after "?" in it are checked too
+    (their text is the source's to read), and an option given in both places must agree."""
     cls = SOURCE_OPTION_TYPES[scheme]
     names = tuple(field_types(cls))
     for name in options:
@@ -115,4 +122,11 @@ def check_source_options(scheme, options):
             raise ConfigError(f"{cls.PATH}.{name} does not apply to {scheme}: sources (they take "
                               f"{', '.join(names)}), got {shown(options[name])}.")
     checked = cls(**options)
-    return {name: getattr(checked, name) for name in options}
+    checked = {name: getattr(checked, name) for name in options}
+    for name, text in spec_options(spec or "").items():
+        if name not in SOURCE_OPTIONS[scheme]:
+            raise ConfigError(f"data.spec: option {name} does not apply to {scheme}: specs (they take "
+                              f"{', '.join(SOURCE_OPTIONS[scheme])}; {', '.join(PREPARE_OPTIONS)} go in data.options).")
+        if name in checked and str(checked[name]) != text:
+            raise ConfigError(f"{cls.PATH}.{name} is {checked[name]!r} but data.spec says {name}={text}: give it once.")
+    return checked
