@@ -27,6 +27,7 @@ import re
 
 from tfcaption.config_fields import (ConfigError, Count, Fraction, Literal, NonNegative, Positive, PositiveInt,
                                      Weight, check, check_fields, field_types, section_from_dict, shown)
+from tfcaption.data.options import check_source_options, source_scheme
 from tfcaption.models.config import CaptionerConfig
 from tfcaption.models.presets import get_preset
 
@@ -39,7 +40,8 @@ class DataConfig:
 
     spec: str = "shapes"  # dataset spec (see tfcaption.data.catalog)
     root: str = ""  # cache for built/prepared datasets; "" = tfcaption.data.catalog.default_data_root()
-    # shapes: ShapesConfig fields ({"num_train": 2000}); sources: prepare options ({"max_image_side": 320})
+    # shapes: ShapesConfig fields ({"num_train": 2000}); source specs: prepare options ({"max_image_side": 320})
+    # and the scheme's own (tfcaption.data.options); both checked here
     options: dict = dataclasses.field(default_factory=dict)
     max_caption_words: PositiveInt = 25  # the one caption-length setting; see max_decode_steps / max_tokens
     # "word" (M2's, COCO parity) or "wordpiece" (NFKC-normalised subwords learned from the training captions with
@@ -65,6 +67,9 @@ class DataConfig:
             from tfcaption.datasets.shapes.dataset import ShapesConfig
 
             ShapesConfig.from_dict(self.options)
+        scheme = source_scheme(self.spec)
+        if scheme:
+            self.options = check_source_options(scheme, self.options, self.spec)
 
 
 @dataclasses.dataclass

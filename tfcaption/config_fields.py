@@ -15,6 +15,7 @@ Annotations understood (anything else is not checked):
     tuple[T, ...]              a list (or tuple) of T; a lone string is a one-item tuple of strings
     dict                       an object with string keys
     list, list[T]              a list (of T)
+    A | B, Optional[A]         the first of them that fits (None for null)
 Cross-field rules (hidden_dim = num_heads * key_dim, ...) stay in each `__post_init__`, after this check.
 A field whose annotation is a dataclass (a config section or model part) is its owner's to build.
 """
@@ -26,8 +27,9 @@ import functools
 import math
 import numbers
 import os
+import types
 import typing
-from typing import Annotated, Literal  # noqa: F401 (re-exported for the config modules' annotations)
+from typing import Annotated, Literal, Optional  # noqa: F401 (re-exported for the config modules' annotations)
 
 
 class ConfigError(ValueError):
@@ -66,6 +68,10 @@ Fraction = Annotated[float, Range(0, 1, high_open=True)]  # dropout, label smoot
 Weight = Annotated[float, Range(0, 1)]
 
 
+def _is_union(annotation):
+    return typing.get_origin(annotation) in (typing.Union, types.UnionType)
+
+
 class _Mismatch(Exception):
     """Internal: the value does not fit the annotation."""
 
@@ -79,6 +85,10 @@ def describe(annotation):
         return " ".join([describe(base)] + bounds)
     if origin is Literal:
         return "one of " + ", ".join(repr(choice) for choice in args)
+    if _is_union(annotation):
+        return " or ".join(describe(arg) for arg in args)
+    if annotation is type(None):
+        return "null"
     if origin is tuple:
         return f"a list of {_plural(describe(args[0]))}"
     if origin is list:
@@ -108,6 +118,17 @@ def _coerce(annotation, value):
         return value
     if origin is Literal:
         if isinstance(value, str) and value in args:
+            return value
+        raise _Mismatch
+    if _is_union(annotation):
+        for arg in args:
+            try:
+                return _coerce(arg, value)
+            except _Mismatch:
+                pass
+        raise _Mismatch
+    if annotation is type(None):
+        if value is None:
             return value
         raise _Mismatch
     if origin is tuple:

@@ -77,4 +77,9 @@ def test_an_unknown_preset_is_refused_with_the_choices(capsys):
     with pytest.raises(SystemExit) as stopped:
         train_cli.main(["--preset", "m3"])
     err = capsys.readouterr().err
-    assert stopped.value.code == 2 and "invalid choice: 'm3'" in err and "vit_m2" in err.splitlines()[-1]
+    assert stopped.value.code == 2 and err.count("\n") == 1, err  # one line, no usage above it
+    assert err.startswith("tfcaption-train: error: argument --preset: invalid choice: 'm3' (choose from cptr, ")
+    with pytest.raises(SystemExit) as stopped:
+        train_cli.main(["--preset", "smal"])
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2 and err.count("\n") == 1 and err.rstrip().endswith("did you mean 'small'?)"), err

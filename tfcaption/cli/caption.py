@@ -1,19 +1,18 @@
 """tfcaption-caption: print a caption for each image file, from a SavedModel or a run directory."""
 
-import argparse
 import glob
 import json
 import os
 import sys
 
-from tfcaption.cli.common import one_line_errors, quiet_tensorflow
+from tfcaption.cli.common import ArgumentParser, one_line_errors, quiet_tensorflow
 from tfcaption.cli.sampling import add_sampler_arguments, sampler_from_args
 
 PROGRAM = "tfcaption-caption"
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog=PROGRAM, description=__doc__.split(":", 1)[1].strip())
+    parser = ArgumentParser(prog=PROGRAM, description=__doc__.split(":", 1)[1].strip())
     parser.add_argument("images", nargs="*",
                         help="image files or glob patterns; with --features, image ids (default: all in the file)")
     parser.add_argument("--model", default="runs/shapes-small",

@@ -1,11 +1,33 @@
-"""What every console script shares: quiet TensorFlow, one-line errors, config overrides."""
+"""What every console script shares: its argument parser, quiet TensorFlow, one-line errors, config overrides."""
 
+import argparse
 import contextlib
+import difflib
 import functools
 import json
 import os
 import sys
 import tempfile
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser, but a mistake on the command line is one line and exit code 2, as every other error a
+    user can fix: `PROG: error: argument --preset: invalid choice: 'smal' (choose from ...; did you mean 'small'?)`.
+
+    argparse prints its usage (several lines, a long one for a flag with many choices) above the error; the
+    error alone names the flag and, for a choice, every choice, and `--help` still prints the usage.
+    """
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {' '.join(str(message).split())}\n")
+
+    def _check_value(self, action, value):
+        # argparse's own message lists the choices as reprs; here they read as a list, with the nearest one
+        if action.choices is not None and value not in action.choices:
+            choices = [str(choice) for choice in action.choices]
+            close = difflib.get_close_matches(str(value), choices, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise argparse.ArgumentError(action, f"invalid choice: {value!r} (choose from {', '.join(choices)}{hint})")
 
 
 def quiet_tensorflow():

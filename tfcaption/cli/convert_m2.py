@@ -4,17 +4,16 @@ Reads the PyTorch `.pth` file and the pickled `vocab.pkl` without PyTorch or the
 writes a run directory that every tfcaption tool loads; the work is `tfcaption.interop.m2.convert`.
 """
 
-import argparse
 import sys
 
-from tfcaption.cli.common import captured_native_stderr, one_line_errors, quiet_tensorflow
+from tfcaption.cli.common import ArgumentParser, captured_native_stderr, one_line_errors, quiet_tensorflow
 from tfcaption.interop.m2 import REFERENCE_BEAM_SIZE, REFERENCE_STEPS
 
 PROGRAM = "tfcaption-convert-m2"
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog=PROGRAM, description=__doc__.split(":", 1)[1].split("\n")[0].strip())
+    parser = ArgumentParser(prog=PROGRAM, description=__doc__.split(":", 1)[1].split("\n")[0].strip())
     parser.add_argument("checkpoint", metavar="CHECKPOINT.pth", help="the released meshed_memory_transformer.pth")
     parser.add_argument("vocab", metavar="VOCAB.pkl", help="the released vocab.pkl")
     parser.add_argument("out_dir", metavar="OUT_DIR", help="run directory to write")

@@ -1,16 +1,15 @@
 """tfcaption-evaluate: caption dataset splits with a trained model and print the COCO metrics."""
 
-import argparse
 import sys
 
-from tfcaption.cli.common import one_line_errors, quiet_tensorflow
+from tfcaption.cli.common import ArgumentParser, one_line_errors, quiet_tensorflow
 from tfcaption.cli.sampling import add_sampler_arguments, sampler_from_args
 
 PROGRAM = "tfcaption-evaluate"
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog=PROGRAM, description=__doc__.split(":", 1)[1].strip())
+    parser = ArgumentParser(prog=PROGRAM, description=__doc__.split(":", 1)[1].strip())
     parser.add_argument("--model", default="runs/shapes-small", help="run directory (default runs/shapes-small)")
     parser.add_argument("--data", help="dataset spec, e.g. a prepared directory or karpathy:dataset_coco.json?images=DIR "
                         "(default: the one the model was trained on)")

@@ -1,15 +1,14 @@
 """tfcaption-export: write a trained model as a TF Serving SavedModel (image bytes in, captions out)."""
 
-import argparse
 import sys
 
-from tfcaption.cli.common import one_line_errors, quiet_tensorflow
+from tfcaption.cli.common import ArgumentParser, one_line_errors, quiet_tensorflow
 
 PROGRAM = "tfcaption-export"
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog=PROGRAM, description=__doc__.split(":", 1)[1].strip())
+    parser = ArgumentParser(prog=PROGRAM, description=__doc__.split(":", 1)[1].strip())
     parser.add_argument("--model", default="runs/shapes-small", help="run directory (default runs/shapes-small)")
     parser.add_argument("--export-root", default=None, help="default: the run's export.root (savedmodel)")
     parser.add_argument("--name", default=None, help="model name under the export root (default: the run's)")

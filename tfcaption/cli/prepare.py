@@ -3,7 +3,7 @@
 import argparse
 import sys
 
-from tfcaption.cli.common import one_line_errors, quiet_tensorflow
+from tfcaption.cli.common import ArgumentParser, one_line_errors, quiet_tensorflow
 
 PROGRAM = "tfcaption-prepare"
 
@@ -23,8 +23,8 @@ where it stopped when run again with the same arguments."""
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog=PROGRAM, description=__doc__.split(":", 1)[1].strip(), epilog=EPILOG,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog=PROGRAM, description=__doc__.split(":", 1)[1].strip(), epilog=EPILOG,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("source", help="source spec, e.g. karpathy:data/dataset_coco.json?images=data/coco")
     parser.add_argument("out_dir", help="output directory for the shards, manifest.json and skipped.jsonl")
     parser.add_argument("--images-per-shard", type=int, default=1000,

@@ -1,16 +1,15 @@
 """tfcaption-serve: serve SavedModels over TF Serving's REST API (no Docker), with dynamic batching and a web page."""
 
-import argparse
 import sys
 
-from tfcaption.cli.common import captured_native_stderr, one_line_errors, quiet_tensorflow
+from tfcaption.cli.common import ArgumentParser, captured_native_stderr, one_line_errors, quiet_tensorflow
 
 PROGRAM = "tfcaption-serve"
 MiB = 2 ** 20
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog=PROGRAM, description=__doc__.split(":", 1)[1].strip())
+    parser = ArgumentParser(prog=PROGRAM, description=__doc__.split(":", 1)[1].strip())
     parser.add_argument("path", metavar="SAVEDMODEL_ROOT_OR_DIR",
                         help="an export root (savedmodel/: every model under it), a model directory "
                              "(savedmodel/NAME: its newest version) or one SavedModel version directory")

@@ -1,17 +1,16 @@
 """tfcaption-train: build the dataset, train, evaluate, export, and say where everything is."""
 
-import argparse
 import functools
 import os
 import sys
 
-from tfcaption.cli.common import apply_overrides, one_line_errors, quiet_tensorflow
+from tfcaption.cli.common import ArgumentParser, apply_overrides, one_line_errors, quiet_tensorflow
 
 PROGRAM = "tfcaption-train"
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog=PROGRAM,
         description="Train a transformer captioner (M2, CPTR, spatial self-attention; from raw pixels or region "
         "features), evaluate it and export it. With no arguments: the built-in shapes dataset, the CPU-sized "
@@ -21,9 +20,10 @@ def build_parser():
                         "sections")
     from tfcaption.models.presets import DEFAULT_PRESET, PRESETS
 
-    parser.add_argument("--preset", default=None, choices=sorted(PRESETS),
-                        help=f"model preset and the run settings its paper fixes (default {DEFAULT_PRESET}); "
-                        "--list-presets shows them")
+    parser.add_argument("--preset", default=None, choices=sorted(PRESETS), metavar="NAME",
+                        help=f"model preset and the run settings its paper fixes (default {DEFAULT_PRESET}): "
+                        f"{', '.join(sorted(PRESETS))}; --list-presets describes them, docs/guides/presets.md "
+                        "explains them")
     parser.add_argument("--list-presets", action="store_true",
                         help="print the presets (input, parameters, paper, description, run settings) and exit")
     parser.add_argument("--data", help="dataset spec: shapes (default), a directory made by tfcaption-prepare, or a "
@@ -35,7 +35,7 @@ def build_parser():
     parser.add_argument("--init-from", metavar="RUN_DIR", help="start from another run's model, vocabulary and best "
                         "weights (a tfcaption run or a converted M2 checkpoint) to fine-tune; the default run "
                         "directory is then runs/DATASET-PRESET-from-NAME")
-    parser.add_argument("--task", choices=["xe", "scst"], help="train with this task only (no phases): xe, "
+    parser.add_argument("--task", choices=_choices("task"), help="train with this task only (no phases): xe, "
                         "cross-entropy (the default run's); scst, self-critical sequence training with a CIDEr-D "
                         "reward, e.g. --init-from an XE run. The m2* presets run both, XE then SCST (train.phases)")
     parser.add_argument("--epochs", type=int, help="epochs (of each phase that does not set its own)")
@@ -44,13 +44,23 @@ def build_parser():
                         help="shorten the epochs so that the training steps take about MINUTES on this machine, "
                         "at the rate the first steps measure (train.time_budget_minutes; validation, evaluation "
                         "and export come on top)")
-    parser.add_argument("--strategy", choices=["auto", "default", "mirrored", "multiworker", "tpu"])
+    parser.add_argument("--strategy", choices=_choices("strategy"))
     parser.add_argument("--no-xla", action="store_true", help="do not XLA-compile the train and decode steps")
     parser.add_argument("--no-export", action="store_true", help="skip the SavedModel export")
     parser.add_argument("--set", action="append", metavar="FIELD=VALUE", default=[],
                         help="override any config field, e.g. --set train.warmup_steps=500 --set model.dropout=0.2 "
                         "--set model.encoder.num_layers=4 --set data.max_caption_words=20")
     return parser
+
+
+def _choices(field):
+    """The choices of a `train` field, from its annotation: the flag and `--set train.FIELD` take the same."""
+    import typing
+
+    from tfcaption.config import TrainConfig
+    from tfcaption.config_fields import field_types
+
+    return typing.get_args(field_types(TrainConfig)[field])
 
 
 def _sets(args, field):

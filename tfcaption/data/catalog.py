@@ -12,6 +12,7 @@ import os
 
 import tensorflow as tf
 
+from tfcaption.data.options import PREPARE_OPTIONS
 from tfcaption.data.prepare import prepare_dataset
 from tfcaption.data.sources import (
     SOURCE_OPTIONS,
@@ -21,9 +22,6 @@ from tfcaption.data.sources import (
     open_source,
     source_fingerprint,
 )
-
-# `data.options` every source spec accepts (besides its own SOURCE_OPTIONS): keyword arguments of prepare_dataset.
-PREPARE_OPTIONS = ("images_per_shard", "workers", "max_image_side", "max_pixels")
 
 
 def default_data_root():

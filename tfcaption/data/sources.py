@@ -43,17 +43,9 @@ from typing import Iterator
 import tensorflow as tf
 
 from tfcaption.data import annotations, records
+from tfcaption.data.options import SOURCE_OPTIONS, SOURCE_SCHEMES  # noqa: F401 (each scheme's options, typed)
 from tfcaption.data.region_features import MAX_REGIONS, RegionFeatureFile
 
-SOURCE_SCHEMES = ("coco", "karpathy", "tfds", "folder", "features")
-# The options each source scheme takes (after "?" in the spec, or as resolve_dataset options).
-SOURCE_OPTIONS = {
-    "coco": ("images", "split"),
-    "karpathy": ("images", "restval"),
-    "tfds": ("data_dir", "download", "splits", "restval"),
-    "folder": ("captions", "val", "test"),
-    "features": ("captions", "max_regions", "restval"),
-}
 _CAPTION_FILES = ("captions.csv", "captions.jsonl", "captions.txt", "captions.json")
 
 
@@ -258,7 +250,8 @@ def _tfds_source(spec: DatasetSpec):
         spec.path, data_dir=spec.options.get("data_dir") or None,
         download=_flag(spec.options.get("download", "1"), "download"),
         fold_restval=_flag(spec.options.get("restval", "train"), "restval"),
-        splits=[s.strip() for s in splits.split(",") if s.strip()] if splits else None)
+        splits=[s.strip() for s in (splits.split(",") if isinstance(splits, str) else splits) if s.strip()]
+        if splits else None)
 
 
 def _features_source(spec: DatasetSpec) -> FeaturesSource:
