@@ -153,7 +153,7 @@ def test_other_endpoints_errors(server, images, reference, method, path, status,
     check_good_request(server, images, reference)
 
 
-# The README's curl lines (Serving section), run as written with the server's address for localhost:8501.
+# The curl lines of docs/guides/serving.md (tfcaption-serve), run as written with the server's address for localhost:8501.
 README_CURL = [
     'curl -s localhost:8501/v1/models/tiny',
     'curl -s localhost:8501/v1/models/tiny/metadata',

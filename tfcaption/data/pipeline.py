@@ -86,8 +86,8 @@ def decode_image(image_bytes: tf.Tensor, image_size: ImageSize) -> tf.Tensor:
     """
     height, width = image_hw(image_size)
     image = _decode_pixels(image_bytes)
-    # An antialiased resize to the same size is the identity (checked: max |diff| = 0) but costs ~3x the
-    # PNG decode itself (measured on 96x96), so images already at the target size skip it.
+    # An antialiased resize to the same size is the identity (checked: max |diff| = 0) but costs more than
+    # the PNG decode itself (docs/results.md), so images already at the target size skip it.
     same_size = tf.reduce_all(tf.equal(tf.shape(image)[:2], [height, width]))
     image = tf.cond(
         same_size,
@@ -142,7 +142,7 @@ def tokenize_captions(captions: tf.Tensor, vocab: Vocabulary, max_length: int,
     :func:`~tfcaption.data.tokenizer.normalize_caption_tf`; ids are words, or subword pieces with a
     :class:`~tfcaption.data.wordpiece.WordPieceVocabulary`), keeps the first ``max_length`` ids (the row
     still ends with ``<eos>``), and where ``flip[b]`` is true swaps the words "left" and "right" before
-    they are looked up. Works on a whole batch at once: vectorised over the batch it costs ~40 us less
+    they are looked up. Works on a whole batch at once, because vectorised over the batch it costs less
     CPU per caption than tokenising captions one by one in tf.data.
     """
     captions = tf.convert_to_tensor(captions, tf.string)
@@ -160,9 +160,9 @@ def _decode_or_drop(ds: tf.data.Dataset, fn, chunk: int = 1) -> tf.data.Dataset:
     Elements are mapped inside small datasets of ``chunk`` elements each followed by ``ignore_errors``,
     so only errors raised by ``fn`` itself (the image decode) are dropped and logged; a failure reading
     the shards upstream still stops the run. Output order equals input order (deterministic).
-    ``chunk > 1`` (elements must then batch, i.e. have fixed shapes) amortises the per-dataset cost:
-    measured on 96x96 PNGs, 1 -> 7.2k, 16 -> 9.3k images/s, against 10.7k for an unconfined
-    ``map().ignore_errors()``.
+    ``chunk > 1`` (elements must then batch, i.e. have fixed shapes) amortises the per-dataset cost,
+    which brings it close to an unconfined ``map().ignore_errors()`` (the throughputs:
+    docs/results.md, "Input pipeline").
     """
     if chunk > 1:
         ds = ds.batch(chunk)
@@ -196,11 +196,9 @@ def train_dataset(data_dir: str, split: str, vocab: Vocabulary, batch_size: int,
     spread over ~``decoded_shuffle_buffer`` positions), at the price of decoding each image once per
     caption.
 
-    Measured on this project's 2-core machines (batch 64, 5 captions per image, 10,000 pairs per epoch;
-    CPU time per pair from getrusage): 96x96 PNGs run at ~9-10k pairs/s per epoch either way (12-13k/s
-    once the shuffle buffer is full), with 154 vs 159 us CPU per pair for shapes-like PNGs and 117 vs
-    187 us for noise-textured ones; 640x480 JPEGs resized to 224 cost 1.0 vs 3.8 ms per pair (~1.6k vs
-    ~0.35k pairs/s) -- hence ``decode_once=True`` by default. Memory: the encoded buffer holds
+    ``decode_once=True`` is the default because decoding dominates the cost of a photo: small PNGs cost
+    about the same either way, but a 640x480 JPEG decoded once per caption costs several times the CPU
+    per pair (measured: docs/results.md, "Input pipeline"). Memory: the encoded buffer holds
     ``shuffle_buffer`` files; the decoded one ~``decoded_shuffle_buffer / captions per image`` float32
     images (about 22 MB at 96x96, 120 MB at 224x224 with the defaults and 5 captions).
 
@@ -401,7 +399,7 @@ def count_undecodable(data_dir: str, split: str) -> tuple[int, list[str]]:
     one-element dataset that decodes the image and, when decoding fails, falls through to a
     ``(image_id, False)`` fallback. It runs the decoding step of :func:`decode_image` (resizing cannot
     fail on a decoded image, and an empty one counts as undecodable), so the count is what training and
-    evaluation skip. Costs one decode of every image (~0.3 s per 1,000 images of 96x96 PNG or 640x480 JPEG here).
+    evaluation skip. Costs one decode of every image (docs/results.md, "Input pipeline").
     A region-features dataset has nothing to decode: ``(0, [])`` without reading it.
     """
     if dataset_input_kind(data_dir).kind == "features":

@@ -55,7 +55,7 @@ SPECIALS = (UNK, PAD, BOS, EOS)
 
 @functools.lru_cache(maxsize=None)
 def _kept_ranges() -> tuple[tuple[int, int], ...]:
-    """Code-point ranges of Unicode categories L*, M*, N* per Python's unicodedata (~0.2 s, cached)."""
+    """Code-point ranges of Unicode categories L*, M*, N* per Python's unicodedata (a walk over every code point, so cached)."""
     category = unicodedata.category
     ranges, start = [], None
     for cp in range(0x110000):

@@ -120,8 +120,8 @@ def _to_ranges(cps: list[int]) -> tuple[tuple[int, int], ...]:
 
 @functools.lru_cache(maxsize=None)
 def _classes() -> dict[str, tuple[tuple[int, int], ...]]:
-    """Code-point ranges per Python's unicodedata (the Unicode version the Python side uses; ~0.5 s,
-    cached): ``unassigned`` (Cn), ``marks`` (M*), ``unspaced`` (letters and numbers of the unspaced
+    """Code-point ranges per Python's unicodedata (the Unicode version the Python side uses; a walk
+    over every code point, so cached): ``unassigned`` (Cn), ``marks`` (M*), ``unspaced`` (letters and numbers of the unspaced
     blocks). Surrogates (Cs) cannot occur in valid UTF-8 or in a ``str`` from it."""
     category = unicodedata.category
     in_block = bytearray(0x110000)

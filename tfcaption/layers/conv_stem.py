@@ -71,9 +71,9 @@ class ConvStem(keras.layers.Layer):
 
     def call(self, images):
         # Under XLA each convolution runs as one matmul over its strided windows: XLA's CPU convolutions
-        # were slow to differentiate here (the `small` preset's XE step: the stem's forward and backward
-        # about 70 ms of 145 ms; the step 1.1-1.3x faster as matmuls on a 2-core AMD EPYC Zen 5,
-        # TensorFlow 2.21). Elsewhere oneDNN's convolutions are the faster ones. The Conv2D layers hold the
+        # are slow to differentiate, so the stem's forward and backward were about half of the `small`
+        # preset's XE step, and the matmul form makes that step faster (timings with their machine:
+        # docs/results.md). Elsewhere oneDNN's convolutions are the faster ones. The Conv2D layers hold the
         # weights either way (their names are the weights file's paths).
         as_matmuls = compiling_for_xla() and images.shape[1] is not None and images.shape[2] is not None
         x = images

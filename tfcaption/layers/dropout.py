@@ -12,10 +12,10 @@ class Dropout(keras.layers.Dropout):
     1 / (1 - rate) scaling) with the mask drawn by `tf.random.stateless_uniform` with a named algorithm:
     ThreeFry when the step is XLA-compiled, Philox otherwise.
 
-    Why: Keras draws masks with TensorFlow's default stateless algorithm ("auto_select"), and under XLA
-    on a CPU that took 890-980 ms for a 50 x 50 x 2048 mask against 25-29 ms with Philox named
-    explicitly and 8-9 ms with ThreeFry (2-core AMD EPYC Zen 5, TensorFlow 2.21); in an XE step at M2's
-    paper sizes with dropout 0.1 it was 0.53 s of 1.76 s. ThreeFry has no kernel outside XLA, so an
+    Why: Keras draws masks with TensorFlow's default stateless algorithm ("auto_select"), which under XLA
+    on a CPU is far slower than Philox named explicitly, and Philox slower than ThreeFry: enough to be a
+    large share of an XE step at M2's paper sizes with dropout 0.1 (the timings, with their machine, are
+    in docs/results.md, "Where the XE time went"). ThreeFry has no kernel outside XLA, so an
     uncompiled step (`--no-xla`, eager) draws with Philox, which is what "auto_select" runs there: the
     same seed gives different masks compiled and uncompiled, each deterministic. With `noise_shape` set
     the Keras layer runs as it is.

@@ -1,8 +1,8 @@
 """CIDEr-D without java, fast enough to be an SCST reward and a per-epoch validation metric.
 
 `tfcaption.metrics.coco.caption_metrics` calls pycocoevalcap for the reported numbers. That scorer
-rebuilds every n-gram vector on each call and walks Python dicts pair by pair (about 2,000
-candidates/s), too slow to score the 5 beams of every training image at every SCST step, and it always
+rebuilds every n-gram vector on each call and walks Python dicts pair by pair, which is
+too slow to score the 5 beams of every training image at every SCST step, and it always
 takes its document frequencies from the captions it is scoring. `CiderD` computes the same quantity:
 
     CIDEr-D(c, R) = 10 / |R| * sum_{r in R} 1/4 * sum_{n=1..4}

@@ -231,7 +231,7 @@ def _ptb_tokenize_java(captions: dict) -> dict:
 
 
 # One METEOR java process per Python process, reused by every score: starting it (the JVM and the jar's
-# paraphrase table) took about 8 s against about 2 s to score 1,000 captions (2-core AMD EPYC Zen 5), and
+# paraphrase table) costs several times what scoring 1,000 captions does (docs/results.md), and
 # a run scores four sets (test and novel, model and blind baseline). Keyed by the jar pycocoevalcap names.
 _meteor_processes = {}
 
