@@ -117,3 +117,40 @@ def checked_settings(batch_size, temperature, top_k, top_p, seed, max_length, ma
         max_length = tf.where(max_length == 0, tf.constant(max_steps + 1, tf.int32), max_length)
         return (tf.identity(temperature), tf.identity(top_k), tf.identity(top_p), tf.identity(seed),
                 tf.identity(max_length))
+
+
+def settings_of(sampler):
+    """The `sample` signature's settings for a sampler: a dict of `temperature`, `top_k`, `top_p`, `seed`
+    (None: the sampler draws a new seed per call) and `max_length` (0), or ValueError for what the signature
+    cannot do (beam search, logit controls).
+
+    Example:
+    >>> import tfcaption.samplers as samplers
+    >>> settings_of(samplers.TopPSampler(p=0.8, k=20, temperature=0.7, seed=3))
+    {'temperature': 0.7, 'top_k': 20, 'top_p': 0.8, 'seed': 3, 'max_length': 0}
+    >>> settings_of("greedy")["temperature"]
+    0.0
+    """
+    from tfcaption import samplers
+
+    sampler = samplers.get(sampler)
+    if isinstance(sampler, samplers.BeamSampler):
+        raise ValueError("a SavedModel's beam search is its serving_default signature, fixed at export: load it "
+                         "without a sampler (or pass the run directory to choose the beams).")
+    defaults = samplers.GreedySampler().get_config()
+    controls = [name for name in ("no_repeat_ngram_size", "repetition_penalty", "min_length", "banned_token_ids")
+                if sampler.get_config()[name] != defaults[name]]
+    if controls:
+        raise ValueError(f"a SavedModel's sample signature applies no logit controls ({', '.join(controls)} set): "
+                         "pass the run directory to use them.")
+    settings = {"temperature": sampler.temperature, "top_k": 0, "top_p": 1.0, "seed": sampler.seed, "max_length": 0}
+    if isinstance(sampler, samplers.GreedySampler):
+        settings["temperature"] = 0.0
+    elif isinstance(sampler, samplers.TopKSampler):
+        settings["top_k"] = sampler.k
+    elif isinstance(sampler, samplers.TopPSampler):
+        settings.update(top_p=sampler.p, top_k=sampler.k or 0)
+    elif not isinstance(sampler, samplers.RandomSampler):
+        raise ValueError(f"a SavedModel's sample signature cannot run {type(sampler).__name__}: pass the run "
+                         "directory to use it.")
+    return settings
