@@ -63,10 +63,19 @@ class AttentionUnavailableError(ValueError):
 
 
 class _SavedModelBackend:
-    def __init__(self, path):
+    def __init__(self, path, sampler=None):
         self.path = path
         self.loaded = tf.saved_model.load(path)
         self.signature = self.loaded.signatures["serving_default"]
+        self.settings = None
+        if sampler is not None:  # the export's `sample` signature, with the sampler's settings
+            from tfcaption.export.sampling import settings_of
+
+            self.settings = settings_of(sampler)
+            if "sample" not in self.loaded.signatures:
+                raise ValueError(f"{path}: this export predates the sampling signature ('sample'); re-export it "
+                                 "with tfcaption-export, or pass the run directory to sample.")
+            self.signature = self.loaded.signatures["sample"]
         config = {}
         if tf.io.gfile.exists(self._asset("config.json")):  # the oldest exports carry no config
             with tf.io.gfile.GFile(self._asset("config.json")) as f:
@@ -83,8 +92,20 @@ class _SavedModelBackend:
         dtype = tf.string if self.input_key == "images" else tf.float32
         return {self.input_name: tf.constant(inputs, dtype)}
 
+    def _sample_feed(self, count):
+        seed = self.settings["seed"]
+        if seed is None:  # as the samplers do without a seed: a new draw on every call
+            seed = int(np.random.randint(0, 2**31 - 1))
+        values = {**self.settings, "seed": seed}
+        dtypes = {"temperature": tf.float32, "top_k": tf.int32, "top_p": tf.float32, "seed": tf.int64,
+                  "max_length": tf.int32}
+        return {name: tf.fill([count], tf.constant(values[name], dtype)) for name, dtype in dtypes.items()}
+
     def __call__(self, inputs):
-        outputs = self.signature(**self._feed(inputs))
+        feed = self._feed(inputs)
+        if self.settings is not None:
+            feed.update(self._sample_feed(len(inputs)))
+        outputs = self.signature(**feed)
         captions = [c.decode("utf-8") for c in outputs["caption"].numpy()]
         return captions, outputs["score"].numpy()
 
@@ -162,19 +183,20 @@ class CaptionPredictor:
         beam_size: for run directories (a SavedModel's is fixed at export):
             the shorthand for greedy (1) or `BeamSampler(num_beams=k)`; default
             the run's `decode.beam_size`.
-        sampler: for run directories: a `tfcaption.samplers.Sampler` or a
-            name (`"top_p"`, ...), instead of `beam_size`. A random sampler
-            without a `seed` draws new captions on every call (so `caption`
-            and `caption_with_attention` differ): give it a seed.
+        sampler: a `tfcaption.samplers.Sampler` or a name (`"top_p"`, ...),
+            instead of `beam_size`. A random sampler without a `seed` draws
+            new captions on every call (so `caption` and
+            `caption_with_attention` differ): give it a seed. A SavedModel
+            samples with its `sample` signature (greedy, random, top-k and
+            top-p samplers without logit controls; an export written before
+            that signature says to re-export); its `caption_with_attention`
+            stays greedy.
     """
 
     def __init__(self, path, beam_size=None, sampler=None):
         path = resolve_model_path(path)
         if tf.io.gfile.exists(os.path.join(path, "saved_model.pb")):
-            if sampler is not None:
-                raise ValueError(f"{path}: a SavedModel decodes as it was exported; a sampler applies to run "
-                                 "directories.")
-            self.backend = _SavedModelBackend(path)
+            self.backend = _SavedModelBackend(path, sampler)
         else:
             self.backend = _RunBackend(path, beam_size, sampler)
         self.path = path
@@ -274,7 +296,8 @@ def resolve_model_path(path):
 def load(path, beam_size=None, sampler=None):
     """Loads a captioner for notebooks and scripts: `tfcaption.load(path).caption(images)`.
 
-    `sampler` (run directories): a `tfcaption.samplers.Sampler` or a name, e.g.
-    `from tfcaption import samplers; tfcaption.load(run, sampler=samplers.TopPSampler(p=0.9, seed=1))`.
+    `sampler`: a `tfcaption.samplers.Sampler` or a name, e.g.
+    `from tfcaption import samplers; tfcaption.load(run, sampler=samplers.TopPSampler(p=0.9, seed=1))`; a
+    SavedModel samples with its `sample` signature (see `CaptionPredictor`).
     """
     return CaptionPredictor(path, beam_size, sampler)

@@ -76,7 +76,9 @@ def test_export_is_version_1_with_config_and_vocab_assets_and_never_overwrites(e
         serving = json.load(f)["serving"]
     assert serving["max_pixels"] == 40_000_000 and serving["beam_size"] == 2
     assert serving["max_steps"] == TINY_MAX_STEPS and serving["patch_grid"] == [4, 4]
-    assert serving["signatures"] == ["serving_default", "caption_with_attention"]
+    assert serving["signatures"] == ["serving_default", "caption_with_attention", "sample"]
+    assert serving["sampling"] == {"signature": "sample", "outputs": ["caption", "score", "tokens"],
+                                   "inputs": ["image_bytes", "temperature", "top_k", "top_p", "seed", "max_length"]}
     with pytest.raises(FileExistsError):  # never overwrites; refuses before doing any work
         export_saved_model(None, None, os.path.dirname(model_dir), "tiny", version=1)
 

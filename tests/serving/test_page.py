@@ -1,6 +1,7 @@
 """The web page in a real headless Chromium (Debian's chromium and chromium-driver, driven by Selenium): upload
 a shapes image, the caption, the beams, one attention map per word and the meshed gates appear; hovering a
-word shows its map; a screenshot is saved and checked not to be blank."""
+word shows its map; a screenshot is saved and checked not to be blank; the sampling controls sample with the
+settings typed and show the server's error for a bad one."""
 
 import os
 
@@ -113,3 +114,42 @@ def test_page_shows_the_servers_error_for_a_non_image(server, browser, tmp_path)
     assert wait_state(browser, ("ready", "error")) == "error"
     error = browser.find_element(By.ID, "error").text
     assert "HTTP 400" in error and "image_bytes[0]: not a JPEG, PNG, GIF or BMP image" in error
+
+
+@needs_chromium
+def test_page_samples_with_the_controls_settings_and_shows_a_bad_settings_error(server, direct, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    from tests.serving.test_sampling import direct_sample
+
+    image = shapes_png(3)
+    path = tmp_path / "scene.png"
+    path.write_bytes(image)
+    browser.get(server.url + "/")
+    assert wait_state(browser, ("idle", "error")) == "idle", browser.find_element(By.ID, "error").text
+    assert browser.find_element(By.ID, "sampling").is_displayed()  # the export has the `sample` signature
+    browser.find_element(By.ID, "seed").send_keys("42")
+    browser.find_element(By.ID, "file").send_keys(str(path))
+    assert wait_state(browser, ("ready", "error")) == "ready", browser.find_element(By.ID, "error").text
+    expected = direct_sample(direct, image, temperature=1.0, top_p=0.9, seed=42)  # the controls' defaults
+    assert browser.find_element(By.ID, "sampled").text == expected["caption"].decode()
+    assert "seed 42" in browser.find_element(By.ID, "samplescore").text
+
+    def set_value(name, value):
+        field = browser.find_element(By.ID, name)
+        field.clear()
+        field.send_keys(value)
+
+    set_value("temperature", "0")  # greedy
+    browser.execute_script("document.body.dataset.state = 'busy'")
+    browser.find_element(By.ID, "sample").click()
+    assert wait_state(browser, ("ready", "error")) == "ready", browser.find_element(By.ID, "error").text
+    greedy = direct_predictions(direct, [image], "caption_with_attention")[0]
+    assert browser.find_element(By.ID, "sampled").text == greedy["caption"].decode()
+
+    set_value("temperature", "-1")
+    browser.find_element(By.ID, "sample").click()
+    assert wait_state(browser, ("error",)) == "error"
+    error = browser.find_element(By.ID, "error").text
+    assert "HTTP 400" in error and "temperature[0]: must be a number >= 0" in error
+    assert browser.find_element(By.ID, "caption").text  # the caption and beams stay

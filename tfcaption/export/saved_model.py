@@ -17,6 +17,13 @@ padding) for region-feature models. Two signatures:
   the serving config's `token_grid.prefix`; batch-shaped because TF Serving's row format needs every
   output to share the batch dimension). Region models report per-region weights. Rows after a
   caption's <eos> are zero.
+- `sample`: sampling with settings chosen per row, so one compiled program serves any mix of requests:
+  the image input plus `temperature` (float32 [B], 0: greedy), `top_k` (int32 [B], 0: off), `top_p`
+  (float32 [B], 1: off), `seed` (int64 [B]: the row's draws depend on it alone, so a seed gives the same
+  caption whatever batch the row is in) and `max_length` (int32 [B], 0: the export's max_steps); outputs
+  `caption`, `score` (the sum of the model's log-probabilities of the drawn tokens) and `tokens`, as
+  `serving_default`'s. See `tfcaption.export.sampling`. A bad setting fails the call with
+  InvalidArgumentError naming its row (`top_p[1]: must be in (0, 1] ...`).
 
 Bad inputs (empty, not an image, truncated, more than `max_pixels` pixels; features with NaN or inf)
 fail the call with InvalidArgumentError naming the batch index (see `tfcaption.export.image_decoding`).
@@ -33,9 +40,11 @@ import tensorflow as tf
 from tfcaption.decoding.captioning import generate
 from tfcaption.data.pipeline import DEFAULT_MAX_PIXELS
 from tfcaption.export.image_decoding import decode_batch
+from tfcaption.export.sampling import SETTING_NAMES, SETTINGS, PerRowSampler, checked_settings
 
 DEFAULT_EXPORT_ROOT = "savedmodel"
-SIGNATURES = ("serving_default", "caption_with_attention")
+SAMPLE_SIGNATURE = "sample"
+SIGNATURES = ("serving_default", "caption_with_attention", SAMPLE_SIGNATURE)
 
 
 IMAGE_BYTES = tf.TensorSpec([None], tf.string, name="image_bytes")
@@ -80,6 +89,7 @@ class CaptionerModule(tf.Module):
         self.patch_grid = None if grid is None else (grid.rows, grid.cols)
         self._generate = tf.function(self._tokens, jit_compile=jit_compile)
         self._attend = tf.function(self._greedy_with_attention, jit_compile=jit_compile)
+        self._sample = tf.function(self._sampled_tokens, jit_compile=jit_compile)
         if self.image_encoder.input_key == "images":
             spec, self._read = IMAGE_BYTES, self._decode_batch
         else:
@@ -88,12 +98,17 @@ class CaptionerModule(tf.Module):
         self.input_name = spec.name
         self.serve = tf.function(self._serve, input_signature=[spec])
         self.serve_with_attention = tf.function(self._serve_with_attention, input_signature=[spec])
+        self.serve_sample = tf.function(self._serve_sample, input_signature=[spec, *SETTINGS])
 
     def _tokens(self, inputs):
         return generate(self.model, inputs, self.beam_size, self.max_steps)
 
     def _greedy_with_attention(self, inputs):
         return generate(self.model, inputs, 1, self.max_steps, return_attention=True)
+
+    def _sampled_tokens(self, inputs, temperature, top_k, top_p, seed, max_length):
+        sampler = PerRowSampler(temperature, top_k, top_p, max_length)
+        return generate(self.model, inputs, sampler, self.max_steps, seeds=seed)
 
     def _decode_batch(self, image_bytes):
         return decode_batch(image_bytes, self.image_encoder.image_size, self.max_pixels)
@@ -112,6 +127,11 @@ class CaptionerModule(tf.Module):
         result["beam_captions"] = self.vocab.decode_tf(beams)
         result["beam_scores"] = outputs.get("beam_scores", outputs["scores"][:, None])
         return result
+
+    def _serve_sample(self, inputs, temperature, top_k, top_p, seed, max_length):
+        inputs = self._read(inputs)
+        settings = checked_settings(tf.shape(inputs)[0], temperature, top_k, top_p, seed, max_length, self.max_steps)
+        return self._text_outputs(self._sample(inputs, *settings))
 
     def _serve_with_attention(self, inputs):
         outputs = self._attend(self._read(inputs))  # attention mixed by decoding.mix_levels
@@ -135,6 +155,8 @@ class CaptionerModule(tf.Module):
             "image_size": image_size[0] if image_size and image_size[0] == image_size[1] else image_size,
             "patch_grid": None if self.patch_grid is None else list(self.patch_grid),
             "signatures": list(SIGNATURES), "attention_decoding": "greedy",
+            "sampling": {"signature": SAMPLE_SIGNATURE, "inputs": [self.input_name, *SETTING_NAMES],
+                         "outputs": ["caption", "score", "tokens"]},
         }
 
 
@@ -177,7 +199,8 @@ def export_saved_model(model, vocab, export_root=DEFAULT_EXPORT_ROOT, model_name
         module.vocab_file = tf.saved_model.Asset(vocab_path)
         module.config_file = tf.saved_model.Asset(config_path)
         staging = os.path.join(model_dir, f".tmp-{version}-{uuid.uuid4().hex[:8]}")
-        signatures = {"serving_default": module.serve, "caption_with_attention": module.serve_with_attention}
+        signatures = {"serving_default": module.serve, "caption_with_attention": module.serve_with_attention,
+                      SAMPLE_SIGNATURE: module.serve_sample}
         try:
             tf.saved_model.save(module, staging, signatures=signatures)
         except BaseException:

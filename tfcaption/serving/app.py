@@ -33,6 +33,7 @@ from starlette.routing import Route
 from tfcaption.serving import rest
 from tfcaption.serving.batching import Batcher
 from tfcaption.serving.limits import BodyBudget, Limits, read_body
+from tfcaption.serving.models import SAMPLE_SIGNATURE
 from tfcaption.serving.rest import ServingError
 
 
@@ -222,7 +223,9 @@ class ServingApp:
                 parsed_request = rest.parse_body(body)
                 signature = rest.signature_name(parsed_request)
                 if signature not in served.signatures:
-                    raise ServingError(f"Serving signature name: \"{signature}\" not found in signature def")
+                    hint = ("; this export predates the sampling signature: re-export it with tfcaption-export"
+                            if signature == SAMPLE_SIGNATURE else "")
+                    raise ServingError(f"Serving signature name: \"{signature}\" not found in signature def{hint}")
                 parsed = rest.predict_inputs(parsed_request, served.signatures[signature], limits.max_images)
                 del parsed_request, body
                 batcher = self._batcher(served, signature)

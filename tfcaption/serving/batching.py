@@ -8,11 +8,17 @@ oldest one arrived, as TF Serving's batch scheduler does (`max_batch_size`, `bat
 request larger than `max_batch` is one call of its own. The call runs in a worker thread (TensorFlow
 releases the GIL), so the next batch fills while one runs; `workers` calls may run at once.
 
+Only requests that can share a call are merged: one batcher per signature, and inputs of one dtype and
+per-example shape. The sampling signature (`sample`) takes its settings (temperature, top_k, top_p, seed,
+max_length) as per-row inputs and draws each row from its own seed, so sampling requests with different
+settings are merged like any others and each row's caption is the one a call of its own would give.
+
 Every output is split back along the batch dimension. One bad example fails only its own request: when a
 merged call fails with INVALID_ARGUMENT, the requests that its message blames (tfcaption's image decoder
-names every bad element, `image_bytes[3]: ...`) are called on their own, so each gets exactly the error a
-call of its own would give, and the others are called merged again; if the message names no element, or
-the second merged call fails too, every request is called on its own. A signature whose outputs are not
+names every bad element, `image_bytes[3]: ...`; the sampling signature every bad setting, `top_p[3]: ...`)
+are called on their own, so each gets exactly the error a call of its own would give, and the others are
+called merged again; if the message names no element, or the second merged call fails too, every request
+is called on its own. A signature whose outputs are not
 all batch-major is called once per request.
 
 With `merge=False` every request is one call of its own (what a server without batching does), still

@@ -151,15 +151,27 @@ def load_version(name, version, path, warmup=True):
     return served
 
 
+# The sampling signature's name in tfcaption exports (tfcaption.export.saved_model.SAMPLE_SIGNATURE; not
+# imported from there, which would load the model code into the server).
+SAMPLE_SIGNATURE = "sample"
+
+# One row of neutral settings for a sampling signature (tfcaption.export.sampling): every setting off.
+SAMPLING_WARMUP = {"temperature": 1.0, "top_k": 0, "top_p": 1.0, "seed": 0, "max_length": 0}
+
+
 def warm_up(served):
-    """One call per image-bytes signature on a small PNG, so the first client does not pay for the kernels'
-    start-up (TF Serving's SavedModel warm-up does the same with recorded requests)."""
+    """One call per image-bytes signature on a small PNG (with neutral settings for the sampling signature),
+    so the first client does not pay for the kernels' start-up (TF Serving's SavedModel warm-up does the
+    same with recorded requests)."""
     import tensorflow as tf
 
     png = tf.io.encode_png(tf.fill([8, 8, 3], tf.constant(128, tf.uint8)))
     for name, signature in served.signatures.items():
-        if list(signature.inputs) == ["image_bytes"]:
-            served.function(name)(image_bytes=tf.reshape(png, [1]))
+        names = set(signature.inputs)
+        if names == {"image_bytes"} or names == {"image_bytes", *SAMPLING_WARMUP}:
+            settings = {key: tf.constant([value], signature.inputs[key].dtype)
+                        for key, value in SAMPLING_WARMUP.items() if key in names}
+            served.function(name)(image_bytes=tf.reshape(png, [1]), **settings)
 
 
 @dataclasses.dataclass

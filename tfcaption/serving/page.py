@@ -1,4 +1,4 @@
-"""The web page at `/`: choose or drop an image, see its caption, the beams and where each word looked.
+"""The web page at `/`: choose or drop an image, see its caption, the beams, where each word looked, and samples.
 
 One self-contained HTML document (inline CSS and JavaScript, no external assets, so it works offline). It
 calls the server's own REST API, the same endpoints a TF Serving client uses:
@@ -6,7 +6,10 @@ calls the server's own REST API, the same endpoints a TF Serving client uses:
 - `GET /tfcaption/models` once, for the models, their signatures, serving settings and vocabulary;
 - `POST /v1/models/NAME/versions/N:predict` with `serving_default` (the export's beam search: caption and
   score, and every beam where the export returns `beam_captions` / `beam_scores`) and with
-  `caption_with_attention` (greedy decoding with `attention`, `gates`, `patch_grid`).
+  `caption_with_attention` (greedy decoding with `attention`, `gates`, `patch_grid`), and, where the export
+  has it, with `sample` (the sampling signature: temperature, top-k, top-p, seed and max length per
+  request, from the controls beside the caption; "Sample" draws again with the settings shown, "New seed"
+  with another seed; an empty seed is filled with a random one, so every sample shown can be repeated).
 
 It shows the caption, the captions with their scores (sum of log-probabilities), one attention map per
 generated word (hover or click a word, or its thumbnail) drawn over the image on the export's patch grid
@@ -65,6 +68,14 @@ h2 { font-size: 13px; text-transform: uppercase; letter-spacing: .6px; color: va
 #gates tr.active td { background: #eef4ff; }
 #error { color: #b3261e; white-space: pre-wrap; font-size: 13px; }
 #status { color: var(--muted); font-size: 13px; }
+#controls { display: flex; flex-wrap: wrap; gap: 8px 12px; align-items: end; font-size: 13px; color: var(--muted); }
+#controls label { display: flex; flex-direction: column; gap: 2px; }
+#controls input { font: inherit; width: 84px; padding: 2px 4px; border: 1px solid var(--line); border-radius: 4px; }
+#controls button { font: inherit; padding: 3px 10px; border-radius: 4px; border: 1px solid var(--accent);
+                   background: var(--accent); color: #fff; cursor: pointer; }
+#controls button.plain { background: #fff; color: var(--accent); }
+#sampled { font-size: 18px; font-weight: 600; min-height: 1.4em; margin-top: 8px; }
+#samplescore { color: var(--muted); font-size: 13px; }
 .section { margin-top: 14px; }
 .hidden { display: none; }
 footer { color: var(--muted); font-size: 12px; text-align: center; padding: 0 20px 20px; }
@@ -94,6 +105,20 @@ code { background: #eef1f6; padding: 0 4px; border-radius: 3px; }
     <div id="error"></div>
     <div class="section"><h2>Caption</h2><div id="caption"></div><div id="score"></div></div>
     <div class="section"><h2>Beams</h2><ol id="beams"></ol></div>
+    <div class="section hidden" id="sampling"><h2>Sampling (the <code>sample</code> signature)</h2>
+      <div id="controls">
+        <label>temperature <input id="temperature" type="number" min="0" step="0.1" value="1"
+          title="0: greedy"></label>
+        <label>top-k <input id="top_k" type="number" min="0" step="1" value="0" title="0: off"></label>
+        <label>top-p <input id="top_p" type="number" min="0" max="1" step="0.05" value="0.9"
+          title="1: off"></label>
+        <label>seed <input id="seed" type="number" step="1" title="empty: a random one"></label>
+        <label>max length <input id="max_length" type="number" min="0" step="1" value="0"
+          title="tokens, end token included; 0: the export's"></label>
+        <button id="sample" type="button">Sample</button>
+        <button id="newseed" type="button" class="plain">New seed</button>
+      </div>
+      <div id="sampled"></div><div id="samplescore"></div></div>
     <div class="section" id="wordsection"><h2>Words &rarr; patches (hover or click a word)</h2>
       <div id="words"></div><div id="maps"></div></div>
     <div class="section hidden" id="gates"><h2>Meshed gates: each encoder level's weight per word</h2>
@@ -101,7 +126,7 @@ code { background: #eef1f6; padding: 0 4px; border-radius: 3px; }
   </section>
 </main>
 <footer>This page calls the server's REST API: <code id="endpoint">POST /v1/models/NAME:predict</code>
-  with <code>serving_default</code> and <code>caption_with_attention</code>.</footer>
+  with <code>serving_default</code>, <code>caption_with_attention</code> and <code>sample</code>.</footer>
 <script>
 "use strict";
 const $ = (id) => document.getElementById(id);
@@ -161,6 +186,7 @@ function chooseModel(index) {
   $("modelinfo").textContent = [size ? `${size} px input` : "", grid, s.beam_size ? `beam ${s.beam_size}` : "",
     Object.keys(m.signatures).join(", ")].filter(Boolean).join(" \u00b7 ");
   $("endpoint").textContent = `POST ${predictUrl(m)}`;
+  $("sampling").classList.toggle("hidden", !("sample" in m.signatures));
   if (state.image) caption();
 }
 
@@ -215,6 +241,9 @@ async function caption() {
     state.result = { beam: beam.predictions[0], attention: attention ? attention.predictions[0] : null };
     state.selected = 0; state.pinned = false;
     render();
+    if ("sample" in m.signatures) {
+      try { renderSample(await postSample(m, input)); } catch (e) { showError(e.message); return; }
+    }
     setState("ready", `${state.image.name}: captioned by ${m.name} version ${m.version}.`);
   } catch (e) {
     state.result = null;
@@ -224,8 +253,55 @@ async function caption() {
   }
 }
 
+function sampleSettings() {
+  // The controls as the signature's inputs: numbers as typed (the server checks them), a random seed if empty.
+  if ($("seed").value.trim() === "") $("seed").value = String(Math.floor(Math.random() * 2147483647));
+  const settings = {};
+  for (const name of ["temperature", "top_k", "top_p", "seed", "max_length"]) {
+    const text = $(name).value.trim();
+    settings[name] = text === "" ? NaN : Number(text);
+    if (!Number.isFinite(settings[name])) throw new Error(`${name.replace("_", "-")}: enter a number`);
+  }
+  return settings;
+}
+
+async function postSample(m, input) {
+  const instance = sampleSettings(); instance[input] = { b64: state.image.b64 };
+  const body = await getJSON(predictUrl(m), {
+    method: "POST", headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ signature_name: "sample", instances: [instance] }),
+  });
+  const p = body.predictions[0];
+  p.settings = instance; delete p.settings[input];
+  return p;
+}
+
+function renderSample(p) {
+  const s = p.settings;
+  $("sampled").textContent = p.caption;
+  $("samplescore").textContent = `score ${p.score.toFixed(3)} (sum of log-probabilities) \u00b7 temperature ` +
+    `${s.temperature}, top-k ${s.top_k}, top-p ${s.top_p}, seed ${s.seed}, max length ${s.max_length}`;
+}
+
+async function sampleAgain(newSeed) {
+  const m = state.model;
+  if (!m || !state.image || !("sample" in m.signatures)) return;
+  if (newSeed) $("seed").value = "";
+  setState("busy", `Sampling a caption of ${state.image.name}\u2026`);
+  $("error").textContent = "";
+  try {
+    renderSample(await postSample(m, imageInput(m)));
+    setState("ready", `${state.image.name}: sampled by ${m.name} version ${m.version}.`);
+  } catch (e) {
+    $("sampled").textContent = ""; $("samplescore").textContent = "";
+    showError(e.message);
+  }
+}
+
 function clearResult() {
-  for (const id of ["caption", "score", "beams", "words", "maps", "gatetable"]) $(id).innerHTML = "";
+  for (const id of ["caption", "score", "beams", "words", "maps", "gatetable", "sampled", "samplescore"]) {
+    $(id).innerHTML = "";
+  }
   $("gates").classList.add("hidden");
   $("legend").classList.add("hidden");
 }
@@ -397,6 +473,8 @@ document.addEventListener("drop", (ev) => {
   ev.preventDefault(); drop.classList.remove("over"); useFile(ev.dataTransfer.files[0]);
 });
 $("file").addEventListener("change", (ev) => useFile(ev.target.files[0]));
+$("sample").addEventListener("click", () => sampleAgain(false));
+$("newseed").addEventListener("click", () => sampleAgain(true));
 drawColorbar();
 drawView(null);
 loadModels();

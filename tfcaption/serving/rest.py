@@ -181,6 +181,9 @@ def _shape_of(value, where):
     return (len(value), *shapes.pop())
 
 
+_INTEGER_DTYPES = frozenset(("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"))
+
+
 def to_array(value, info, where):
     """A JSON value -> numpy array of the input's dtype (strings: an object array of bytes)."""
     shape = _shape_of(value, where)
@@ -194,6 +197,9 @@ def to_array(value, info, where):
         return array
     if info.dtype == "bool":
         check = lambda v: isinstance(v, bool)  # noqa: E731
+    elif info.dtype in _INTEGER_DTYPES:
+        # TF Serving takes only JSON integers for integer inputs: 1.5 (or 2.0) for a seed is an error, not 1.
+        check = lambda v: isinstance(v, int) and not isinstance(v, bool)  # noqa: E731
     else:
         check = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
     for leaf in _flatten(value):
