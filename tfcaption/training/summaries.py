@@ -33,13 +33,15 @@ def validation_examples(model, vocab, results, data_dir, count=3, split="val"):
 
 def write_validation_examples(examples, step):
     """Writes `examples` to the default summary writer at `step`: one attention figure per image
-    (`val_attention/<i>`, pixel models) and one text table of generated against reference captions."""
-    from tfcaption.viz.attention import attention_figure
+    (`val_attention/<i>`, pixel models) and one text table of generated against reference captions. An empty
+    caption (the model emitted <eos> first, as early epochs may) is a row "*(empty caption)*" and a figure of
+    the image alone."""
+    from tfcaption.viz.attention import EMPTY_CAPTION, attention_figure
 
     rows = ["| image | generated | references |", "|---|---|---|"]
     for i, example in enumerate(examples):
         references = " / ".join(example["references"])
-        rows.append(f"| {example['image_id']} | {example['caption']} | {references} |")
+        rows.append(f"| {example['image_id']} | {example['caption'] or f'*{EMPTY_CAPTION}*'} | {references} |")
         if example.get("image") is None:
             continue  # region features have no pixels to draw on
         buffer = io.BytesIO()
