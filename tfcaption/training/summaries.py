@@ -31,6 +31,22 @@ def validation_examples(model, vocab, results, data_dir, count=3, split="val"):
     return examples
 
 
+SCALARS = ("train_loss", "val_loss", "val_cider_d", "examples_per_second")
+SCST_SCALARS = ("reward", "baseline")  # logged as scst_reward, scst_baseline
+
+
+def write_epoch(writer, record, examples=None):
+    """An epoch's scalars from its `record` (as history.jsonl's) and, when given, its validation `examples`
+    (`validation_examples`; None: none, another worker's), at step `record["epoch"]`."""
+    with writer.as_default(step=record["epoch"]):
+        for key in SCALARS + SCST_SCALARS:
+            if key in record:
+                tf.summary.scalar(f"scst_{key}" if key in SCST_SCALARS else key, record[key])
+        if examples is not None:
+            write_validation_examples(examples, record["epoch"])
+    writer.flush()
+
+
 def write_validation_examples(examples, step):
     """Writes `examples` to the default summary writer at `step`: one attention figure per image
     (`val_attention/<i>`, pixel models) and one text table of generated against reference captions. An empty
