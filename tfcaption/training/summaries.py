@@ -1,6 +1,7 @@
-"""What TensorBoard shows of a run besides its scalars: a few validation images, each with its generated
-caption, its reference captions and the words-to-image attention figure, rewritten every epoch so the
-Images tab's slider shows the model learning where to look."""
+"""What TensorBoard shows of a run: each epoch's scalars (losses, validation CIDEr-D, speed, SCST's reward)
+and a few validation images, each with its generated caption, its reference captions and the
+words-to-image attention figure, rewritten every epoch so the Images tab's slider shows the model learning
+where to look."""
 
 import io
 
