@@ -77,6 +77,22 @@ def plan_run(budget_minutes, elapsed_seconds, steps_done, seconds_per_step, epoc
     return BudgetPlan(float(budget_minutes), float(seconds_per_step), int(steps_per_epoch), int(per_epoch), warmup)
 
 
+def measures_rate(config, plan, state, steps_per_epoch):
+    """Whether the epoch in progress measures the rate: the first epoch of a budgeted run (`config`, the
+    first phase's `TrainConfig`) with no plan yet (`plan`), long enough to measure."""
+    return bool(config.time_budget_minutes and plan is None and int(state.phase.numpy()) == 0
+                and int(state.phase_epoch.numpy()) == 0
+                and steps_per_epoch > int(state.step_in_epoch.numpy()) + CALIBRATION_STEPS + 1)
+
+
+def on_plan(config, plan):
+    """The first phase's `config` on `plan`'s epochs (their length and the warm-up); `config` itself when
+    the configured run fits."""
+    if plan.steps_per_epoch == plan.configured_steps_per_epoch:
+        return config
+    return dataclasses.replace(config, steps_per_epoch=plan.steps_per_epoch, warmup_steps=plan.warmup_steps)
+
+
 class Calibration:
     """The loop's hook that measures the rate in a fresh budgeted run's first epoch: the first step
     (compiling) from `start` is not timed, the next `CALIBRATION_STEPS` are; then

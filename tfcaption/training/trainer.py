@@ -8,8 +8,6 @@ Trainer.fit: resume (checkpoints) -> phases (phases) -> epochs:
 ```
 """
 
-import dataclasses
-
 import keras
 import tensorflow as tf
 
@@ -18,7 +16,7 @@ from tfcaption.data.records import input_kind, load_manifest
 from tfcaption.models.captioner import Captioner
 from tfcaption.models.pretrained import load_pretrained, with_checkpoint_sizes
 from tfcaption.training.batches import TrainBatches
-from tfcaption.training.budget import BudgetPlan, Calibration, CALIBRATION_STEPS, plan_run
+from tfcaption.training.budget import BudgetPlan, Calibration, measures_rate, on_plan, plan_run
 from tfcaption.training.checkpoints import Checkpoints, StepSaves
 from tfcaption.training.interruption import stop_requests
 from tfcaption.training.loop import NonFiniteLossError, train_steps
@@ -276,7 +274,7 @@ class Trainer:
         progress = EpochProgress(int(state.phase_epoch.numpy()) + 1, self.config.epochs, steps, self._global_batch(),
                                  start, self.log, interval=self.config.log_every_seconds, name=name)
         hooks = [StepSaves(self.checkpoints, stop, epoch, self.config.checkpoint_every_steps)]
-        if self._calibrating():
+        if measures_rate(self.config, self.budget_plan, state, steps):
             hooks.insert(0, Calibration(start, self._agreed, self._plan_budget))
         train_seconds, steps_run = train_steps(
             self._take_step, self._epoch_batches(epoch, start), state, epoch, steps, progress,
@@ -322,13 +320,6 @@ class Trainer:
 
     # ---- a time budget ---------------------------------------------------------------------------
 
-    def _calibrating(self):
-        """Whether this epoch measures the rate for a time budget: the first epoch of a budgeted run with no
-        plan yet, long enough to measure."""
-        return bool(self.config.time_budget_minutes and self.budget_plan is None
-                    and int(self.state.phase.numpy()) == 0 and int(self.state.phase_epoch.numpy()) == 0
-                    and self.steps_per_epoch() > int(self.state.step_in_epoch.numpy()) + CALIBRATION_STEPS + 1)
-
     def _plan_budget(self, elapsed, steps_done, seconds_per_step, steps):
         """Sizes the run from the measured rate (`tfcaption.training.budget.plan_run`), records the plan and,
         when it shortens the epochs, rebuilds the schedule and the step; returns this epoch's new length."""
@@ -343,12 +334,11 @@ class Trainer:
     def _follow_budget(self, plan):
         """Makes the first phase's epochs the plan's length (and its warm-up the plan's)."""
         self.budget_plan = plan
-        if plan.steps_per_epoch == plan.configured_steps_per_epoch:
-            return
-        self.phases[0] = dataclasses.replace(self.phases[0], steps_per_epoch=plan.steps_per_epoch,
-                                             warmup_steps=plan.warmup_steps)
-        if int(self.state.phase.numpy()) == 0:
-            self._enter_phase(0)
+        planned = on_plan(self.phases[0], plan)
+        if planned is not self.phases[0]:
+            self.phases[0] = planned
+            if int(self.state.phase.numpy()) == 0:
+                self._enter_phase(0)
 
     def _agreed(self, value):
         """`value` averaged over the workers of a multi-worker run (an all-reduce), so that validation
