@@ -59,7 +59,7 @@ def test_two_phases_run_xe_then_scst_in_one_run_and_a_rerun_resumes_inside_the_s
     assert any(m.startswith("Phase 2/2: SCST, from the best weights") for m in messages)
     # The SCST phase began with a fresh Adam: its step count is that phase's steps alone.
     assert int(trainer.optimizer.iterations.numpy()) == 2
-    assert int(trainer.scst_iterations.numpy()) == 2
+    assert int(trainer.state.scst_iterations.numpy()) == 2
 
     # A longer SCST phase on the same run directory: it resumes in phase 2 and trains one more SCST epoch.
     messages.clear()
@@ -81,13 +81,14 @@ def test_the_switch_loads_the_best_weights_zeroes_the_optimizers_and_takes_the_n
     for v in trainer.model.trainable_variables:
         v.assign(v + 1.0)
     assert int(trainer.optimizer.iterations.numpy()) == 1
-    trainer.epochs_without_improvement.assign(2)
+    trainer.state.epochs_without_improvement.assign(2)
     assert trainer._phase_end() == "no validation CIDEr-D improvement for 2 epochs"
     trainer._next_phase("no validation CIDEr-D improvement for 2 epochs")
     for before, after in zip(best, trainer.model.variables):
         np.testing.assert_array_equal(before, after.numpy())
     assert all(not np.any(v.numpy()) for v in trainer.optimizer.variables)
-    assert (trainer.config.task, int(trainer.phase.numpy()), int(trainer.epochs_without_improvement.numpy())) == (
+    state = trainer.state
+    assert (trainer.config.task, int(state.phase.numpy()), int(state.epochs_without_improvement.numpy())) == (
         "scst", 1, 0)
     assert float(trainer.optimizer.learning_rate) == pytest.approx(1e-3)  # SCST's constant rate
     assert trainer.scst is not None and trainer._phase_end() == ""

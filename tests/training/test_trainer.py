@@ -142,4 +142,27 @@ def test_a_resumed_trainer_restores_every_model_and_optimizer_variable(tiny_shap
         # The optimizer's own name differs ("adam", then "adam_1"); the rest of the path must not.
         assert before.path.split("/", 1)[-1] == after.path.split("/", 1)[-1]
         np.testing.assert_array_equal(np.asarray(before), np.asarray(after), err_msg=before.path)
-    assert int(second.optimizer.iterations) == 2 and int(second.epoch.numpy()) == 1
+    assert int(second.optimizer.iterations) == 2 and int(second.state.epoch.numpy()) == 1
+
+
+def test_the_trainer_leaves_its_callers_config_as_it_was(tiny_shapes, tmp_path):
+    """What the run fixes (here the precision "auto" resolves to) is in `trainer.run_config` and config.json,
+    not written into the caller's RunConfig."""
+    import copy
+
+    from tfcaption.config import DataConfig, RunConfig, TrainConfig
+    from tfcaption.data.tokenizer import Vocabulary
+    from tfcaption.evaluation import training_captions
+    from tfcaption.models.config import CaptionerConfig
+    from tfcaption.training.trainer import Trainer
+
+    vocab = Vocabulary.build(training_captions(tiny_shapes))
+    config = CaptionerConfig.from_preset("small", vocab_size=vocab.size, max_length=12,
+                                         **{**TINY_MODEL, "dtype_policy": "auto"})
+    train = TrainConfig(output_dir=str(tmp_path / "run"), epochs=1, batch_size=8, steps_per_epoch=2, jit_compile=False)
+    run_config = RunConfig(model=config, data=DataConfig(max_caption_words=10), train=train)
+    before = copy.deepcopy(run_config)
+    trainer = Trainer(run_config, tiny_shapes, vocab, log=lambda *_: None)
+    assert run_config == before and run_config.model.dtype_policy == "auto"
+    assert trainer.run_config.model.dtype_policy in ("float32", "mixed_bfloat16")
+    assert RunConfig.load(trainer.run.config) == trainer.run_config

@@ -14,8 +14,10 @@ calls the server's own REST API, the same endpoints a TF Serving client uses:
 It shows the caption, the captions with their scores (sum of log-probabilities), one attention map per
 generated word (hover or click a word, or its thumbnail) drawn over the image on the export's patch grid
 (prefix tokens such as a class token dropped and the rest renormalised), and, where the decoder is meshed,
-each word's gate weight per encoder level. Once a result is drawn, `document.body.dataset.state` is
-`"ready"` (`"error"` after a failed request); the browser test waits for that.
+each word's gate weight per encoder level. A caption with no words (the model emitted <eos> first) is a
+valid result: it reads "(empty caption)", and the words section says there are none. Once a result is
+drawn, `document.body.dataset.state` is `"ready"` (`"error"` after a failed request); the browser test
+waits for that.
 """
 
 PAGE = r"""<!doctype html>
@@ -54,6 +56,7 @@ h2 { font-size: 13px; text-transform: uppercase; letter-spacing: .6px; color: va
 #beams .s { color: var(--muted); font-variant-numeric: tabular-nums; margin-left: 6px; font-size: 13px; }
 #beams .k { color: var(--muted); font-size: 12px; margin-left: 6px; }
 #words { display: flex; flex-wrap: wrap; gap: 6px; }
+.empty { color: var(--muted); font-style: italic; font-weight: 400; }
 .word { border: 1px solid var(--line); background: #f3f5f9; border-radius: 14px; padding: 2px 10px; cursor: pointer;
         font: inherit; color: inherit; }
 .word.active { background: var(--accent); border-color: var(--accent); color: #fff; }
@@ -131,6 +134,13 @@ code { background: #eef1f6; padding: 0 4px; border-radius: 3px; }
 "use strict";
 const $ = (id) => document.getElementById(id);
 const state = { models: [], model: null, image: null, result: null, selected: 0, pinned: false };
+// A caption with no words (the model emitted <eos> first) is a valid result, shown as this.
+const EMPTY = "(empty caption)";
+
+function captionText(element, text) {
+  element.textContent = text || EMPTY;
+  element.classList.toggle("empty", !text);
+}
 
 // A perceptual colour map (dark blue -> purple -> orange -> yellow), as [r, g, b] stops.
 const STOPS = [[13, 8, 135], [126, 3, 168], [204, 71, 120], [248, 149, 64], [240, 249, 33]];
@@ -334,13 +344,13 @@ function attentionMap(m, prediction, t) {
 function render() {
   const m = state.model, r = state.result;
   clearResult();
-  $("caption").textContent = r.beam.caption;
+  captionText($("caption"), r.beam.caption);
   $("score").textContent = `score ${r.beam.score.toFixed(3)} (sum of log-probabilities, ` +
     `beam ${(m.serving || {}).beam_size || "?"})`;
   const beams = $("beams");
   const add = (text, score, kind) => {
     const li = document.createElement("li");
-    li.textContent = text;
+    const t = document.createElement("span"); captionText(t, text); li.appendChild(t);
     const s = document.createElement("span"); s.className = "s"; s.textContent = score.toFixed(3);
     li.appendChild(s);
     if (kind) { const k = document.createElement("span"); k.className = "k"; k.textContent = kind; li.appendChild(k); }
@@ -356,6 +366,11 @@ function render() {
   $("wordsection").classList.remove("hidden");
   const list = words(m, r.attention);
   state.words = list;
+  if (!list.length) {
+    const note = document.createElement("span"); note.className = "empty";
+    note.textContent = "no words: the model ended the caption at once";
+    $("words").appendChild(note);
+  }
   list.forEach((w, i) => {
     const b = document.createElement("button");
     b.className = "word"; b.textContent = w.text; b.dataset.index = String(i);

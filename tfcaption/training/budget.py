@@ -14,6 +14,7 @@ the final evaluation and the export come on top.
 
 import dataclasses
 import json
+import time
 
 import tensorflow as tf
 
@@ -74,3 +75,41 @@ def plan_run(budget_minutes, elapsed_seconds, steps_done, seconds_per_step, epoc
         per_epoch = max(grain, int(affordable / epochs) // grain * grain)
     warmup = int(round(warmup_steps * per_epoch / steps_per_epoch))
     return BudgetPlan(float(budget_minutes), float(seconds_per_step), int(steps_per_epoch), int(per_epoch), warmup)
+
+
+def measures_rate(config, plan, state, steps_per_epoch):
+    """Whether the epoch in progress measures the rate: the first epoch of a budgeted run (`config`, the
+    first phase's `TrainConfig`) with no plan yet (`plan`), long enough to measure."""
+    return bool(config.time_budget_minutes and plan is None and int(state.phase.numpy()) == 0
+                and int(state.phase_epoch.numpy()) == 0
+                and steps_per_epoch > int(state.step_in_epoch.numpy()) + CALIBRATION_STEPS + 1)
+
+
+def on_plan(config, plan):
+    """The first phase's `config` on `plan`'s epochs (their length and the warm-up); `config` itself when
+    the configured run fits."""
+    if plan.steps_per_epoch == plan.configured_steps_per_epoch:
+        return config
+    return dataclasses.replace(config, steps_per_epoch=plan.steps_per_epoch, warmup_steps=plan.warmup_steps)
+
+
+class Calibration:
+    """The loop's hook that measures the rate in a fresh budgeted run's first epoch: the first step
+    (compiling) from `start` is not timed, the next `CALIBRATION_STEPS` are; then
+    `plan(elapsed seconds, steps done, seconds per step, steps) -> the epoch's new length` sizes the run.
+
+    `agree(seconds_per_step)` makes the measurement the same on every worker (an all-reduce; every worker
+    calls it at the same step)."""
+
+    def __init__(self, start, agree, plan, clock=time.time):
+        self.start, self.agree, self.plan, self.clock = start, agree, plan, clock
+        self.started, self.first_done = clock(), None
+
+    def __call__(self, done, steps):
+        step = done - 1
+        if step == self.start:
+            self.first_done = self.clock()  # the compiling step is not a measure of the rate
+        if step == self.start + CALIBRATION_STEPS:
+            seconds_per_step = self.agree((self.clock() - self.first_done) / CALIBRATION_STEPS)
+            return self.plan(self.clock() - self.started, done, seconds_per_step, steps)
+        return steps

@@ -128,3 +128,13 @@ def _agreed_minimum(strategy, value):
         return value
     per_replica = strategy.run(lambda: tf.constant([value], tf.float32))
     return float(tf.reduce_min(strategy.gather(per_replica, axis=0)))
+
+
+def resolve_precision(model_config, strategy, batch_size, max_tokens, log=print):
+    """The run's model config with its `dtype_policy` resolved (`choose_policy`, logged), and whether the loss
+    is scaled (mixed_float16: float16's narrow range needs the loss scaled up, and steps whose gradients
+    overflow skipped). Returns (model config, loss scaling); `model_config` itself is not changed."""
+    precision = choose_policy(model_config.dtype_policy, strategy, rows=batch_size * max_tokens,
+                              hidden_dim=model_config.hidden_dim, intermediate_dim=model_config.intermediate_dim)
+    log(f"Precision: {precision.describe()}")
+    return model_config.replace(dtype_policy=precision.policy), precision.policy == "mixed_float16"

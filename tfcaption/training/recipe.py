@@ -118,6 +118,7 @@ def train(run_config, log=print, strategy=None):
     log(f"Vocabulary: {vocab.size} tokens. Run directory: {run.path}")
 
     trainer = Trainer(run_config, data_dir, vocab, strategy=strategy, log=log)
+    run_config.model = trainer.run_config.model  # what the run fixed (the resolved precision), as documented above
     history = trainer.fit()
     model = trainer.model
     if not trainer.chief:  # a multi-worker run's other workers: the chief evaluates, reports and exports

@@ -1,6 +1,7 @@
-"""What TensorBoard shows of a run besides its scalars: a few validation images, each with its generated
-caption, its reference captions and the words-to-image attention figure, rewritten every epoch so the
-Images tab's slider shows the model learning where to look."""
+"""What TensorBoard shows of a run: each epoch's scalars (losses, validation CIDEr-D, speed, SCST's reward)
+and a few validation images, each with its generated caption, its reference captions and the
+words-to-image attention figure, rewritten every epoch so the Images tab's slider shows the model learning
+where to look."""
 
 import io
 
@@ -31,15 +32,33 @@ def validation_examples(model, vocab, results, data_dir, count=3, split="val"):
     return examples
 
 
+SCALARS = ("train_loss", "val_loss", "val_cider_d", "examples_per_second")
+SCST_SCALARS = ("reward", "baseline")  # logged as scst_reward, scst_baseline
+
+
+def write_epoch(writer, record, examples=None):
+    """An epoch's scalars from its `record` (as history.jsonl's) and, when given, its validation `examples`
+    (`validation_examples`; None: none, another worker's), at step `record["epoch"]`."""
+    with writer.as_default(step=record["epoch"]):
+        for key in SCALARS + SCST_SCALARS:
+            if key in record:
+                tf.summary.scalar(f"scst_{key}" if key in SCST_SCALARS else key, record[key])
+        if examples is not None:
+            write_validation_examples(examples, record["epoch"])
+    writer.flush()
+
+
 def write_validation_examples(examples, step):
     """Writes `examples` to the default summary writer at `step`: one attention figure per image
-    (`val_attention/<i>`, pixel models) and one text table of generated against reference captions."""
-    from tfcaption.viz.attention import attention_figure
+    (`val_attention/<i>`, pixel models) and one text table of generated against reference captions. An empty
+    caption (the model emitted <eos> first, as early epochs may) is a row "*(empty caption)*" and a figure of
+    the image alone."""
+    from tfcaption.viz.attention import EMPTY_CAPTION, attention_figure
 
     rows = ["| image | generated | references |", "|---|---|---|"]
     for i, example in enumerate(examples):
         references = " / ".join(example["references"])
-        rows.append(f"| {example['image_id']} | {example['caption']} | {references} |")
+        rows.append(f"| {example['image_id']} | {example['caption'] or f'*{EMPTY_CAPTION}*'} | {references} |")
         if example.get("image") is None:
             continue  # region features have no pixels to draw on
         buffer = io.BytesIO()

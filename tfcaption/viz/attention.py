@@ -11,6 +11,7 @@ PANEL_INCHES = 2.0  # side of one panel
 GATE_INCHES = 0.7  # height of the gate bar chart under a word's panel
 DPI = 100
 MAX_COLUMNS = 6
+EMPTY_CAPTION = "(empty caption)"  # the title of a caption with no words (<eos> came first)
 
 
 def upsample(grid_map, height, width, method="bilinear"):
@@ -42,6 +43,9 @@ def upsample(grid_map, height, width, method="bilinear"):
 def attention_figure(result, path=None, show_gates=False, max_words=None, interpolation="bilinear",
                      alpha=0.6, cmap="jet"):
     """Draws the image and one attention panel per generated word.
+
+    A caption with no words (the model emitted <eos> first) draws the image
+    alone, titled "(empty caption)".
 
     Each word's map is scaled to its own maximum before blending, so every
     panel uses the full colour range (the maps of one caption sum to 1 each,
@@ -101,7 +105,9 @@ def attention_figure(result, path=None, show_gates=False, max_words=None, interp
     grid = figure.add_gridspec(panel_rows * len(ratios), columns, height_ratios=ratios * panel_rows,
                                left=0.03, right=0.98, bottom=0.03, top=1 - title_inches / figure.get_figheight(),
                                hspace=0.4, wspace=0.12)
-    figure.suptitle(result.get("caption", " ".join(words)), fontsize=11, y=1 - 0.15 / figure.get_figheight())
+    # A caption that ended at its first step is a valid result: the figure is the image alone, titled so.
+    title = result.get("caption", " ".join(words)) or EMPTY_CAPTION
+    figure.suptitle(title, fontsize=11, y=1 - 0.15 / figure.get_figheight())
 
     def cell(index, part=0):
         row, column = divmod(index, columns)
