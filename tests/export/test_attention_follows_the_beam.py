@@ -70,3 +70,21 @@ def test_an_export_with_the_greedy_attention_signature_still_loads_and_decodes_i
     greedy = tfcaption.load(f"{REPO_ROOT}/tests/fixtures/legacy_v1/run_pixels", beam_size=1).caption(image)
     assert attended["caption"] == greedy["caption"]
     assert attended["score"] == pytest.approx(greedy["score"], rel=1e-4, abs=1e-4)
+
+
+def test_tfcaption_caption_with_attention_on_the_export_prints_the_caption_it_prints_without(
+        tiny_run, images, tmp_path, capsys):
+    from tfcaption.cli import caption as caption_cli
+
+    paths = []
+    for i, image in enumerate(images[:3]):
+        paths.append(str(tmp_path / f"scene{i}.png"))
+        with open(paths[-1], "wb") as f:
+            f.write(image)
+    printed = []
+    for extra in ([], ["--attention", str(tmp_path / "att.png")]):
+        assert caption_cli.main(paths + ["--model", tiny_run["export"], "--json"] + extra) == 0
+        printed.append(json.loads(capsys.readouterr().out))
+    plain, attended = printed
+    assert [(r["caption"], r["score"]) for r in attended] == [(r["caption"], r["score"]) for r in plain]
+    assert all(os.path.exists(r["attention_figure"]) for r in attended)
