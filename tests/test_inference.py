@@ -185,15 +185,17 @@ def test_saved_model_attention_matches_the_run_directory(tiny_run, predictor, im
 
     import tensorflow as tf
 
-    # The run's own export (tfcaption-train wrote it from the same weights), decoding as far as the run does.
+    # The run's own export (tfcaption-train wrote it from the same weights), decoding as far as the run does,
+    # with its beam search (beam size 2), which the export's attention signature follows.
     path = tiny_run["export"]
     with open(os.path.join(path, "assets", "config.json")) as f:
-        assert json.load(f)["serving"]["max_steps"] == predictor.backend.max_steps
+        serving = json.load(f)["serving"]
+    assert serving["max_steps"] == predictor.backend.max_steps and serving["beam_size"] == 2
     assert "caption_with_attention" in tf.saved_model.load(path).signatures  # every export has it
     import tfcaption
 
     served = tfcaption.load(path).caption_with_attention(images["bytes"])
-    local = predictor.caption_with_attention(images["bytes"])
+    local = tfcaption.load(tiny_run["run"], beam_size=serving["beam_size"]).caption_with_attention(images["bytes"])
     for s, loc in zip(served, local):
         assert s["words"] == loc["words"] and s["caption"] == loc["caption"]
         np.testing.assert_allclose(s["attention"], loc["attention"], atol=1e-4)

@@ -190,7 +190,7 @@ class CaptionPredictor:
             samples with its `sample` signature (greedy, random, top-k and
             top-p samplers without logit controls; an export written before
             that signature says to re-export); its `caption_with_attention`
-            stays greedy.
+            stays the export's beam search (`serving_default`'s caption).
     """
 
     def __init__(self, path, beam_size=None, sampler=None):
@@ -230,7 +230,10 @@ class CaptionPredictor:
         A run directory decodes with the same sampler as `caption` (beam
         search included: the attention follows the returned beam's ancestry),
         so both calls give the same caption and score; a SavedModel uses its
-        `caption_with_attention` signature (greedy in exports).
+        `caption_with_attention` signature, which decodes with the export's
+        beam search and returns `serving_default`'s caption and score
+        (exports whose serving config says `"attention_decoding": "greedy"`,
+        written before, decode it greedily).
 
         Returns per image (one dict for a single image): `caption`, `score`,
         `words` (generated words before <eos>), `attention` float32

@@ -12,15 +12,17 @@ import pytest
 
 from tests.helpers.exports import quiet_env
 
-# Runs every call of a JSON list against one export and prints {name: outputs or {"error": message}}.
-# A call: {"name", "signature", "rows": [image indices], "settings": {input: [one value per row]}}.
+# Runs every call of a JSON list against an export and prints {name: outputs or {"error": message}}.
+# A call: {"name", "signature", "rows": [image indices], "settings": {input: [one value per row]}}, on the
+# export given first, or with "export": "greedy" on the second (the same model exported with beam size 1).
 CHILD = r"""
 import json, sys
 import numpy as np
 import tensorflow as tf
 
 path, images, calls = sys.argv[1], list(np.load(sys.argv[2], allow_pickle=True)), json.load(open(sys.argv[3]))
-loaded = tf.saved_model.load(path)
+exports = {"main": tf.saved_model.load(path), "greedy": tf.saved_model.load(sys.argv[4])}
+loaded = exports["main"]
 dtypes = {"temperature": tf.float32, "top_k": tf.int32, "top_p": tf.float32, "seed": tf.int64,
           "max_length": tf.int32}
 answers = {"inputs": sorted(loaded.signatures["sample"].structured_input_signature[1]),
@@ -29,7 +31,7 @@ for call in calls:
     feed = {"image_bytes": tf.constant([images[i] for i in call["rows"]])}
     feed.update({k: tf.constant(v, dtypes[k]) for k, v in call.get("settings", {}).items()})
     try:
-        out = loaded.signatures[call["signature"]](**feed)
+        out = exports[call.get("export", "main")].signatures[call["signature"]](**feed)
         answers[call["name"]] = {"caption": [c.decode("utf-8") for c in out["caption"].numpy()],
                                  "tokens": out["tokens"].numpy().tolist(), "score": out["score"].numpy().tolist()}
     except tf.errors.InvalidArgumentError as error:
@@ -55,7 +57,7 @@ def sample(name, rows, **options):
 
 
 CALLS = [
-    {"name": "greedy", "signature": "caption_with_attention", "rows": list(range(IMAGES))},
+    {"name": "greedy", "export": "greedy", "signature": "serving_default", "rows": list(range(IMAGES))},
     sample("top_k_1", range(IMAGES), temperature=HOT, top_k=1, seed=[1, 2, 3, 4]),
     sample("temperature_0", range(IMAGES), temperature=0.0, seed=5),
     sample("temperature_tiny", range(IMAGES), temperature=1e-6, seed=[6, 7, 8, 9]),
@@ -75,7 +77,7 @@ CALLS = [
 
 
 @pytest.fixture(scope="module")
-def child(tiny_run, tmp_path_factory):
+def child(tiny_run, tiny_run_greedy_export, tmp_path_factory):
     from tests.serving.servers import shapes_png
 
     workdir = tmp_path_factory.mktemp("sampling_child")
@@ -84,7 +86,8 @@ def child(tiny_run, tmp_path_factory):
     with open(calls, "w") as f:
         json.dump(CALLS, f)
     # cwd: a folder without the repository's packages, so none of them can be imported by accident.
-    result = subprocess.run([sys.executable, "-c", CHILD, tiny_run["export"], images, calls], capture_output=True,
+    result = subprocess.run([sys.executable, "-c", CHILD, tiny_run["export"], images, calls,
+                             tiny_run_greedy_export], capture_output=True,
                             text=True, timeout=600, env=quiet_env(), cwd=str(workdir))
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])

@@ -66,8 +66,10 @@ for line in sys.stdin:
         inputs = np.load(request["inputs"], allow_pickle=True)
         name = request["input"]
         feed = tf.constant(list(inputs)) if name == "image_bytes" else tf.constant(inputs, tf.float32)
-        out = loaded.signatures["serving_default"](**{name: feed})
-        answer = {"captions": [c.decode("utf-8") for c in out["caption"].numpy()]}
+        out = loaded.signatures[request.get("signature", "serving_default")](**{name: feed})
+        answer = {"captions": [c.decode("utf-8") for c in out["caption"].numpy()],
+                  **{key: out[name].numpy().tolist() for key, name in (("scores", "score"), ("tokens", "tokens"))
+                     if name in out}}
         del loaded, out
     except Exception:
         answer = {"error": traceback.format_exc()}
@@ -80,9 +82,9 @@ _ANSWER = b"\n@@answer "
 
 class TensorFlowOnlyProcess:
     """A child Python process that imports TensorFlow and numpy, nothing of tfcaption's nor tensorflow-text,
-    and captions inputs with SavedModels' `serving_default` signatures: what a TF Serving-like consumer of
-    an export has. One process serves every request (TensorFlow is imported once, not once per export); it
-    is started again if it died. `caption` returns the captions and the tfcaption / tensorflow-text modules
+    and captions inputs with SavedModels' signatures (`serving_default` unless a call names another): what a
+    TF Serving-like consumer of an export has. One process serves every request (TensorFlow is imported once,
+    not once per export); it is started again if it died. `caption` returns the captions and the tfcaption / tensorflow-text modules
     the process has imported by then (a list that must stay empty)."""
 
     def __init__(self, workdir):
@@ -108,13 +110,19 @@ class TensorFlowOnlyProcess:
     def caption(self, export, inputs, input_name="image_bytes", timeout=300):
         """Captions `inputs` (encoded images for "image_bytes", a float array for "features") with the
         SavedModel at `export`; returns `(captions, foreign_modules)`."""
+        answer = self.predict(export, inputs, input_name=input_name, timeout=timeout)
+        return answer["captions"], answer["modules"]
+
+    def predict(self, export, inputs, signature="serving_default", input_name="image_bytes", timeout=300):
+        """Calls the SavedModel's `signature` on `inputs`; returns {"captions", "scores", "tokens" (lists, one
+        entry per input), "modules" (the foreign modules imported by then)}."""
         if self._process is None or self._process.poll() is not None:
             self._start()
         self._requests += 1
         payload = os.path.join(self.workdir, f"inputs-{self._requests}.npy")
         array = np.array(list(inputs), dtype=object) if input_name == "image_bytes" else np.asarray(inputs, np.float32)
         np.save(payload, array, allow_pickle=True)
-        request = {"export": str(export), "inputs": payload, "input": input_name}
+        request = {"export": str(export), "inputs": payload, "input": input_name, "signature": signature}
         try:
             self._process.stdin.write((json.dumps(request) + "\n").encode())
             self._process.stdin.flush()
@@ -143,7 +151,7 @@ class TensorFlowOnlyProcess:
                                      f"{export}:\n{self._stderr_tail()}")
             self._buffer += chunk
         assert "error" not in answer, f"{export}:\n{answer['error'][-3000:]}"
-        return answer["captions"], answer["modules"]
+        return answer
 
     def close(self):
         if self._process is not None:

@@ -1,6 +1,7 @@
 """The web page in a real headless Chromium (Debian's chromium and chromium-driver, driven by Selenium): upload
-a shapes image, the caption, the beams, one attention map per word and the meshed gates appear; hovering a
-word shows its map; a screenshot is saved and checked not to be blank; the sampling controls sample with the
+a shapes image, the caption, the beams, one attention map per word of the best beam and the meshed gates
+appear (an export written when the attention was greedy shows its greedy caption as a row of its own); hovering
+a word shows its map; a screenshot is saved and checked not to be blank; the sampling controls sample with the
 settings typed and show the server's error for a bad one."""
 
 import os
@@ -57,14 +58,15 @@ def test_page_captions_an_uploaded_image_and_draws_the_attention(server, direct,
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
 
-    # A shapes scene whose greedy caption has at least two words (an untrained model may stop at once).
+    # A shapes scene whose caption has at least two words (an untrained model may stop at once).
     candidates = [shapes_png(i) for i in range(12)]
-    greedy = direct_predictions(direct, candidates, "caption_with_attention")
-    index = next(i for i, g in enumerate(greedy) if len(g["caption"].split()) >= 2)
+    attended = direct_predictions(direct, candidates, "caption_with_attention")
+    index = next(i for i, a in enumerate(attended) if len(a["caption"].split()) >= 2)
     path = tmp_path / "scene.png"
     path.write_bytes(candidates[index])
     beam = direct_predictions(direct, [candidates[index]])[0]
-    words = greedy[index]["caption"].decode().split()
+    assert attended[index]["caption"] == beam["caption"]  # the attention follows the best beam
+    words = beam["caption"].decode().split()
 
     browser.get(server.url + "/")
     assert wait_state(browser, ("idle", "error")) == "idle", browser.find_element(By.ID, "error").text
@@ -75,8 +77,8 @@ def test_page_captions_an_uploaded_image_and_draws_the_attention(server, direct,
     assert browser.find_element(By.ID, "caption").text == beam["caption"].decode()
     beams = [li.text for li in browser.find_elements(By.CSS_SELECTOR, "#beams li")]
     assert beams[0].startswith(beam["caption"].decode()) and f"{beam['score']:.3f}" in beams[0]
-    assert beams[-1].startswith(greedy[index]["caption"].decode()) and "greedy" in beams[-1]
-    assert len(beams) == len(beam["beam_captions"]) + 1 == 3  # the export's 2 beams, best first, then greedy
+    assert "best (the attention below follows it)" in beams[0]
+    assert len(beams) == len(beam["beam_captions"]) == 2 and "greedy" not in " ".join(beams)  # the export's 2 beams
     assert all(text.startswith(c.decode()) for text, c in zip(beams, beam["beam_captions"]))
     buttons = browser.find_elements(By.CSS_SELECTOR, "#words .word")
     assert [b.text for b in buttons] == words
@@ -144,7 +146,7 @@ def test_page_samples_with_the_controls_settings_and_shows_a_bad_settings_error(
     browser.execute_script("document.body.dataset.state = 'busy'")
     browser.find_element(By.ID, "sample").click()
     assert wait_state(browser, ("ready", "error")) == "ready", browser.find_element(By.ID, "error").text
-    greedy = direct_predictions(direct, [image], "caption_with_attention")[0]
+    greedy = direct_sample(direct, image, temperature=0.0, top_p=0.9, seed=42)
     assert browser.find_element(By.ID, "sampled").text == greedy["caption"].decode()
 
     set_value("temperature", "-1")
@@ -153,3 +155,36 @@ def test_page_samples_with_the_controls_settings_and_shows_a_bad_settings_error(
     error = browser.find_element(By.ID, "error").text
     assert "HTTP 400" in error and "temperature[0]: must be a number >= 0" in error
     assert browser.find_element(By.ID, "caption").text  # the caption and beams stay
+
+
+@needs_chromium
+def test_page_shows_an_export_with_the_greedy_attention_signature_as_before(browser, tmp_path):
+    # Written when `caption_with_attention` was greedy whatever the beam (serving config "attention_decoding":
+    # "greedy"): its greedy caption, whose words the maps follow, is a row of its own after the beams.
+    import tensorflow as tf
+    from selenium.webdriver.common.by import By
+
+    from tests.helpers.paths import REPO_ROOT
+    from tests.serving.servers import InProcessServer
+    from tfcaption.serving.models import ModelRepository
+
+    legacy = f"{REPO_ROOT}/tests/fixtures/legacy_v1"
+    path = f"{legacy}/image.png"
+    with open(path, "rb") as f:
+        image = f.read()
+    loaded = tf.saved_model.load(f"{legacy}/export/pixels/1")
+    beam = direct_predictions(loaded, [image])[0]
+    greedy = direct_predictions(loaded, [image], "caption_with_attention")[0]
+    with InProcessServer(ModelRepository(f"{legacy}/export/pixels/1")) as server:
+        browser.get(server.url + "/")
+        assert wait_state(browser, ("idle", "error")) == "idle", browser.find_element(By.ID, "error").text
+        browser.find_element(By.ID, "file").send_keys(path)
+        assert wait_state(browser, ("ready", "error")) == "ready", browser.find_element(By.ID, "error").text
+        beams = [li.text for li in browser.find_elements(By.CSS_SELECTOR, "#beams li")]
+        assert browser.find_element(By.ID, "caption").text == beam["caption"].decode()
+        assert len(beams) == 2  # its best beam (it predates `beam_captions`), then the greedy caption
+        assert beams[0].startswith(beam["caption"].decode()) and "beam search, beam 2" in beams[0]
+        assert beams[1].startswith(greedy["caption"].decode()) and "greedy (the attention below follows it)" in beams[1]
+        assert "follows" not in beams[0]
+        words = [b.text for b in browser.find_elements(By.CSS_SELECTOR, "#words .word")]
+        assert words == greedy["caption"].decode().split()

@@ -64,6 +64,18 @@ def test_attention_signature_gives_the_direct_calls_maps(server, direct, images)
         assert prediction["caption"] == reference["caption"].decode()
 
 
+def test_the_attention_answer_shows_the_caption_and_score_of_the_predict_answer(server):
+    # The export's beam size is 2: the attention signature decodes with it and follows the best beam.
+    instances = [{"image_bytes": b64(i)} for i in good_images()]
+    answers = [predict(server.url, "tiny", {"instances": instances}, signature=signature)
+               for signature in ("serving_default", "caption_with_attention")]
+    assert all(response.status_code == 200 for response in answers), [r.text for r in answers]
+    best, attended = (response.json()["predictions"] for response in answers)
+    assert [p["caption"] for p in attended] == [p["caption"] for p in best]
+    assert [p["tokens"] for p in attended] == [p["tokens"] for p in best]
+    np.testing.assert_allclose([p["score"] for p in attended], [p["score"] for p in best], rtol=1e-6, atol=1e-6)
+
+
 def test_model_status_and_version_status(server):
     expected = {"model_version_status": [{"version": "1", "state": "AVAILABLE",
                                           "status": {"error_code": "OK", "error_message": ""}}]}

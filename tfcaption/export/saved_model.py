@@ -2,13 +2,14 @@
 
 The input is the one the model's image encoder reads: `image_bytes` (string [batch], encoded JPEG, PNG,
 GIF or BMP) for pixel models, `features` (float32 [batch, regions, feature_dim], all-zero rows as
-padding) for region-feature models. Two signatures:
+padding) for region-feature models. Three signatures:
 
 - `serving_default`: `caption` (string [B]), `score` (float32 [B], sum of log-probabilities),
   `tokens` (int32 [B, T]), and every beam best first: `beam_captions` (string [B, k]) and `beam_scores`
   (float32 [B, k]); beam size k and `T` are fixed at export (k = 1: the caption alone).
-- `caption_with_attention`: greedy decoding (the attention is recorded along the greedy path, whatever
-  the export's beam size), with `caption`, `score`, `tokens` plus `attention` (float32 [B, T, P]: the
+- `caption_with_attention`: the export's own decoding, beam size k as `serving_default`'s, with the
+  attention recorded along the caption it returns (the best beam's own ancestry), so its `caption`,
+  `score` and `tokens` are `serving_default`'s; plus `attention` (float32 [B, T, P]: the
   last decoder layer's cross-attention over the P image tokens, averaged over heads and, for the
   meshed decoder, mixed over the encoder levels by each level's mean gate; rows sum to 1),
   `level_attention` (float32 [B, T, N_levels, P]); `gates` (float32 [B, T, N_levels]) where the decoder
@@ -45,6 +46,10 @@ from tfcaption.export.sampling import SETTING_NAMES, SETTINGS, PerRowSampler, ch
 DEFAULT_EXPORT_ROOT = "savedmodel"
 SAMPLE_SIGNATURE = "sample"
 SIGNATURES = ("serving_default", "caption_with_attention", SAMPLE_SIGNATURE)
+# The serving config's `attention_decoding`: what `caption_with_attention` decodes with. "serving_default":
+# the export's beam search, attention along its best beam (this version); "greedy": beam size 1 whatever the
+# export's beam (exports written before it; their signature keeps doing so, and readers label it greedy).
+ATTENTION_DECODING = "serving_default"
 
 
 IMAGE_BYTES = tf.TensorSpec([None], tf.string, name="image_bytes")
@@ -88,7 +93,7 @@ class CaptionerModule(tf.Module):
         grid = model.token_grid
         self.patch_grid = None if grid is None else (grid.rows, grid.cols)
         self._generate = tf.function(self._tokens, jit_compile=jit_compile)
-        self._attend = tf.function(self._greedy_with_attention, jit_compile=jit_compile)
+        self._attend = tf.function(self._tokens_with_attention, jit_compile=jit_compile)
         self._sample = tf.function(self._sampled_tokens, jit_compile=jit_compile)
         if self.image_encoder.input_key == "images":
             spec, self._read = IMAGE_BYTES, self._decode_batch
@@ -103,8 +108,9 @@ class CaptionerModule(tf.Module):
     def _tokens(self, inputs):
         return generate(self.model, inputs, self.beam_size, self.max_steps)
 
-    def _greedy_with_attention(self, inputs):
-        return generate(self.model, inputs, 1, self.max_steps, return_attention=True)
+    def _tokens_with_attention(self, inputs):
+        # The same sampler as `_tokens` (beam size k), so the caption is serving_default's best beam.
+        return generate(self.model, inputs, self.beam_size, self.max_steps, return_attention=True)
 
     def _sampled_tokens(self, inputs, temperature, top_k, top_p, seed, max_length):
         sampler = PerRowSampler(temperature, top_k, top_p, max_length)
@@ -154,7 +160,7 @@ class CaptionerModule(tf.Module):
             # A square side, as exports before the parts existed wrote it (older readers use it).
             "image_size": image_size[0] if image_size and image_size[0] == image_size[1] else image_size,
             "patch_grid": None if self.patch_grid is None else list(self.patch_grid),
-            "signatures": list(SIGNATURES), "attention_decoding": "greedy",
+            "signatures": list(SIGNATURES), "attention_decoding": ATTENTION_DECODING,
             "sampling": {"signature": SAMPLE_SIGNATURE, "inputs": [self.input_name, *SETTING_NAMES],
                          "outputs": ["caption", "score", "tokens"]},
         }

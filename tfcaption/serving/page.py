@@ -6,7 +6,9 @@ calls the server's own REST API, the same endpoints a TF Serving client uses:
 - `GET /tfcaption/models` once, for the models, their signatures, serving settings and vocabulary;
 - `POST /v1/models/NAME/versions/N:predict` with `serving_default` (the export's beam search: caption and
   score, and every beam where the export returns `beam_captions` / `beam_scores`) and with
-  `caption_with_attention` (greedy decoding with `attention`, `gates`, `patch_grid`), and, where the export
+  `caption_with_attention` (the same caption with `attention`, `gates`, `patch_grid`, recorded along the
+  best beam; an export whose serving config says `"attention_decoding": "greedy"`, written before that, decodes
+  it greedily and the page shows that caption as a row of its own, labelled greedy), and, where the export
   has it, with `sample` (the sampling signature: temperature, top-k, top-p, seed and max length per
   request, from the controls beside the caption; "Sample" draws again with the settings shown, "New seed"
   with another seed; an empty seed is filled with a random one, so every sample shown can be repeated).
@@ -356,12 +358,18 @@ function render() {
     if (kind) { const k = document.createElement("span"); k.className = "k"; k.textContent = kind; li.appendChild(k); }
     beams.appendChild(li);
   };
+  // Exports before the attention followed the best beam say "greedy" (or, the oldest, nothing): their
+  // attention caption is a greedy one of its own, shown as its own row.
+  const greedyAttention = ((m.serving || {}).attention_decoding || "greedy") === "greedy";
+  const follows = " (the attention below follows it)";
+  const best = r.attention && !greedyAttention ? "best" + follows : "best";
   if (Array.isArray(r.beam.beam_captions)) {
-    r.beam.beam_captions.forEach((c, i) => add(c, r.beam.beam_scores[i], i === 0 ? "best" : ""));
+    r.beam.beam_captions.forEach((c, i) => add(c, r.beam.beam_scores[i], i === 0 ? best : ""));
   } else {
-    add(r.beam.caption, r.beam.score, `beam search, beam ${(m.serving || {}).beam_size || "?"}`);
+    add(r.beam.caption, r.beam.score, `beam search, beam ${(m.serving || {}).beam_size || "?"}` +
+      (r.attention && !greedyAttention ? follows : ""));
   }
-  if (r.attention) add(r.attention.caption, r.attention.score, "greedy (the attention below follows it)");
+  if (r.attention && greedyAttention) add(r.attention.caption, r.attention.score, "greedy" + follows);
   if (!r.attention) { $("wordsection").classList.add("hidden"); drawView(null); return; }
   $("wordsection").classList.remove("hidden");
   const list = words(m, r.attention);
