@@ -1,0 +1,341 @@
+"""`ImageCaptioner`: the captioning task (a backbone and a preprocessor) with `from_preset`, `generate`, `fit`."""
+
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfcaption.models.captioner_backbone import CaptionerBackbone
+from tfcaption.models.captioner_preprocessor import CaptionerPreprocessor
+from tfcaption.models.config import PRESETS, CaptionerConfig, preset_input
+
+# Beams for `sampler="beam"` when the model carries no beam size of its own (tfcaption's decode default).
+DEFAULT_BEAMS = 3
+
+
+def preset_table():
+    """Preset name -> metadata (description, input, part types, sizes, the preset's fields).
+
+    The one place `ImageCaptioner` reads presets from (`tfcaption.models.config.PRESETS` for now).
+    """
+    table = {}
+    for name, fields in PRESETS.items():
+        config = CaptionerConfig.from_preset(name)
+        part = config.image_encoder
+        source = (f"{part.feature_dim}-value region features" if part.type == "regions"
+                  else f"{part.image_size} px pixels, {part.type} image encoder")
+        encoder = (f"{config.encoder.num_layers}-layer {'memory-augmented' if config.encoder.memory_slots else 'plain'}"
+                   f" encoder")
+        table[name] = {
+            "description": f"{source}; {encoder}; {config.decoder.num_layers}-layer {config.decoder.type} decoder, "
+                           f"d {config.hidden_dim}",
+            "input": preset_input(name),
+            "image_encoder": part.type,
+            "decoder": config.decoder.type,
+            "hidden_dim": config.hidden_dim,
+            "pretrained_weights": getattr(part, "weights", "") or None,
+            "config": fields,
+        }
+    return table
+
+
+class _ClassProperty:
+    def __init__(self, getter):
+        self.getter = getter
+
+    def __get__(self, instance, owner):
+        return self.getter(owner)
+
+
+def _beam_size(sampler, default):
+    """The search the decoding module runs today for `sampler`: a beam size (1 = greedy)."""
+    if sampler is None:
+        return default
+    if isinstance(sampler, str):
+        if sampler == "greedy":
+            return 1
+        if sampler == "beam":
+            return default if default > 1 else DEFAULT_BEAMS
+        raise ValueError(f"unknown sampler {sampler!r}: use 'greedy' or 'beam' (or an object with beam_size).")
+    for name in ("beam_size", "num_beams"):
+        if getattr(sampler, name, None) is not None:
+            return int(getattr(sampler, name))
+    raise ValueError(f"unsupported sampler {sampler!r}: use 'greedy', 'beam' or an object with beam_size.")
+
+
+def _search(backbone, inputs, sampler, default_beam_size, max_length):
+    """The ONE call into `tfcaption.decoding` (the adapter to swap for `tfcaption.samplers` at merge).
+
+    `sampler`: None (the model's default), "greedy", "beam", or an object with `beam_size` / `num_beams`.
+    Runs the XLA-compiled search (`compiled_generator` keeps one function per model and settings; each
+    input shape compiles once) and returns numpy `tokens` (B, T), `scores` (B,) and, for beams,
+    `beam_tokens` (B, k, T), `beam_scores` (B, k).
+    """
+    from tfcaption.decoding.captioning import compiled_generator
+
+    generator = compiled_generator(backbone, _beam_size(sampler, default_beam_size), max_length)
+    return {name: value.numpy() for name, value in generator(tf.constant(inputs)).items()}
+
+
+@keras.saving.register_keras_serializable(package="tfcaption")
+class ImageCaptioner(keras.Model):
+    """An image captioner: a `CaptionerBackbone` (the network) and a `CaptionerPreprocessor` (images and
+    tokens), with keras-hub's task methods.
+
+    - `ImageCaptioner.from_preset(name_or_path, vocabulary=None)`: a preset name (untrained, the preset's
+      sizes; `ImageCaptioner.presets` lists them), a training run directory (`tfcaption-train` output or a
+      converted M2 checkpoint) or a `.keras` file.
+    - `generate(images, sampler=None, max_length=None, return_details=False)`: captions (a string for one
+      image, a list for a list or a batch), decoded by an XLA-compiled search, compiled once per shape.
+    - `compile(optimizer=..., sampler=...)` then Keras's own `fit(dataset, validation_data=...)`:
+      teacher-forced cross-entropy over non-padding tokens on one host, from `tfcaption.data.train_dataset`
+      batches (`{"images" | "features", "tokens"}`) or any `tf.data` of `(images, captions)` (encoded
+      bytes or pixels, and caption strings; tokenized by the preprocessor inside tf.data).
+    - `save("x.keras")` / `keras.models.load_model` round trip exactly (weights, vocabulary, settings).
+
+    Which search decodes: a `sampler` given to `generate` wins over `compile(sampler=...)`, which wins
+    over the model's own settings (`beam_size`: a run's `decode.beam_size`). Samplers today: "greedy",
+    "beam", or an object with `beam_size` (a beam sampler). `max_length` counts the tokens generated, <eos>
+    included (transformers' `max_new_tokens`; `tfcaption-caption --max-steps`); default: a run's
+    `data.max_caption_words + 1`, or the model's capacity (`backbone.config.max_length - 1`).
+
+    Args:
+        backbone: a `CaptionerBackbone`, or None until a vocabulary exists (see `adapt`).
+        preprocessor: a `CaptionerPreprocessor`.
+        beam_size: the model's default search (1 = greedy).
+        max_length: the default tokens generated per caption, <eos> included (None: the model's capacity).
+        preset: the preset a backbone is built from when `adapt` sets the vocabulary (no backbone yet).
+        **kwargs: `keras.Model` arguments.
+
+    Example:
+    >>> captioner = ImageCaptioner.from_preset("small", vocabulary=["<unk>", "<pad>", "<bos>", "<eos>", "a"])
+    >>> caption = captioner.generate(np.zeros((96, 96, 3), np.uint8), sampler="greedy", max_length=3)
+    >>> isinstance(caption, str), len(caption.split()) <= 3
+    (True, True)
+    """
+
+    def __init__(self, backbone=None, preprocessor=None, beam_size=1, max_length=None, preset=None, **kwargs):
+        super().__init__(**kwargs)
+        if preprocessor is None:
+            raise ValueError("ImageCaptioner needs a preprocessor (CaptionerPreprocessor).")
+        self.preprocessor = preprocessor
+        self.backbone = backbone
+        self.beam_size = int(beam_size)
+        self.max_length = max_length
+        self.preset = preset
+        self.sampler = None
+        if backbone is not None:
+            self._check_parts()
+            self.built = True
+
+    def _check_parts(self):
+        vocab = self.preprocessor.vocabulary
+        if vocab is not None and vocab.size != self.backbone.config.vocab_size:
+            raise ValueError(f"the vocabulary has {vocab.size} tokens but the backbone predicts "
+                             f"{self.backbone.config.vocab_size}.")
+        if self.preprocessor.input_key != self.backbone.input_key:
+            raise ValueError(f"the preprocessor prepares {self.preprocessor.input_key} but the backbone reads "
+                             f"{self.backbone.input_key}.")
+
+    # ---- building -------------------------------------------------------------------------------
+
+    presets = _ClassProperty(lambda cls: preset_table())
+
+    @classmethod
+    def from_preset(cls, name_or_path, vocabulary=None, **overrides):
+        """A captioner from a preset name, a training run directory or a `.keras` file.
+
+        Args:
+            name_or_path: a name in `ImageCaptioner.presets` (random weights; with pretrained encoder
+                weights where the preset names them), a run directory (its best weights, vocabulary and
+                decode settings) or a `.keras` file saved by `ImageCaptioner.save`.
+            vocabulary: for a preset: a `Vocabulary`, its tokens or a vocab.txt path; None builds it later
+                (`adapt(captions)`, or `fit` on an `(images, captions)` dataset).
+            **overrides: for a preset: `CaptionerConfig` fields (e.g. `hidden_dim=64`, `decoder={"num_layers": 1}`).
+        """
+        path = os.fspath(name_or_path)
+        if path in PRESETS:
+            return cls._from_preset_name(path, vocabulary, overrides)
+        if overrides or vocabulary is not None:
+            raise ValueError("vocabulary and overrides apply to preset names only, not to saved models.")
+        if path.endswith(".keras"):
+            model = keras.saving.load_model(path)
+            if not isinstance(model, cls):
+                raise ValueError(f"{path} holds a {type(model).__name__}, not an {cls.__name__}.")
+            return model
+        if os.path.isdir(path) and os.path.exists(os.path.join(path, "saved_model.pb")):
+            raise ValueError(f"{path} is a SavedModel export (TensorFlow only): caption with "
+                             "tfcaption.load(path), or pass the training run directory.")
+        from tfcaption.training.run_directory import RunDirectory
+
+        if os.path.isdir(path) and RunDirectory(path).exists():
+            return cls._from_run(path)
+        raise ValueError(f"{path!r} is not a preset ({', '.join(sorted(PRESETS))}), a run directory or a "
+                         ".keras file.")
+
+    @classmethod
+    def _from_preset_name(cls, name, vocabulary, overrides):
+        config = CaptionerConfig.from_preset(name, **overrides)
+        part = config.image_encoder
+        preprocessor = CaptionerPreprocessor(
+            None, input_key="features" if part.type == "regions" else "images",
+            image_size=getattr(part, "image_size", None), feature_dim=getattr(part, "feature_dim", None),
+            max_caption_words=min(25, config.max_length - 2))
+        captioner = cls(None, preprocessor, preset={"name": name, "overrides": overrides})
+        if vocabulary is not None:
+            captioner.set_vocabulary(vocabulary)
+        return captioner
+
+    @classmethod
+    def _from_run(cls, path):
+        from tfcaption.config import RunConfig
+        from tfcaption.data.vocabulary import load_vocabulary
+        from tfcaption.training.run_directory import RunDirectory, load_run_weights
+
+        run = RunDirectory(path)
+        run_config = RunConfig.load(run.config)
+        backbone = CaptionerBackbone.from_model_config(run_config.model)
+        load_run_weights(backbone, path)
+        part = backbone.config.image_encoder
+        preprocessor = CaptionerPreprocessor(
+            load_vocabulary(run.vocab, run_config.data.tokenizer), tokenizer=run_config.data.tokenizer,
+            input_key=backbone.input_key, image_size=getattr(part, "image_size", None),
+            feature_dim=getattr(part, "feature_dim", None), max_caption_words=run_config.data.max_caption_words)
+        return cls(backbone, preprocessor, beam_size=run_config.decode.beam_size,
+                   max_length=run_config.data.max_decode_steps)
+
+    def set_vocabulary(self, vocabulary):
+        """Sets the vocabulary of a captioner built from a preset name, and builds its backbone to match."""
+        if self.backbone is not None:
+            raise ValueError("this captioner's backbone is built: its vocabulary is fixed.")
+        vocab = self.preprocessor.set_vocabulary(vocabulary)
+        preset = self.preset or {}
+        if not preset.get("name"):
+            raise ValueError("no preset to build the backbone from: pass backbone=... instead.")
+        self.backbone = CaptionerBackbone.from_preset_config(preset["name"], **{**preset.get("overrides", {}),
+                                                                               "vocab_size": vocab.size})
+        self._check_parts()
+        self.built = True
+        return vocab
+
+    def adapt(self, captions, min_count=1, max_size=None):
+        """Builds the vocabulary from training captions (strings, or a tf.data of strings or of
+        `(images, captions)`), then the backbone at the preset's sizes. Returns the vocabulary."""
+        scratch = CaptionerPreprocessor(**{**self.preprocessor.get_config(), "vocabulary": None})
+        return self.set_vocabulary(scratch.adapt(captions, min_count=min_count, max_size=max_size))
+
+    def _require_backbone(self):
+        if self.backbone is None:
+            raise ValueError("this captioner has no vocabulary yet: from_preset(name, vocabulary=...), "
+                             "adapt(captions), or fit on an (images, captions) dataset.")
+        return self.backbone
+
+    # ---- captioning -----------------------------------------------------------------------------
+
+    def generate(self, images, sampler=None, max_length=None, return_details=False):
+        """Captions images.
+
+        Args:
+            images: a path, encoded bytes or an image array (H, W[, C]); a list of them; or a batch array /
+                tensor (B, H, W, 3). Region models: (R, feature_dim) arrays, a list, or (B, R, feature_dim).
+            sampler: "greedy", "beam", or an object with `beam_size`; None: `compile(sampler=...)`'s, else
+                the model's `beam_size`.
+            max_length: tokens generated per caption, <eos> included (None: the model's default).
+            return_details: return dicts instead of strings.
+
+        Returns:
+            one caption string per image (a string for a single image); with `return_details`, a dict per
+            image: `caption`, `score` (the search's score), `tokens` (the token row generated, ints),
+            `beams` (every beam, best first: `caption`, `score`, `tokens`; one beam for greedy search).
+        """
+        backbone = self._require_backbone()
+        single, inputs = self.preprocessor.preprocess_images(images)
+        sampler = sampler if sampler is not None else self.sampler
+        outputs = _search(backbone, inputs, sampler, self.beam_size, max_length or self.max_length)
+        captions = self.preprocessor.detokenize(outputs["tokens"])
+        if not return_details:
+            return captions[0] if single else captions
+        beam_tokens = outputs.get("beam_tokens", outputs["tokens"][:, None])
+        beam_scores = outputs.get("beam_scores", outputs["scores"][:, None])
+        results = []
+        for i, caption in enumerate(captions):
+            beams = [{"caption": text, "score": float(score), "tokens": row.tolist()} for text, score, row in
+                     zip(self.preprocessor.detokenize(beam_tokens[i]), beam_scores[i], beam_tokens[i])]
+            results.append({"caption": caption, "score": float(outputs["scores"][i]),
+                            "tokens": outputs["tokens"][i].tolist(), "beams": beams})
+        return results[0] if single else results
+
+    # ---- training -------------------------------------------------------------------------------
+
+    def compile(self, optimizer="auto", sampler=None, **kwargs):
+        """`keras.Model.compile` plus the default `sampler` of `generate`.
+
+        `optimizer="auto"`: Adam at 1e-4. The loss is always masked cross-entropy (padding tokens carry
+        no loss), as in `tfcaption.training`; `loss=` is not taken.
+        """
+        if "loss" in kwargs:
+            raise ValueError("ImageCaptioner's loss is masked cross-entropy; compile takes no loss.")
+        self.sampler = sampler
+        if optimizer == "auto":
+            optimizer = keras.optimizers.Adam(learning_rate=1e-4)
+        super().compile(optimizer=optimizer, **kwargs)
+
+    def call(self, inputs, training=None):
+        """Teacher-forced logits for `{input_key: ..., "tokens": (B, T)}` -> (B, T, vocab)."""
+        return self._require_backbone()(inputs, training=training)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """Cross-entropy averaged over the target tokens that are not <pad> (plus any layer losses)."""
+        mask = tf.cast(tf.not_equal(y, self.preprocessor.pad_id), tf.float32)
+        losses = tf.nn.sparse_softmax_cross_entropy_with_logits(tf.cast(y, tf.int32), tf.cast(y_pred, tf.float32))
+        loss = tf.math.divide_no_nan(tf.reduce_sum(losses * mask), tf.reduce_sum(mask))
+        if self.losses:
+            loss = loss + tf.add_n([tf.cast(extra, tf.float32) for extra in self.losses])
+        return loss
+
+    def _training_data(self, data):
+        """`(x, y)` elements for Keras from a tfcaption batch dataset or an `(images, captions)` dataset."""
+        if not isinstance(data, tf.data.Dataset):
+            return data
+        spec = data.element_spec
+        if isinstance(spec, dict) and "tokens" in spec:
+            key = self.preprocessor.input_key
+
+            def split(batch):
+                tokens = batch["tokens"]
+                return {key: batch[key], "tokens": tokens[..., :-1]}, tokens[..., 1:]
+
+            return data.map(split, num_parallel_calls=tf.data.AUTOTUNE)
+        if isinstance(spec, tuple) and len(spec) == 2 and getattr(spec[1], "dtype", None) == tf.string:
+            return data.map(self.preprocessor.preprocess_samples, num_parallel_calls=tf.data.AUTOTUNE)
+        return data
+
+    def fit(self, x=None, y=None, validation_data=None, **kwargs):
+        """`keras.Model.fit` over a tfcaption batch dataset or an `(images, captions)` tf.data (see the class
+        docstring); a captioner without a vocabulary first builds it from `x`'s captions."""
+        if self.backbone is None and isinstance(x, tf.data.Dataset):
+            self.adapt(x)
+        return super().fit(self._training_data(x), y, validation_data=self._training_data(validation_data),
+                           **kwargs)
+
+    def evaluate(self, x=None, y=None, **kwargs):
+        """`keras.Model.evaluate` (the masked cross-entropy) over the datasets `fit` takes."""
+        return super().evaluate(self._training_data(x), y, **kwargs)
+
+    # ---- saving ---------------------------------------------------------------------------------
+
+    def get_config(self):
+        return {
+            "backbone": None if self.backbone is None else keras.saving.serialize_keras_object(self.backbone),
+            "preprocessor": keras.saving.serialize_keras_object(self.preprocessor),
+            "beam_size": self.beam_size, "max_length": self.max_length, "preset": self.preset, "name": self.name,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for part in ("backbone", "preprocessor"):
+            if config.get(part) is not None:
+                config[part] = keras.saving.deserialize_keras_object(config[part])
+        return cls(**config)
