@@ -89,8 +89,8 @@ def decode_image(image_bytes: tf.Tensor, image_size: ImageSize) -> tf.Tensor:
 
 def resize_pixels(image: tf.Tensor, image_size: ImageSize) -> tf.Tensor:
     """The tail of :func:`decode_image`: ``float32 [H, W, 3]`` (or ``[B, H, W, 3]``) values in ``[0, 1]`` ->
-    ``float32 [S, S, 3]`` (or ``[B, S, S, 3]``) in ``[0, 255]``, resized with antialiasing, so decoded
-    arrays (``tf.image.convert_image_dtype`` of uint8 pixels) get exactly the pixels their PNG would."""
+    ``float32 [S, S, 3]`` (or ``[B, S, S, 3]``) in ``[0, 255]``, resized with antialiasing, so arrays of
+    pixels are prepared as decoded images are."""
     height, width = image_hw(image_size)
     # An antialiased resize to the same size is the identity (checked: max |diff| = 0) but costs ~3x the
     # PNG decode itself (measured on 96x96), so images already at the target size skip it.

@@ -11,6 +11,12 @@ from tfcaption.data.tokenizer import Vocabulary
 from tfcaption.data.vocabulary import VOCABULARY_KINDS, build_vocabulary, load_vocabulary, vocabulary_class
 
 
+def _png_floats(pixels):
+    """uint8 pixels -> float32 in [0, 1], bit for bit what decoding their PNG gives (TensorFlow's PNG decoder
+    reads 8-bit images as 16-bit for float output, so x * 257 / 65535, not x / 255)."""
+    return tf.image.convert_image_dtype(tf.cast(pixels, tf.uint16) * 257, tf.float32)
+
+
 @keras.saving.register_keras_serializable(package="tfcaption")
 class CaptionerPreprocessor(keras.layers.Layer):
     """Images in, token ids in and out: image decoding and resizing, the tokenizer and its special ids.
@@ -148,7 +154,7 @@ class CaptionerPreprocessor(keras.layers.Layer):
             scale = 255.0 if array.max() <= 1.0 else 1.0
             array = np.clip(array * scale, 0, 255).astype(np.uint8)
         rgb = np.repeat(array, 3, axis=-1) if array.shape[-1] == 1 else array[..., :3]
-        return resize_pixels(tf.image.convert_image_dtype(rgb, tf.float32), self.image_size).numpy()
+        return resize_pixels(_png_floats(rgb), self.image_size).numpy()
 
     def _pixel_batch(self, batch):
         if batch.shape[-1] != 3:
@@ -167,7 +173,7 @@ class CaptionerPreprocessor(keras.layers.Layer):
             return tf.map_fn(lambda data: decode_image(data, self.image_size), images,
                              fn_output_signature=tf.float32)
         if images.dtype == tf.uint8:
-            return resize_pixels(tf.image.convert_image_dtype(images, tf.float32), self.image_size)
+            return resize_pixels(_png_floats(images), self.image_size)
         return resize_pixels(tf.cast(images, tf.float32) / 255.0, self.image_size)
 
     def preprocess_samples(self, images, captions):
