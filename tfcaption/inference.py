@@ -6,8 +6,9 @@ decoder looked (a map over the image encoder's token grid, levels mixed by
 for the meshed decoder, how it weighed the encoder levels, for
 `tfcaption.viz.attention.attention_figure`. Region-feature models take feature
 arrays `(R, feature_dim)` (or a batch of them) where pixel models take images.
-Run directories caption through `tfcaption.decoding.caption_batches`, exports
-through their signatures.
+Run directories caption through `tfcaption.ImageCaptioner` (attention maps
+through `tfcaption.decoding.caption_batches`), exports through their
+signatures.
 """
 
 import json
@@ -116,12 +117,16 @@ class _SavedModelBackend:
 
 
 class _RunBackend:
-    def __init__(self, path, beam_size=None):
-        from tfcaption.training.run_directory import load_run
+    """A run directory through `tfcaption.ImageCaptioner` (its backbone, vocabulary and decode settings)."""
 
-        self.model, self.vocab, run_config = load_run(path)
-        self.beam_size = beam_size or run_config.decode.beam_size
-        self.max_steps = run_config.data.max_decode_steps
+    def __init__(self, path, beam_size=None):
+        from tfcaption.models.image_captioner import ImageCaptioner
+
+        self.captioner = ImageCaptioner.from_preset(path)
+        if beam_size:
+            self.captioner.beam_size = int(beam_size)  # the caller's default over the run's decode.beam_size
+        self.model, self.vocab = self.captioner.backbone, self.captioner.preprocessor.vocabulary
+        self.beam_size, self.max_steps = self.captioner.beam_size, self.captioner.max_length
         self.input_key = self.model.input_key
         self.path = path
 
@@ -133,7 +138,7 @@ class _RunBackend:
         return inputs, caption_batches(self.model, self.vocab, [batch], max_steps=self.max_steps, **options)
 
     def __call__(self, inputs):
-        _, results = self._caption(inputs, beam_size=self.beam_size)
+        results = self.captioner.generate(list(inputs), return_details=True)
         return [r["caption"] for r in results], np.array([r["score"] for r in results], np.float32)
 
     def with_attention(self, inputs):

@@ -155,6 +155,8 @@ class ImageCaptioner(keras.Model):
             **overrides: for a preset: `CaptionerConfig` fields (e.g. `hidden_dim=64`, `decoder={"num_layers": 1}`).
         """
         path = os.fspath(name_or_path)
+        if path.endswith(".weights.h5") or os.path.basename(os.path.normpath(path)) == "checkpoints":
+            path = os.path.dirname(os.path.normpath(path))  # a run's weights: the run (as tfcaption.load reads it)
         if path in PRESETS:
             return cls._from_preset_name(path, vocabulary, overrides)
         if overrides or vocabulary is not None:
@@ -164,12 +166,15 @@ class ImageCaptioner(keras.Model):
             if not isinstance(model, cls):
                 raise ValueError(f"{path} holds a {type(model).__name__}, not an {cls.__name__}.")
             return model
-        if os.path.isdir(path) and os.path.exists(os.path.join(path, "saved_model.pb")):
+        if tf.io.gfile.exists(os.path.join(path, "saved_model.pb")):
             raise ValueError(f"{path} is a SavedModel export (TensorFlow only): caption with "
                              "tfcaption.load(path), or pass the training run directory.")
         from tfcaption.training.run_directory import RunDirectory
 
-        if os.path.isdir(path) and RunDirectory(path).exists():
+        if tf.io.gfile.isdir(path):
+            if not RunDirectory(path).exists():
+                raise FileNotFoundError(f"{path} is not a tfcaption run or checkpoint directory (it has no "
+                                        "config.json and vocab.txt).")
             return cls._from_run(path)
         raise ValueError(f"{path!r} is not a preset ({', '.join(sorted(PRESETS))}), a run directory or a "
                          ".keras file.")
