@@ -187,3 +187,21 @@ def test_converted_m2_run_loads_and_captions_as_tfcaption_load(converted):
     features = np.load(FIXTURE / "inputs.npz")["features"]
     captioner = ImageCaptioner.from_preset(converted["run"])
     assert captioner.generate(features) == [r["caption"] for r in tfcaption.load(converted["run"]).caption(features)]
+
+
+def test_a_preset_with_encoder_weights_loads_them_unless_told_not_to(tmp_path):
+    from tests.helpers.vit_checkpoint import write_checkpoint
+
+    npz = write_checkpoint(tmp_path / "vit_tiny.npz", patch=8, hidden=48, heads=3, layers=2, mlp=96, grid=4)
+    sizes = dict(TINY_SIZES, max_length=12, encoder={"num_layers": 1, "memory_slots": 4}, decoder={"num_layers": 1},
+                 image_encoder={"image_size": 32, "weights": npz})
+    loaded = ImageCaptioner.from_preset("vit_m2", vocabulary=WORDS, **sizes)
+    kernel = np.load(npz)["embedding/kernel"]
+    embedding = [w for w in loaded.backbone.image_encoder.weights if w.shape == kernel.shape]
+    np.testing.assert_array_equal(np.asarray(embedding[0]), kernel)
+    random = ImageCaptioner.from_preset("vit_m2", vocabulary=WORDS, load_weights=False,
+                                        **dict(sizes, image_encoder={"image_size": 32, "weights": npz,
+                                                                     "patch_size": 8, "width": 48, "num_heads": 3,
+                                                                     "num_layers": 2, "mlp_dim": 96}))
+    same = [w for w in random.backbone.image_encoder.weights if w.shape == kernel.shape]
+    assert not np.array_equal(np.asarray(same[0]), kernel)

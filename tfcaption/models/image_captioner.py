@@ -143,22 +143,25 @@ class ImageCaptioner(keras.Model):
     presets = _ClassProperty(lambda cls: preset_table())
 
     @classmethod
-    def from_preset(cls, name_or_path, vocabulary=None, **overrides):
+    def from_preset(cls, name_or_path, vocabulary=None, load_weights=True, **overrides):
         """A captioner from a preset name, a training run directory or a `.keras` file.
 
         Args:
-            name_or_path: a name in `ImageCaptioner.presets` (random weights; with pretrained encoder
-                weights where the preset names them), a run directory (its best weights, vocabulary and
-                decode settings) or a `.keras` file saved by `ImageCaptioner.save`.
+            name_or_path: a name in `ImageCaptioner.presets` (untrained: random weights, but the image
+                encoder's pretrained checkpoint where the preset names one), a run directory (its best
+                weights, vocabulary and decode settings) or a `.keras` file saved by `ImageCaptioner.save`.
             vocabulary: for a preset: a `Vocabulary`, its tokens or a vocab.txt path; None builds it later
                 (`adapt(captions)`, or `fit` on an `(images, captions)` dataset).
+            load_weights: for a preset: load the image encoder's pretrained checkpoint (`image_encoder.weights`:
+                Google's ViT `.npz`, keras.applications' ImageNet weights; downloaded once, or a local file)
+                as `tfcaption-train` does; False leaves it random.
             **overrides: for a preset: `CaptionerConfig` fields (e.g. `hidden_dim=64`, `decoder={"num_layers": 1}`).
         """
         path = os.fspath(name_or_path)
         if path.endswith(".weights.h5") or os.path.basename(os.path.normpath(path)) == "checkpoints":
             path = os.path.dirname(os.path.normpath(path))  # a run's weights: the run (as tfcaption.load reads it)
         if path in PRESETS:
-            return cls._from_preset_name(path, vocabulary, overrides)
+            return cls._from_preset_name(path, vocabulary, load_weights, overrides)
         if overrides or vocabulary is not None:
             raise ValueError("vocabulary and overrides apply to preset names only, not to saved models.")
         if path.endswith(".keras"):
@@ -180,14 +183,14 @@ class ImageCaptioner(keras.Model):
                          ".keras file.")
 
     @classmethod
-    def _from_preset_name(cls, name, vocabulary, overrides):
+    def _from_preset_name(cls, name, vocabulary, load_weights, overrides):
         config = CaptionerConfig.from_preset(name, **overrides)
         part = config.image_encoder
         preprocessor = CaptionerPreprocessor(
             None, input_key="features" if part.type == "regions" else "images",
             image_size=getattr(part, "image_size", None), feature_dim=getattr(part, "feature_dim", None),
             max_caption_words=min(25, config.max_length - 2))
-        captioner = cls(None, preprocessor, preset={"name": name, "overrides": overrides})
+        captioner = cls(None, preprocessor, preset={"name": name, "overrides": overrides, "load_weights": load_weights})
         if vocabulary is not None:
             captioner.set_vocabulary(vocabulary)
         return captioner
@@ -218,8 +221,14 @@ class ImageCaptioner(keras.Model):
         preset = self.preset or {}
         if not preset.get("name"):
             raise ValueError("no preset to build the backbone from: pass backbone=... instead.")
-        self.backbone = CaptionerBackbone.from_preset_config(preset["name"], **{**preset.get("overrides", {}),
-                                                                               "vocab_size": vocab.size})
+        from tfcaption.models.pretrained import load_pretrained, with_checkpoint_sizes
+
+        overrides = {**preset.get("overrides", {}), "vocab_size": vocab.size}
+        config = CaptionerConfig.from_preset(preset["name"], **overrides)
+        load_weights = preset.get("load_weights", True)
+        self.backbone = CaptionerBackbone.from_model_config(with_checkpoint_sizes(config) if load_weights else config)
+        if load_weights:
+            load_pretrained(self.backbone)
         self._check_parts()
         self.built = True
         return vocab
