@@ -178,6 +178,11 @@ class CaptionPredictor:
         """"images" (paths, bytes or arrays of pixels) or "features" (region-feature arrays)."""
         return self.backend.input_key
 
+    @property
+    def captioner(self):
+        """The `tfcaption.ImageCaptioner` of a run directory (None for a SavedModel: exports are TF-only)."""
+        return getattr(self.backend, "captioner", None)
+
     def _inputs(self, images):
         if self.input_key == "features":
             return _feature_inputs(images)

@@ -72,7 +72,9 @@ def test_from_preset_refuses_unknown_names_and_exports(tiny_run):
 
 def test_generate_on_every_input_kind_matches_tfcaption_load(run_captioner, tiny_run, images):
     # The run's own decode settings (beam 2 in the tiny run) on both sides.
-    expected = [r["caption"] for r in tfcaption.load(tiny_run["run"]).caption(images["inputs"])]
+    predictor = tfcaption.load(tiny_run["run"])
+    assert isinstance(predictor.captioner, ImageCaptioner)
+    expected = [r["caption"] for r in predictor.caption(images["inputs"])]
     assert run_captioner.generate(images["inputs"]) == expected
     # One batch tensor of the three 32 px images: the same captions as the same images one by one.
     import tensorflow as tf
@@ -144,6 +146,7 @@ def test_fit_lowers_the_loss_on_tfcaption_batches(tiny_shapes):
     history = captioner.fit(data, validation_data=data, epochs=8, verbose=0)
     assert history.history["loss"][-1] < 0.85 * history.history["loss"][0]
     assert history.history["val_loss"][-1] < history.history["val_loss"][0]
+    assert captioner.evaluate(data, verbose=0) == pytest.approx(history.history["val_loss"][-1], rel=1e-4)
 
 
 def test_fit_on_images_and_caption_strings_builds_the_vocabulary_and_lowers_the_loss(tiny_shapes):
