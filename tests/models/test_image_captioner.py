@@ -113,6 +113,7 @@ def test_a_call_sampler_wins_over_compile_which_wins_over_the_runs_settings(tiny
     captioner.compile(sampler="greedy")
     assert beams() == 1
     assert beams(sampler=_Beams(3)) == 3 and beams(sampler="beam") == 2
+    assert beams(sampler=type("GreedySampler", (), {})()) == 1
     captioner.compile(sampler=_Beams(4))
     assert beams() == 4 and beams(sampler="greedy") == 1
     with pytest.raises(ValueError, match="unknown sampler"):

@@ -61,13 +61,16 @@ def _beam_size(sampler, default):
     for name in ("beam_size", "num_beams"):
         if getattr(sampler, name, None) is not None:
             return int(getattr(sampler, name))
+    if type(sampler).__name__ == "GreedySampler":  # keras-hub's name, and tfcaption.samplers' to come
+        return 1
     raise ValueError(f"unsupported sampler {sampler!r}: use 'greedy', 'beam' or an object with beam_size.")
 
 
 def _search(backbone, inputs, sampler, default_beam_size, max_length):
     """The ONE call into `tfcaption.decoding` (the adapter to swap for `tfcaption.samplers` at merge).
 
-    `sampler`: None (the model's default), "greedy", "beam", or an object with `beam_size` / `num_beams`.
+    `sampler`: None (the model's default), "greedy", "beam", an object with `beam_size` / `num_beams`, or a
+    `GreedySampler`.
     Runs the XLA-compiled search (`compiled_generator` keeps one function per model and settings; each
     input shape compiles once) and returns numpy `tokens` (B, T), `scores` (B,) and, for beams,
     `beam_tokens` (B, k, T), `beam_scores` (B, k).
