@@ -71,17 +71,26 @@ def test_from_preset_refuses_unknown_names_and_exports(tiny_run):
 
 
 def test_generate_on_every_input_kind_matches_tfcaption_load(run_captioner, tiny_run, images):
-    # The run's own decode settings (beam 2 in the tiny run) on both sides.
+    import tensorflow as tf
+
+    from tfcaption.data.pipeline import decode_image
+    from tfcaption.decoding.captioning import caption_batches
+    from tfcaption.training.run_directory import load_run
+
+    # The run's own decode settings (beam 2 in the tiny run) on every side.
     predictor = tfcaption.load(tiny_run["run"])
     assert isinstance(predictor.captioner, ImageCaptioner)
     expected = [r["caption"] for r in predictor.caption(images["inputs"])]
     assert run_captioner.generate(images["inputs"]) == expected
-    # One batch tensor of the three 32 px images: the same captions as the same images one by one.
-    import tensorflow as tf
-
-    from tfcaption.data.pipeline import decode_image
-
-    pixels = np.stack([np.uint8(decode_image(tf.constant(b), 32).numpy()) for b in images["bytes"]])
+    # The decoding module on the run's network, each image given as PNG bytes (how tfcaption.load read arrays).
+    model, vocab, run_config = load_run(tiny_run["run"])
+    encoded = images["bytes"][:2] + [tf.io.encode_png(a).numpy() for a in images["inputs"][2:]]
+    batch = {"images": np.stack([decode_image(tf.constant(b), 32).numpy() for b in encoded]), "image_id": list("abcd")}
+    direct = caption_batches(model, vocab, [batch], beam_size=run_config.decode.beam_size,
+                             max_steps=run_config.data.max_decode_steps)
+    assert [r["caption"] for r in direct] == expected
+    # One uint8 batch tensor of the three 32 px images: the same captions as the same images one by one.
+    pixels = np.stack([np.round(decode_image(tf.constant(b), 32).numpy()).astype(np.uint8) for b in images["bytes"]])
     assert run_captioner.generate(tf.constant(pixels)) == expected[:3]
     assert run_captioner.generate(images["inputs"][0]) == expected[0]  # one image: one string
 

@@ -109,6 +109,9 @@ class CaptionerPreprocessor(keras.layers.Layer):
             dataset = captions
             if isinstance(dataset.element_spec, tuple):
                 dataset = dataset.map(lambda *element: element[1])
+            if getattr(dataset.element_spec, "dtype", None) != tf.string:
+                raise ValueError("adapt reads caption strings: a dataset of strings or of (images, captions); "
+                                 "token batches need the vocabulary they were made with (vocabulary=...).")
             captions = (c.decode("utf-8") for batch in dataset.as_numpy_iterator()
                         for c in np.asarray(batch).reshape(-1))
         return self.set_vocabulary(build_vocabulary(self.tokenizer, captions, min_count=min_count, max_size=max_size))
