@@ -84,23 +84,17 @@ def decode_image(image_bytes: tf.Tensor, image_size: ImageSize) -> tf.Tensor:
     Raises:
         tf.errors.InvalidArgumentError: when the bytes are not a decodable image (at run time).
     """
-    return resize_pixels(_decode_pixels(image_bytes), image_size)
-
-
-def resize_pixels(image: tf.Tensor, image_size: ImageSize) -> tf.Tensor:
-    """The tail of :func:`decode_image`: ``float32 [H, W, 3]`` (or ``[B, H, W, 3]``) values in ``[0, 1]`` ->
-    ``float32 [S, S, 3]`` (or ``[B, S, S, 3]``) in ``[0, 255]``, resized with antialiasing, so arrays of
-    pixels are prepared as decoded images are."""
     height, width = image_hw(image_size)
+    image = _decode_pixels(image_bytes)
     # An antialiased resize to the same size is the identity (checked: max |diff| = 0) but costs ~3x the
     # PNG decode itself (measured on 96x96), so images already at the target size skip it.
-    same_size = tf.reduce_all(tf.equal(tf.shape(image)[-3:-1], [height, width]))
+    same_size = tf.reduce_all(tf.equal(tf.shape(image)[:2], [height, width]))
     image = tf.cond(
         same_size,
         lambda: image,
         lambda: tf.image.resize(image, [height, width], method="bilinear", antialias=True))
     image = tf.clip_by_value(image * 255.0, 0.0, 255.0)
-    return tf.ensure_shape(image, image.shape[:-3] + [height, width, 3])
+    return tf.ensure_shape(image, [height, width, 3])
 
 
 def decode_features(data: tf.Tensor, feature_dim: int, max_regions: int) -> tf.Tensor:

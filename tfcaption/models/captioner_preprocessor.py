@@ -6,9 +6,21 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfcaption.data.pipeline import decode_image, resize_pixels, tokenize_captions
+from tfcaption.data.pipeline import decode_image, image_hw, tokenize_captions
 from tfcaption.data.tokenizer import Vocabulary
 from tfcaption.data.vocabulary import VOCABULARY_KINDS, build_vocabulary, load_vocabulary, vocabulary_class
+
+
+def resize_pixels(image, image_size):
+    """`decode_image`'s steps after the decode, for pixels that come as arrays: float32 values in [0, 1]
+    (H, W, 3) or (B, H, W, 3) -> float32 in [0, 255] at the model's size (antialiased resize, skipped at
+    that size). tests/models/test_captioner_preprocessor.py checks it gives `decode_image`'s pixels."""
+    height, width = image_hw(image_size)
+    same_size = tf.reduce_all(tf.equal(tf.shape(image)[-3:-1], [height, width]))
+    image = tf.cond(same_size, lambda: image,
+                    lambda: tf.image.resize(image, [height, width], method="bilinear", antialias=True))
+    image = tf.clip_by_value(image * 255.0, 0.0, 255.0)
+    return tf.ensure_shape(image, image.shape[:-3] + [height, width, 3])
 
 
 def _png_floats(pixels):
