@@ -17,10 +17,13 @@ DEFAULT_BEAMS = 3
 def preset_table():
     """Preset name -> metadata (description, input, part types, sizes, the preset's fields).
 
-    The one place `ImageCaptioner` reads presets from (`tfcaption.models.config.PRESETS` for now).
+    The one place `ImageCaptioner` reads presets from: `tfcaption.models.config.PRESETS`, whose entries are
+    `CaptionerConfig` fields, or records of the presets table (with `description`, `paper`, `params`, ...),
+    whose own metadata is then used.
     """
     table = {}
-    for name, fields in PRESETS.items():
+    for name, entry in PRESETS.items():
+        fields = entry.model_fields() if hasattr(entry, "model_fields") else dict(entry)
         config = CaptionerConfig.from_preset(name)
         part = config.image_encoder
         source = (f"{part.feature_dim}-value region features" if part.type == "regions"
@@ -37,6 +40,9 @@ def preset_table():
             "pretrained_weights": getattr(part, "weights", "") or None,
             "config": fields,
         }
+        for key in ("description", "paper", "params", "params_vocab_size"):  # a presets-table record's own
+            if getattr(entry, key, None) is not None:
+                table[name][key] = getattr(entry, key)
     return table
 
 
