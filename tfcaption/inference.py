@@ -168,9 +168,10 @@ class CaptionPredictor:
             the shorthand for greedy (1) or `BeamSampler(num_beams=k)`; default
             the run's `decode.beam_size`.
         sampler: for run directories: a `tfcaption.samplers.Sampler` or a
-            name (`"top_p"`, ...), instead of `beam_size`. A random sampler
-            without a `seed` draws new captions on every call (so `caption`
-            and `caption_with_attention` differ): give it a seed.
+            name (`"top_p"`, ...), which wins over `beam_size` (the name
+            `"beam"` searches with `beam_size` beams, else the run's). A
+            random sampler without a `seed` draws new captions on every call
+            (so `caption` and `caption_with_attention` differ): give it a seed.
     """
 
     def __init__(self, path, beam_size=None, sampler=None):

@@ -12,7 +12,8 @@ from tfcaption.layers.encoder import MemoryAugmentedEncoder
 from tfcaption.layers.patch_image_encoder import PatchImageEncoder
 from tfcaption.layers.region_encoder import RegionEncoder
 from tfcaption.layers.vit_image_encoder import VitImageEncoder
-from tfcaption.models.config import PRESETS, CaptionerConfig, preset_input
+from tfcaption.models.config import CaptionerConfig
+from tfcaption.models.presets import PRESETS
 
 # The special ids are the tokenizer's (`CaptionerPreprocessor` owns them); the network only needs <pad> to
 # mask decoder inputs, and every tfcaption and M2 vocabulary puts it at the same id.
@@ -89,7 +90,7 @@ class CaptionerBackbone(keras.Model):
     stem cell), `vit` (a ViT backbone, Google's checkpoints), `cnn` (a keras.applications feature map) or
     `regions` (M2's projection of detection features); the visual encoder is the memory-augmented encoder
     (memory 0 = plain, 0 layers = none); the decoder is `meshed` (M2) or `transformer` (Vaswani / CPTR /
-    Springenberg). Presets (`tfcaption.models.config.PRESETS`) name the combinations of the papers.
+    Springenberg). Presets (the presets table, `tfcaption.models.presets.PRESETS`) name the combinations of the papers.
 
     The keyword arguments are the fields of `tfcaption.models.config.CaptionerConfig` except the special
     token ids (the tokenizer's, see `CaptionerPreprocessor`): the sizes shared by every part are flat
@@ -183,7 +184,7 @@ class CaptionerBackbone(keras.Model):
         `records.input_kind(manifest)` reads them) are not what this model reads."""
         held, wanted, kind = inputs.kind, self.input_key, self._config.image_encoder.type
         if held != wanted:
-            names = ", ".join(name for name in PRESETS if preset_input(name) == held)
+            names = ", ".join(name for name, preset in PRESETS.items() if preset.input_kind == held)
             hint = f"a {'region-features' if held == 'features' else 'pixel'} preset ({names})"
             raise ValueError(f"{source} holds {held} but this model's {kind!r} image encoder reads {wanted}: "
                              f"use {hint} for this data.")
