@@ -170,6 +170,15 @@ def test_keras_file_round_trip_gives_identical_captions(run_captioner, images, t
         for sampler in ("greedy", "beam"):
             assert clone.generate(images["inputs"], sampler=sampler) == \
                 run_captioner.generate(images["inputs"], sampler=sampler)
+    # compile's sampler is saved with the model: generate() decodes the same way after loading.
+    from tfcaption import samplers
+
+    clone = keras.models.load_model(path)
+    clone.compile(sampler=samplers.TopPSampler(p=0.8, seed=5))
+    clone.save(str(tmp_path / "compiled.keras"))
+    again = keras.models.load_model(str(tmp_path / "compiled.keras"))
+    assert isinstance(again.resolve_sampler(), samplers.TopPSampler) and again.resolve_sampler().seed == 5
+    assert again.generate(images["inputs"]) == clone.generate(images["inputs"])
 
 
 def test_fit_lowers_the_loss_on_tfcaption_batches(tiny_shapes):

@@ -71,6 +71,7 @@ class ImageCaptioner(keras.Model):
         beam_size: the model's default search: 1 `GreedySampler`, k > 1 `BeamSampler(num_beams=k)`.
         max_length: the default tokens generated per caption, <eos> included (None: the model's capacity).
         preset: the preset a backbone is built from when `adapt` sets the vocabulary (no backbone yet).
+        sampler: `generate`'s default sampler, as `compile(sampler=...)` sets it (saved with the model).
         **kwargs: `keras.Model` arguments.
 
     Example:
@@ -80,7 +81,8 @@ class ImageCaptioner(keras.Model):
     (True, True)
     """
 
-    def __init__(self, backbone=None, preprocessor=None, beam_size=1, max_length=None, preset=None, **kwargs):
+    def __init__(self, backbone=None, preprocessor=None, beam_size=1, max_length=None, preset=None, sampler=None,
+                 **kwargs):
         super().__init__(**kwargs)
         if preprocessor is None:
             raise ValueError("ImageCaptioner needs a preprocessor (CaptionerPreprocessor).")
@@ -89,7 +91,7 @@ class ImageCaptioner(keras.Model):
         self.beam_size = int(beam_size)
         self.max_length = max_length
         self.preset = preset
-        self.sampler = None
+        self.sampler = sampler
         if backbone is not None:
             self._check_parts()
             self.built = True
@@ -347,10 +349,15 @@ class ImageCaptioner(keras.Model):
     # ---- saving ---------------------------------------------------------------------------------
 
     def get_config(self):
+        from tfcaption import samplers
+
         return {
             "backbone": None if self.backbone is None else keras.saving.serialize_keras_object(self.backbone),
             "preprocessor": keras.saving.serialize_keras_object(self.preprocessor),
             "beam_size": self.beam_size, "max_length": self.max_length, "preset": self.preset, "name": self.name,
+            # compile's sampler: a name as given (a bare "beam" follows beam_size), an object as its config
+            "sampler": (self.sampler if self.sampler is None or isinstance(self.sampler, (str, dict))
+                        else samplers.serialize(samplers.get(self.sampler))),
         }
 
     @classmethod
