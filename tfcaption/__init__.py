@@ -2,6 +2,21 @@
 
 __version__ = "0.1.0"
 
+__all__ = ["ImageCaptioner", "load", "samplers", "train"]
+
+
+def __getattr__(name):
+    # Imported on first use: `import tfcaption` stays light (no TensorFlow) for the console scripts' parsers.
+    if name == "ImageCaptioner":
+        from tfcaption.models.image_captioner import ImageCaptioner
+
+        return ImageCaptioner
+    if name == "samplers":
+        import importlib
+
+        return importlib.import_module("tfcaption.samplers")
+    raise AttributeError(f"module 'tfcaption' has no attribute {name!r}")
+
 
 def load(path, beam_size=None, sampler=None):
     """Loads a SavedModel export or a run directory; returns an object with `caption(images)`.

@@ -6,8 +6,9 @@ decoder looked (a map over the image encoder's token grid, levels mixed by
 for the meshed decoder, how it weighed the encoder levels, for
 `tfcaption.viz.attention.attention_figure`. Region-feature models take feature
 arrays `(R, feature_dim)` (or a batch of them) where pixel models take images.
-Run directories caption through `tfcaption.decoding.caption_batches`, exports
-through their signatures.
+Run directories caption through `tfcaption.ImageCaptioner` (attention maps
+through `tfcaption.decoding.caption_batches`), exports through their
+signatures.
 """
 
 import json
@@ -18,7 +19,7 @@ import tensorflow as tf
 
 from tfcaption.data.image_check import ImageSkipped, check_image
 from tfcaption.data.pipeline import decode_image
-from tfcaption.decoding.captioning import as_sampler, attention_results, caption_batches, display_image
+from tfcaption.decoding.captioning import attention_results, caption_batches, display_image
 
 
 class ImageError(ValueError):
@@ -137,14 +138,18 @@ class _SavedModelBackend:
 
 
 class _RunBackend:
-    def __init__(self, path, beam_size=None, sampler=None):
-        from tfcaption.training.run_directory import load_run
+    """A run directory through `tfcaption.ImageCaptioner` (its backbone, vocabulary and decode settings)."""
 
-        self.model, self.vocab, run_config = load_run(path)
-        if sampler is None:
-            beam_size = beam_size or run_config.decode.beam_size
-        self.sampler = as_sampler(sampler, beam_size)
-        self.max_steps = run_config.data.max_decode_steps
+    def __init__(self, path, beam_size=None, sampler=None):
+        from tfcaption.models.image_captioner import ImageCaptioner
+
+        self.captioner = ImageCaptioner.from_preset(path)
+        if beam_size:
+            self.captioner.beam_size = int(beam_size)  # the caller's default over the run's decode.beam_size
+        # One sampler for `caption` and `caption_with_attention`: the caller's, else the run's decode settings.
+        self.sampler = self.captioner.resolve_sampler(sampler)
+        self.model, self.vocab = self.captioner.backbone, self.captioner.preprocessor.vocabulary
+        self.max_steps = self.captioner.max_length
         self.input_key = self.model.input_key
         self.path = path
 
@@ -156,7 +161,7 @@ class _RunBackend:
         return inputs, caption_batches(self.model, self.vocab, [batch], max_steps=self.max_steps, **options)
 
     def __call__(self, inputs):
-        _, results = self._caption(inputs, sampler=self.sampler)
+        results = self.captioner.generate(list(inputs), sampler=self.sampler, return_details=True)
         return [r["caption"] for r in results], np.array([r["score"] for r in results], np.float32)
 
     def with_attention(self, inputs):
@@ -184,13 +189,15 @@ class CaptionPredictor:
             the shorthand for greedy (1) or `BeamSampler(num_beams=k)`; default
             the run's `decode.beam_size`.
         sampler: a `tfcaption.samplers.Sampler` or a name (`"top_p"`, ...),
-            instead of `beam_size`. A random sampler without a `seed` draws
-            new captions on every call (so `caption` and
-            `caption_with_attention` differ): give it a seed. A SavedModel
-            samples with its `sample` signature (greedy, random, top-k and
-            top-p samplers without logit controls; an export written before
-            that signature says to re-export); its `caption_with_attention`
-            stays the export's beam search (`serving_default`'s caption).
+            which wins over `beam_size` (for a run directory the name
+            `"beam"` searches with `beam_size` beams, else the run's). A
+            random sampler without a `seed` draws new captions on every call
+            (so `caption` and `caption_with_attention` differ): give it a
+            seed. A SavedModel samples with its `sample` signature (greedy,
+            random, top-k and top-p samplers without logit controls; an
+            export written before that signature says to re-export); its
+            `caption_with_attention` stays the export's beam search
+            (`serving_default`'s caption).
     """
 
     def __init__(self, path, beam_size=None, sampler=None):
@@ -205,6 +212,11 @@ class CaptionPredictor:
     def input_key(self):
         """"images" (paths, bytes or arrays of pixels) or "features" (region-feature arrays)."""
         return self.backend.input_key
+
+    @property
+    def captioner(self):
+        """The `tfcaption.ImageCaptioner` of a run directory (None for a SavedModel: exports are TF-only)."""
+        return getattr(self.backend, "captioner", None)
 
     def _inputs(self, images):
         if self.input_key == "features":

@@ -148,4 +148,7 @@ def test_exports_of_the_flat_config_version_still_caption_with_attention():
     result = export.caption_with_attention(image)
     assert result["attention"].shape == (len(result["words"]), 4, 4) and result["gates"].shape[1] == 2
     assert result["image"].shape == (32, 32, 3)
-    assert result["words"] == run.caption_with_attention(image)["words"]
+    # An export's caption_with_attention is greedy; a run directory's follows its sampler (beam 2 here).
+    assert result["words"] == tfcaption.load(os.path.join(LEGACY, "run_pixels"), sampler="greedy") \
+        .caption_with_attention(image)["words"]
+    assert " ".join(run.caption_with_attention(image)["words"]) == run.caption(image)["caption"]

@@ -1,17 +1,25 @@
-"""The captioning model (`Captioner`) and its configuration as data (`CaptionerConfig`, `PRESETS`).
+"""The captioning task (`ImageCaptioner`: a `CaptionerBackbone` and a `CaptionerPreprocessor`), the network
+built from a config (`Captioner`), and its configuration as data (`CaptionerConfig`, `PRESETS`).
 
-`Captioner` is imported on first use, so reading configs and presets (the console scripts' argument
+The model classes are imported on first use, so reading configs and presets (the console scripts' argument
 parsers) does not start TensorFlow before `tfcaption.cli.common.quiet_tensorflow` has run.
 """
 
 from tfcaption.models.config import PRESETS, CaptionerConfig
 
-__all__ = ["Captioner", "CaptionerConfig", "PRESETS"]
+__all__ = ["Captioner", "CaptionerBackbone", "CaptionerConfig", "CaptionerPreprocessor", "ImageCaptioner", "PRESETS"]
+
+_LAZY = {
+    "Captioner": "tfcaption.models.captioner",
+    "CaptionerBackbone": "tfcaption.models.captioner_backbone",
+    "CaptionerPreprocessor": "tfcaption.models.captioner_preprocessor",
+    "ImageCaptioner": "tfcaption.models.image_captioner",
+}
 
 
 def __getattr__(name):
-    if name == "Captioner":
-        from tfcaption.models.captioner import Captioner
+    if name in _LAZY:
+        import importlib
 
-        return Captioner
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'tfcaption.models' has no attribute {name!r}")
