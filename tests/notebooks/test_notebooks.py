@@ -36,7 +36,8 @@ EXPECTED = {
         "figures": 3,  # loss + validation CIDEr-D, captioned test images, attention figure
         "text": [r"epoch 2: train loss \d", r"test/model +\d", r"test/blind +\d", r"novel/model +\d",
                  r"novel/blind +\d", r"Blind baseline caption: '", r"METEOR", r"Ground-F1",
-                 r"test grounding F1: \d\.\d{3}", r"history\.jsonl"],
+                 r"test grounding F1: \d\.\d{3}", r"history\.jsonl",
+                 r"image 0  beam \d: +'", r"top-p 0\.9, seed 1: '", r"top-p with seed 1 again, the same captions: True"],
     },
     "02_your_own_images": {
         "figures": 2,  # the folder's images with captions, the test images captioned by the export
@@ -55,7 +56,8 @@ EXPECTED = {
         "figures": 1,  # attention over regions and meshed gates per word
         "text": [r"Running the cells below on tiny stand-ins", r"m2_tiny\.pth", r"3\+3 layers, d 64, 8 memory slots",
                  r'"checkpoint_sha256"', r"12 images, beam 5, 20 steps", r"test/collapse_repeats +\d",
-                 r"test/raw +\d", r"391895: ", r"greedy: "],
+                 r"test/raw +\d", r"391895: ", r"best beam, with attention: ",
+                 r"the same caption as the best beam above: True"],
     },
     "05_serving": {
         "figures": 1,  # attention figure from the SavedModel
@@ -64,7 +66,8 @@ EXPECTED = {
                  r"PredictRequest for shapes_m2_small/serving_default", r"image_bytes: string, shape \[3\], 3 strings",
                  r"INVALID_ARGUMENT:\s+image_bytes\[1\]: empty string", r"image_bytes\[2\]: not a JPEG, PNG, GIF or BMP",
                  r"image_bytes\[3\]: not a decodable image", r"image_bytes\[4\]: 8236x30050 pixels exceeds the limit",
-                 r"ImageError: image 1: not a decodable image"],
+                 r"ImageError: image 1: not a decodable image", r"seed  7: '.*\(score -?\d",
+                 r"seed 7, twice in one request and once alone, the same caption: True"],
     },
 }
 
