@@ -133,13 +133,7 @@ class BeamSampler(Sampler):
             state["tokens"] = tf.reshape(word, [-1])
             return step + 1, cache, state
 
-        def cond(step, cache, state):
-            running = step < max_steps
-            if self.stop_early:
-                running = tf.logical_and(running, tf.logical_not(tf.reduce_all(state["finished"])))
-            return running
-
-        _, _, state = tf.while_loop(cond, body, (tf.constant(0), cache, state), maximum_iterations=max_steps)
+        state = self.run_loop(body, cache, state, max_steps)
         result = {"tokens": state["history"], "log_probs": state["log_probs"], "scores": state["scores"]}
         for name in attention_shapes:
             result[name] = state[f"attention/{name}"]

@@ -159,6 +159,19 @@ class Sampler:
 
     # ------------------------------------------------------------------------------------------- the loop
 
+    def run_loop(self, body, cache, state, max_steps):
+        """Runs `body(step, cache, state) -> (step + 1, cache, state)` as a graph loop for `max_steps` steps,
+        or until every sequence has ended (`state["finished"]`) with `stop_early`; returns the last state."""
+
+        def cond(step, cache, state):
+            running = step < max_steps
+            if self.stop_early:
+                running = tf.logical_and(running, tf.logical_not(tf.reduce_all(state["finished"])))
+            return running
+
+        _, _, state = tf.while_loop(cond, body, (tf.constant(0), cache, state), maximum_iterations=max_steps)
+        return state
+
     def __call__(self, next, cache, batch_size, max_steps, *, start_token_id, end_token_id, pad_token_id,
                  num_samples=1, seeds=None, attention_shapes=None):
         k = self.num_sequences(num_samples)
@@ -196,13 +209,7 @@ class Sampler:
             state["tokens"] = word
             return step + 1, cache, state
 
-        def cond(step, cache, state):
-            running = step < max_steps
-            if self.stop_early:
-                running = tf.logical_and(running, tf.logical_not(tf.reduce_all(state["finished"])))
-            return running
-
-        _, _, state = tf.while_loop(cond, body, (tf.constant(0), cache, state), maximum_iterations=max_steps)
+        state = self.run_loop(body, cache, state, max_steps)
 
         result = {"tokens": utils.split_rows(state["history"], k), "log_probs": utils.split_rows(state["log_probs"], k)}
         result["scores"] = tf.reduce_sum(result["log_probs"], axis=-1)
