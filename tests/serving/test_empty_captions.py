@@ -62,8 +62,8 @@ def test_page_shows_an_empty_caption(silent_server, scenes, browser, tmp_path): 
     caption = browser.find_element(By.ID, "caption")
     assert caption.text == "(empty caption)" and "empty" in caption.get_attribute("class")
     beams = [li.text for li in browser.find_elements(By.CSS_SELECTOR, "#beams li")]
-    assert beams[0].startswith("(empty caption)") and beams[-1].startswith("(empty caption)")
-    assert "greedy" in beams[-1]
+    # The best beam is the empty caption, and the attention shown follows it (no separate greedy row).
+    assert beams[0].startswith("(empty caption)") and "attention below follows it" in beams[0]
     assert browser.find_elements(By.CSS_SELECTOR, "#words .word") == []
     assert browser.find_elements(By.CSS_SELECTOR, "#maps canvas") == []
     assert "no words" in browser.find_element(By.ID, "words").text

@@ -82,7 +82,7 @@ h2 { font-size: 13px; text-transform: uppercase; letter-spacing: .6px; color: va
 #sampled { font-size: 18px; font-weight: 600; min-height: 1.4em; margin-top: 8px; }
 #samplescore { color: var(--muted); font-size: 13px; }
 .section { margin-top: 14px; }
-.hidden { display: none; }
+.hidden { display: none !important; }  /* a utility class: it must win over an id rule such as #legend's display */
 footer { color: var(--muted); font-size: 12px; text-align: center; padding: 0 20px 20px; }
 code { background: #eef1f6; padding: 0 4px; border-radius: 3px; }
 </style>
