@@ -34,8 +34,9 @@ leaves tfcaption alone, or tfcaption against another commit of itself:
 
 `--baseline-src DIR` is a checkout of tfcaption at another commit. For every tfcaption row (shape, task,
 policy) the baseline's own `benchmarks/compare_reference.py --child tfcaption` runs with cwd DIR and
-PYTHONPATH=DIR, and this checkout's child with PYTHONPATH set to this checkout (each child checks where
-its `tfcaption` was imported from, so an editable install elsewhere cannot stand in for either side).
+PYTHONPATH=DIR, and this checkout's child with PYTHONPATH set to this checkout (before timing, each side's
+Python is checked to import `tfcaption` from its own checkout, so an editable install elsewhere cannot
+stand in for either side).
 Children alternate, baseline first in odd rounds and current first in even ones (`--rounds`, default 2:
 A B B A), so that the host's drift falls on both sides alike. Each side's seconds are the mean of its
 rounds; the table gives baseline seconds, current seconds and current / baseline per row and ends with
