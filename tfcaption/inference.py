@@ -335,6 +335,7 @@ def load(path, beam_size=None, sampler=None, max_length=None):
 
     `sampler`: a `tfcaption.samplers.Sampler` or a name, e.g.
     `from tfcaption import samplers; tfcaption.load(run, sampler=samplers.TopPSampler(p=0.9, seed=1))`; a
-    SavedModel samples with its `sample` signature (see `CaptionPredictor`).
+    SavedModel samples with its `sample` signature (see `CaptionPredictor`). `max_length`: tokens generated per
+    caption at most, <eos> included (docs/guides/decoding.md#caption-length); None: the run's or export's.
     """
     return CaptionPredictor(path, beam_size, sampler, max_length)
