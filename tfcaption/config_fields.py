@@ -8,8 +8,9 @@ checked against its annotation, converted where the meaning is unambiguous, and 
 
 Annotations understood (anything else is not checked):
     int, float, bool, str      an int takes an integral float (3.0, 1e4), a float takes an int; a bool takes
-                               only true / false; numbers never come from strings ("3" is refused); a str
-                               takes a path (pathlib.Path)
+                               true / false, the integers 1 / 0 and the words of `BOOL_WORDS` in any case
+                               (yes / no, on / off, "1" / "0"); numbers never come from strings ("3" is
+                               refused); a str takes a path (pathlib.Path)
     Annotated[T, Range(...)]   a bounded number; `Count`, `PositiveInt`, `Positive`, ... below
     Literal["a", "b"]          one of these strings
     tuple[T, ...]              a list (or tuple) of T; a lone string is a one-item tuple of strings
@@ -30,6 +31,11 @@ import os
 import types
 import typing
 from typing import Annotated, Literal, Optional  # noqa: F401 (re-exported for the config modules' annotations)
+
+
+# The words a boolean field reads from text (any case, spaces trimmed): a `--set` value, a spec's `?download=no`,
+# a string in a config file.
+BOOL_WORDS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
 
 
 class ConfigError(ValueError):
@@ -95,7 +101,7 @@ def describe(annotation):
         return f"a list of {_plural(describe(args[0]))}" if args else "a list"
     if annotation is dict or origin is dict:
         return "an object ({\"name\": value, ...})"
-    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
+    return {int: "an integer", float: "a number", bool: "true or false (yes/no, on/off, 1/0)", str: "a string"}.get(
         annotation, getattr(annotation, "__name__", str(annotation)))
 
 
@@ -148,6 +154,10 @@ def _coerce(annotation, value):
     if annotation is bool:
         if isinstance(value, bool):
             return value
+        if isinstance(value, numbers.Integral) and value in (0, 1):
+            return bool(value)
+        if isinstance(value, str) and value.strip().lower() in BOOL_WORDS:
+            return BOOL_WORDS[value.strip().lower()]
         raise _Mismatch
     if annotation is int:
         if isinstance(value, bool):

@@ -64,7 +64,7 @@ class AttentionUnavailableError(ValueError):
 
 
 class _SavedModelBackend:
-    def __init__(self, path, sampler=None):
+    def __init__(self, path, sampler=None, max_length=None):
         self.path = path
         self.loaded = tf.saved_model.load(path)
         self.signature = self.loaded.signatures["serving_default"]
@@ -88,6 +88,21 @@ class _SavedModelBackend:
         self._prefix = (serving.get("token_grid") or {}).get("prefix", 0)
         self._eos_id = config.get("model", {}).get("eos_id", 3)
         self._vocab_tokens = None
+        if max_length:
+            self._set_max_length(int(max_length), serving.get("max_steps"))
+
+    def _set_max_length(self, max_length, export_steps):
+        """`sample`'s per-row `max_length` for every call; serving_default's beam search decodes the export's
+        length, fixed at export."""
+        if export_steps is not None and not 1 <= max_length <= export_steps:
+            raise ValueError(f"{self.path}: this export decodes at most {export_steps} tokens (tfcaption-export "
+                             f"--max-steps); got a caption length of {max_length}.")
+        if self.settings is not None:
+            self.settings = {**self.settings, "max_length": max_length}
+        elif max_length != export_steps:
+            raise ValueError(f"{self.path}: serving_default's beam search decodes the export's {export_steps} "
+                             f"tokens; to cut captions at {max_length} give a sampler (--sampler greedy) or "
+                             f"re-export with tfcaption-export --max-steps {max_length}.")
 
     def _feed(self, inputs):
         dtype = tf.string if self.input_key == "images" else tf.float32
@@ -140,12 +155,15 @@ class _SavedModelBackend:
 class _RunBackend:
     """A run directory through `tfcaption.ImageCaptioner` (its backbone, vocabulary and decode settings)."""
 
-    def __init__(self, path, beam_size=None, sampler=None):
+    def __init__(self, path, beam_size=None, sampler=None, max_length=None):
+        from tfcaption.decoding.captioning import checked_max_steps
         from tfcaption.models.image_captioner import ImageCaptioner
 
         self.captioner = ImageCaptioner.from_preset(path)
         if beam_size:
             self.captioner.beam_size = int(beam_size)  # the caller's default over the run's decode.beam_size
+        if max_length:  # the caller's over the run's data.max_decode_steps, checked against the position table
+            self.captioner.max_length = checked_max_steps(self.captioner.backbone, max_length)
         # One sampler for `caption` and `caption_with_attention`: the caller's, else the run's decode settings.
         self.sampler = self.captioner.resolve_sampler(sampler)
         self.model, self.vocab = self.captioner.backbone, self.captioner.preprocessor.vocabulary
@@ -198,14 +216,18 @@ class CaptionPredictor:
             export written before that signature says to re-export); its
             `caption_with_attention` stays the export's beam search
             (`serving_default`'s caption).
+        max_length: tokens generated per caption at most, <eos> included (`ImageCaptioner.generate`'s
+            `max_length`, `tfcaption-caption --max-steps`); None: the run's or export's. A SavedModel
+            shortens captions only when it samples (`sample`'s `max_length`): its beam search decodes
+            the length fixed at export.
     """
 
-    def __init__(self, path, beam_size=None, sampler=None):
+    def __init__(self, path, beam_size=None, sampler=None, max_length=None):
         path = resolve_model_path(path)
         if tf.io.gfile.exists(os.path.join(path, "saved_model.pb")):
-            self.backend = _SavedModelBackend(path, sampler)
+            self.backend = _SavedModelBackend(path, sampler, max_length)
         else:
-            self.backend = _RunBackend(path, beam_size, sampler)
+            self.backend = _RunBackend(path, beam_size, sampler, max_length)
         self.path = path
 
     @property
@@ -308,11 +330,12 @@ def resolve_model_path(path):
     return path
 
 
-def load(path, beam_size=None, sampler=None):
+def load(path, beam_size=None, sampler=None, max_length=None):
     """Loads a captioner for notebooks and scripts: `tfcaption.load(path).caption(images)`.
 
     `sampler`: a `tfcaption.samplers.Sampler` or a name, e.g.
     `from tfcaption import samplers; tfcaption.load(run, sampler=samplers.TopPSampler(p=0.9, seed=1))`; a
-    SavedModel samples with its `sample` signature (see `CaptionPredictor`).
+    SavedModel samples with its `sample` signature (see `CaptionPredictor`). `max_length`: tokens generated per
+    caption at most, <eos> included (docs/guides/decoding.md#caption-length); None: the run's or export's.
     """
-    return CaptionPredictor(path, beam_size, sampler)
+    return CaptionPredictor(path, beam_size, sampler, max_length)

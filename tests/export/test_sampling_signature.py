@@ -126,12 +126,13 @@ def test_different_seeds_give_different_captions_on_the_trained_tiny_run(child):
     assert len({tuple(t) for t in child["many_seeds"]["tokens"]}) > 1
 
 
-def test_max_length_ends_each_caption_within_that_many_tokens(child, tiny_run):
+def test_max_length_keeps_each_caption_within_that_many_tokens(child, tiny_run):
+    # <eos> included, none forced: a caption cut at 2 tokens keeps 2 words (tests/test_caption_length_unit.py)
     with open(os.path.join(tiny_run["export"], "assets", "config.json")) as f:
-        eos = json.load(f)["model"]["eos_id"]
-    for tokens in child["max_length_2"]["tokens"]:
-        assert eos in tokens[:2]
-    assert eos in child["in_batch"]["tokens"][1][:2]  # the row that asked for 2, beside rows that did not
+        pad = json.load(f)["model"]["pad_id"]
+    for tokens, caption in zip(child["max_length_2"]["tokens"], child["max_length_2"]["caption"]):
+        assert set(tokens[2:]) <= {pad} and len(caption.split()) <= 2
+    assert set(child["in_batch"]["tokens"][1][2:]) <= {pad}  # the row that asked for 2, beside rows that did not
 
 
 def test_a_bad_setting_fails_the_call_naming_its_row(child):

@@ -150,13 +150,13 @@ def test_every_sampler_name_and_object_decodes_as_the_decoding_module(run_captio
 
 def test_one_compiled_function_per_sampler_config_and_shape(run_captioner, images):
     from tfcaption import samplers
-    from tfcaption.decoding.captioning import _GENERATORS
+    from tfcaption.decoding.captioning import GENERATORS_ATTRIBUTE
 
     run_captioner.generate(images["bytes"], sampler=samplers.TopPSampler(p=0.8, seed=3), max_length=5)
-    count = len(_GENERATORS[run_captioner.backbone])
+    count = len(getattr(run_captioner.backbone, GENERATORS_ATTRIBUTE))
     run_captioner.generate(images["bytes"], sampler=samplers.TopPSampler(p=0.8, seed=3), max_length=5)
     run_captioner.generate(images["bytes"][:1], sampler=samplers.TopPSampler(p=0.8, seed=3), max_length=5)
-    assert len(_GENERATORS[run_captioner.backbone]) == count
+    assert len(getattr(run_captioner.backbone, GENERATORS_ATTRIBUTE)) == count
 
 
 def test_keras_file_round_trip_gives_identical_captions(run_captioner, images, tmp_path):

@@ -6,7 +6,7 @@ import os
 import sys
 
 from tfcaption.cli.common import ArgumentParser, one_line_errors, quiet_tensorflow
-from tfcaption.cli.sampling import add_sampler_arguments, sampler_from_args
+from tfcaption.cli.sampling import add_sampler_arguments, max_steps_from_args, sampler_from_args
 
 PROGRAM = "tfcaption-caption"
 
@@ -72,6 +72,7 @@ def _plain_beam(sampler):
 def main(argv=None):
     args = build_parser().parse_args(argv)
     sampler = sampler_from_args(args, args.beam_size)
+    max_steps = max_steps_from_args(args)
     quiet_tensorflow()
     if args.features:
         if args.attention:
@@ -79,7 +80,7 @@ def main(argv=None):
         if sampler is not None and not _plain_beam(sampler):
             raise ValueError("--features decodes with beam search (--beam-size); the other sampler flags apply "
                              "to images.")
-        return caption_feature_file(args)
+        return caption_feature_file(args, max_steps)
     if args.gates and not args.attention:
         raise ValueError("--gates adds to the attention figure: give --attention OUT.png too.")
     if not args.images:
@@ -87,9 +88,9 @@ def main(argv=None):
     from tfcaption.inference import CaptionPredictor, ImageError, checked_image_bytes
 
     if sampler is not None:
-        predictor = CaptionPredictor(args.model, sampler=sampler)
+        predictor = CaptionPredictor(args.model, sampler=sampler, max_length=max_steps)
     else:
-        predictor = CaptionPredictor(args.model, beam_size=args.beam_size)
+        predictor = CaptionPredictor(args.model, beam_size=args.beam_size, max_length=max_steps)
     good, failures = [], 0
     for path in expand(args.images):
         try:
@@ -130,14 +131,14 @@ def caption_with_figures(predictor, good, out, show_gates):
     return results
 
 
-def caption_feature_file(args):
+def caption_feature_file(args, max_steps=None):
     from tfcaption.interop.m2.captioning import caption_features, format_captions
     from tfcaption.interop.m2.features import FeaturesNotFoundError
 
     try:
         results = caption_features(args.model, args.features, image_ids=args.images or None,
                                    beam_size=args.beam_size, all_beams=args.all_beams, batch_size=args.batch_size,
-                                   reference_mode=args.reference_mode)
+                                   reference_mode=args.reference_mode, max_steps=max_steps)
     except FeaturesNotFoundError as error:  # a KeyError: give it the one-line treatment of ValueErrors
         raise ValueError(str(error)) from None
     print(json.dumps(results, indent=2) if args.json else format_captions(results))

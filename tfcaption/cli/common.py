@@ -102,8 +102,11 @@ def parse_value(text, annotation=None):
     """A `--set` value: JSON when it parses (numbers, booleans, lists), else the raw string.
 
     For a string field (`annotation` str) the text is the value as written unless it is a quoted JSON
-    string, so `--set export.model_name=2024` names the export "2024" rather than failing as a number.
+    string, so `--set export.model_name=2024` names the export "2024" rather than failing as a number. A
+    boolean field's text goes to the field's check as written, which reads `yes`, `off`, `1`, ... (any case).
     """
+    if annotation is bool:
+        return text
     try:
         value = json.loads(text)
     except json.JSONDecodeError:

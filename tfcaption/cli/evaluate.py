@@ -3,7 +3,7 @@
 import sys
 
 from tfcaption.cli.common import ArgumentParser, one_line_errors, quiet_tensorflow
-from tfcaption.cli.sampling import add_sampler_arguments, sampler_from_args
+from tfcaption.cli.sampling import add_sampler_arguments, max_steps_from_args, sampler_from_args
 
 PROGRAM = "tfcaption-evaluate"
 
@@ -38,12 +38,13 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     sampler = sampler_from_args(args, args.beam_size)
+    max_steps = max_steps_from_args(args)
     quiet_tensorflow()
     if args.features or args.annotations:
         if sampler is not None:
             raise ValueError("--features decodes with beam search (--beam-size); the sampler flags apply to "
                              "dataset splits.")
-        return evaluate_feature_file(args)
+        return evaluate_feature_file(args, max_steps)
     import os
 
     from tfcaption.data.catalog import resolve_dataset
@@ -59,7 +60,7 @@ def main(argv=None):
     blind = None if args.no_blind else blind_baseline(data_dir)
     report, predictions = evaluate_splits(
         model, vocab, data_dir, splits, blind_caption=blind,
-        beam_size=args.beam_size or decode.beam_size, sampler=sampler, max_steps=data.max_decode_steps,
+        beam_size=args.beam_size or decode.beam_size, sampler=sampler, max_steps=max_steps or data.max_decode_steps,
         batch_size=args.batch_size or decode.batch_size, use_java=False if args.no_java else None,
         collapse_repeats=args.collapse_repeats, jit_compile=not args.no_xla,
     )
@@ -72,7 +73,7 @@ def main(argv=None):
     return 0
 
 
-def evaluate_feature_file(args):
+def evaluate_feature_file(args, max_steps=None):
     """--features/--annotations: COCO metrics on a Karpathy split, with and without collapsed repeats."""
     import json
     import os
@@ -91,6 +92,7 @@ def evaluate_feature_file(args):
                 args.model, args.features, args.annotations, split=split, beam_size=args.beam_size,
                 use_java=False if args.no_java else None, batch_size=args.batch_size or 50,
                 reference_mode=args.reference_mode, jit_compile=not args.no_xla, weights=args.weights,
+                max_steps=max_steps,
             )
         except FeaturesNotFoundError as error:  # a KeyError: give it the one-line treatment of ValueErrors
             raise ValueError(str(error)) from None

@@ -1,5 +1,6 @@
 """The decoding flags `tfcaption-caption` and `tfcaption-evaluate` share: `--sampler --temperature --top-k
---top-p --seed`, turned into a `tfcaption.samplers.Sampler` (bad values are ValueErrors: one line, exit 2)."""
+--top-p --seed`, turned into a `tfcaption.samplers.Sampler`, and `--max-steps` (bad values are ValueErrors:
+one line, exit 2)."""
 
 SAMPLER_FLAGS = ("sampler", "temperature", "top_k", "top_p", "seed")
 
@@ -17,7 +18,16 @@ def add_sampler_arguments(parser):
                        help="sample among the K most probable words (top_k; a cutoff for top_p)")
     group.add_argument("--top-p", metavar="P", help="sample from the nucleus of probability P in (0, 1] (top_p)")
     group.add_argument("--seed", metavar="N", help="seed of the random samplers: the same seed, the same captions")
+    group.add_argument("--max-steps", metavar="T",
+                       help="tokens generated per caption at most, <eos> included (generate's max_length): a caption "
+                            "without <eos> by then is cut after T words (default: the run's or export's)")
     return parser
+
+
+def max_steps_from_args(args):
+    """`--max-steps` as an int >= 1, or None when not given (the run's or export's length)."""
+    text = getattr(args, "max_steps", None)
+    return None if text is None else _number("max-steps", text, int, lambda v: v >= 1, "an integer >= 1")
 
 
 def _number(flag, text, kind, check, expected):

@@ -12,7 +12,7 @@ import os
 
 import tensorflow as tf
 
-from tfcaption.data.options import PREPARE_OPTIONS
+from tfcaption.data.options import PREPARE_OPTIONS, same_option
 from tfcaption.data.prepare import prepare_dataset
 from tfcaption.data.sources import (
     SOURCE_OPTIONS,
@@ -63,7 +63,7 @@ def resolve_dataset(spec, data_root=None, options=None, verbose=True):
                              f"(they take {', '.join(spec_options + PREPARE_OPTIONS)})")
         for key in set(options) & set(spec_options):
             value = options.pop(key)
-            if key in parsed.options and str(parsed.options[key]) != str(value):
+            if key in parsed.options and not same_option(parsed.scheme, key, parsed.options[key], value):
                 raise ValueError(f"option {key} is given twice, as {parsed.options[key]!r} in the spec and as "
                                  f"{value!r} in dataset_options")
             parsed.options[key] = value

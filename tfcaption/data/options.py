@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import urllib.parse
 
-from tfcaption.config_fields import (ConfigError, Fraction, Literal, Optional, PositiveInt, check_fields,
+from tfcaption.config_fields import (ConfigError, Fraction, Literal, Optional, PositiveInt, check, check_fields,
                                      field_types, shown)
 
 SOURCE_SCHEMES = ("coco", "karpathy", "tfds", "folder", "features")
@@ -100,6 +100,36 @@ SOURCE_OPTIONS = {scheme: tuple(name for name in field_types(cls) if name not in
                   for scheme, cls in SOURCE_OPTION_TYPES.items()}
 
 
+# restval's own words for its two values, besides the boolean ones (restval=no keeps restval apart).
+RESTVAL_WORDS = {"train": True, "keep": False}
+
+
+def takes_bool(annotation):
+    """Whether a source option is a yes/no one (`download`, `restval`): bool, or a union with bool."""
+    return annotation is bool or bool in getattr(annotation, "__args__", ())
+
+
+def flag_value(name, value, path):
+    """A yes/no option's value as a bool: true / false, yes / no, on / off, 1 / 0 in any case (restval also
+    train / keep), or a `ConfigError` naming `path` (e.g. `data.spec: option download`).
+
+    Example:
+    >>> [flag_value("download", text, "download") for text in ("No", "ON", "1", False)]
+    [False, True, True, False]
+    """
+    if name == "restval" and isinstance(value, str) and value.strip().lower() in RESTVAL_WORDS:
+        return RESTVAL_WORDS[value.strip().lower()]
+    return check(path, bool, value)
+
+
+def same_option(scheme, name, first, second):
+    """Whether two values of one source option say the same: a yes/no option by meaning (`download=0` and
+    false), any other as text."""
+    if takes_bool(field_types(SOURCE_OPTION_TYPES[scheme]).get(name)):
+        return flag_value(name, first, f"option {name}") == flag_value(name, second, f"option {name}")
+    return str(first) == str(second)
+
+
 def source_scheme(spec):
     """The source scheme a dataset spec names ("coco", ...), or None (shapes, a records directory)."""
     scheme, sep, _ = str(spec).strip().partition(":")
@@ -123,10 +153,13 @@ def check_source_options(scheme, options, spec=None):
                               f"{', '.join(names)}), got {shown(options[name])}.")
     checked = cls(**options)
     checked = {name: getattr(checked, name) for name in options}
+    types = field_types(cls)
     for name, text in spec_options(spec or "").items():
         if name not in SOURCE_OPTIONS[scheme]:
             raise ConfigError(f"data.spec: option {name} does not apply to {scheme}: specs (they take "
                               f"{', '.join(SOURCE_OPTIONS[scheme])}; {', '.join(PREPARE_OPTIONS)} go in data.options).")
-        if name in checked and str(checked[name]) != text:
+        if takes_bool(types[name]):  # checked here, so `?download=maybe` fails before anything is read
+            flag_value(name, text, f"data.spec: option {name}")
+        if name in checked and not same_option(scheme, name, checked[name], text):
             raise ConfigError(f"{cls.PATH}.{name} is {checked[name]!r} but data.spec says {name}={text}: give it once.")
     return checked

@@ -43,7 +43,7 @@ from typing import Iterator
 import tensorflow as tf
 
 from tfcaption.data import annotations, records
-from tfcaption.data.options import SOURCE_OPTIONS, SOURCE_SCHEMES  # noqa: F401 (each scheme's options, typed)
+from tfcaption.data.options import SOURCE_OPTIONS, SOURCE_SCHEMES, flag_value  # noqa: F401 (each scheme's options, typed)
 from tfcaption.data.region_features import MAX_REGIONS, RegionFeatureFile
 
 _CAPTION_FILES = ("captions.csv", "captions.jsonl", "captions.txt", "captions.json")
@@ -82,12 +82,8 @@ class DatasetSpec:
 
 
 def _flag(value, name) -> bool:
-    lowered = str(value).strip().lower()
-    if lowered in ("1", "true", "yes", "train"):
-        return True
-    if lowered in ("0", "false", "no", "keep"):
-        return False
-    raise ValueError(f"option {name}={value!r} is not a yes/no value")
+    # data.options' own reading of yes/no words (true/false, yes/no, on/off, 1/0; restval also train/keep)
+    return flag_value(name, value, f"option {name}")
 
 
 def _require(path: str, what: str) -> str:

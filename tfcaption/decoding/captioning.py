@@ -16,7 +16,7 @@ region-feature captioning, the SavedModel export and the benchmarks.
 """
 
 import json
-import weakref
+import numbers
 
 import numpy as np
 import tensorflow as tf
@@ -140,6 +140,24 @@ def decode(model, encoder_outputs, encoder_mask, sampler, max_steps, num_samples
                    pad_token_id=config.pad_id, num_samples=num_samples, seeds=seeds, attention_shapes=shapes)
 
 
+def checked_max_steps(model, max_steps=None):
+    """The caption length a decoding call runs: `max_steps` tokens generated, <eos> included (the one unit of
+    every surface; see docs/guides/decoding.md#caption-length), None or 0 for the model's default
+    (`max_length - 1`), or a ValueError outside 1..`model.config.max_length` (the position table's rows).
+
+    Example:
+    >>> class Model: config = type("Config", (), {"max_length": 7})
+    >>> checked_max_steps(Model(), None), checked_max_steps(Model(), 3)
+    (6, 3)
+    """
+    limit = model.config.max_length
+    steps = max_steps or limit - 1
+    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or not 1 <= steps <= limit:
+        raise ValueError(f"the caption length (tokens generated, <eos> included) must be an integer in 1..{limit} "
+                         f"(this model's position table), got {max_steps!r}.")
+    return int(steps)
+
+
 def generate(model, image_inputs, sampler=None, max_steps=None, return_attention=False, *, beam_size=None,
              seeds=None, search=None, **options):
     """Encodes `image_inputs` once and decodes them with `sampler`.
@@ -150,7 +168,8 @@ def generate(model, image_inputs, sampler=None, max_steps=None, return_attention
         sampler: a `tfcaption.samplers.Sampler`, a name (`"greedy"`, `"beam"`, `"random"`, `"top_k"`,
             `"top_p"`, with `options` as its constructor arguments) or a config dict; None: greedy. An int
             is a beam size (`beam_size=` says the same: 1 greedy, k > 1 `BeamSampler(num_beams=k)`).
-        max_steps: tokens generated at most, <eos> included; default the model's `max_length - 1`.
+        max_steps: tokens generated at most, <eos> included (a caption that never ends is cut after that many
+            words); None or 0: the model's `max_length - 1` (`checked_max_steps`).
         return_attention: add `mix_levels`'s `attention`, `level_attention` and (for a decoder with gates)
             `gates`, recorded along the returned caption (a beam's own ancestry).
         seeds: optional (B,) int seeds, one per image, for random samplers.
@@ -161,7 +180,7 @@ def generate(model, image_inputs, sampler=None, max_steps=None, return_attention
         (B, k, T), `beam_log_probs` (B, k, T) and `beam_scores` (B, k).
     """
     sampler = as_sampler(sampler, beam_size, search, **options)
-    max_steps = int(max_steps or model.config.max_length - 1)
+    max_steps = checked_max_steps(model, max_steps)
     encoder_outputs, encoder_mask = model.encode(image_inputs, training=False)
     out = decode(model, encoder_outputs, encoder_mask, sampler, max_steps, seeds=seeds,
                  return_attention=return_attention)
@@ -174,12 +193,31 @@ def generate(model, image_inputs, sampler=None, max_steps=None, return_attention
     return outputs
 
 
-_GENERATORS = weakref.WeakKeyDictionary()
-
-
 def sampler_key(sampler):
     """A hashable key of a sampler's class and config (two equal samplers share one compiled function)."""
     return type(sampler).__name__, json.dumps(sampler.get_config(), sort_keys=True)
+
+
+class _Generator:
+    """`generate` for one model, sampler and settings, as the callable a `compiled_generator` compiles.
+
+    An object rather than a closure because TensorFlow counts traces per Python code object: every closure
+    made in `compiled_generator` shares one, so the first traces of five different generators (samplers,
+    lengths, models) read as "5 out of the last 5 calls ... triggered tf.function retracing". A callable
+    object without `__code__` is counted on its own, so only a generator's real retraces count.
+    """
+
+    def __init__(self, model, sampler, max_steps, return_attention):
+        self.model, self.sampler, self.max_steps, self.return_attention = model, sampler, max_steps, return_attention
+
+    def __call__(self, image_inputs, seeds=None):
+        return generate(self.model, image_inputs, self.sampler, self.max_steps, return_attention=self.return_attention,
+                        seeds=seeds)
+
+
+# The model attribute holding its compiled generators. On the model, not in a module-level
+# WeakKeyDictionary keyed by it: the generators reference the model, so such an entry would keep its key alive.
+GENERATORS_ATTRIBUTE = "_tfcaption_generators"
 
 
 def compiled_generator(model, sampler=None, max_steps=None, jit_compile=True, return_attention=False, *,
@@ -187,19 +225,22 @@ def compiled_generator(model, sampler=None, max_steps=None, jit_compile=True, re
     """A `tf.function` (XLA-compiled by default) mapping image inputs (and optional per-image `seeds`) to
     `generate`'s dict.
 
-    One function per model, sampler config and settings, reused across calls, so repeated evaluations
-    (every epoch's validation, every `caption` call) trace and compile once. `sampler`, `beam_size`,
-    `search` and `options` are as `generate`'s.
+    One function per model, sampler config and settings, held by the model and reused across calls, so
+    repeated evaluations (every epoch's validation, every `caption` call) trace and compile once per input
+    shape, and generating with many samplers or lengths never triggers TensorFlow's retracing warning.
+    `sampler`, `beam_size`, `search` and `options` are as `generate`'s.
     """
     sampler = as_sampler(sampler, beam_size, search, **options)
+    max_steps = checked_max_steps(model, max_steps)
     key = (sampler_key(sampler), max_steps, jit_compile, bool(return_attention))
-    cache = _GENERATORS.setdefault(model, {})
+    cache = model.__dict__.get(GENERATORS_ATTRIBUTE)
+    if cache is None:
+        cache = {}
+        # object.__setattr__: Keras would otherwise track the dict (and its functions) as model state.
+        object.__setattr__(model, GENERATORS_ATTRIBUTE, cache)
     if key not in cache:
-        @tf.function(jit_compile=jit_compile, reduce_retracing=True)
-        def run(image_inputs, seeds=None):
-            return generate(model, image_inputs, sampler, max_steps, return_attention=return_attention, seeds=seeds)
-
-        cache[key] = run
+        cache[key] = tf.function(_Generator(model, sampler, max_steps, bool(return_attention)),
+                                 jit_compile=jit_compile, reduce_retracing=True)
     return cache[key]
 
 

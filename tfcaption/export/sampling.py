@@ -8,9 +8,10 @@ Each row (image) of a call carries its own settings, so requests with different 
   taken after top-k as `TopPSampler(k=...)` does; 1 is off.
 - `seed` (int64 [B]): the row's draws depend only on it (and the step and token), never on the batch, so
   a seed gives an image the same caption alone or beside other rows (the samplers' per-row keys).
-- `max_length` (int32 [B], in [0, max_steps]): tokens generated at most, <eos> included (the row's
-  <eos> is forced at that step); 0 is off: the export's `max_steps` cuts the caption, with or without its
-  <eos>, as it cuts `serving_default`'s.
+- `max_length` (int32 [B], in [0, max_steps]): tokens generated at most, <eos> included, the unit of
+  `generate`'s `max_length` and the export's `max_steps` (docs/guides/decoding.md#caption-length): a row
+  that has not drawn <eos> within them is cut there, after `max_length` words; 0 is off: the export's
+  `max_steps` cuts the caption, as it cuts `serving_default`'s.
 
 `checked_settings` fails the call with InvalidArgumentError naming each bad row (`top_p[2]: ...`), the
 form the image decoder's errors take, so a batching server can fail only the request that sent it.
@@ -44,8 +45,9 @@ class PerRowSampler(Sampler):
         temperature: (B,) float32 >= 0.
         top_k: (B,) int32 >= 0 (0: off).
         top_p: (B,) float32 in (0, 1] (1: off).
-        max_length: (B,) int32 >= 1: the row's <eos> is forced at step `max_length - 1` (a value above the
-            loop's steps is no limit).
+        max_length: (B,) int32 >= 1: the row's tokens generated at most, <eos> included; a row without
+            <eos> by then is cut after `max_length` tokens, as the loop's `max_steps` cuts every row (a value
+            above the loop's steps is no limit).
         **kwargs: `Sampler`'s logit controls.
     """
 
@@ -69,8 +71,18 @@ class PerRowSampler(Sampler):
         logits = logits / tf.where(greedy, 1.0, self.row_temperature)[:, None]
         vocab = logits.shape[-1] if logits.shape[-1] is not None else tf.shape(logits)[-1]
         is_end = tf.equal(tf.range(vocab), end_token_id)[None]  # (1, V)
-        last = (step >= self.row_max_length - 1)[:, None]  # (N, 1): the row's <eos> step
-        return tf.where(tf.logical_and(last, tf.logical_not(is_end)), utils.NEG_INF, logits)
+        # <eos> one step past the row's length ends the row, so the loop can stop early; `__call__` cuts
+        # that step and any later one, as max_steps would have.
+        past = (step >= self.row_max_length)[:, None]  # (N, 1)
+        return tf.where(tf.logical_and(past, tf.logical_not(is_end)), utils.NEG_INF, logits)
+
+    def __call__(self, next, cache, batch_size, max_steps, **kwargs):
+        result = super().__call__(next, cache, batch_size, max_steps, **kwargs)
+        keep = tf.range(int(max_steps))[None, None, :] < self.row_max_length[:, None, None]  # (B, 1, T)
+        result["tokens"] = tf.where(keep, result["tokens"], kwargs["pad_token_id"])
+        result["log_probs"] = tf.where(keep, result["log_probs"], 0.0)
+        result["scores"] = tf.reduce_sum(result["log_probs"], axis=-1)
+        return result
 
     def get_next_token(self, logits, noise=None):
         vocab = logits.shape[-1] if logits.shape[-1] is not None else tf.shape(logits)[-1]

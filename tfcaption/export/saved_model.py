@@ -21,7 +21,8 @@ padding) for region-feature models. Three signatures:
 - `sample`: sampling with settings chosen per row, so one compiled program serves any mix of requests:
   the image input plus `temperature` (float32 [B], 0: greedy), `top_k` (int32 [B], 0: off), `top_p`
   (float32 [B], 1: off), `seed` (int64 [B]: the row's draws depend on it alone, so a seed gives the same
-  caption whatever batch the row is in) and `max_length` (int32 [B], 0: the export's max_steps); outputs
+  caption whatever batch the row is in) and `max_length` (int32 [B]: tokens generated at most, <eos>
+  included, as the export's max_steps counts them; 0: the export's max_steps); outputs
   `caption`, `score` (the sum of the model's log-probabilities of the drawn tokens) and `tokens`, as
   `serving_default`'s. See `tfcaption.export.sampling`. A bad setting fails the call with
   InvalidArgumentError naming its row (`top_p[1]: must be in (0, 1] ...`).
@@ -38,7 +39,7 @@ import uuid
 
 import tensorflow as tf
 
-from tfcaption.decoding.captioning import generate
+from tfcaption.decoding.captioning import checked_max_steps, generate
 from tfcaption.data.pipeline import DEFAULT_MAX_PIXELS
 from tfcaption.export.image_decoding import decode_batch
 from tfcaption.export.sampling import SETTING_NAMES, SETTINGS, PerRowSampler, checked_settings
@@ -87,7 +88,7 @@ class CaptionerModule(tf.Module):
         self.weights = [variable.value for variable in model.variables]
         self.vocab = vocab
         self.beam_size = int(beam_size)
-        self.max_steps = int(max_steps or model.config.max_length - 1)
+        self.max_steps = checked_max_steps(model, max_steps)  # tokens generated, <eos> included
         self.max_pixels = int(max_pixels)
         object.__setattr__(self, "image_encoder", model.image_encoder)  # untracked, as the model above
         grid = model.token_grid

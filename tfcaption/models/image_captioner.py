@@ -62,7 +62,8 @@ class ImageCaptioner(keras.Model):
     Which sampler decodes: one given to `generate` wins over `compile(sampler=...)`'s, which wins over the
     model's own settings (`beam_size`: a run's or preset's `decode.beam_size`; 1 is `GreedySampler`, k > 1
     `BeamSampler(num_beams=k)`); see `resolve_sampler`. `max_length` counts the tokens generated, <eos>
-    included (transformers' `max_new_tokens`; `tfcaption-caption --max-steps`); default: a run's or preset's
+    included (transformers' `max_new_tokens`; `tfcaption-caption --max-steps`, the export's `max_steps`; a
+    caption without <eos> by then is cut after that many words); default: a run's or preset's
     `data.max_caption_words + 1`, capped by the model's capacity (`backbone.config.max_length - 1`).
 
     Args:
@@ -255,7 +256,9 @@ class ImageCaptioner(keras.Model):
                 tensor (B, H, W, 3). Region models: (R, feature_dim) arrays, a list, or (B, R, feature_dim).
             sampler: a `tfcaption.samplers.Sampler` or a name ("greedy", "beam", "random", "top_k", "top_p");
                 None: `compile(sampler=...)`'s, else the model's `beam_size` (see `resolve_sampler`).
-            max_length: tokens generated per caption, <eos> included (None: the model's default).
+            max_length: tokens generated per caption at most, <eos> included: a caption that has not ended
+                by then is cut after `max_length` words (docs/guides/decoding.md#caption-length); None: the
+                model's default. A ValueError above the model's position table (`backbone.config.max_length`).
             return_details: return dicts instead of strings.
 
         Returns:
@@ -268,8 +271,7 @@ class ImageCaptioner(keras.Model):
 
         backbone = self._require_backbone()
         single, inputs = self.preprocessor.preprocess_images(images)
-        generator = compiled_generator(backbone, self.resolve_sampler(sampler), int(max_length or self.max_length
-                                                                                    or backbone.config.max_length - 1))
+        generator = compiled_generator(backbone, self.resolve_sampler(sampler), max_length or self.max_length)
         outputs = {name: value.numpy() for name, value in generator(tf.constant(inputs)).items()}
         captions = self.preprocessor.detokenize(outputs["tokens"])
         if not return_details:
