@@ -128,7 +128,7 @@ def test_different_seeds_give_different_captions_on_the_trained_tiny_run(child):
 
 def test_max_length_ends_each_caption_within_that_many_tokens(child, tiny_run):
     with open(os.path.join(tiny_run["export"], "assets", "config.json")) as f:
-        eos = json.load(f)["model"]["eos_id"]
+        eos = json.load(f)["serving"]["special_ids"]["eos_id"]  # the tokenizer's, which the export records
     for tokens in child["max_length_2"]["tokens"]:
         assert eos in tokens[:2]
     assert eos in child["in_batch"]["tokens"][1][:2]  # the row that asked for 2, beside rows that did not
