@@ -128,8 +128,9 @@ def test_length_penalty_reranks_but_keeps_beams(model, images):
 
 
 def test_decoding_starts_ends_and_pads_with_the_tokenizers_ids(model, images):
-    """A tokenizer whose ids are not the word vocabulary's (as BERT-style tokenizers have): the searches start, stop and pad with the ids they are given, and the log-probabilities are
-    those teacher forcing gives from that start token."""
+    """A tokenizer whose ids are not the word vocabulary's (as BERT-style tokenizers have): the searches
+    start, stop and pad with the ids they are given, and the log-probabilities are those teacher forcing
+    gives from that start token."""
     first = greedy_search(model, *model.encode(images), max_steps=1, special_ids=SpecialIds(12, 5, 13))["tokens"]
     other = SpecialIds(pad_id=12, bos_id=5, eos_id=int(first.numpy()[0, 0]))  # image 0 ends at once
     assert other.eos_id not in (1, 2, 3, 5, 12)

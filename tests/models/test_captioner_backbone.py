@@ -70,7 +70,8 @@ def test_padding_mask_marks_padding_and_without_it_every_token_is_real():
     np.testing.assert_array_equal(unmasked[0], logits[0])  # the unpadded row: nothing changes
     assert np.abs(unmasked[1, 2:] - logits[1, 2:]).max() > 1e-3
     # k captions per image: the mask is (B, k, T) beside the tokens.
-    grouped = {"images": inputs["images"][1:], "tokens": inputs["tokens"][None], "padding_mask": inputs["padding_mask"][None]}
+    grouped = {"images": inputs["images"][1:], "tokens": inputs["tokens"][None],
+               "padding_mask": inputs["padding_mask"][None]}
     images = np.repeat(inputs["images"][1:], 2, axis=0)
     np.testing.assert_allclose(np.asarray(backbone(grouped))[0], np.asarray(backbone({**inputs, "images": images})),
                                atol=1e-5)
