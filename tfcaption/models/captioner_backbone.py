@@ -91,8 +91,8 @@ class CaptionerBackbone(keras.Model):
     inputs starting with the start token (or (B, k, T): k captions per image, each image encoded once) and
     optionally `"padding_mask"`, bool of the tokens' shape, False at padding (keras-hub's convention;
     `tfcaption.data.pipeline.decoder_inputs` makes both from token rows). Without it every token is real.
-    Padding tokens take position 0 and no token attends to them. `call` returns
-    float32-castable logits (B, T, vocab) (apply log-softmax for M2's head).
+    Padding tokens take position 0 and no token attends to them. `call` returns float32-castable logits
+    (B, T, vocab) (apply log-softmax for M2's head).
 
     Args:
         vocab_size: words in the vocabulary (> 4: the four special tokens come first).
