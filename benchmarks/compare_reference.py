@@ -159,6 +159,7 @@ def tfcaption_child(shape, task, repeats, policy):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sys.path.insert(0, HERE)
     import tensorflow as tf
+    from backbone_cost import SPECIAL_IDS
     from training_throughput import example_inputs, xe_step
 
     from tfcaption.decoding.captioning import compiled_generator
@@ -171,7 +172,7 @@ def tfcaption_child(shape, task, repeats, policy):
     else:
         model = Captioner(config)
         images = example_inputs(model, BEAM["images"], shape["regions"])
-        generate = compiled_generator(model, BEAM["beams"], BEAM["steps"], stop_early=False)
+        generate = compiled_generator(model, BEAM["beams"], BEAM["steps"], stop_early=False, special_ids=SPECIAL_IDS)
         seconds = mean_seconds(lambda: generate(images)["tokens"].numpy(), repeats)
     return {"seconds": seconds, "peak_rss_mb": peak_rss_mb(), "tensorflow_version": tf.__version__}
 

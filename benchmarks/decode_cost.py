@@ -20,7 +20,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from backbone_cost import describe_cpu  # noqa: E402  (this folder)
+from backbone_cost import SPECIAL_IDS, describe_cpu  # noqa: E402  (this folder)
 from flop_counts import Sizes, beam_search_flops  # noqa: E402  (this folder)
 from tfcaption.decoding import decode  # noqa: E402
 from tfcaption.samplers import BeamSampler  # noqa: E402
@@ -70,8 +70,8 @@ def main(argv=None):
         encoder_outputs, encoder_mask = encode(inputs)
         regions = int(encoder_outputs.shape[2])
         sampler = BeamSampler(num_beams=args.beam_size, stop_early=False)
-        search = tf.function(lambda outputs, mask: decode(model, outputs, mask, sampler, args.steps)["tokens"],
-                             jit_compile=True)
+        search = tf.function(lambda outputs, mask: decode(model, outputs, mask, sampler, args.steps,
+                                                          special_ids=SPECIAL_IDS)["tokens"], jit_compile=True)
         compile_seconds = _seconds(lambda: search(encoder_outputs, encoder_mask).numpy())
         seconds = min(_seconds(lambda: search(encoder_outputs, encoder_mask).numpy()) for _ in range(args.repeats))
         encode_seconds = min(_seconds(lambda: encode(inputs)[0].numpy()) for _ in range(args.repeats))

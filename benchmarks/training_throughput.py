@@ -18,6 +18,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from backbone_cost import SPECIAL_IDS  # noqa: E402  (this folder)
+from tfcaption.data.pipeline import decoder_inputs  # noqa: E402
 from tfcaption.decoding.captioning import compiled_generator  # noqa: E402
 from tfcaption.models import Captioner, CaptionerConfig  # noqa: E402
 from tfcaption.training.trainer import masked_cross_entropy  # noqa: E402
@@ -55,8 +57,8 @@ def xe_step(config, batch_size, caption_tokens, captions_per_image=1, regions=50
     @tf.function(jit_compile=True)
     def step():
         with tf.GradientTape() as tape:
-            logits = model({model.input_key: images, "tokens": tokens[..., :-1]}, training=True)
-            total, count = masked_cross_entropy(tokens[..., 1:], logits, config.pad_id)
+            logits = model({model.input_key: images, **decoder_inputs(tokens, SPECIAL_IDS.pad_id)}, training=True)
+            total, count = masked_cross_entropy(tokens[..., 1:], logits, SPECIAL_IDS.pad_id)
             loss = total / count
         optimizer.apply(tape.gradient(loss, model.trainable_variables), model.trainable_variables)
         return loss
@@ -73,7 +75,7 @@ def train_rate(config, batch_size, caption_tokens, repeats, captions_per_image=1
 
 def decode_rate(model, batch_size, beam_size, steps, repeats):
     images = example_inputs(model, batch_size)
-    generator = compiled_generator(model, beam_size, steps, stop_early=False)
+    generator = compiled_generator(model, beam_size, steps, stop_early=False, special_ids=SPECIAL_IDS)
     return batch_size / time_calls(lambda: generator(images), repeats)
 
 

@@ -13,6 +13,9 @@ import numpy as np
 import pytest
 
 from tests.helpers.exports import TINY_MAX_STEPS, encode, random_rgb
+from tfcaption.data.tokenizer import SpecialIds, Vocabulary
+
+IDS = SpecialIds.of(Vocabulary)  # the word vocabulary's, as the test models' own
 
 N = 3  # the caption length under test, below the tiny model's TINY_MAX_STEPS
 WORD = "a"
@@ -69,7 +72,7 @@ def test_decoding_generate_max_steps_n_gives_n_word_tokens_with_every_sampler(on
     model, vocab = one_word
     images = np.zeros((2, *model.image_encoder.image_size, 3), np.float32)
     for sampler in ("greedy", 2, "top_k"):
-        tokens = generate(model, images, sampler, max_steps=N)["tokens"].numpy()
+        tokens = generate(model, images, sampler, max_steps=N, special_ids=IDS)["tokens"].numpy()
         assert tokens.tolist() == [[vocab.tokens.index(WORD)] * N] * 2, sampler
 
 
@@ -157,5 +160,5 @@ def test_min_length_counts_in_the_same_unit(one_word):
     model, vocab = eos_first_captioner()
     eos = vocab.tokens.index("<eos>")
     images = np.zeros((1, *model.image_encoder.image_size, 3), np.float32)
-    tokens = generate(model, images, samplers.GreedySampler(min_length=N), max_steps=N + 2)["tokens"].numpy()[0]
+    tokens = generate(model, images, samplers.GreedySampler(min_length=N), max_steps=N + 2, special_ids=IDS)["tokens"].numpy()[0]
     assert eos not in tokens[:N - 1].tolist() and tokens[N - 1] == eos

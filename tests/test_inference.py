@@ -123,7 +123,8 @@ def test_combined_map_is_the_gate_weighted_level_mix(any_predictor, images):
     predictor = any_predictor
     model = predictor.backend.model
     batch = tf.stack([decode_image(tf.constant(b), model.image_encoder.image_size) for b in images["bytes"]])
-    raw = decode(model, *model.encode(batch), GreedySampler(), predictor.backend.max_steps, return_attention=True)
+    raw = decode(model, *model.encode(batch), GreedySampler(), predictor.backend.max_steps, return_attention=True,
+                 special_ids=predictor.backend.vocab)
     level, gates = raw["attention"].numpy()[:, 0], raw["gates"].numpy()[:, 0]
     for i, result in enumerate(predictor.caption_with_attention(images["bytes"])):
         n = len(result["words"])

@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from tfcaption.data.image_check import ImageSkipped, check_image
 from tfcaption.data.pipeline import decode_image
+from tfcaption.data.tokenizer import Vocabulary
 from tfcaption.decoding.captioning import attention_results, caption_batches, display_image
 
 
@@ -86,7 +87,10 @@ class _SavedModelBackend:
         self.input_key = "images" if self.input_name == "image_bytes" else "features"
         self._image_size = serving.get("image_size")
         self._prefix = (serving.get("token_grid") or {}).get("prefix", 0)
-        self._eos_id = config.get("model", {}).get("eos_id", 3)
+        # The tokenizer's <eos>: the serving config's (this version), the model config's (exports written while
+        # the ids were model fields), else the word vocabulary's (the oldest exports, which carry no config).
+        special = serving.get("special_ids") or config.get("model", {})
+        self._eos_id = special.get("eos_id", Vocabulary.eos_id)
         self._vocab_tokens = None
         if max_length:
             self._set_max_length(int(max_length), serving.get("max_steps"))
@@ -193,7 +197,7 @@ class _RunBackend:
         gates = [r["gates"] for r in results] if self.model.decoder.has_gates else None
         return attention_results(
             [r["caption"] for r in results], [r["score"] for r in results], [np.asarray(r["tokens"]) for r in results],
-            [r["attention"] for r in results], gates, display, grid, self.vocab.tokens, self.model.config.eos_id,
+            [r["attention"] for r in results], gates, display, grid, self.vocab.tokens, self.vocab.eos_id,
         )
 
 

@@ -183,7 +183,8 @@ def test_run_directory_round_trip(runs):
     assert model.config == direct.config and vocab.tokens == runs["itos"]
     assert run_config.decode.beam_size == 5 and run_config.data.max_decode_steps == 20
     inputs = np.load(FIXTURE / "inputs.npz")
-    batch = {"features": inputs["features"], "tokens": inputs["tokens"]}
+    tokens = inputs["tokens"]
+    batch = {"features": inputs["features"], "tokens": tokens, "padding_mask": tokens != vocab.pad_id}
     loaded = tf.nn.log_softmax(model(batch, training=False)).numpy()
     expected = tf.nn.log_softmax(direct(batch, training=False)).numpy()
     assert loaded.shape == (3, 9, 30)

@@ -9,6 +9,9 @@ import pytest
 
 from tfcaption import samplers
 from tfcaption.decoding.captioning import GENERATORS_ATTRIBUTE, compiled_generator
+from tfcaption.data.tokenizer import SpecialIds, Vocabulary
+
+IDS = SpecialIds.of(Vocabulary)  # the word vocabulary's, as the test models' own
 
 SAMPLERS = [samplers.GreedySampler(), samplers.RandomSampler(seed=1), samplers.TopKSampler(k=2, seed=1),
             samplers.TopPSampler(p=0.8, seed=1), samplers.BeamSampler(num_beams=2)]
@@ -40,7 +43,7 @@ def test_many_samplers_lengths_and_shapes_reuse_one_function_each_without_a_retr
         for sampler in SAMPLERS:
             for steps in (3, 4):
                 for batch in (1, 2, 3):
-                    run = compiled_generator(model, sampler, steps, jit_compile=False)
+                    run = compiled_generator(model, sampler, steps, jit_compile=False, special_ids=IDS)
                     functions.setdefault((repr(sampler), steps), run)
                     assert run is functions[(repr(sampler), steps)]
                     out = run(np.zeros((batch, 32, 32, 3), np.float32))
@@ -55,8 +58,8 @@ def test_an_equal_sampler_config_shares_the_compiled_function():
     from tests.helpers.fixed_token import one_word_captioner
 
     model, _ = one_word_captioner()
-    first = compiled_generator(model, samplers.TopPSampler(p=0.8, seed=3), 3, jit_compile=False)
-    assert compiled_generator(model, "top_p", 3, jit_compile=False, p=0.8, seed=3) is first
-    assert compiled_generator(model, samplers.TopPSampler(p=0.7, seed=3), 3, jit_compile=False) is not first
+    first = compiled_generator(model, samplers.TopPSampler(p=0.8, seed=3), 3, jit_compile=False, special_ids=IDS)
+    assert compiled_generator(model, "top_p", 3, jit_compile=False, special_ids=IDS, p=0.8, seed=3) is first
+    assert compiled_generator(model, samplers.TopPSampler(p=0.7, seed=3), 3, jit_compile=False, special_ids=IDS) is not first
     other, _ = one_word_captioner()
-    assert compiled_generator(other, samplers.TopPSampler(p=0.8, seed=3), 3, jit_compile=False) is not first
+    assert compiled_generator(other, samplers.TopPSampler(p=0.8, seed=3), 3, jit_compile=False, special_ids=IDS) is not first

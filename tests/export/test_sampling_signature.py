@@ -129,7 +129,7 @@ def test_different_seeds_give_different_captions_on_the_trained_tiny_run(child):
 def test_max_length_keeps_each_caption_within_that_many_tokens(child, tiny_run):
     # <eos> included, none forced: a caption cut at 2 tokens keeps 2 words (tests/test_caption_length_unit.py)
     with open(os.path.join(tiny_run["export"], "assets", "config.json")) as f:
-        pad = json.load(f)["model"]["pad_id"]
+        pad = json.load(f)["serving"]["special_ids"]["pad_id"]  # the tokenizer's, which the export records
     for tokens, caption in zip(child["max_length_2"]["tokens"], child["max_length_2"]["caption"]):
         assert set(tokens[2:]) <= {pad} and len(caption.split()) <= 2
     assert set(child["in_batch"]["tokens"][1][2:]) <= {pad}  # the row that asked for 2, beside rows that did not

@@ -80,8 +80,16 @@ def tiny_preset(name, vocab_size=14, max_length=12, **overrides):
     return CaptionerConfig.from_preset(name, vocab_size=vocab_size, max_length=max_length, **fields)
 
 
+def word_ids():
+    """`SpecialIds` of the word vocabulary (what the tests' token rows use: <pad> 1, <bos> 2, <eos> 3)."""
+    from tfcaption.data.tokenizer import SPECIALS, SpecialIds, Vocabulary
+
+    return SpecialIds.of(Vocabulary(SPECIALS))
+
+
 def example_inputs(model, seed=0):
-    """Two images (pixels in [0, 255], or 5 regions with a padding row) and their decoder inputs."""
+    """Two images (pixels in [0, 255], or 5 regions with a padding row) and their decoder inputs: tokens of
+    the word vocabulary (one row padded) and their padding mask."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
@@ -90,4 +98,5 @@ def example_inputs(model, seed=0):
     else:
         inputs = rng.normal(size=(2, 5, model.image_encoder.feature_dim)).astype("float32")
         inputs[:, -1] = 0.0
-    return {model.input_key: inputs, "tokens": np.array([[2, 5, 6, 7], [2, 7, 1, 1]], np.int32)}
+    tokens = np.array([[2, 5, 6, 7], [2, 7, 1, 1]], np.int32)
+    return {model.input_key: inputs, "tokens": tokens, "padding_mask": tokens != word_ids().pad_id}

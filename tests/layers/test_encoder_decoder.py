@@ -61,7 +61,7 @@ def test_region_encoder_corrected_mask_hides_zero_rows_and_released_mask_none():
 
 def _decoder():
     keras.utils.set_random_seed(3)
-    decoder = MeshedDecoder(20, 2, 8, 2, 4, 16, num_levels=3, max_length=10, pad_id=1, dropout=0.0)
+    decoder = MeshedDecoder(20, 2, 8, 2, 4, 16, num_levels=3, max_length=10, dropout=0.0)
     decoder.build((None, None))
     return decoder
 
@@ -70,14 +70,43 @@ def test_decoder_is_causal_and_padding_is_inert():
     decoder = _decoder()
     enc = np.random.default_rng(4).normal(size=(1, 3, 5, 8)).astype("float32")
     tokens = np.array([[2, 7, 8, 9, 1, 1]])
-    logits = np.asarray(decoder(tokens, enc))
+    mask = np.array([[True] * 4 + [False] * 2])
+    logits = np.asarray(decoder(tokens, enc, padding_mask=mask))
     changed = tokens.copy()
     changed[0, 3] = 12  # a later token must not change earlier positions
-    logits2 = np.asarray(decoder(changed, enc))
+    logits2 = np.asarray(decoder(changed, enc, padding_mask=mask))
     np.testing.assert_allclose(logits[0, :3], logits2[0, :3], atol=1e-5)
     assert np.abs(logits[0, 3] - logits2[0, 3]).max() > 1e-4
     # Padding positions: every sublayer output is zeroed, so the head sees zeros.
     np.testing.assert_allclose(logits[0, 4:], 0.0, atol=1e-6)
+    # The mask, not the ids, says what padding is: other ids there change nothing.
+    other = tokens.copy()
+    other[0, 4:] = [0, 13]
+    np.testing.assert_array_equal(np.asarray(decoder(other, enc, padding_mask=mask)), logits)
+    # Without a mask every token is real: the same row read in full differs at the former padding.
+    unmasked = np.asarray(decoder(tokens, enc))
+    np.testing.assert_allclose(unmasked[0, :4], logits[0, :4], atol=1e-6)
+    assert np.abs(unmasked[0, 4:]).max() > 1e-3
+
+
+def test_decoder_padding_inside_a_row_is_read_by_no_token():
+    decoder = _decoder()
+    enc = np.random.default_rng(6).normal(size=(1, 3, 5, 8)).astype("float32")
+    tokens = np.array([[2, 1, 7, 8]])  # a padded slot inside the row
+    mask = tokens != 1
+    logits = np.asarray(decoder(tokens, enc, padding_mask=mask))
+    changed = np.asarray(decoder(np.array([[2, 9, 7, 8]]), enc, padding_mask=mask))
+    np.testing.assert_allclose(changed, logits, atol=1e-6)
+    np.testing.assert_allclose(logits[0, 1], 0.0, atol=1e-6)
+    assert np.abs(np.asarray(decoder(tokens, enc))[0, 2:] - logits[0, 2:]).max() > 1e-4
+
+
+def test_decoder_configs_saved_with_a_pad_id_still_load():
+    decoder = _decoder()
+    config = decoder.get_config()
+    assert "pad_id" not in config
+    old = MeshedDecoder.from_config({**config, "pad_id": 1})
+    assert old.get_config() == config
 
 
 def test_step_with_cache_equals_teacher_forcing():

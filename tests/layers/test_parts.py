@@ -73,7 +73,7 @@ def test_plain_cross_attention_attends_the_last_level_only_matching_numpy():
 
 def _transformer_decoder():
     keras.utils.set_random_seed(7)
-    decoder = TransformerDecoder(20, 2, 8, 2, 4, 16, num_levels=3, max_length=10, pad_id=1, dropout=0.0)
+    decoder = TransformerDecoder(20, 2, 8, 2, 4, 16, num_levels=3, max_length=10, dropout=0.0)
     decoder.build()
     return decoder
 

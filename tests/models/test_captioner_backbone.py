@@ -45,11 +45,36 @@ def test_captioner_config_and_backbone_build_the_same_network(name):
 
 def test_old_saved_configs_with_special_ids_load_and_other_ids_are_refused():
     config = tiny_preset("small").to_dict()
-    assert config["eos_id"] == 3
-    legacy = CaptionerBackbone.from_config({"config": config, "name": "captioner"})  # the former Captioner's
+    assert not {"pad_id", "bos_id", "eos_id"} & set(config)  # the tokenizer's, not the model's
+    # A model section written while the ids were CaptionerConfig fields (config.json, .keras, converted M2 runs).
+    old = {**config, "pad_id": 1, "bos_id": 2, "eos_id": 3}
+    assert CaptionerConfig.from_dict(old).to_dict() == config
+    legacy = CaptionerBackbone.from_config({"config": old, "name": "captioner"})  # the former Captioner's
     assert legacy.config.to_dict() == config and legacy.name == "captioner"
-    with pytest.raises(ValueError, match="special ids"):
-        CaptionerBackbone.from_model_config({**config, "eos_id": 7})
+    with pytest.raises(ValueError, match=r"^model.eos_id=7: special ids are the tokenizer's \(pad_id=1, bos_id=2, "
+                                         r"eos_id=3 .*remove them.$"):
+        CaptionerBackbone.from_model_config({**old, "eos_id": 7})
+    with pytest.raises(ValueError, match="unknown|pad_id"):
+        CaptionerBackbone(**{**KWARGS, "pad_id": 1})  # not a backbone argument
+
+
+def test_padding_mask_marks_padding_and_without_it_every_token_is_real():
+    backbone = CaptionerBackbone(**KWARGS)
+    inputs = example_inputs(backbone)  # row 1: <bos> w <pad> <pad>, masked
+    logits = np.asarray(backbone(inputs))
+    alone = np.asarray(backbone({"images": inputs["images"][1:], "tokens": inputs["tokens"][1:, :2]}))
+    # The real tokens see only themselves: the same logits as the row without its padding.
+    np.testing.assert_allclose(logits[1, :2], alone[0], atol=1e-5)
+    # Without a mask the id the word vocabulary pads with is a word like any other.
+    unmasked = np.asarray(backbone({"images": inputs["images"], "tokens": inputs["tokens"]}))
+    np.testing.assert_array_equal(unmasked[0], logits[0])  # the unpadded row: nothing changes
+    assert np.abs(unmasked[1, 2:] - logits[1, 2:]).max() > 1e-3
+    # k captions per image: the mask is (B, k, T) beside the tokens.
+    grouped = {"images": inputs["images"][1:], "tokens": inputs["tokens"][None],
+               "padding_mask": inputs["padding_mask"][None]}
+    images = np.repeat(inputs["images"][1:], 2, axis=0)
+    np.testing.assert_allclose(np.asarray(backbone(grouped))[0], np.asarray(backbone({**inputs, "images": images})),
+                               atol=1e-5)
 
 
 def test_keras_file_of_a_backbone_reloads_with_identical_logits(tmp_path):

@@ -141,7 +141,8 @@ def test_every_sampler_name_and_object_decodes_as_the_decoding_module(run_captio
         if resolved.seed is not None:  # a seeded sampler: the same captions again, and as the module gives them
             again = run_captioner.generate(images["bytes"], sampler=sampler, max_length=6)
             assert again == [r["caption"] for r in details]
-            tokens = generate(run_captioner.backbone, inputs, resolved, 6)["tokens"].numpy()
+            tokens = generate(run_captioner.backbone, inputs, resolved, 6,
+                              special_ids=run_captioner.preprocessor)["tokens"].numpy()
             assert [r["tokens"] for r in details] == tokens.tolist()
     # top-k with k = 1 is greedy, whatever the seed
     assert run_captioner.generate(images["bytes"], sampler=samplers.TopKSampler(k=1, seed=9)) == \

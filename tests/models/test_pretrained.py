@@ -117,8 +117,7 @@ def one_step(config, tiny_shapes, tmp_path, **train):
     from tfcaption.training.trainer import Trainer
 
     vocab = build_vocabulary("word", training_captions(tiny_shapes))
-    run_config = RunConfig(model=config.replace(vocab_size=vocab.size, max_length=22, pad_id=vocab.pad_id,
-                                                bos_id=vocab.bos_id, eos_id=vocab.eos_id))
+    run_config = RunConfig(model=config.replace(vocab_size=vocab.size, max_length=22))
     run_config.data.max_caption_words = 20
     for key, value in {"output_dir": str(tmp_path / "run"), "batch_size": 8, "warmup_steps": 0, "jit_compile": False,
                        "learning_rate_schedule": "constant", "learning_rate": 1e-3, **train}.items():

@@ -6,12 +6,14 @@ import tensorflow as tf
 
 import keras
 
+from tests.helpers.tiny import word_ids
 from tfcaption import samplers
 from tfcaption.decoding import compiled_generator, decode, generate
 from tfcaption.models import Captioner, CaptionerConfig
 from tfcaption.samplers import BeamSampler, GreedySampler, RandomSampler, TopKSampler, TopPSampler
 
 STEPS = 10
+IDS = word_ids()  # the tokenizer's ids the decoding is given
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +36,7 @@ def images():
 
 
 def _xla(model, images, sampler, **kwargs):
-    return compiled_generator(model, sampler, STEPS, jit_compile=True, **kwargs)(images)
+    return compiled_generator(model, sampler, STEPS, jit_compile=True, special_ids=IDS, **kwargs)(images)
 
 
 def _tokens(model, images, sampler, **kwargs):
@@ -70,7 +72,8 @@ def test_a_seed_gives_the_same_captions_twice_and_other_seeds_differ(model, imag
     others = [_tokens(model, images, samplers.get(name, seed=seed)) for seed in (8, 9)]
     assert any(not np.array_equal(first, other) for other in others)
     # Eager decoding draws the same numbers (the draws are a hash, not a device generator).
-    np.testing.assert_array_equal(generate(model, images, samplers.get(name, seed=7), STEPS)["tokens"].numpy(), first)
+    eager = generate(model, images, samplers.get(name, seed=7), STEPS, special_ids=IDS)
+    np.testing.assert_array_equal(eager["tokens"].numpy(), first)
 
 
 def test_a_rows_seeded_caption_is_the_same_alone_and_inside_a_bigger_batch(model, images):
@@ -80,7 +83,7 @@ def test_a_rows_seeded_caption_is_the_same_alone_and_inside_a_bigger_batch(model
         alone = _tokens(model, tf.concat([images[row:row + 1], images[row:row + 1]], 0), sampler)
         np.testing.assert_array_equal(alone[0], batch[row])
     # Per-row seeds: a row's caption depends on its own seed only.
-    run = compiled_generator(model, sampler, STEPS, jit_compile=True)
+    run = compiled_generator(model, sampler, STEPS, jit_compile=True, special_ids=IDS)
     seeds = tf.constant([1, 2, 3, 4, 5], tf.int64)
     mixed = run(images, seeds)["tokens"].numpy()
     swapped = run(tf.gather(images, [3, 1, 2, 0, 4]), tf.constant([4, 2, 3, 1, 5], tf.int64))["tokens"].numpy()
@@ -90,16 +93,17 @@ def test_a_rows_seeded_caption_is_the_same_alone_and_inside_a_bigger_batch(model
 
 def test_random_samples_of_one_image_differ_and_report_the_models_log_probs(model, images):
     # <pad> and <bos> banned: teacher forcing reads a <pad> inside a caption as padding.
-    sampler = RandomSampler(seed=5, banned_token_ids=[model.config.pad_id, model.config.bos_id])
-    out = decode(model, *model.encode(images), sampler, STEPS, num_samples=6)
+    sampler = RandomSampler(seed=5, banned_token_ids=[IDS.pad_id, IDS.bos_id])
+    out = decode(model, *model.encode(images), sampler, STEPS, num_samples=6, special_ids=IDS)
     tokens = out["tokens"].numpy()
     assert tokens.shape == (5, 6, STEPS)
     assert len({tuple(r) for r in tokens[0]}) > 1
     # log_probs are the model's: teacher forcing gives the same on the live steps.
     flat = tokens.reshape(-1, STEPS)
-    inputs = np.concatenate([np.full((len(flat), 1), model.config.bos_id), flat[:, :-1]], 1)
+    inputs = np.concatenate([np.full((len(flat), 1), IDS.bos_id), flat[:, :-1]], 1)
     repeated = tf.repeat(images, 6, axis=0)
-    log_probs = tf.nn.log_softmax(model({"images": repeated, "tokens": inputs})).numpy()
+    log_probs = tf.nn.log_softmax(model({"images": repeated, "tokens": inputs,
+                                         "padding_mask": inputs != IDS.pad_id})).numpy()
     chosen = np.take_along_axis(log_probs, flat[..., None], -1)[..., 0]
     live = out["log_probs"].numpy().reshape(-1, STEPS) != 0
     np.testing.assert_allclose(chosen[live], out["log_probs"].numpy().reshape(-1, STEPS)[live], atol=1e-4)
@@ -108,7 +112,7 @@ def test_random_samples_of_one_image_differ_and_report_the_models_log_probs(mode
 @pytest.mark.parametrize("name, options", [("greedy", {}), ("beam", {}), ("random", {"seed": 1})],
                          ids=["greedy", "beam", "random"])
 def test_no_repeat_ngram_size_2_never_repeats_a_bigram(model, images, name, options):
-    eos = model.config.eos_id
+    eos = IDS.eos_id
     plain = _tokens(model, images, samplers.get("beam" if name == "beam" else "greedy"))
     sampler = samplers.get(name, no_repeat_ngram_size=2, **options)
     out = _xla(model, images, sampler)
@@ -124,13 +128,13 @@ def test_no_repeat_ngram_size_2_never_repeats_a_bigram(model, images, name, opti
 @pytest.mark.parametrize("name", ["greedy", "beam", "random", "top_p"])
 def test_banned_tokens_never_appear(model, images, name):
     common = np.bincount(_tokens(model, images, GreedySampler()).ravel(), minlength=16)
-    banned = [int(t) for t in np.argsort(-common)[:2] if t != model.config.eos_id][:1] + [model.config.pad_id]
+    banned = [int(t) for t in np.argsort(-common)[:2] if t != IDS.eos_id][:1] + [IDS.pad_id]
     assert common[banned[0]] > 0  # greedy does use the first one
     seed = {} if name in ("greedy", "beam") else {"seed": 3}
     out = _xla(model, images, samplers.get(name, banned_token_ids=banned, **seed))
     rows = out.get("beam_tokens", out["tokens"][:, None]).numpy().reshape(-1, STEPS)
     for row in rows:
-        caption = _caption(row, model.config.eos_id)
+        caption = _caption(row, IDS.eos_id)
         assert not set(caption) & set(banned), caption
 
 
@@ -142,9 +146,9 @@ def test_min_length_holds(images, name):
                                          dropout=0.0, output_bias=True)
     model = Captioner(config)
     bias = np.zeros(16, np.float32)
-    bias[config.eos_id] = 30.0  # <eos> first, everywhere
+    bias[IDS.eos_id] = 30.0  # <eos> first, everywhere
     model.decoder.output_dense.bias.assign(bias)
-    eos = config.eos_id
+    eos = IDS.eos_id
     assert (_tokens(model, images, GreedySampler())[:, 0] == eos).all()
     out = _xla(model, images, samplers.get(name, min_length=5, **({"seed": 1} if name == "top_k" else {})))
     rows = out.get("beam_tokens", out["tokens"][:, None]).numpy().reshape(-1, STEPS)
@@ -153,7 +157,7 @@ def test_min_length_holds(images, name):
 
 
 def test_repetition_penalty_lowers_repeats(model, images):
-    eos = model.config.eos_id
+    eos = IDS.eos_id
 
     def repeats(tokens):
         return sum(len(c) - len(set(c)) for c in (_caption(r, eos) for r in tokens))
@@ -167,15 +171,16 @@ def test_repetition_penalty_lowers_repeats(model, images):
 def test_attention_is_recorded_along_the_returned_caption(model, images, sampler):
     """The recorded per-level attention and gates equal teacher forcing's on the tokens returned (for a beam,
     its own ancestry)."""
-    out = decode(model, *model.encode(images), sampler, STEPS, return_attention=True)
+    out = decode(model, *model.encode(images), sampler, STEPS, return_attention=True, special_ids=IDS)
     tokens = out["tokens"].numpy()
     k = tokens.shape[1]
     flat = tokens.reshape(-1, STEPS)
-    inputs = np.concatenate([np.full((len(flat), 1), model.config.bos_id), flat[:, :-1]], 1)
+    inputs = np.concatenate([np.full((len(flat), 1), IDS.bos_id), flat[:, :-1]], 1)
     encoder_outputs, mask = model.encode(tf.repeat(images, k, axis=0))
-    _, weights, gates = model.decoder(inputs, encoder_outputs, mask, return_attention=True)
+    _, weights, gates = model.decoder(inputs, encoder_outputs, mask, return_attention=True,
+                                      padding_mask=inputs != IDS.pad_id)
     expected = np.transpose(weights.numpy(), (0, 2, 1, 3))  # (B k, T, levels, R)
-    live = np.cumsum(flat == model.config.eos_id, axis=1) - (flat == model.config.eos_id) == 0
+    live = np.cumsum(flat == IDS.eos_id, axis=1) - (flat == IDS.eos_id) == 0
     np.testing.assert_allclose(out["attention"].numpy().reshape(expected.shape)[live], expected[live], atol=1e-5)
     np.testing.assert_allclose(out["gates"].numpy().reshape(-1, STEPS, expected.shape[2])[live],
                                np.transpose(gates.numpy(), (0, 2, 1))[live], atol=1e-5)
@@ -189,7 +194,7 @@ def test_beam_attention_of_generate_belongs_to_the_best_beam(model, images):
 
 
 def test_length_normalization_prefers_longer_beams(model, images):
-    eos = model.config.eos_id
+    eos = IDS.eos_id
     plain = _xla(model, images, BeamSampler(num_beams=4))
     normalized = _xla(model, images, BeamSampler(num_beams=4, length_normalization=1.0))
 
@@ -226,18 +231,20 @@ def test_on_a_trained_run_a_seed_repeats_its_captions_and_other_seeds_differ(tin
     from tfcaption.data.pipeline import decode_image
     from tfcaption.training.run_directory import load_run
 
-    model, _, _ = load_run(tiny_run["run"])
+    model, vocab, _ = load_run(tiny_run["run"])
     size = model.image_encoder.image_size
     images = tf.stack([decode_image(tf.constant(r["image"]), size)
                        for r in read_records(tiny_shapes, "test").as_numpy_iterator()])
 
     def sample(seed):
-        return compiled_generator(model, RandomSampler(seed=seed), STEPS, jit_compile=True)(images)["tokens"].numpy()
+        return compiled_generator(model, RandomSampler(seed=seed), STEPS, jit_compile=True,
+                                  special_ids=vocab)(images)["tokens"].numpy()
 
     first = sample(1)
     np.testing.assert_array_equal(first, sample(1))
     assert not np.array_equal(first, sample(2)) or not np.array_equal(first, sample(3))
     # Near zero temperature, sampling is the trained model's greedy decoding.
-    cold = compiled_generator(model, RandomSampler(temperature=1e-4, seed=1), STEPS, jit_compile=True)(images)
-    greedy = compiled_generator(model, GreedySampler(), STEPS, jit_compile=True)(images)
+    cold = compiled_generator(model, RandomSampler(temperature=1e-4, seed=1), STEPS, jit_compile=True,
+                              special_ids=vocab)(images)
+    greedy = compiled_generator(model, GreedySampler(), STEPS, jit_compile=True, special_ids=vocab)(images)
     np.testing.assert_array_equal(cold["tokens"].numpy(), greedy["tokens"].numpy())

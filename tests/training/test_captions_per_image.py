@@ -76,6 +76,7 @@ def test_the_pipeline_gives_each_image_k_of_its_own_captions_flipped_with_it(tmp
 
 def test_xe_with_k_captions_per_image_trains_on_images_times_k_captions_a_step(tiny_shapes, tmp_path):
     from tfcaption.config import DataConfig, RunConfig, TrainConfig
+    from tfcaption.data.pipeline import decoder_inputs
     from tfcaption.data.tokenizer import Vocabulary
     from tfcaption.evaluation import training_captions
     from tfcaption.training.trainer import Trainer, masked_cross_entropy
@@ -90,9 +91,9 @@ def test_xe_with_k_captions_per_image_trains_on_images_times_k_captions_a_step(t
     batch = next(trainer._epoch_batches(0, 0))
     assert batch["images"].shape[0] == 2 and batch["tokens"].shape[:2] == (2, 5)
     # The step's loss is the token mean over all 10 captions, as for the same pairs with copied images.
-    logits = trainer.model({"images": tf.repeat(batch["images"], 5, axis=0),
-                            "tokens": tf.reshape(batch["tokens"], (10, -1))[:, :-1]})
-    total, count = masked_cross_entropy(tf.reshape(batch["tokens"], (10, -1))[:, 1:], logits, config.pad_id)
+    rows = tf.reshape(batch["tokens"], (10, -1))
+    logits = trainer.model({"images": tf.repeat(batch["images"], 5, axis=0), **decoder_inputs(rows, vocab.pad_id)})
+    total, count = masked_cross_entropy(rows[:, 1:], logits, vocab.pad_id)
     loss, step_count = trainer._train_step(batch)
     np.testing.assert_allclose(float(loss), float(total / count), rtol=1e-5)
     assert float(step_count) == float(count)

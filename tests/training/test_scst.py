@@ -13,7 +13,7 @@ from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider_scorer import CiderScorer
 
 from tests.helpers.tiny import tiny_preset
-from tfcaption.data.tokenizer import Vocabulary
+from tfcaption.data.tokenizer import SpecialIds, Vocabulary
 from tfcaption.decoding import generate
 from tfcaption.metrics.coco import ptb_tokenize_python
 from tfcaption.models import Captioner
@@ -32,6 +32,7 @@ CAPTIONS = [
 ]
 MAX_LENGTH = 12
 PAD, BOS, EOS = Vocabulary.pad_id, Vocabulary.bos_id, Vocabulary.eos_id
+IDS = SpecialIds(PAD, BOS, EOS)  # the vocabulary's ids, given to the searches and the teacher-forced pass
 
 
 @pytest.fixture(scope="module")
@@ -189,13 +190,13 @@ def test_reward_drops_padding_references_and_rejects_an_image_without_any(vocab)
 
 
 def test_sequence_log_probs_equal_the_beam_and_greedy_search_log_probs(model, images):
-    beams = generate(model, images, beam_size=3, max_steps=8)
-    log_probs, mask = sequence_log_probs(model, images, beams["beam_tokens"], training=False)
+    beams = generate(model, images, beam_size=3, max_steps=8, special_ids=IDS)
+    log_probs, mask = sequence_log_probs(model, images, beams["beam_tokens"], training=False, special_ids=IDS)
     assert log_probs.dtype == tf.float32 and log_probs.shape == (3, 3, 8)
     np.testing.assert_allclose(log_probs.numpy(), beams["beam_log_probs"].numpy(), rtol=0, atol=2e-5)
     np.testing.assert_array_equal(mask.numpy(), caption_mask(beams["beam_tokens"], EOS).numpy())
-    greedy = generate(model, images, beam_size=1, max_steps=8)
-    log_probs, _ = sequence_log_probs(model, images, greedy["tokens"][:, None], training=False)
+    greedy = generate(model, images, beam_size=1, max_steps=8, special_ids=IDS)
+    log_probs, _ = sequence_log_probs(model, images, greedy["tokens"][:, None], training=False, special_ids=IDS)
     np.testing.assert_allclose(log_probs.numpy()[:, 0], greedy["log_probs"].numpy(), rtol=0, atol=2e-5)
 
 
@@ -212,12 +213,13 @@ def test_sequence_log_probs_equal_numpy_from_the_models_logits_and_the_mask_stop
         [[1, 1, 0, 0, 0, 0], [1, 1, 1, 1, 1, 0], [1, 1, 1, 1, 1, 1]],  # a second <eos> is not trained
         [[1, 1, 0, 0, 0, 0], [1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 0, 0]],
     ], np.float32)
-    log_probs, mask = sequence_log_probs(model, images, tokens, training=False)
+    log_probs, mask = sequence_log_probs(model, images, tokens, training=False, special_ids=IDS)
     np.testing.assert_array_equal(mask.numpy(), expected_mask)
 
     flat = tokens.reshape(9, 6)
     inputs = np.concatenate([np.full((9, 1), BOS), flat[:, :-1]], axis=1)
-    logits = model({"images": np.repeat(images.numpy(), 3, axis=0), "tokens": inputs}).numpy().astype(np.float64)
+    logits = model({"images": np.repeat(images.numpy(), 3, axis=0), "tokens": inputs, "padding_mask": inputs != PAD})
+    logits = logits.numpy().astype(np.float64)
     logits -= logits.max(-1, keepdims=True)
     numpy_log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
     chosen = np.take_along_axis(numpy_log_probs, flat[..., None], -1)[..., 0].reshape(3, 3, 6)
@@ -265,9 +267,10 @@ def test_scst_loss_is_the_per_sample_masked_mean_log_prob_times_the_advantage():
 
 
 def test_multinomial_samples_are_reproducible_differ_across_seeds_and_match_their_log_probs(model, images):
-    first = sample_sequences(model, images, 6, 10, "multinomial", seed=(1, 2))
-    again = sample_sequences(model, images, 6, 10, "multinomial", seed=tf.constant([1, 2], tf.int64))
-    other = sample_sequences(model, images, 6, 10, "multinomial", seed=(1, 3))
+    first = sample_sequences(model, images, 6, 10, "multinomial", seed=(1, 2), special_ids=IDS)
+    again = sample_sequences(model, images, 6, 10, "multinomial", seed=tf.constant([1, 2], tf.int64),
+                             special_ids=IDS)
+    other = sample_sequences(model, images, 6, 10, "multinomial", seed=(1, 3), special_ids=IDS)
     tokens = first["tokens"].numpy()
     assert tokens.shape == (3, 6, 10) and tokens.dtype == np.int32
     np.testing.assert_array_equal(tokens, again["tokens"].numpy())
@@ -275,12 +278,13 @@ def test_multinomial_samples_are_reproducible_differ_across_seeds_and_match_thei
     # Different samples of one image (the k rows are not copies of one draw).
     assert len({tuple(row) for row in tokens[0]}) > 1
     # The reported log-probabilities are those teacher forcing gives the same captions.
-    log_probs, _ = sequence_log_probs(model, images, tokens, training=False)
+    log_probs, _ = sequence_log_probs(model, images, tokens, training=False, special_ids=IDS)
     np.testing.assert_allclose(first["log_probs"].numpy(), log_probs.numpy(), rtol=0, atol=2e-5)
 
 
 def test_every_sample_ends_with_eos_or_reaches_max_steps_and_is_padded_after_eos(model, images):
-    tokens = sample_sequences(model, images, 16, 10, "multinomial", seed=7)["tokens"].numpy().reshape(-1, 10)
+    tokens = sample_sequences(model, images, 16, 10, "multinomial", seed=7, special_ids=IDS)["tokens"].numpy()
+    tokens = tokens.reshape(-1, 10)
     ended = 0
     for row in tokens.tolist():
         length = row.index(EOS) + 1 if EOS in row else len(row)
@@ -292,7 +296,8 @@ def test_every_sample_ends_with_eos_or_reaches_max_steps_and_is_padded_after_eos
 
 def test_first_token_frequencies_match_the_softmax(model, images):
     count = 4000
-    first = sample_sequences(model, images[:1], count, 2, "multinomial", seed=3)["tokens"].numpy()[0, :, 0]
+    first = sample_sequences(model, images[:1], count, 2, "multinomial", seed=3,
+                             special_ids=IDS)["tokens"].numpy()[0, :, 0]
     logits = model({"images": images[:1], "tokens": np.array([[BOS, 4]])}).numpy()[0, 0].astype(np.float64)
     logits[[PAD, BOS]] = -np.inf  # never drawn (see sample_sequences)
     probs = np.exp(logits - logits.max())
@@ -308,23 +313,23 @@ def test_a_model_that_strongly_favours_one_word_samples_only_that_word(vocab, im
     bias = model.decoder.output_dense.bias.numpy()
     bias[word] = 60.0
     model.decoder.output_dense.bias.assign(bias)
-    tokens = sample_sequences(model, images, 5, 6, "multinomial", seed=9)["tokens"].numpy()
+    tokens = sample_sequences(model, images, 5, 6, "multinomial", seed=9, special_ids=IDS)["tokens"].numpy()
     assert (tokens == word).all()  # never <eos>: every sample runs to max_steps
 
 
 def test_greedy_baseline_mode_adds_the_greedy_caption(model, images):
-    out = sample_sequences(model, images, 3, 8, "greedy_baseline", seed=0)
+    out = sample_sequences(model, images, 3, 8, "greedy_baseline", seed=0, special_ids=IDS)
     assert out["tokens"].shape == (3, 3, 8)
     np.testing.assert_array_equal(out["greedy_tokens"].numpy(),
-                                  generate(model, images, beam_size=1, max_steps=8)["tokens"].numpy())
-    beams = sample_sequences(model, images, 3, 8, "beam")
-    np.testing.assert_array_equal(beams["tokens"].numpy(),
-                                  generate(model, images, beam_size=3, max_steps=8)["beam_tokens"].numpy())
+                                  generate(model, images, beam_size=1, max_steps=8, special_ids=IDS)["tokens"].numpy())
+    beams = sample_sequences(model, images, 3, 8, "beam", special_ids=IDS)
+    searched = generate(model, images, beam_size=3, max_steps=8, special_ids=IDS)["beam_tokens"]
+    np.testing.assert_array_equal(beams["tokens"].numpy(), searched.numpy())
 
 
 def test_no_mode_puts_pad_or_bos_inside_a_caption_even_where_the_searches_would(vocab, images):
     model = _model(vocab, trained_specials=False)
-    released = generate(model, images, beam_size=3, max_steps=8)["beam_tokens"].numpy()
+    released = generate(model, images, beam_size=3, max_steps=8, special_ids=IDS)["beam_tokens"].numpy()
 
     def inside(tokens):  # <pad> or <bos> before the caption's end
         live = caption_mask(tokens, EOS).numpy() > 0
@@ -332,7 +337,7 @@ def test_no_mode_puts_pad_or_bos_inside_a_caption_even_where_the_searches_would(
 
     assert inside(released)  # the untrained head proposes <pad> like a word
     for mode in ("beam", "multinomial", "greedy_baseline"):
-        out = sample_sequences(model, images, 3, 8, mode, seed=1)
+        out = sample_sequences(model, images, 3, 8, mode, seed=1, special_ids=IDS)
         assert not inside(out["tokens"].numpy()), mode
         if mode == "greedy_baseline":
             assert not inside(out["greedy_tokens"].numpy())
@@ -340,9 +345,9 @@ def test_no_mode_puts_pad_or_bos_inside_a_caption_even_where_the_searches_would(
 
 def test_sampling_rejects_bad_arguments(model, images):
     with pytest.raises(ValueError, match="mode"):
-        sample_sequences(model, images, 2, 5, "top_k")
+        sample_sequences(model, images, 2, 5, "top_k", special_ids=IDS)
     with pytest.raises(ValueError, match="max_steps"):
-        sample_sequences(model, images, 2, MAX_LENGTH + 1, "beam")
+        sample_sequences(model, images, 2, MAX_LENGTH + 1, "beam", special_ids=IDS)
 
 
 @pytest.mark.parametrize("preset", ["small", "cptr_small"])  # meshed and transformer decoders
@@ -353,15 +358,15 @@ def test_sampling_compiles_with_xla_for_both_decoder_types(vocab, images, preset
 
     @tf.function(jit_compile=True)
     def sample(image_inputs, seed):
-        return sample_sequences(model, image_inputs, 3, 8, "greedy_baseline", seed)
+        return sample_sequences(model, image_inputs, 3, 8, "greedy_baseline", seed, special_ids=IDS)
 
     out = sample(images, tf.constant([4, 5], tf.int64))
     assert out["tokens"].shape == (3, 3, 8) and out["greedy_tokens"].shape == (3, 8)
     np.testing.assert_array_equal(out["greedy_tokens"].numpy(),
-                                  generate(model, images, beam_size=1, max_steps=8)["tokens"].numpy())
+                                  generate(model, images, beam_size=1, max_steps=8, special_ids=IDS)["tokens"].numpy())
     # The compiled samples are a function of the seed, and their log-probabilities those of teacher forcing.
     np.testing.assert_array_equal(out["tokens"].numpy(), sample(images, tf.constant([4, 5], tf.int64))["tokens"])
-    log_probs, _ = sequence_log_probs(model, images, out["tokens"], training=False)
+    log_probs, _ = sequence_log_probs(model, images, out["tokens"], training=False, special_ids=IDS)
     np.testing.assert_allclose(out["log_probs"].numpy(), log_probs.numpy(), rtol=0, atol=2e-5)
     assert sample.experimental_get_tracing_count() == 1
 
@@ -386,8 +391,8 @@ def test_scst_step_runs_compiled_updates_the_weights_and_traces_once(vocab, imag
     step = ScstStep(model, _adam(model), ScstReward(CAPTIONS), num_samples=3, mode="beam", max_steps=8, vocab=vocab)
     before = [v.numpy().copy() for v in model.trainable_variables]
     batch = _batch(images)
-    expected_reward = ScstReward(CAPTIONS)(sample_sequences(model, images, 3, 8, "beam")["tokens"].numpy(),
-                                           references_from_batch(batch["captions"]), vocab)
+    beams = sample_sequences(model, images, 3, 8, "beam", special_ids=IDS)["tokens"].numpy()
+    expected_reward = ScstReward(CAPTIONS)(beams, references_from_batch(batch["captions"]), vocab)
     assert (expected_reward.std(axis=1) > 0).all()  # a gradient to follow
     results = [step.step(batch) for _ in range(3)]
     for result in results:
@@ -409,7 +414,7 @@ def test_scst_step_greedy_baseline_reports_the_greedy_captions_reward(vocab, ima
     step = ScstStep(model, _adam(model), reward, num_samples=2, mode="greedy_baseline", max_steps=6,
                     jit_compile=False, vocab=vocab)
     batch = _batch(images)
-    greedy = generate(model, images, beam_size=1, max_steps=6)["tokens"].numpy()[:, None]
+    greedy = generate(model, images, beam_size=1, max_steps=6, special_ids=IDS)["tokens"].numpy()[:, None]
     expected = reward(greedy, references_from_batch(batch["captions"]), vocab).mean()
     result = step.step(batch)
     assert result["baseline"] == pytest.approx(float(expected), abs=1e-5)

@@ -34,6 +34,7 @@ __all__ = [
     "decode_image",
     "decode_features",
     "tokenize_captions",
+    "decoder_inputs",
     "train_dataset",
     "eval_dataset",
     "count_undecodable",
@@ -151,6 +152,21 @@ def tokenize_captions(captions: tf.Tensor, vocab: Vocabulary, max_length: int,
     ids = tf.concat([tf.fill([n, 1], vocab.bos_id), ids, tf.fill([n, 1], vocab.eos_id)], axis=1)
     # The static batch size (when known, e.g. drop_remainder=True) is kept for XLA.
     return ids.to_tensor(default_value=vocab.pad_id, shape=[captions.shape[0], max_length + 2])
+
+
+def decoder_inputs(tokens, pad_id: int) -> dict:
+    """The teacher-forced decoder inputs of token rows ``<bos> w1..wn <eos> <pad>...`` (``[..., T + 1]``, as
+    :func:`tokenize_captions` makes them; the targets are ``tokens[..., 1:]``): ``"tokens"``, every id but
+    the last, and ``"padding_mask"``, False where that id is the tokenizer's ``pad_id`` (the backbone knows
+    no token id, so padding is marked here).
+
+    Example:
+        >>> inputs = decoder_inputs(tf.constant([[2, 4, 3, 1, 1]]), pad_id=1)
+        >>> inputs["tokens"].numpy().tolist(), inputs["padding_mask"].numpy().tolist()
+        ([[2, 4, 3, 1]], [[True, True, True, False]])
+    """
+    tokens = tf.convert_to_tensor(tokens)[..., :-1]
+    return {"tokens": tokens, "padding_mask": tf.not_equal(tokens, tf.cast(pad_id, tokens.dtype))}
 
 
 def _decode_or_drop(ds: tf.data.Dataset, fn, chunk: int = 1) -> tf.data.Dataset:

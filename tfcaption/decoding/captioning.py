@@ -3,6 +3,10 @@
 Every caller decodes through here: evaluation and per-epoch validation, `tfcaption.load(...)`,
 region-feature captioning, the SavedModel export and the benchmarks.
 
+The special token ids (start, end, padding) are the tokenizer's, never the model's: every function here
+takes them (`special_ids`: a `tfcaption.data.tokenizer.SpecialIds`, or the `Vocabulary` or
+`CaptionerPreprocessor` that has them); `caption_batches` reads them from its `vocab`.
+
 - `generate` is the graph part: encode once, decode with a sampler (`tfcaption.samplers`: greedy, beam,
   random, top-k, top-p; `decode` is the one place a sampler meets the decoder), and, when asked, the
   attention of each generated word along the returned caption, mixed over the encoder levels
@@ -22,6 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfcaption import samplers
+from tfcaption.data.tokenizer import SpecialIds
 
 
 def mix_levels(level_attention, gates, tokens, eos_id):
@@ -91,14 +96,14 @@ def as_sampler(sampler=None, beam_size=None, search=None, **options):
 
 
 def decode(model, encoder_outputs, encoder_mask, sampler, max_steps, num_samples=1, seeds=None,
-           return_attention=False):
+           return_attention=False, *, special_ids):
     """Runs `sampler` over the model's decoder from encoded images: the one place a decoding loop starts.
 
     The encoder's keys and values are projected once per image, and an image's k sequences (beams,
     samples) attend to them as one grouped query sequence (`captions_per_image`), not to k copies.
 
     Args:
-        model: a `Captioner` (its `decoder` and `config` are used).
+        model: a `CaptionerBackbone` (its `decoder` is used).
         encoder_outputs: (B, N, R, d) from `model.encode`.
         encoder_mask: (B, R) bool or None.
         sampler: a `Sampler` (or anything `tfcaption.samplers.get` takes); None: greedy.
@@ -109,12 +114,14 @@ def decode(model, encoder_outputs, encoder_mask, sampler, max_steps, num_samples
             cross-attention over the R image positions for every level it attends
             (`decoder.attention_levels`), averaged over heads, `attention` (B, k, T, levels, R), and for
             a decoder with gates the mean gate per level, `gates` (B, k, T, levels).
+        special_ids: the tokenizer's start, end and padding ids (`SpecialIds`, a vocabulary or a
+            `CaptionerPreprocessor`).
 
     Returns:
         the sampler's dict: `tokens`, `log_probs` (B, k, T), `scores` (B, k), and the attention entries.
     """
     sampler = samplers.get(sampler) or samplers.GreedySampler()
-    config, decoder = model.config, model.decoder
+    ids, decoder = SpecialIds.of(special_ids), model.decoder
     k = sampler.num_sequences(num_samples)
     batch = tf.shape(encoder_outputs)[0]
     encoder_kv = decoder.project_encoder(encoder_outputs)
@@ -136,8 +143,8 @@ def decode(model, encoder_outputs, encoder_mask, sampler, max_steps, num_samples
             attention["gates"] = gates
         return logits, cache, attention
 
-    return sampler(next, cache, batch, max_steps, start_token_id=config.bos_id, end_token_id=config.eos_id,
-                   pad_token_id=config.pad_id, num_samples=num_samples, seeds=seeds, attention_shapes=shapes)
+    return sampler(next, cache, batch, max_steps, start_token_id=ids.bos_id, end_token_id=ids.eos_id,
+                   pad_token_id=ids.pad_id, num_samples=num_samples, seeds=seeds, attention_shapes=shapes)
 
 
 def checked_max_steps(model, max_steps=None):
@@ -158,12 +165,12 @@ def checked_max_steps(model, max_steps=None):
     return int(steps)
 
 
-def generate(model, image_inputs, sampler=None, max_steps=None, return_attention=False, *, beam_size=None,
-             seeds=None, search=None, **options):
+def generate(model, image_inputs, sampler=None, max_steps=None, return_attention=False, *, special_ids,
+             beam_size=None, seeds=None, search=None, **options):
     """Encodes `image_inputs` once and decodes them with `sampler`.
 
     Args:
-        model: a `Captioner`.
+        model: a `CaptionerBackbone`.
         image_inputs: the model's image input (`model.input_key`), (B, ...).
         sampler: a `tfcaption.samplers.Sampler`, a name (`"greedy"`, `"beam"`, `"random"`, `"top_k"`,
             `"top_p"`, with `options` as its constructor arguments) or a config dict; None: greedy. An int
@@ -173,23 +180,25 @@ def generate(model, image_inputs, sampler=None, max_steps=None, return_attention
         return_attention: add `mix_levels`'s `attention`, `level_attention` and (for a decoder with gates)
             `gates`, recorded along the returned caption (a beam's own ancestry).
         seeds: optional (B,) int seeds, one per image, for random samplers.
+        special_ids: the tokenizer's start, end and padding ids (`SpecialIds`, a vocabulary or a
+            `CaptionerPreprocessor`).
 
     Returns:
         the best sequence per image: `tokens` (B, T), `log_probs` (B, T) (the model's per-token
         log-probabilities), `scores` (B,); for a `BeamSampler` also every beam, best first: `beam_tokens`
         (B, k, T), `beam_log_probs` (B, k, T) and `beam_scores` (B, k).
     """
-    sampler = as_sampler(sampler, beam_size, search, **options)
+    sampler, ids = as_sampler(sampler, beam_size, search, **options), SpecialIds.of(special_ids)
     max_steps = checked_max_steps(model, max_steps)
     encoder_outputs, encoder_mask = model.encode(image_inputs, training=False)
     out = decode(model, encoder_outputs, encoder_mask, sampler, max_steps, seeds=seeds,
-                 return_attention=return_attention)
+                 return_attention=return_attention, special_ids=ids)
     outputs = {"tokens": out["tokens"][:, 0], "log_probs": out["log_probs"][:, 0], "scores": out["scores"][:, 0]}
     if isinstance(sampler, samplers.BeamSampler):
         outputs.update(beam_tokens=out["tokens"], beam_log_probs=out["log_probs"], beam_scores=out["scores"])
     if return_attention:
         gates = out["gates"][:, 0] if "gates" in out else None
-        outputs.update(mix_levels(out["attention"][:, 0], gates, outputs["tokens"], model.config.eos_id))
+        outputs.update(mix_levels(out["attention"][:, 0], gates, outputs["tokens"], ids.eos_id))
     return outputs
 
 
@@ -207,12 +216,13 @@ class _Generator:
     object without `__code__` is counted on its own, so only a generator's real retraces count.
     """
 
-    def __init__(self, model, sampler, max_steps, return_attention):
+    def __init__(self, model, sampler, max_steps, return_attention, special_ids):
         self.model, self.sampler, self.max_steps, self.return_attention = model, sampler, max_steps, return_attention
+        self.special_ids = special_ids
 
     def __call__(self, image_inputs, seeds=None):
         return generate(self.model, image_inputs, self.sampler, self.max_steps, return_attention=self.return_attention,
-                        seeds=seeds)
+                        seeds=seeds, special_ids=self.special_ids)
 
 
 # The model attribute holding its compiled generators. On the model, not in a module-level
@@ -221,25 +231,25 @@ GENERATORS_ATTRIBUTE = "_tfcaption_generators"
 
 
 def compiled_generator(model, sampler=None, max_steps=None, jit_compile=True, return_attention=False, *,
-                       beam_size=None, search=None, **options):
+                       special_ids, beam_size=None, search=None, **options):
     """A `tf.function` (XLA-compiled by default) mapping image inputs (and optional per-image `seeds`) to
     `generate`'s dict.
 
-    One function per model, sampler config and settings, held by the model and reused across calls, so
-    repeated evaluations (every epoch's validation, every `caption` call) trace and compile once per input
-    shape, and generating with many samplers or lengths never triggers TensorFlow's retracing warning.
-    `sampler`, `beam_size`, `search` and `options` are as `generate`'s.
+    One function per model, special ids, sampler config and settings, held by the model and reused across
+    calls, so repeated evaluations (every epoch's validation, every `caption` call) trace and compile once per
+    input shape, and generating with many samplers or lengths never triggers TensorFlow's retracing warning.
+    `sampler`, `special_ids`, `beam_size`, `search` and `options` are as `generate`'s.
     """
-    sampler = as_sampler(sampler, beam_size, search, **options)
+    sampler, ids = as_sampler(sampler, beam_size, search, **options), SpecialIds.of(special_ids)
     max_steps = checked_max_steps(model, max_steps)
-    key = (sampler_key(sampler), max_steps, jit_compile, bool(return_attention))
+    key = (sampler_key(sampler), ids, max_steps, jit_compile, bool(return_attention))
     cache = model.__dict__.get(GENERATORS_ATTRIBUTE)
     if cache is None:
         cache = {}
         # object.__setattr__: Keras would otherwise track the dict (and its functions) as model state.
         object.__setattr__(model, GENERATORS_ATTRIBUTE, cache)
     if key not in cache:
-        cache[key] = tf.function(_Generator(model, sampler, max_steps, bool(return_attention)),
+        cache[key] = tf.function(_Generator(model, sampler, max_steps, bool(return_attention), ids),
                                  jit_compile=jit_compile, reduce_retracing=True)
     return cache[key]
 
@@ -256,8 +266,9 @@ def caption_batches(model, vocab, batches, sampler=None, max_steps=None, jit_com
     """Captions every batch and detokenises on the host.
 
     Args:
-        model: a `Captioner`.
-        vocab: its vocabulary (ids -> words happen here, outside the compiled function).
+        model: a `CaptionerBackbone`.
+        vocab: its vocabulary (ids -> words happen here, outside the compiled function), whose special
+            ids start, end and pad the captions.
         batches: an iterable of dicts with the model's input (`model.input_key`: pixels or region
             features), `image_id`, and optionally `captions` (references) and `scene` — an `eval_dataset`,
             or batches built in Python. A batch smaller than the first (or than `pad_to`) is padded to that
@@ -275,7 +286,8 @@ def caption_batches(model, vocab, batches, sampler=None, max_steps=None, jit_com
         whole row), `references` (list of str), `scene` (str), plus the optional arrays above.
     """
     generator = compiled_generator(model, sampler, max_steps, jit_compile=jit_compile,
-                                   return_attention=return_attention, beam_size=beam_size, search=search, **options)
+                                   return_attention=return_attention, special_ids=vocab, beam_size=beam_size,
+                                   search=search, **options)
     results, width = [], pad_to
     for batch in batches:
         inputs = np.asarray(batch[model.input_key])

@@ -31,6 +31,7 @@ Bad inputs (empty, not an image, truncated, more than `max_pixels` pixels; featu
 fail the call with InvalidArgumentError naming the batch index (see `tfcaption.export.image_decoding`).
 """
 
+import dataclasses
 import json
 import os
 import re
@@ -39,6 +40,7 @@ import uuid
 
 import tensorflow as tf
 
+from tfcaption.data.tokenizer import SpecialIds
 from tfcaption.decoding.captioning import checked_max_steps, generate
 from tfcaption.data.pipeline import DEFAULT_MAX_PIXELS
 from tfcaption.export.image_decoding import decode_batch
@@ -107,15 +109,16 @@ class CaptionerModule(tf.Module):
         self.serve_sample = tf.function(self._serve_sample, input_signature=[spec, *SETTINGS])
 
     def _tokens(self, inputs):
-        return generate(self.model, inputs, self.beam_size, self.max_steps)
+        return generate(self.model, inputs, self.beam_size, self.max_steps, special_ids=self.vocab)
 
     def _tokens_with_attention(self, inputs):
         # The same sampler as `_tokens` (beam size k), so the caption is serving_default's best beam.
-        return generate(self.model, inputs, self.beam_size, self.max_steps, return_attention=True)
+        return generate(self.model, inputs, self.beam_size, self.max_steps, return_attention=True,
+                        special_ids=self.vocab)
 
     def _sampled_tokens(self, inputs, temperature, top_k, top_p, seed, max_length):
         sampler = PerRowSampler(temperature, top_k, top_p, max_length)
-        return generate(self.model, inputs, sampler, self.max_steps, seeds=seed)
+        return generate(self.model, inputs, sampler, self.max_steps, seeds=seed, special_ids=self.vocab)
 
     def _decode_batch(self, image_bytes):
         return decode_batch(image_bytes, self.image_encoder.image_size, self.max_pixels)
@@ -164,6 +167,8 @@ class CaptionerModule(tf.Module):
             "signatures": list(SIGNATURES), "attention_decoding": ATTENTION_DECODING,
             "sampling": {"signature": SAMPLE_SIGNATURE, "inputs": [self.input_name, *SETTING_NAMES],
                          "outputs": ["caption", "score", "tokens"]},
+            # The tokenizer's, for readers of the `tokens` outputs (the model config carries no token id).
+            "special_ids": dataclasses.asdict(SpecialIds.of(self.vocab)),
         }
 
 

@@ -7,7 +7,7 @@ keys_values = decoder.project_encoder(encoder_outputs)        once per image, (B
 cache       = decoder.initial_cache(batch, max_steps)
 logits, cache[, attention (B, levels, R), gates (B, levels) or None] =
               decoder.step(tokens (B,), position, cache, keys_values, encoder_mask, return_attention)
-logits      = decoder(tokens (B, T), encoder_outputs, encoder_mask)   teacher forcing
+logits      = decoder(tokens (B, T), encoder_outputs, encoder_mask, padding_mask=(B, T) bool)   teacher forcing
 decoder.attention_levels, decoder.has_gates                   what the attention output holds
 ```
 `MeshedDecoder` (M2) meshes every encoder level with gates; `TransformerDecoder` (Vaswani, CPTR,
@@ -24,7 +24,8 @@ from tfcaption.layers.positions import sinusoid_table
 class CaptionDecoder(keras.layers.Layer):
     """Word + position embeddings, N decoder layers (`layer_class`), and a linear head.
 
-    Positions are 1..L for real tokens and 0 for padding. The positional table
+    Positions are 1..L for real tokens and 0 for padding (the caller's `padding_mask`: the decoder knows
+    no token id, the tokenizer does). The positional table
     is a non-trainable weight: a sinusoid for new models, and a slot that a
     converted checkpoint fills (the released M2 checkpoint carries a frozen
     random table there). There is no sqrt(d) embedding scale, no embedding
@@ -42,7 +43,6 @@ class CaptionDecoder(keras.layers.Layer):
         intermediate_dim: int. Feed-forward inner width.
         num_levels: int. Encoder levels the decoder receives (the meshed one attends to all).
         max_length: int. Longest token sequence; the table has max_length + 1 rows.
-        pad_id: int. Padding token id.
         dropout: float. Dropout rate.
         layer_norm_epsilon: float. LayerNorm epsilon.
         output_bias: bool. Whether the word head has a bias (M2: no).
@@ -59,7 +59,6 @@ class CaptionDecoder(keras.layers.Layer):
         intermediate_dim,
         num_levels,
         max_length,
-        pad_id=1,
         dropout=0.1,
         layer_norm_epsilon=1e-5,
         output_bias=False,
@@ -74,7 +73,6 @@ class CaptionDecoder(keras.layers.Layer):
         self.intermediate_dim = intermediate_dim
         self.num_levels = num_levels
         self.max_length = max_length
-        self.pad_id = pad_id
         self.dropout = dropout
         self.layer_norm_epsilon = layer_norm_epsilon
         self.output_bias = output_bias
@@ -124,11 +122,11 @@ class CaptionDecoder(keras.layers.Layer):
         return [layer.cross_attention.project_encoder(encoder_outputs) for layer in self.decoder_layers]
 
     def call(self, tokens, encoder_outputs, encoder_mask=None, training=None, return_attention=False,
-             captions_per_image=1):
+             captions_per_image=1, padding_mask=None):
         """Teacher-forced logits.
 
         Args:
-            tokens: (B, T) int, input tokens (starting with <bos>).
+            tokens: (B, T) int, input tokens (starting with the start token).
             encoder_outputs: (B, N, R, d) from the encoder.
             encoder_mask: (B, R) bool, True for real regions, or None.
             return_attention: also return the last layer's cross-attention
@@ -138,12 +136,14 @@ class CaptionDecoder(keras.layers.Layer):
                 image by image ((B * k, T) against (B, N, R, d) encoder outputs);
                 the encoder's keys and values are projected once per image and
                 shared by its captions.
+            padding_mask: (B, T) bool, True for real tokens, or None (every token is real). Padding
+                tokens take position 0, are masked as keys and their outputs are zeroed.
 
         Returns:
             (B, T, vocab) float32 logits.
         """
-        real = ops.not_equal(tokens, self.pad_id)
         length = ops.shape(tokens)[1]
+        real = ops.ones_like(tokens, "bool") if padding_mask is None else ops.cast(padding_mask, "bool")
         positions = ops.where(real, ops.arange(1, length + 1)[None, :], 0)
         y = self._embed(tokens, positions)
         causal = ops.tril(ops.ones((length, length), dtype="bool"))
@@ -198,6 +198,13 @@ class CaptionDecoder(keras.layers.Layer):
     def compute_output_shape(self, tokens_shape, *args, **kwargs):
         return tuple(tokens_shape) + (self.vocab_size,)
 
+    @classmethod
+    def from_config(cls, config):
+        # Layer configs saved while the decoder masked padding by id carry `pad_id`; the caller's padding_mask
+        # does that now, so it is ignored.
+        config = {name: value for name, value in config.items() if name != "pad_id"}
+        return super().from_config(config)
+
     def get_config(self):
         config = super().get_config()
         config.update(
@@ -210,7 +217,6 @@ class CaptionDecoder(keras.layers.Layer):
                 "intermediate_dim": self.intermediate_dim,
                 "num_levels": self.num_levels,
                 "max_length": self.max_length,
-                "pad_id": self.pad_id,
                 "dropout": self.dropout,
                 "layer_norm_epsilon": self.layer_norm_epsilon,
                 "output_bias": self.output_bias,

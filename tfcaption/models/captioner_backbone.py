@@ -5,7 +5,6 @@ import dataclasses
 import keras
 from keras import ops
 
-from tfcaption.data.tokenizer import Vocabulary
 from tfcaption.layers.cnn_image_encoder import CnnImageEncoder
 from tfcaption.layers.decoder import DECODERS
 from tfcaption.layers.encoder import MemoryAugmentedEncoder
@@ -15,31 +14,18 @@ from tfcaption.layers.vit_image_encoder import VitImageEncoder
 from tfcaption.models.config import CaptionerConfig
 from tfcaption.models.presets import PRESETS
 
-# The special ids are the tokenizer's (`CaptionerPreprocessor` owns them); the network only needs <pad> to
-# mask decoder inputs, and every tfcaption and M2 vocabulary puts it at the same id.
-SPECIAL_IDS = {"pad_id": Vocabulary.pad_id, "bos_id": Vocabulary.bos_id, "eos_id": Vocabulary.eos_id}
-# CaptionerConfig fields that are not backbone arguments: the special ids.
-NOT_BACKBONE_FIELDS = tuple(SPECIAL_IDS)
-
 
 def backbone_fields():
-    """The backbone's keyword arguments: every `CaptionerConfig` field but the special ids."""
-    return [f.name for f in dataclasses.fields(CaptionerConfig) if f.name not in NOT_BACKBONE_FIELDS]
+    """The backbone's keyword arguments: the `CaptionerConfig` fields."""
+    return [f.name for f in dataclasses.fields(CaptionerConfig)]
 
 
 def backbone_kwargs(config):
-    """`CaptionerBackbone` keyword arguments from a `CaptionerConfig` (or its dict, in any saved layout).
-
-    Configs written while the ids were model fields still load; ids other than the tokenizer's (which no
-    tfcaption or M2 vocabulary has) are refused rather than silently changed.
-    """
+    """`CaptionerBackbone` keyword arguments from a `CaptionerConfig` (or its dict, in any saved layout:
+    special ids that configs once carried are dropped when they are the tokenizer's, refused otherwise)."""
     if isinstance(config, dict):
         config = CaptionerConfig.from_dict(config)
-    other = {name: getattr(config, name) for name, value in SPECIAL_IDS.items() if getattr(config, name) != value}
-    if other:
-        raise ValueError(f"model config special ids {other} differ from the tokenizer's {SPECIAL_IDS}: the "
-                         "vocabulary owns them and every tfcaption vocabulary uses these.")
-    return {k: v for k, v in config.to_dict().items() if k not in NOT_BACKBONE_FIELDS}
+    return config.to_dict()
 
 
 def build_image_encoder(config, dtype):
@@ -73,7 +59,8 @@ def build_decoder(config, dtype):
     part, c = config.decoder, config
     return DECODERS[part.type](
         c.vocab_size, part.num_layers, c.hidden_dim, c.num_heads, c.key_dim, c.intermediate_dim,
-        config.encoder.num_levels, c.max_length, c.pad_id, c.dropout, c.layer_norm_epsilon, c.output_bias,
+        config.encoder.num_levels, c.max_length, dropout=c.dropout, layer_norm_epsilon=c.layer_norm_epsilon,
+        output_bias=c.output_bias,
         dtype=dtype, name="decoder",
     )
 
@@ -92,17 +79,20 @@ class CaptionerBackbone(keras.Model):
     (memory 0 = plain, 0 layers = none); the decoder is `meshed` (M2) or `transformer` (Vaswani / CPTR /
     Springenberg). Presets (the presets table, `tfcaption.models.presets.PRESETS`) name the combinations of the papers.
 
-    The keyword arguments are the fields of `tfcaption.models.config.CaptionerConfig` except the special
-    token ids (the tokenizer's, see `CaptionerPreprocessor`): the sizes shared by every part are flat
-    arguments and each part is a small dict chosen by its `"type"` (the same names `--set model.<field>`
-    and a run's config.json use). `get_config()` returns exactly these arguments (and `name`), with every
-    default filled in; `backbone.config` is the same as a `CaptionerConfig`, which the searches
-    (`tfcaption.decoding`), the trainer and the export read.
+    The keyword arguments are the fields of `tfcaption.models.config.CaptionerConfig`: the sizes shared by
+    every part are flat arguments and each part is a small dict chosen by its `"type"` (the same names
+    `--set model.<field>` and a run's config.json use). `get_config()` returns exactly these arguments (and
+    `name`), with every default filled in; `backbone.config` is the same as a `CaptionerConfig`, which the
+    searches (`tfcaption.decoding`), the trainer and the export read. The network knows no token id: the
+    special ids are the tokenizer's (`CaptionerPreprocessor.special_ids`), given to decoding by its callers.
 
     Inputs are a dict: `backbone.input_key` (`"images"` (B, H, W, 3) float pixel values in [0, 255], or
-    `"features"` (B, R, feature_dim) with all-zero rows as padding) and `"tokens"` (B, T) int decoder
-    inputs starting with <bos> (or (B, k, T): k captions per image, each image encoded once). `call`
-    returns float32-castable logits (B, T, vocab) (apply log-softmax for M2's head).
+    `"features"` (B, R, feature_dim) with all-zero rows as padding), `"tokens"` (B, T) int decoder
+    inputs starting with the start token (or (B, k, T): k captions per image, each image encoded once) and
+    optionally `"padding_mask"`, bool of the tokens' shape, False at padding (keras-hub's convention;
+    `tfcaption.data.pipeline.decoder_inputs` makes both from token rows). Without it every token is real.
+    Padding tokens take position 0 and no token attends to them. `call` returns float32-castable logits
+    (B, T, vocab) (apply log-softmax for M2's head).
 
     Args:
         vocab_size: words in the vocabulary (> 4: the four special tokens come first).
@@ -135,7 +125,7 @@ class CaptionerBackbone(keras.Model):
                          intermediate_dim=intermediate_dim, dropout=dropout, max_length=max_length,
                          layer_norm_epsilon=layer_norm_epsilon, output_bias=output_bias, dtype_policy=dtype_policy)
         # CaptionerConfig checks every value (one line naming the field) and fills each part's defaults.
-        config = CaptionerConfig.from_dict({**arguments, **SPECIAL_IDS})
+        config = CaptionerConfig.from_dict(arguments)
         if config.vocab_size <= 4:
             raise ValueError("vocab_size must be set from the vocabulary (> 4).")
         kwargs.setdefault("dtype", "float32" if config.dtype_policy == "auto" else config.dtype_policy)
@@ -159,7 +149,7 @@ class CaptionerBackbone(keras.Model):
 
     @property
     def config(self):
-        """The arguments as a `CaptionerConfig` (special ids: the tokenizer's), as searches and exports read them."""
+        """The arguments as a `CaptionerConfig`, as searches and exports read them."""
         return self._config
 
     def build_all(self):
@@ -200,15 +190,17 @@ class CaptionerBackbone(keras.Model):
 
     def call(self, inputs, training=None):
         """Teacher-forced logits: tokens (B, T) -> (B, T, vocab), or k captions per image (B, k, T) ->
-        (B, k, T, vocab) with each image encoded once for its k captions."""
+        (B, k, T, vocab) with each image encoded once for its k captions; `inputs["padding_mask"]` (optional,
+        the tokens' shape) marks the real tokens."""
         encoder_outputs, encoder_mask = self.encode(inputs[self.input_key], training=training)
-        tokens = inputs["tokens"]
+        tokens, padding_mask = inputs["tokens"], inputs.get("padding_mask")
         if len(tokens.shape) == 3:
             k, length = tokens.shape[1], ops.shape(tokens)[2]
+            flat_mask = None if padding_mask is None else ops.reshape(padding_mask, (-1, length))
             logits = self.decoder(ops.reshape(tokens, (-1, length)), encoder_outputs, encoder_mask, training=training,
-                                  captions_per_image=k)
+                                  captions_per_image=k, padding_mask=flat_mask)
             return ops.reshape(logits, (-1, k, length, ops.shape(logits)[-1]))
-        return self.decoder(tokens, encoder_outputs, encoder_mask, training=training)
+        return self.decoder(tokens, encoder_outputs, encoder_mask, training=training, padding_mask=padding_mask)
 
     def get_config(self):
         """Exactly the keyword arguments (every default filled in) and the name."""

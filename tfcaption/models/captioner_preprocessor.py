@@ -6,8 +6,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfcaption.data.pipeline import decode_image, image_hw, tokenize_captions
-from tfcaption.data.tokenizer import Vocabulary
+from tfcaption.data.pipeline import decode_image, decoder_inputs, image_hw, tokenize_captions
+from tfcaption.data.tokenizer import SpecialIds, Vocabulary
 from tfcaption.data.vocabulary import VOCABULARY_KINDS, build_vocabulary, load_vocabulary, vocabulary_class
 
 
@@ -42,7 +42,8 @@ class CaptionerPreprocessor(keras.layers.Layer):
     of them (zero-padded to the longest) or a (B, R, feature_dim) batch.
 
     The tokenizer is a word (`tokenizer="word"`, M2's) or WordPiece (`"wordpiece"`, needs tensorflow-text)
-    vocabulary. Its special ids (`pad_id`, `bos_id`, `eos_id`) are the preprocessor's, not the model's.
+    vocabulary. Its special ids (`pad_id`, `bos_id`, `eos_id`, together `special_ids`) are the tokenizer's:
+    the model knows none of them (teacher-forced inputs carry a `"padding_mask"`, and decoding is given them).
     Without a vocabulary, `adapt(captions)` builds one. `preprocess_samples(images, captions)` is the
     tf.data function for training: strings to token rows `<bos> w1..wn <eos> <pad>...` of
     `max_caption_words + 2` ids.
@@ -110,9 +111,19 @@ class CaptionerPreprocessor(keras.layers.Layer):
     def vocabulary_size(self):
         return self._vocab().size
 
-    pad_id = property(lambda self: Vocabulary.pad_id, doc="<pad>: fills token rows after <eos>.")
-    bos_id = property(lambda self: Vocabulary.bos_id, doc="<bos>: the first decoder input.")
-    eos_id = property(lambda self: Vocabulary.eos_id, doc="<eos>: ends a caption (generated, and counted).")
+    def _tokenizer_ids(self):
+        # Before `adapt`, the ids every vocabulary of this tokenizer kind gives its special tokens.
+        return self._vocabulary or vocabulary_class(self.tokenizer)
+
+    pad_id = property(lambda self: self._tokenizer_ids().pad_id, doc="<pad>: fills token rows after <eos>.")
+    bos_id = property(lambda self: self._tokenizer_ids().bos_id, doc="<bos>: the first decoder input.")
+    eos_id = property(lambda self: self._tokenizer_ids().eos_id,
+                      doc="<eos>: ends a caption (generated, and counted).")
+
+    @property
+    def special_ids(self):
+        """`SpecialIds(pad_id, bos_id, eos_id)` of the tokenizer: what decoding and the loss read."""
+        return SpecialIds.of(self)
 
     def adapt(self, captions, min_count=1, max_size=None):
         """Builds the vocabulary from captions: an iterable of strings, or a tf.data.Dataset of strings or of
@@ -193,13 +204,14 @@ class CaptionerPreprocessor(keras.layers.Layer):
 
     def preprocess_samples(self, images, captions):
         """The tf.data map for training: `(images, captions)` (batched or one) -> `(x, y)` with
-        `x = {input_key: pixels or features, "tokens": rows[..., :-1]}` and `y = rows[..., 1:]`."""
+        `x = {input_key: pixels or features, "tokens": rows[..., :-1], "padding_mask": rows[..., :-1] != pad_id}`
+        and `y = rows[..., 1:]`."""
         captions = tf.convert_to_tensor(captions, tf.string)
         one = captions.shape.rank == 0
         tokens = self.tokenize(tf.reshape(captions, [-1]))
         tokens = tokens[0] if one else tokens
         inputs = tf.cast(images, tf.float32) if self.input_key == "features" else self.pixels(images)
-        return {self.input_key: inputs, "tokens": tokens[..., :-1]}, tokens[..., 1:]
+        return {self.input_key: inputs, **decoder_inputs(tokens, self.pad_id)}, tokens[..., 1:]
 
     def get_config(self):
         config = super().get_config()

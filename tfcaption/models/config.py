@@ -11,7 +11,9 @@ CaptionerConfig
 Each part section is a small dataclass chosen by its `type` (`IMAGE_ENCODER_TYPES`, `ENCODER_TYPES`,
 `DECODER_TYPES`); a new kind of part is one dataclass here and one layer, and a new architecture is a
 preset. Configs written before the parts existed (one flat section: `image_input`, `image_size`,
-`num_encoder_layers`, ...) still load: `LEGACY_FIELDS` says where each flat field lives now.
+`num_encoder_layers`, ...) still load: `LEGACY_FIELDS` says where each flat field lives now. The special
+token ids are the tokenizer's (`CaptionerPreprocessor`, `tfcaption.data.tokenizer.SpecialIds`), not model
+fields; configs written while they were (`pad_id`, `bos_id`, `eos_id`) still load (`LEGACY_SPECIAL_IDS`).
 """
 
 import dataclasses
@@ -19,6 +21,7 @@ import json
 
 from tfcaption.config_fields import (Annotated, ConfigError, Count, Fraction, Literal, Positive, PositiveInt, Range,
                                      check_fields, section_from_dict, shown)
+from tfcaption.data.tokenizer import Vocabulary
 from tfcaption.models.presets import PRESETS, get_preset  # noqa: F401 (PRESETS re-exported: the presets table)
 
 
@@ -262,6 +265,22 @@ LEGACY_FIELDS = {
 }
 LEGACY_DEFAULTS = {"image_size": 224, "patch_size": 16, "stem_filters": [], "feature_dim": 2048,
                    "encoder_padding_mask": "corrected"}
+# The special ids model configs carried before the tokenizer owned them. Every vocabulary such a file was
+# written with (word, WordPiece, a converted M2 vocab.pkl) starts with M2's specials, so these are its ids:
+# equal ones are dropped, others refused (the files' vocabulary would not match them).
+LEGACY_SPECIAL_IDS = {"pad_id": Vocabulary.pad_id, "bos_id": Vocabulary.bos_id, "eos_id": Vocabulary.eos_id}
+
+
+def _drop_special_ids(values):
+    """`values` without the special ids a config written before the tokenizer owned them carries."""
+    other = {name: values[name] for name, expected in LEGACY_SPECIAL_IDS.items()
+             if name in values and values[name] != expected}
+    if other:
+        given = ", ".join(f"model.{name}={value!r}" for name, value in other.items())
+        expected = ", ".join(f"{name}={value}" for name, value in LEGACY_SPECIAL_IDS.items())
+        raise ConfigError(f"{given}: special ids are the tokenizer's ({expected} for the vocabularies of configs "
+                          "that carried them), not model config fields; remove them.")
+    return {name: value for name, value in values.items() if name not in LEGACY_SPECIAL_IDS}
 
 
 def _from_legacy(values, default_kind="patches"):
@@ -271,7 +290,7 @@ def _from_legacy(values, default_kind="patches"):
     """
     if not isinstance(values, dict):
         raise ConfigError(f"model must be an object of CaptionerConfig fields, got {shown(values)}.")
-    values = dict(values)
+    values = _drop_special_ids(values)
     image_input = values.pop("image_input", None)
     parts = {name: values.pop(name, None) or {} for name in PART_TYPES}
     for name, part in parts.items():
@@ -309,7 +328,8 @@ class CaptionerConfig:
     variants. The
     `padding_mask`, `memory_init`, `layer_norm_epsilon` and `output_bias` fields let one set of layers
     reproduce the authors' released code exactly (`m2_reference`) or train with the corrected
-    behaviour (the default).
+    behaviour (the default). The special token ids are not model fields: they are the tokenizer's
+    (`CaptionerPreprocessor.special_ids`).
     """
 
     PATH = "model"
@@ -329,9 +349,6 @@ class CaptionerConfig:
     # "auto": the trainer picks per machine (tfcaption/training/precision.py) and records its choice; a model
     # built from "auto" outside training computes in float32. Or "float32", "mixed_bfloat16", "mixed_float16".
     dtype_policy: Literal["auto", "float32", "mixed_bfloat16", "mixed_float16"] = "auto"
-    pad_id: Count = 1
-    bos_id: Count = 2
-    eos_id: Count = 3
 
     def __post_init__(self):
         check_fields(self, self.PATH)

@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfcaption.data.pipeline import decoder_inputs
 from tfcaption.models.captioner_backbone import CaptionerBackbone
 from tfcaption.models.captioner_preprocessor import CaptionerPreprocessor
 from tfcaption.models.config import CaptionerConfig
@@ -271,7 +272,8 @@ class ImageCaptioner(keras.Model):
 
         backbone = self._require_backbone()
         single, inputs = self.preprocessor.preprocess_images(images)
-        generator = compiled_generator(backbone, self.resolve_sampler(sampler), max_length or self.max_length)
+        generator = compiled_generator(backbone, self.resolve_sampler(sampler), max_length or self.max_length,
+                                       special_ids=self.preprocessor)
         outputs = {name: value.numpy() for name, value in generator(tf.constant(inputs)).items()}
         captions = self.preprocessor.detokenize(outputs["tokens"])
         if not return_details:
@@ -307,8 +309,12 @@ class ImageCaptioner(keras.Model):
         super().compile(optimizer=optimizer, **kwargs)
 
     def call(self, inputs, training=None):
-        """Teacher-forced logits for `{input_key: ..., "tokens": (B, T)}` -> (B, T, vocab)."""
-        return self._require_backbone()(inputs, training=training)
+        """Teacher-forced logits for `{input_key: ..., "tokens": (B, T)}` -> (B, T, vocab); the tokens equal
+        to the tokenizer's <pad> are padding unless `inputs` brings its own `"padding_mask"`."""
+        backbone = self._require_backbone()
+        if "padding_mask" not in inputs:
+            inputs = {**inputs, "padding_mask": tf.not_equal(inputs["tokens"], self.preprocessor.pad_id)}
+        return backbone(inputs, training=training)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         """Cross-entropy averaged over the target tokens that are not <pad> (plus any layer losses)."""
@@ -329,7 +335,7 @@ class ImageCaptioner(keras.Model):
 
             def split(batch):
                 tokens = batch["tokens"]
-                return {key: batch[key], "tokens": tokens[..., :-1]}, tokens[..., 1:]
+                return {key: batch[key], **decoder_inputs(tokens, self.preprocessor.pad_id)}, tokens[..., 1:]
 
             return data.map(split, num_parallel_calls=tf.data.AUTOTUNE)
         if isinstance(spec, tuple) and len(spec) == 2 and getattr(spec[1], "dtype", None) == tf.string:

@@ -4,7 +4,8 @@ import tensorflow as tf
 
 
 def masked_cross_entropy(targets, logits, pad_id, label_smoothing=0.0):
-    """Per-token cross-entropy with padding zeroed; returns (sum, token count)."""
+    """Per-token cross-entropy with the targets equal to `pad_id` (the tokenizer's) zeroed; returns (sum, token
+    count)."""
     mask = tf.cast(tf.not_equal(targets, pad_id), tf.float32)
     logits = tf.cast(logits, tf.float32)
     if label_smoothing:

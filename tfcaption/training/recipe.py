@@ -112,9 +112,7 @@ def train(run_config, log=print, strategy=None):
                          f"the model of {run_config.train.init_from} has {run_config.model.max_length}: set "
                          f"data.max_caption_words <= {run_config.model.max_length - 2}.")
     run_config.model = run_config.model.replace(
-        vocab_size=vocab.size, max_length=max(run_config.model.max_length, data.max_tokens),
-        pad_id=vocab.pad_id, bos_id=vocab.bos_id, eos_id=vocab.eos_id,
-    )
+        vocab_size=vocab.size, max_length=max(run_config.model.max_length, data.max_tokens))
     log(f"Vocabulary: {vocab.size} tokens. Run directory: {run.path}")
 
     trainer = Trainer(run_config, data_dir, vocab, strategy=strategy, log=log)

@@ -39,6 +39,7 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
+from tfcaption.data.tokenizer import SpecialIds
 from tfcaption.decoding.captioning import decode
 from tfcaption.samplers import BeamSampler, GreedySampler, RandomSampler
 from tfcaption.samplers.utils import combine_seeds
@@ -75,8 +76,8 @@ def caption_mask(tokens, eos_id):
     return tf.cast(tf.equal(tf.cumsum(is_eos, axis=-1, exclusive=True), 0), tf.float32)
 
 
-def _special_ids(config):
-    """<pad> and <bos>: the tokens no SCST caption may contain.
+def _banned_ids(special_ids):
+    """<pad> and <bos> (the tokenizer's `special_ids`): the tokens no SCST caption may contain.
 
     Neither is ever a cross-entropy target, and a <pad> inside a caption would be read as padding when
     `sequence_log_probs` teacher-forces it (position 0, masked from self-attention) and skipped when the
@@ -85,14 +86,16 @@ def _special_ids(config):
     changes nothing there; an untrained or weakly trained one proposes them (the tests show an untrained
     model's beams full of <pad>).
     """
-    return [config.pad_id, config.bos_id]
+    ids = SpecialIds.of(special_ids)
+    return [ids.pad_id, ids.bos_id]
 
 
-def scst_sampler(mode, num_samples, config):
-    """The sampler of an SCST mode, with <pad> and <bos> banned (a logit control of every sampler):
-    `BeamSampler(num_beams=k)` for "beam" (M2), `RandomSampler` for "multinomial" and "greedy_baseline"."""
+def scst_sampler(mode, num_samples, special_ids):
+    """The sampler of an SCST mode, with the tokenizer's <pad> and <bos> (`special_ids`: a `SpecialIds` or a
+    vocabulary) banned (a logit control of every sampler): `BeamSampler(num_beams=k)` for "beam" (M2),
+    `RandomSampler` for "multinomial" and "greedy_baseline"."""
     _check_mode(mode)
-    banned = _special_ids(config)
+    banned = _banned_ids(special_ids)
     if mode == "beam":
         return BeamSampler(num_beams=int(num_samples), banned_token_ids=banned)
     return RandomSampler(banned_token_ids=banned)
@@ -115,17 +118,17 @@ def _row_seeds(seed, batch):
     return combine_seeds(seed[0], seed[1], tf.range(batch, dtype=tf.int64))
 
 
-def sample_sequences(model, image_inputs, num_samples, max_steps, mode, seed=None):
+def sample_sequences(model, image_inputs, num_samples, max_steps, mode, seed=None, *, special_ids):
     """k captions per image for SCST, as graph ops (XLA-compilable inside `tf.function(jit_compile=True)`).
 
     Samples come from `tfcaption.samplers` (`scst_sampler`): the mode's sampler over the model's decoder,
-    with <pad> and <bos> banned as a logit control, so no caption ever contains them (`_special_ids`:
+    with <pad> and <bos> banned as a logit control, so no caption ever contains them (`_banned_ids`:
     either would make the trained sequence and the rewarded caption differ from the sample), in every mode. Sampling runs in inference mode:
     `decoder.step` has no dropout, and the samples should come from the policy whose log-probabilities
     are trained (M2 runs its beam search with dropout on).
 
     Args:
-        model: a `Captioner`.
+        model: a `CaptionerBackbone`.
         image_inputs: the model's image input (`model.input_key`), (B, ...).
         num_samples: int k, captions per image.
         max_steps: int, tokens generated at most per caption (<eos> included); at most the model's
@@ -136,6 +139,7 @@ def sample_sequences(model, image_inputs, num_samples, max_steps, mode, seed=Non
         seed: the sampling seed (an int, a pair of ints or a (2,) int tensor); None draws a random one.
             Unused by "beam". Each image of the batch draws from the seed and its row (`_row_seeds`), so
             one seed gives the same samples on every call, compiled or eager.
+        special_ids: the tokenizer's start, end and padding ids (`SpecialIds` or the run's vocabulary).
 
     Returns:
         dict with `tokens` (B, k, max_steps) int32 (<pad> after <eos>); for "multinomial" and
@@ -149,52 +153,57 @@ def sample_sequences(model, image_inputs, num_samples, max_steps, mode, seed=Non
     if int(num_samples) < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}.")
     num_samples, max_steps = int(num_samples), int(max_steps)
+    ids = SpecialIds.of(special_ids)
     encoder_outputs, encoder_mask = model.encode(image_inputs, training=False)
-    sampler = scst_sampler(mode, num_samples, model.config)
+    sampler = scst_sampler(mode, num_samples, ids)
     if mode == "beam":
-        beams = decode(model, encoder_outputs, encoder_mask, sampler, max_steps)
+        beams = decode(model, encoder_outputs, encoder_mask, sampler, max_steps, special_ids=ids)
         return {"tokens": beams["tokens"]}
     seeds = _row_seeds(_seed_tensor(seed), tf.shape(encoder_outputs)[0])
-    samples = decode(model, encoder_outputs, encoder_mask, sampler, max_steps, num_samples=num_samples, seeds=seeds)
+    samples = decode(model, encoder_outputs, encoder_mask, sampler, max_steps, num_samples=num_samples, seeds=seeds,
+                     special_ids=ids)
     outputs = {"tokens": samples["tokens"], "log_probs": samples["log_probs"]}
     if mode == "greedy_baseline":
         # Same encoder outputs: the greedy caption costs one more decoder loop on B rows.
-        greedy = GreedySampler(banned_token_ids=_special_ids(model.config))
-        outputs["greedy_tokens"] = decode(model, encoder_outputs, encoder_mask, greedy, max_steps)["tokens"][:, 0]
+        greedy = GreedySampler(banned_token_ids=_banned_ids(ids))
+        outputs["greedy_tokens"] = decode(model, encoder_outputs, encoder_mask, greedy, max_steps,
+                                          special_ids=ids)["tokens"][:, 0]
     return outputs
 
 
-def sequence_log_probs(model, image_inputs, tokens, training=True):
+def sequence_log_probs(model, image_inputs, tokens, training=True, *, special_ids):
     """Teacher-forced log-probabilities of given captions, the differentiable half of SCST.
 
     Each image is encoded once and its encoder keys and values are shared by its k captions (the
-    decoder's `captions_per_image`); the decoder reads <bos> + tokens[..., :-1] and the log-probability
+    decoder's `captions_per_image`); the decoder reads <bos> + tokens[..., :-1] (<pad> marked as padding) and
+    the log-probability
     of each token is taken from a float32 log-softmax (as minus the sparse cross-entropy: the same value, one op whose gradient is
     softmax - one_hot, without gathering from a (B*k, T, vocab) log-softmax).
 
     Args:
-        model: a `Captioner`.
+        model: a `CaptionerBackbone`.
         image_inputs: (B, ...) the model's image input.
         tokens: (B, k, T) int captions (<pad> after <eos>), e.g. `sample_sequences`'s `tokens`.
         training: the mode of the forward pass (True for the SCST update: dropout on).
+        special_ids: the tokenizer's start, end and padding ids (`SpecialIds` or the run's vocabulary).
 
     Returns:
         `(log_probs (B, k, T) float32, mask (B, k, T) float32)`: the mask covers every token up to and
         including the first <eos> (`caption_mask`); `log_probs` is 0 where the mask is 0, as the searches
         report it.
     """
-    config = model.config
+    ids = SpecialIds.of(special_ids)
     tokens = tf.cast(tf.convert_to_tensor(tokens), tf.int32)
     shape = tf.shape(tokens)
     k = tokens.shape[1] if tokens.shape[1] is not None else shape[1]
     steps = tokens.shape[2] if tokens.shape[2] is not None else shape[2]
     encoder_outputs, encoder_mask = model.encode(image_inputs, training=training)
     targets = tf.reshape(tokens, [-1, steps])
-    inputs = tf.concat([tf.fill([tf.shape(targets)[0], 1], config.bos_id), targets[:, :-1]], axis=1)
-    logits = tf.cast(model.decoder(inputs, encoder_outputs, encoder_mask, training=training, captions_per_image=k),
-                     tf.float32)
+    inputs = tf.concat([tf.fill([tf.shape(targets)[0], 1], ids.bos_id), targets[:, :-1]], axis=1)
+    logits = tf.cast(model.decoder(inputs, encoder_outputs, encoder_mask, training=training, captions_per_image=k,
+                                   padding_mask=tf.not_equal(inputs, ids.pad_id)), tf.float32)
     token_log_probs = -tf.nn.sparse_softmax_cross_entropy_with_logits(targets, logits)
-    mask = caption_mask(tokens, config.eos_id)
+    mask = caption_mask(tokens, ids.eos_id)
     return tf.reshape(token_log_probs, shape) * mask, mask
 
 
@@ -399,7 +408,8 @@ class ScstStep:
         jit_compile: XLA-compile both graph functions.
         seed: base seed of the sampling; the seed of step i is (seed, i), i = `self.iterations`, a
             tf.Variable a checkpoint can hold so a resumed run draws new samples.
-        vocab: the `Vocabulary` the reward decodes with (keyword only).
+        vocab: the `Vocabulary` the reward decodes with and whose special ids the samples and the
+            teacher-forced pass use (keyword only).
 
         strategy: the tf.distribute strategy the model's variables live in (keyword only; default: the
             current one). Under several replicas (MirroredStrategy, MultiWorkerMirroredStrategy) each
@@ -422,6 +432,7 @@ class ScstStep:
         if mode == "multinomial" and num_samples < 2:
             raise ValueError("mode 'multinomial' (leave-one-out baseline) needs num_samples >= 2.")
         self.model, self.apply_gradients, self.reward, self.vocab = model, apply_gradients, reward, vocab
+        self.special_ids = SpecialIds.of(vocab)
         self.num_samples, self.mode, self.max_steps = int(num_samples), mode, int(max_steps)
         self.seed = int(seed)
         self.scale_loss = scale_loss or (lambda loss: loss)
@@ -439,13 +450,15 @@ class ScstStep:
             self.update_function = tf.function(self._update, jit_compile=jit_compile)
 
     def _sample(self, image_inputs, seed):
-        outputs = sample_sequences(self.model, image_inputs, self.num_samples, self.max_steps, self.mode, seed)
+        outputs = sample_sequences(self.model, image_inputs, self.num_samples, self.max_steps, self.mode, seed,
+                                   special_ids=self.special_ids)
         outputs.pop("log_probs", None)  # recomputed with gradients by the update
         return outputs
 
     def _loss_and_gradients(self, image_inputs, tokens, rewards, greedy_rewards, loss_scale=1.0):
         with tf.GradientTape() as tape:
-            log_probs, mask = sequence_log_probs(self.model, image_inputs, tokens, training=True)
+            log_probs, mask = sequence_log_probs(self.model, image_inputs, tokens, training=True,
+                                                 special_ids=self.special_ids)
             baselines = baseline(rewards, self.mode, greedy_rewards)
             loss = scst_loss(log_probs, mask, rewards, baselines)
             scaled = self.scale_loss(loss * loss_scale)

@@ -26,7 +26,7 @@ def validation_examples(model, vocab, results, data_dir, count=3, split="val"):
     examples = attention_results(
         [r["caption"] for r in results], [r["score"] for r in results], [np.asarray(r["tokens"]) for r in results],
         [r["attention"] for r in results], [r["gates"] for r in results] if model.decoder.has_gates else None,
-        images, None if grid is None else (grid.rows, grid.cols, grid.prefix), vocab.tokens, model.config.eos_id)
+        images, None if grid is None else (grid.rows, grid.cols, grid.prefix), vocab.tokens, vocab.eos_id)
     for example, result in zip(examples, results):
         example.update(image_id=result["image_id"], references=result["references"])
     return examples

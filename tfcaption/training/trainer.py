@@ -100,7 +100,7 @@ class Trainer:
         self.model.check_inputs(input_kind(self.manifest), data_dir)
         self.checkpoints = Checkpoints(self.model, self.optimizers, self.state, self.run.checkpoints, self.chief,
                                        self.outputs.worker_dir)
-        self._eval_step = make_eval_step(self.model, self.config.jit_compile)
+        self._eval_step = make_eval_step(self.model, self.config.jit_compile, pad_id=vocab.pad_id)
         self._scst_reward = None
         self.budget_plan = None  # set by a time budget's measurement, or read back from budget.json
         self._enter_phase(0)
@@ -158,7 +158,8 @@ class Trainer:
         self.optimizers.set_schedule(self._schedule)
         self.scst = self._scst_step() if self.config.task == "scst" else None
         self._train_step = None if self.scst is not None else make_xe_step(
-            self.model, self.optimizers, self.strategy, self.config.label_smoothing, self.config.jit_compile)
+            self.model, self.optimizers, self.strategy, self.config.label_smoothing, self.config.jit_compile,
+            pad_id=self.vocab.pad_id)
 
     def _scst_step(self):
         from tfcaption.evaluation import training_captions

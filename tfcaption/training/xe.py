@@ -7,30 +7,31 @@ global token mean; the update does a cross-replica reduction, which stays outsid
 
 import tensorflow as tf
 
+from tfcaption.data.pipeline import decoder_inputs
 from tfcaption.training.losses import masked_cross_entropy
 from tfcaption.training.strategy import is_single_device
 
 
-def _inputs(model, batch):
-    return {model.input_key: batch[model.input_key], "tokens": batch["tokens"][..., :-1]}
+def _inputs(model, batch, pad_id):
+    return {model.input_key: batch[model.input_key], **decoder_inputs(batch["tokens"], pad_id)}
 
 
-def make_xe_step(model, optimizers, strategy, label_smoothing=0.0, jit_compile=True):
+def make_xe_step(model, optimizers, strategy, label_smoothing=0.0, jit_compile=True, *, pad_id):
     """`step(batch) -> (loss, token count)`: one optimizer update on a batch of (image, caption) rows.
 
     Args:
-        model: the `Captioner`.
+        model: the `CaptionerBackbone`.
         optimizers: the run's `Optimizers` (`scale_loss`, `apply`).
         strategy: the tf.distribute strategy the variables live in.
         label_smoothing: as `masked_cross_entropy`.
         jit_compile: XLA-compile the step (one device) or each replica's gradients (several).
+        pad_id: the tokenizer's padding id: padded inputs are masked and padded targets carry no loss.
     """
-    pad_id = model.config.pad_id
 
     def loss_and_grads(batch, global_tokens):
         tokens = batch["tokens"]
         with tf.GradientTape() as tape:
-            logits = model(_inputs(model, batch), training=True)
+            logits = model(_inputs(model, batch, pad_id), training=True)
             loss_sum, count = masked_cross_entropy(tokens[..., 1:], logits, pad_id, label_smoothing)
             loss = loss_sum / global_tokens
             scaled_loss = optimizers.scale_loss(loss)
@@ -67,11 +68,12 @@ def make_xe_step(model, optimizers, strategy, label_smoothing=0.0, jit_compile=T
     return distributed_step
 
 
-def make_eval_step(model, jit_compile=True):
-    """`eval_step(batch) -> (loss sum, token count)`, teacher forced, without label smoothing."""
+def make_eval_step(model, jit_compile=True, *, pad_id):
+    """`eval_step(batch) -> (loss sum, token count)`, teacher forced, without label smoothing; `pad_id` as
+    `make_xe_step`'s."""
 
     def eval_loss(batch):
-        logits = model(_inputs(model, batch), training=False)
-        return masked_cross_entropy(batch["tokens"][..., 1:], logits, model.config.pad_id)
+        logits = model(_inputs(model, batch, pad_id), training=False)
+        return masked_cross_entropy(batch["tokens"][..., 1:], logits, pad_id)
 
     return tf.function(eval_loss, jit_compile=jit_compile)

@@ -12,6 +12,7 @@ import pytest
 import tensorflow as tf
 
 from tests.helpers.m2_fixture import FILES, FIXTURE, requires_fixture
+from tfcaption.data.tokenizer import SpecialIds, Vocabulary
 from tfcaption.interop.m2.vocab import load_m2_vocab
 from tfcaption.decoding import decode
 from tfcaption.samplers import BeamSampler
@@ -33,7 +34,7 @@ def reference():
     itos = load_m2_vocab(FIXTURE / "vocab.pkl")
     model = convert_m2(state_dict, itos, num_heads=config["h"])
     return {"config": config, "inputs": inputs, "expected": expected, "state_dict": state_dict, "itos": itos,
-            "model": model}
+            "model": model, "ids": SpecialIds.of(Vocabulary(itos))}  # the converted run's vocabulary's
 
 
 def _max_diff(a, b):
@@ -48,7 +49,9 @@ def test_inferred_config_is_the_fixture_model(reference):
     assert (mc.encoder.num_layers, mc.decoder.num_layers, mc.encoder.memory_slots, mc.max_length) == (
         c["n_enc"], c["n_dec"], c["m"], c["max_len"])
     assert mc.vocab_size == c["vocab_size"] == len(reference["itos"])
-    assert (mc.bos_id, mc.eos_id, mc.pad_id) == (c["bos_idx"], c["eos_idx"], c["pad_idx"])
+    ids = reference["ids"]  # the special ids are the vocabulary's, and they are M2's
+    assert (ids.bos_id, ids.eos_id, ids.pad_id) == (c["bos_idx"], c["eos_idx"], c["pad_idx"])
+    assert not {"bos_id", "eos_id", "pad_id"} & set(mc.to_dict())
     assert mc.image_encoder.padding_mask == "released" and mc.encoder.memory_init == "released"
     assert model.dtype_policy.name == "float32" and mc.decoder.type == "meshed"
     assert all(w.dtype == "float32" for w in model.weights)
@@ -82,7 +85,10 @@ def test_released_padding_mask_attends_to_everything(reference):
 
 def test_teacher_forced_log_probs_match_the_reference(reference):
     model, inputs, expected = reference["model"], reference["inputs"], reference["expected"]
-    logits = model({"features": inputs["features"], "tokens": inputs["tokens"]}, training=False)
+    tokens = inputs["tokens"]
+    assert (tokens == reference["ids"].pad_id).any()  # padded captions: the mask is what M2's padding does
+    logits = model({"features": inputs["features"], "tokens": tokens,
+                    "padding_mask": tokens != reference["ids"].pad_id}, training=False)
     log_probs = tf.nn.log_softmax(logits).numpy()
     assert log_probs.shape == expected["log_probs_f32"].shape == (3, 9, 30)
     diff = _max_diff(log_probs, expected["log_probs_f32"])
@@ -97,7 +103,7 @@ def test_beam_search_matches_the_reference(reference, stop_early):
     config = reference["config"]
     encoder_outputs, mask = model.encode(inputs["features"], training=False)
     sampler = BeamSampler(num_beams=config["beam_size"], fill_token_id=0, length_penalty=0.0, stop_early=stop_early)
-    beams = decode(model, encoder_outputs, mask, sampler, config["beam_max_len"])
+    beams = decode(model, encoder_outputs, mask, sampler, config["beam_max_len"], special_ids=reference["ids"])
     tokens = beams["tokens"].numpy()
     assert tokens.shape == expected["beam_tokens_f32"].shape == (3, 3, 12)
     np.testing.assert_array_equal(tokens, expected["beam_tokens_f32"])

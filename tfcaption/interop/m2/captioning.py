@@ -103,7 +103,7 @@ def _caption(model_dir, features_path, image_ids, beam_size, all_beams, batch_si
         decoded = caption_batches(model, vocab, batches, beam_size=beam_size, max_steps=max_steps,
                                   jit_compile=jit_compile, keep_beams=True, pad_to=batch_size, search="beam",
                                   **options)
-        results = [_record(r, vocab, model.config.eos_id, all_beams, json_output) for r in decoded]
+        results = [_record(r, vocab, vocab.eos_id, all_beams, json_output) for r in decoded]
     return results, {"beam_size": beam_size, "max_steps": max_steps}
 
 
