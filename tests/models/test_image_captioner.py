@@ -83,7 +83,9 @@ def test_generate_on_every_input_kind_matches_tfcaption_load(run_captioner, tiny
     expected = [r["caption"] for r in predictor.caption(images["inputs"])]
     assert run_captioner.generate(images["inputs"]) == expected
     # The decoding module on the run's network, each image given as PNG bytes (how tfcaption.load read arrays).
-    model, vocab, run_config = load_run(tiny_run["run"])
+    loaded, run_config = load_run(tiny_run["run"])
+    assert isinstance(loaded, ImageCaptioner)
+    model, vocab = loaded.backbone, loaded.preprocessor.vocabulary
     encoded = images["bytes"][:2] + [tf.io.encode_png(a).numpy() for a in images["inputs"][2:]]
     batch = {"images": np.stack([decode_image(tf.constant(b), 32).numpy() for b in encoded]), "image_id": list("abcd")}
     direct = caption_batches(model, vocab, [batch], beam_size=run_config.decode.beam_size,
