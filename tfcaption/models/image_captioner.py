@@ -50,7 +50,10 @@ class ImageCaptioner(keras.Model):
 
     - `ImageCaptioner.from_preset(name_or_path, vocabulary=None)`: a preset name (untrained, the preset's
       sizes; `ImageCaptioner.presets` lists them), a training run directory (`tfcaption-train` output or a
-      converted M2 checkpoint) or a `.keras` file.
+      converted M2 checkpoint; `weights="best" | "latest" | a weights file`) or a `.keras` file. Every run
+      loader (`tfcaption.load`, `tfcaption-evaluate`, `tfcaption-export`, `load_run`) goes through it.
+    - `ImageCaptioner.from_backbone(backbone, vocabulary, run_config=None)`: the task around a network already
+      built (the trainer's), as evaluation and export take it.
     - `generate(images, sampler=None, max_length=None, return_details=False)`: captions (a string for one
       image, a list for a list or a batch), decoded by any `tfcaption.samplers` sampler, XLA-compiled once
       per (sampler config, input shape).
