@@ -23,7 +23,7 @@ import tensorflow as tf  # noqa: E402
 
 from tfcaption.data.pipeline import decoder_inputs  # noqa: E402
 from tfcaption.data.tokenizer import SPECIALS, SpecialIds, Vocabulary  # noqa: E402
-from tfcaption.models import Captioner, CaptionerConfig  # noqa: E402
+from tfcaption.models import CaptionerBackbone, CaptionerConfig  # noqa: E402
 from tfcaption.training.trainer import masked_cross_entropy  # noqa: E402
 
 VOCAB, CAPTION_TOKENS = 10_000, 16
@@ -68,7 +68,7 @@ def cnn_forward_flops(backbone, image_size):
 
 
 def step_seconds(config, batch_size, repeats):
-    model = Captioner(config)
+    model = CaptionerBackbone.from_model_config(config)
     optimizer = keras.optimizers.Adam(1e-5)
     optimizer.build(model.trainable_variables)
     size = config.image_encoder.image_size

@@ -163,14 +163,14 @@ def tfcaption_child(shape, task, repeats, policy):
     from training_throughput import example_inputs, xe_step
 
     from tfcaption.decoding.captioning import compiled_generator
-    from tfcaption.models import Captioner
+    from tfcaption.models import CaptionerBackbone
 
     config = tfcaption_config(shape, policy)
     if task == "xe":
         step, _ = xe_step(config, shape["xe_captions"], shape["caption_tokens"], regions=shape["regions"])
         seconds = mean_seconds(lambda: step().numpy(), repeats)
     else:
-        model = Captioner(config)
+        model = CaptionerBackbone.from_model_config(config)
         images = example_inputs(model, BEAM["images"], shape["regions"])
         generate = compiled_generator(model, BEAM["beams"], BEAM["steps"], stop_early=False, special_ids=SPECIAL_IDS)
         seconds = mean_seconds(lambda: generate(images)["tokens"].numpy(), repeats)

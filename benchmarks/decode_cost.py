@@ -24,7 +24,7 @@ from backbone_cost import SPECIAL_IDS, describe_cpu  # noqa: E402  (this folder)
 from flop_counts import Sizes, beam_search_flops  # noqa: E402  (this folder)
 from tfcaption.decoding import decode  # noqa: E402
 from tfcaption.samplers import BeamSampler  # noqa: E402
-from tfcaption.models import Captioner, CaptionerConfig  # noqa: E402
+from tfcaption.models import CaptionerBackbone, CaptionerConfig  # noqa: E402
 
 VOCAB = {"m2_regions": 10_201, "small": 49}  # M2's COCO vocabulary; shapes'
 
@@ -57,7 +57,7 @@ def main(argv=None):
     rows = []
     for preset in args.presets:
         config = CaptionerConfig.from_preset(preset, vocab_size=VOCAB[preset], dtype_policy="float32")
-        model = Captioner(config)
+        model = CaptionerBackbone.from_model_config(config)
         rng = np.random.default_rng(0)
         if config.image_encoder.type == "regions":
             regions = 50

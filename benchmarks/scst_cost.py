@@ -26,7 +26,7 @@ import tensorflow as tf  # noqa: E402
 
 from backbone_cost import describe_cpu, step_seconds  # noqa: E402  (this folder; the XE step is shared)
 from tfcaption.data.tokenizer import Vocabulary  # noqa: E402
-from tfcaption.models import Captioner, CaptionerConfig  # noqa: E402
+from tfcaption.models import CaptionerBackbone, CaptionerConfig  # noqa: E402
 from tfcaption.training.scst import ScstReward, ScstStep  # noqa: E402
 
 # preset -> (vocabulary words, SCST images per step); k = 5 beams, so XE batches hold images x 5 captions.
@@ -45,7 +45,7 @@ def synthetic_captions(words, count, rng):
 
 def scst_seconds(config, vocab, reward, images_per_step, repeats, rng):
     """Fastest of `repeats` SCST steps: (sample, reward, update, compile seconds)."""
-    model = Captioner(config)
+    model = CaptionerBackbone.from_model_config(config)
     optimizer = keras.optimizers.Adam(5e-6)
     optimizer.build(model.trainable_variables)
     step = ScstStep(model, lambda grads: optimizer.apply(grads, model.trainable_variables), reward, BEAMS, "beam",

@@ -47,7 +47,7 @@ def untrained_export(root):
     from tfcaption.data.tokenizer import Vocabulary
     from tfcaption.datasets.shapes.dataset import ShapesConfig, generate_example
     from tfcaption.export.saved_model import export_saved_model
-    from tfcaption.models import Captioner, CaptionerConfig
+    from tfcaption.models import CaptionerBackbone, CaptionerConfig, ImageCaptioner
 
     keras.utils.set_random_seed(0)
     run = RunConfig()
@@ -57,11 +57,11 @@ def untrained_export(root):
     # the full caption length: an untrained model otherwise ends every beam at once and measures nothing.
     config = CaptionerConfig.from_preset("small", vocab_size=vocab.size, max_length=run.data.max_tokens,
                                          output_bias=True)
-    model = Captioner(config)
+    model = CaptionerBackbone.from_model_config(config)
     head = model.decoder.output_dense
     head.bias.assign(np.where(np.arange(vocab.size) == vocab.eos_id, -1e4, 0.0).astype("float32"))
-    return export_saved_model(model, vocab, root, "shapes_m2_small_untrained", beam_size=run.export.beam_size,
-                              max_steps=run.data.max_decode_steps)
+    return export_saved_model(ImageCaptioner.from_backbone(model, vocab), root, "shapes_m2_small_untrained",
+                              beam_size=run.export.beam_size, max_steps=run.data.max_decode_steps)
 
 
 def shapes_images(count, image_size):

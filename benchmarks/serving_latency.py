@@ -80,8 +80,8 @@ def export_from_run(run_dir, root, beam_size):
     from tfcaption.export.saved_model import export_run
     from tfcaption.training.run_directory import load_run
 
-    model, vocab, run_config = load_run(run_dir)
-    return export_run(model, vocab, run_config, root, f"beam{beam_size}", beam_size=beam_size)
+    captioner, run_config = load_run(run_dir)
+    return export_run(captioner, run_config, root, f"beam{beam_size}", beam_size=beam_size)
 
 
 def main(argv=None):

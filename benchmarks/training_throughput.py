@@ -21,7 +21,7 @@ import tensorflow as tf  # noqa: E402
 from backbone_cost import SPECIAL_IDS  # noqa: E402  (this folder)
 from tfcaption.data.pipeline import decoder_inputs  # noqa: E402
 from tfcaption.decoding.captioning import compiled_generator  # noqa: E402
-from tfcaption.models import Captioner, CaptionerConfig  # noqa: E402
+from tfcaption.models import CaptionerBackbone, CaptionerConfig  # noqa: E402
 from tfcaption.training.trainer import masked_cross_entropy  # noqa: E402
 
 
@@ -46,7 +46,7 @@ def example_inputs(model, batch_size, regions=50):
 def xe_step(config, batch_size, caption_tokens, captions_per_image=1, regions=50):
     """An XLA-compiled XE step (Adam) on random inputs: `batch_size` captions, batch_size // k images x k
     captions; returns (step, model), `step()` returning the loss."""
-    model = Captioner(config)
+    model = CaptionerBackbone.from_model_config(config)
     optimizer = keras.optimizers.Adam(1e-4, beta_2=0.98)
     optimizer.build(model.trainable_variables)
     k = captions_per_image

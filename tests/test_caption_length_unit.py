@@ -49,9 +49,10 @@ def run_dir(one_word, tmp_path_factory):
 def export_dir(one_word, tmp_path_factory):
     """The one-word captioner exported with max_steps N (beam 2)."""
     from tfcaption.export.saved_model import export_saved_model
+    from tfcaption.models import ImageCaptioner
 
-    model, vocab = one_word
-    return export_saved_model(model, vocab, str(tmp_path_factory.mktemp("length_export")), "words", beam_size=2,
+    captioner = ImageCaptioner.from_backbone(*one_word)
+    return export_saved_model(captioner, str(tmp_path_factory.mktemp("length_export")), "words", beam_size=2,
                               max_steps=N)
 
 

@@ -39,16 +39,22 @@ def evaluation_splits(data_dir, requested, fallback=("test", "val")):
     return chosen or [s for s in fallback if s in available][:1]
 
 
-def evaluate_splits(model, vocab, data_dir, splits, blind_caption=None, beam_size=3, max_steps=None,
+def evaluate_splits(captioner, data_dir, splits, blind_caption=None, beam_size=None, max_steps=None,
                     batch_size=100, use_java=None, collapse_repeats=False, jit_compile=True, log=print, sampler=None):
-    """Captions each split and scores it, with `sampler` (a `tfcaption.samplers.Sampler` or a name) when
-    given, else greedy or beam search of `beam_size`.
+    """Captions each split with a `tfcaption.ImageCaptioner` and scores it, with `sampler` (a
+    `tfcaption.samplers.Sampler` or a name) when given, else greedy or beam search of `beam_size`.
+
+    `beam_size` and `max_steps` (tokens per caption, <eos> included) default to the captioner's own
+    (`beam_size`, `max_length`: a run's `decode.beam_size` and `data.max_decode_steps`).
 
     Returns `(report, predictions)`: report maps each split to
     `{"model": {...}, "blind_baseline": {...}, "images": n, "skipped_images": k}`;
     predictions maps each split to a list of `{"image_id", "caption", "score"}`.
     Images that cannot be decoded are skipped, counted and reported, never fatal.
     """
+    model, vocab = captioner._require_backbone(), captioner.preprocessor.vocabulary
+    beam_size = beam_size or captioner.beam_size
+    max_steps = max_steps or captioner.max_length
     manifest = load_manifest(data_dir)
     model.check_inputs(input_kind(manifest), data_dir)
     report, predictions = {}, {}

@@ -178,7 +178,9 @@ def test_converts_without_torch(runs):
 def test_run_directory_round_trip(runs):
     """load_run on the written directory gives exactly the directly converted model's outputs."""
     assert runs["results"]["ok"]["rc"] == 0
-    model, vocab, run_config = load_run(str(runs["tmp"] / "run"))
+    captioner, run_config = load_run(str(runs["tmp"] / "run"))
+    model, vocab = captioner.backbone, captioner.preprocessor.vocabulary
+    assert captioner.beam_size == 5 and captioner.max_length == 20  # the reference's search, as the run says
     direct = convert_m2(runs["state_dict"], runs["itos"], num_heads=runs["heads"])
     assert model.config == direct.config and vocab.tokens == runs["itos"]
     assert run_config.decode.beam_size == 5 and run_config.data.max_decode_steps == 20

@@ -96,7 +96,7 @@ def test_vit_sizes_come_from_the_checkpoint_and_the_run_says_what_it_loaded(trai
 
 
 def test_a_frozen_backbone_ends_training_with_the_checkpoints_weights(trained, weights):
-    model, _, _ = load_run(trained["vit_m2"]["run"])
+    model = load_run(trained["vit_m2"]["run"])[0].backbone
     arrays = np.load(weights["vit_m2"])
     vit = model.image_encoder.backbone
     np.testing.assert_array_equal(np.asarray(vit.patch_embedding.kernel), arrays["embedding/kernel"])
@@ -104,7 +104,7 @@ def test_a_frozen_backbone_ends_training_with_the_checkpoints_weights(trained, w
 
 
 def test_last_n_from_the_command_line_trains_only_the_last_vgg_block(trained, weights):
-    model, _, _ = load_run(trained["spatial_attention"]["run"])
+    model = load_run(trained["spatial_attention"]["run"])[0].backbone
     reference = keras.applications.VGG16(include_top=False, weights=None, input_shape=(32, 32, 3))
     reference.load_weights(weights["spatial_attention"])
     for layer in [layer for layer in model.image_encoder.backbone.layers if layer.weights]:

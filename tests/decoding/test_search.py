@@ -7,7 +7,7 @@ import keras
 from tests.helpers.tiny import word_ids
 from tfcaption.data.tokenizer import SpecialIds
 from tfcaption.decoding import compiled_generator, decode, generate
-from tfcaption.models import Captioner, CaptionerConfig
+from tfcaption.models import CaptionerBackbone, CaptionerConfig
 from tfcaption.samplers import BeamSampler, GreedySampler
 
 IDS = word_ids()  # the tokenizer's ids the searches are given (the model knows none)
@@ -33,7 +33,7 @@ def model():
         "small", image_size=32, patch_size=8, hidden_dim=32, key_dim=8, intermediate_dim=64, memory_slots=4,
         vocab_size=14, max_length=12, dropout=0.0,
     )
-    return Captioner(config)
+    return CaptionerBackbone.from_model_config(config)
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +108,7 @@ def test_the_transformer_decoder_searches_through_the_same_interface(images):
     from tests.helpers.tiny import tiny_preset
 
     keras.utils.set_random_seed(12)
-    model = Captioner(tiny_preset("cptr_small"))
+    model = CaptionerBackbone.from_model_config(tiny_preset("cptr_small"))
     encoded = model.encode(images)
     greedy = greedy_search(model, *encoded, max_steps=6, return_attention=True, stop_early=False)
     beam = beam_search(model, *encoded, beam_size=1, max_steps=6, stop_early=False)

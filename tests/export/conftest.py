@@ -12,8 +12,8 @@ def tiny_run_greedy_export(tiny_run, tmp_path_factory):
     from tfcaption.export.saved_model import export_run
     from tfcaption.training.run_directory import load_run
 
-    model, vocab, run_config = load_run(tiny_run["run"])
+    captioner, run_config = load_run(tiny_run["run"])
     root = str(tmp_path_factory.mktemp("tiny_run_greedy"))
-    path = export_run(model, vocab, run_config, export_root=root, model_name="greedy", beam_size=1)
+    path = export_run(captioner, run_config, export_root=root, model_name="greedy", beam_size=1)
     assert os.path.basename(path) == "1"
     return path

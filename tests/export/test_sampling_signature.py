@@ -150,17 +150,18 @@ def test_sample_signature_compiles_under_xla_with_the_same_tokens():
     from tests.helpers.tiny import TINY_MODEL
     from tfcaption.data.tokenizer import Vocabulary
     from tfcaption.export.saved_model import CaptionerModule
-    from tfcaption.models import Captioner, CaptionerConfig
+    from tfcaption.models import CaptionerBackbone, CaptionerConfig, ImageCaptioner
 
     keras.utils.set_random_seed(0)
     vocab = Vocabulary.build([" ".join(WORDS)])
-    model = Captioner(CaptionerConfig(vocab_size=vocab.size, max_length=TINY_MAX_STEPS + 1, **TINY_MODEL))
+    captioner = ImageCaptioner.from_backbone(CaptionerBackbone.from_model_config(
+        CaptionerConfig(vocab_size=vocab.size, max_length=TINY_MAX_STEPS + 1, **TINY_MODEL)), vocab)
     images = tf.constant([encode(random_rgb(32, 32, seed=s)) for s in range(3)])
     values = settings([0, 1, 2], temperature=[1.0, 0.0, 2.0], top_k=[0, 0, 3], top_p=[0.9, 1.0, 1.0], seed=[1, 2, 3],
                       max_length=[0, 0, 3])
     dtypes = {"temperature": tf.float32, "top_k": tf.int32, "top_p": tf.float32, "seed": tf.int64,
               "max_length": tf.int32}
     feed = {name: tf.constant(value, dtypes[name]) for name, value in values.items()}
-    tokens = [CaptionerModule(model, vocab, 2, TINY_MAX_STEPS, jit_compile=jit).serve_sample(images, **feed)["tokens"]
+    tokens = [CaptionerModule(captioner, 2, TINY_MAX_STEPS, jit_compile=jit).serve_sample(images, **feed)["tokens"]
               for jit in (False, True)]
     assert tokens[0].numpy().tolist() == tokens[1].numpy().tolist()

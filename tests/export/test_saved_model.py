@@ -80,7 +80,7 @@ def test_export_is_version_1_with_config_and_vocab_assets_and_never_overwrites(e
     assert serving["sampling"] == {"signature": "sample", "outputs": ["caption", "score", "tokens"],
                                    "inputs": ["image_bytes", "temperature", "top_k", "top_p", "seed", "max_length"]}
     with pytest.raises(FileExistsError):  # never overwrites; refuses before doing any work
-        export_saved_model(None, None, os.path.dirname(model_dir), "tiny", version=1)
+        export_saved_model(None, os.path.dirname(model_dir), "tiny", version=1)
 
 
 def test_tensorflow_only_process_loads_both_signatures(child, images):

@@ -23,14 +23,15 @@ def tiny_export(root, beam_size=2, max_pixels=None, seed=0):
 
     from tfcaption.data.tokenizer import Vocabulary
     from tfcaption.export.saved_model import export_saved_model
-    from tfcaption.models import Captioner, CaptionerConfig
+    from tfcaption.models import CaptionerBackbone, CaptionerConfig, ImageCaptioner
 
     keras.utils.set_random_seed(seed)
     vocab = Vocabulary.build([" ".join(WORDS)])
-    model = Captioner(CaptionerConfig(vocab_size=vocab.size, max_length=TINY_MAX_STEPS + 1, **TINY_MODEL))
+    model = CaptionerBackbone.from_model_config(
+        CaptionerConfig(vocab_size=vocab.size, max_length=TINY_MAX_STEPS + 1, **TINY_MODEL))
     options = {} if max_pixels is None else {"max_pixels": max_pixels}
-    return export_saved_model(model, vocab, str(root), "tiny", beam_size=beam_size, max_steps=TINY_MAX_STEPS,
-                              **options)
+    return export_saved_model(ImageCaptioner.from_backbone(model, vocab), str(root), "tiny", beam_size=beam_size,
+                              max_steps=TINY_MAX_STEPS, **options)
 
 
 def encode(array, fmt="PNG", mode=None):

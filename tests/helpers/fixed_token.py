@@ -20,12 +20,12 @@ def fixed_token_captioner(token, seed=0):
     import keras
 
     from tfcaption.data.tokenizer import Vocabulary
-    from tfcaption.models import Captioner, CaptionerConfig
+    from tfcaption.models import CaptionerBackbone, CaptionerConfig
 
     keras.utils.set_random_seed(seed)
     vocab = Vocabulary.build([" ".join(WORDS)])
-    model = Captioner(CaptionerConfig(vocab_size=vocab.size, max_length=TINY_MAX_STEPS + 1, output_bias=True,
-                                      **TINY_MODEL))
+    model = CaptionerBackbone.from_model_config(
+        CaptionerConfig(vocab_size=vocab.size, max_length=TINY_MAX_STEPS + 1, output_bias=True, **TINY_MODEL))
     head = model.decoder.output_dense
     head.kernel.assign(np.zeros(head.kernel.shape, np.float32))
     bias = np.full(head.bias.shape, -10.0, np.float32)
@@ -71,6 +71,7 @@ def eos_first_run(path, seed=0):
 def eos_first_export(root, seed=0):
     """Exports `eos_first_captioner` under `root` as model "silent" (beam 2); returns the version directory."""
     from tfcaption.export.saved_model import export_saved_model
+    from tfcaption.models import ImageCaptioner
 
-    model, vocab = eos_first_captioner(seed)
-    return export_saved_model(model, vocab, str(root), "silent", beam_size=2, max_steps=TINY_MAX_STEPS)
+    return export_saved_model(ImageCaptioner.from_backbone(*eos_first_captioner(seed)), str(root), "silent",
+                              beam_size=2, max_steps=TINY_MAX_STEPS)

@@ -1,11 +1,14 @@
 """`CaptionerBackbone`: flat keyword arguments, `get_config` returning exactly them, and the former layouts."""
 
+import json
+import zipfile
+
 import numpy as np
 import pytest
 
 import keras
 
-from tfcaption.models import Captioner, CaptionerBackbone, CaptionerConfig, PRESETS
+from tfcaption.models import CaptionerBackbone, CaptionerConfig, PRESETS
 from tfcaption.models.captioner_backbone import backbone_fields
 from tests.helpers.tiny import example_inputs, tiny_preset
 
@@ -34,13 +37,33 @@ def test_get_config_round_trip_equals_its_kwargs():
     np.testing.assert_array_equal(np.asarray(clone(inputs)), np.asarray(backbone(inputs)))
 
 
-@pytest.mark.parametrize("name", ["small", "m2_reference", "cptr_small"])
-def test_captioner_config_and_backbone_build_the_same_network(name):
-    config = tiny_preset(name)
-    backbone, captioner = CaptionerBackbone.from_model_config(config), Captioner(config)
-    assert backbone.config == captioner.config == config
-    assert [v.path for v in backbone.variables] == [v.path for v in captioner.variables]
-    assert isinstance(captioner, CaptionerBackbone)
+def _as_former_captioner_file(path):
+    """Rewrites a backbone's `.keras` file as the former `Captioner` class saved it: registered as
+    "tfcaption>Captioner" with `{"config": {CaptionerConfig dict}, "name"}` (the weights kept their layout)."""
+    with zipfile.ZipFile(path) as archive:
+        files = {name: archive.read(name) for name in archive.namelist()}
+    saved = json.loads(files["config.json"])
+    config = CaptionerConfig.from_dict({k: v for k, v in saved["config"].items() if k != "name"}).to_dict()
+    saved.update(module="tfcaption.models.captioner", class_name="Captioner", registered_name="tfcaption>Captioner",
+                 config={"config": config, "name": saved["config"]["name"]})
+    files["config.json"] = json.dumps(saved).encode()
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+
+
+def test_keras_files_of_the_former_captioner_class_load_as_the_backbone(tmp_path):
+    backbone = CaptionerBackbone.from_model_config(tiny_preset("small"), name="captioner")
+    path = str(tmp_path / "captioner.keras")
+    backbone.save(path)
+    _as_former_captioner_file(path)
+    with zipfile.ZipFile(path) as archive:
+        assert json.loads(archive.read("config.json"))["registered_name"] == "tfcaption>Captioner"
+    clone = keras.saving.load_model(path)
+    assert type(clone) is CaptionerBackbone and clone.config == backbone.config and clone.name == "captioner"
+    inputs = example_inputs(backbone)
+    np.testing.assert_array_equal(np.asarray(clone(inputs)), np.asarray(backbone(inputs)))
+    assert keras.saving.get_registered_name(CaptionerBackbone) == "tfcaption>CaptionerBackbone"  # new files
 
 
 def test_old_saved_configs_with_special_ids_load_and_other_ids_are_refused():

@@ -70,6 +70,34 @@ def test_from_preset_refuses_unknown_names_and_exports(tiny_run):
         ImageCaptioner.from_preset(tiny_run["export"])
 
 
+def test_run_weights_are_the_best_the_latest_checkpoint_or_a_given_file(run_captioner, tiny_run, tmp_path):
+    import tensorflow as tf
+
+    from tfcaption.training.run_directory import load_run
+
+    def arrays(captioner):
+        return [np.asarray(w) for w in captioner.backbone.weights]
+
+    other = ImageCaptioner.from_preset(tiny_run["run"])
+    for weight in other.backbone.weights:
+        weight.assign(weight + 1.0)
+    path = str(tmp_path / "other.weights.h5")
+    other.backbone.save_weights(path)
+    given = ImageCaptioner.from_preset(tiny_run["run"], weights=path)
+    assert all(np.array_equal(a, b) for a, b in zip(arrays(given), arrays(other)))
+    assert not np.array_equal(arrays(given)[0], arrays(run_captioner)[0])
+    latest, run_config = load_run(tiny_run["run"], weights="latest")
+    assert isinstance(latest, ImageCaptioner) and latest.beam_size == run_config.decode.beam_size
+    checkpoints = os.path.join(tiny_run["run"], "checkpoints")
+    for weights in (checkpoints, tf.train.latest_checkpoint(checkpoints)):
+        same = ImageCaptioner.from_preset(tiny_run["run"], weights=weights)
+        assert all(np.array_equal(a, b) for a, b in zip(arrays(same), arrays(latest)))
+    with pytest.raises(FileNotFoundError, match="is not 'best', 'latest', a .weights.h5 file"):
+        load_run(tiny_run["run"], weights=str(tmp_path / "nothing"))
+    with pytest.raises(ValueError, match="weights applies to run directories"):
+        ImageCaptioner.from_preset("small", weights="latest")
+
+
 def test_generate_on_every_input_kind_matches_tfcaption_load(run_captioner, tiny_run, images):
     import tensorflow as tf
 
@@ -83,7 +111,9 @@ def test_generate_on_every_input_kind_matches_tfcaption_load(run_captioner, tiny
     expected = [r["caption"] for r in predictor.caption(images["inputs"])]
     assert run_captioner.generate(images["inputs"]) == expected
     # The decoding module on the run's network, each image given as PNG bytes (how tfcaption.load read arrays).
-    model, vocab, run_config = load_run(tiny_run["run"])
+    loaded, run_config = load_run(tiny_run["run"])
+    assert isinstance(loaded, ImageCaptioner)
+    model, vocab = loaded.backbone, loaded.preprocessor.vocabulary
     encoded = images["bytes"][:2] + [tf.io.encode_png(a).numpy() for a in images["inputs"][2:]]
     batch = {"images": np.stack([decode_image(tf.constant(b), 32).numpy() for b in encoded]), "image_id": list("abcd")}
     direct = caption_batches(model, vocab, [batch], beam_size=run_config.decode.beam_size,

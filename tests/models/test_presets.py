@@ -71,12 +71,12 @@ def test_the_papers_run_settings():
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_parameter_counts_are_the_models(name):
-    from tfcaption.models import Captioner
+    from tfcaption.models import CaptionerBackbone
 
     preset = get_preset(name)
     overrides = {"image_encoder": {"weights": ""}} if preset.model_fields().get("image_encoder", {}).get(
         "type") in ("vit", "cnn") else {}  # the count does not depend on the weights; no download
-    model = Captioner(CaptionerConfig.from_preset(name, vocab_size=preset.params_vocab_size, **overrides))
+    model = CaptionerBackbone.from_preset_config(name, vocab_size=preset.params_vocab_size, **overrides)
     assert sum(int(np.prod(w.shape)) for w in model.weights) == preset.params
 
 

@@ -17,7 +17,7 @@ from tfcaption.config import RunConfig
 from tfcaption.data.vocabulary import build_vocabulary
 from tfcaption.evaluation import training_captions
 from tfcaption.layers.vit import VisionTransformer
-from tfcaption.models import Captioner, CaptionerConfig
+from tfcaption.models import CaptionerBackbone, CaptionerConfig
 from tfcaption.models.pretrained import load_pretrained, with_checkpoint_sizes, with_sizes_of
 from tfcaption.models.vit import ARCHITECTURES, CheckpointNotFoundError, vit_from_npz
 
@@ -60,7 +60,7 @@ def test_a_resumed_run_compares_equal_once_its_saved_sizes_fill_the_zeros(npz):
 
 @pytest.mark.parametrize("size", [32, 48])
 def test_image_encoder_tokens_are_the_checkpoints_tokens_of_scaled_pixels_projected(npz, size):
-    model = Captioner(with_checkpoint_sizes(vit_config(npz, image_size=size)))
+    model = CaptionerBackbone.from_model_config(with_checkpoint_sizes(vit_config(npz, image_size=size)))
     described = load_pretrained(model)
     assert npz in described and ("resized 4x4 -> 6x6" in described) == (size == 48)
     images = pixels(size)
@@ -104,7 +104,8 @@ def test_full_size_presets_build_their_papers_structure():
         "cnn", "vgg16", "sinusoid_2d", "sqrt_len_plus_dk")
     assert (spatial.model.intermediate_dim, spatial.train.learning_rate, spatial.data.max_caption_words) == (
         1024, 3e-4, 14)
-    model = Captioner(cptr.replace(image_encoder={**cptr.image_encoder.__dict__, "weights": ""}))
+    model = CaptionerBackbone.from_model_config(
+        cptr.replace(image_encoder={**cptr.image_encoder.__dict__, "weights": ""}))
     assert model.token_grid.to_dict() == {"rows": 24, "cols": 24, "prefix": 1}
     assert model.image_encoder.projection is None  # CPTR's decoder reads ViT-B's 768-wide tokens as they are
 
@@ -180,8 +181,8 @@ def test_a_frozen_cnn_backbone_keeps_its_weights_and_batchnorm_statistics_after_
 def test_pretrained_presets_in_mixed_bfloat16_give_float32_logits_close_to_float32(name):
     from tests.helpers.tiny import example_inputs, tiny_preset
 
-    full = Captioner(tiny_preset(name))
-    mixed = Captioner(tiny_preset(name, dtype_policy="mixed_bfloat16"))
+    full = CaptionerBackbone.from_model_config(tiny_preset(name))
+    mixed = CaptionerBackbone.from_model_config(tiny_preset(name, dtype_policy="mixed_bfloat16"))
     mixed.set_weights(full.get_weights())
     inputs = example_inputs(full)
     logits = np.asarray(mixed(inputs))

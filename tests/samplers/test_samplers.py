@@ -9,7 +9,7 @@ import keras
 from tests.helpers.tiny import word_ids
 from tfcaption import samplers
 from tfcaption.decoding import compiled_generator, decode, generate
-from tfcaption.models import Captioner, CaptionerConfig
+from tfcaption.models import CaptionerBackbone, CaptionerConfig
 from tfcaption.samplers import BeamSampler, GreedySampler, RandomSampler, TopKSampler, TopPSampler
 
 STEPS = 10
@@ -24,7 +24,7 @@ def model():
         "small", image_size=32, patch_size=8, hidden_dim=32, key_dim=8, intermediate_dim=64, memory_slots=4,
         vocab_size=16, max_length=12, dropout=0.0,
     )
-    model = Captioner(config)
+    model = CaptionerBackbone.from_model_config(config)
     kernel = model.decoder.output_dense.kernel
     kernel.assign(kernel * 4.0)
     return model
@@ -144,7 +144,7 @@ def test_min_length_holds(images, name):
     config = CaptionerConfig.from_preset("small", image_size=32, patch_size=8, hidden_dim=32, key_dim=8,
                                          intermediate_dim=64, memory_slots=4, vocab_size=16, max_length=12,
                                          dropout=0.0, output_bias=True)
-    model = Captioner(config)
+    model = CaptionerBackbone.from_model_config(config)
     bias = np.zeros(16, np.float32)
     bias[IDS.eos_id] = 30.0  # <eos> first, everywhere
     model.decoder.output_dense.bias.assign(bias)
@@ -231,7 +231,8 @@ def test_on_a_trained_run_a_seed_repeats_its_captions_and_other_seeds_differ(tin
     from tfcaption.data.pipeline import decode_image
     from tfcaption.training.run_directory import load_run
 
-    model, vocab, _ = load_run(tiny_run["run"])
+    captioner = load_run(tiny_run["run"])[0]
+    model, vocab = captioner.backbone, captioner.preprocessor.vocabulary
     size = model.image_encoder.image_size
     images = tf.stack([decode_image(tf.constant(r["image"]), size)
                        for r in read_records(tiny_shapes, "test").as_numpy_iterator()])

@@ -6,14 +6,14 @@ import pytest
 import tensorflow as tf
 
 from tests.helpers.tiny import TINY_MODEL
-from tfcaption.models import Captioner, CaptionerConfig
+from tfcaption.models import CaptionerBackbone, CaptionerConfig
 
 
 @pytest.mark.parametrize("preset", ["small", "cptr_small"])  # meshed (gates, every level) and transformer
 def test_k_captions_per_image_equal_the_decoder_on_k_copies_of_each_image(preset):
     config = CaptionerConfig.from_preset(preset, vocab_size=20, max_length=12, **{
         **TINY_MODEL, "encoder": {"num_layers": 2, "memory_slots": 4 if preset == "small" else 0}})
-    model = Captioner(config)
+    model = CaptionerBackbone.from_model_config(config)
     images = tf.random.stateless_uniform((3, 32, 32, 3), (1, 2), 0, 255)
     tokens = tf.random.stateless_uniform((3, 4, 9), (3, 4), 2, 20, tf.int32)
     encoded, mask = model.encode(images)
@@ -27,7 +27,7 @@ def test_k_captions_per_image_equal_the_decoder_on_k_copies_of_each_image(preset
             continue
         assert a.shape == b.shape
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
-    # The Captioner takes (B, k, T) tokens and gives (B, k, T, vocab) logits, image by image.
+    # The backbone takes (B, k, T) tokens and gives (B, k, T, vocab) logits, image by image.
     logits = model({"images": images, "tokens": tokens})
     assert logits.shape == (3, 4, 9, 20)
     np.testing.assert_allclose(np.reshape(logits, (12, 9, 20)), np.asarray(copies[0]), atol=1e-6)

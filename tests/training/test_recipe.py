@@ -44,6 +44,9 @@ def test_train_returns_the_report_and_model_writes_tensorboard_figures_and_resum
     assert len(result.history) == 1 and result.export_path == "" and result.blind_caption
     assert any(line.startswith("Vocabulary:") for line in lines)
     assert result.vocab.size == result.model.config.vocab_size
+    # The task the report was decoded with: the trained network, the vocabulary and the run's decode settings.
+    assert isinstance(result.captioner, tfcaption.ImageCaptioner) and result.captioner.backbone is result.model
+    assert result.captioner.preprocessor.vocabulary is result.vocab and result.captioner.beam_size == 2
 
     images, texts = tensorboard_summaries(os.path.join(result.run_dir, "logs"))
     assert sorted(images) == ["val_attention/0", "val_attention/1", "val_attention/2"]

@@ -16,7 +16,7 @@ from tests.helpers.tiny import tiny_preset
 from tfcaption.data.tokenizer import SpecialIds, Vocabulary
 from tfcaption.decoding import generate
 from tfcaption.metrics.coco import ptb_tokenize_python
-from tfcaption.models import Captioner
+from tfcaption.models import CaptionerBackbone
 from tfcaption.training.scst import (
     ScstReward, ScstStep, baseline, caption_mask, references_from_batch, sample_sequences, scst_loss,
     sequence_log_probs,
@@ -45,7 +45,7 @@ def _model(vocab, preset="small", seed=11, trained_specials=True):
     <bos> almost no probability, as cross-entropy training does (neither is ever a target); an untrained
     head proposes them as often as any word."""
     keras.utils.set_random_seed(seed)
-    model = Captioner(tiny_preset(preset, vocab_size=vocab.size, max_length=MAX_LENGTH,
+    model = CaptionerBackbone.from_model_config(tiny_preset(preset, vocab_size=vocab.size, max_length=MAX_LENGTH,
                                   output_bias=trained_specials))
     if trained_specials:
         bias = np.zeros(vocab.size, np.float32)

@@ -52,14 +52,14 @@ def main(argv=None):
     from tfcaption.metrics.coco import format_metrics_table
     from tfcaption.training.run_directory import load_run
 
-    model, vocab, run_config = load_run(args.model, weights=args.weights)
+    captioner, run_config = load_run(args.model, weights=args.weights)
     data, decode = run_config.data, run_config.decode
     spec = args.data or data.spec
     data_dir = resolve_dataset(spec, data.root, data.options if not args.data else {})
     splits = args.splits.split(",") if args.splits else evaluation_splits(data_dir, decode.eval_splits)
     blind = None if args.no_blind else blind_baseline(data_dir)
     report, predictions = evaluate_splits(
-        model, vocab, data_dir, splits, blind_caption=blind,
+        captioner, data_dir, splits, blind_caption=blind,
         beam_size=args.beam_size or decode.beam_size, sampler=sampler, max_steps=max_steps or data.max_decode_steps,
         batch_size=args.batch_size or decode.batch_size, use_java=False if args.no_java else None,
         collapse_repeats=args.collapse_repeats, jit_compile=not args.no_xla,

@@ -29,8 +29,8 @@ def main(argv=None):
     from tfcaption.export.saved_model import export_run
     from tfcaption.training.run_directory import load_run
 
-    model, vocab, run_config = load_run(args.model, weights=args.weights)
-    path = export_run(model, vocab, run_config, args.export_root, args.name, version=args.version,
+    captioner, run_config = load_run(args.model, weights=args.weights)
+    path = export_run(captioner, run_config, args.export_root, args.name, version=args.version,
                       beam_size=args.beam_size, max_steps=args.max_steps, max_pixels=args.max_pixels)
     print(path)
     return 0

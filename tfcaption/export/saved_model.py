@@ -77,10 +77,14 @@ class CaptionerModule(tf.Module):
     imports only TensorFlow. Beam size, the longest caption and the pixel
     limit are fixed here. Decoding may be XLA-compiled (`jit_compile`); it is
     off by default because TF Serving builds do not always include XLA.
+
+    Args:
+        captioner: a `tfcaption.ImageCaptioner` (its backbone and its preprocessor's vocabulary are exported).
     """
 
-    def __init__(self, model, vocab, beam_size=3, max_steps=None, jit_compile=False, max_pixels=DEFAULT_MAX_PIXELS):
+    def __init__(self, captioner, beam_size=3, max_steps=None, jit_compile=False, max_pixels=DEFAULT_MAX_PIXELS):
         super().__init__(name="tfcaption")
+        model, vocab = captioner._require_backbone(), captioner.preprocessor.vocabulary
         # The Keras model is kept out of the SavedModel's object graph on purpose: saving a Keras 3
         # variable writes a *copy* (a second tf.Variable) to the checkpoint while the traced functions
         # read the original, so TF1-style loaders (TF Serving, `saved_model_cli run`) restore the copy and
@@ -180,7 +184,7 @@ def next_version(model_dir):
     return max(versions, default=0) + 1
 
 
-def export_saved_model(model, vocab, export_root=DEFAULT_EXPORT_ROOT, model_name="captioner", version=None,
+def export_saved_model(captioner, export_root=DEFAULT_EXPORT_ROOT, model_name="captioner", version=None,
                        beam_size=3, max_steps=None, run_config=None, jit_compile=False,
                        max_pixels=DEFAULT_MAX_PIXELS):
     """Writes `export_root/model_name/version/` in TF Serving's layout and returns its path.
@@ -189,7 +193,8 @@ def export_saved_model(model, vocab, export_root=DEFAULT_EXPORT_ROOT, model_name
     so a serving process watching the directory never sees half a model, and
     an existing version is never overwritten. The vocabulary and the config
     (with the serving settings: beam size, max steps, image size, max_pixels,
-    patch grid, signature names) travel inside it as assets.
+    patch grid, signature names) travel inside it as assets. `captioner` is a
+    `tfcaption.ImageCaptioner`.
     """
     model_dir = os.path.join(export_root, model_name)
     version = next_version(model_dir) if version is None else int(version)
@@ -197,7 +202,8 @@ def export_saved_model(model, vocab, export_root=DEFAULT_EXPORT_ROOT, model_name
     if tf.io.gfile.exists(target):
         raise FileExistsError(f"Export version already exists, refusing to overwrite: {target}")
     tf.io.gfile.makedirs(model_dir)
-    module = CaptionerModule(model, vocab, beam_size, max_steps, jit_compile=jit_compile, max_pixels=max_pixels)
+    module = CaptionerModule(captioner, beam_size, max_steps, jit_compile=jit_compile, max_pixels=max_pixels)
+    model, vocab = module.model, module.vocab
     with tempfile.TemporaryDirectory() as assets_dir:
         vocab_path = vocab.save(os.path.join(assets_dir, "vocab.txt"))
         config_path = os.path.join(assets_dir, "config.json")
@@ -227,14 +233,14 @@ def export_saved_model(model, vocab, export_root=DEFAULT_EXPORT_ROOT, model_name
     return target
 
 
-def export_run(model, vocab, run_config, export_root=None, model_name=None, version=None, beam_size=None,
+def export_run(captioner, run_config, export_root=None, model_name=None, version=None, beam_size=None,
                max_steps=None, max_pixels=None):
     """`export_saved_model` with a run's settings: `run_config.export` and its caption length.
 
     Any argument given replaces the run's value (what tfcaption-export's flags do).
     """
     return export_saved_model(
-        model, vocab, export_root or run_config.export.root, model_name or run_config.export_name, version=version,
+        captioner, export_root or run_config.export.root, model_name or run_config.export_name, version=version,
         beam_size=beam_size or run_config.export.beam_size, max_steps=max_steps or run_config.data.max_decode_steps,
         run_config=run_config, max_pixels=max_pixels or DEFAULT_MAX_PIXELS,
     )

@@ -1,5 +1,6 @@
 """The captioning task (`ImageCaptioner`: a `CaptionerBackbone` and a `CaptionerPreprocessor`), the network
-built from a config (`Captioner`), and its configuration as data (`CaptionerConfig`, `PRESETS`).
+(`CaptionerBackbone`, from keyword arguments or `CaptionerBackbone.from_model_config(config)`), and its
+configuration as data (`CaptionerConfig`, `PRESETS`).
 
 The model classes are imported on first use, so reading configs and presets (the console scripts' argument
 parsers) does not start TensorFlow before `tfcaption.cli.common.quiet_tensorflow` has run.
@@ -7,10 +8,9 @@ parsers) does not start TensorFlow before `tfcaption.cli.common.quiet_tensorflow
 
 from tfcaption.models.config import PRESETS, CaptionerConfig
 
-__all__ = ["Captioner", "CaptionerBackbone", "CaptionerConfig", "CaptionerPreprocessor", "ImageCaptioner", "PRESETS"]
+__all__ = ["CaptionerBackbone", "CaptionerConfig", "CaptionerPreprocessor", "ImageCaptioner", "PRESETS"]
 
 _LAZY = {
-    "Captioner": "tfcaption.models.captioner",
     "CaptionerBackbone": "tfcaption.models.captioner_backbone",
     "CaptionerPreprocessor": "tfcaption.models.captioner_preprocessor",
     "ImageCaptioner": "tfcaption.models.image_captioner",

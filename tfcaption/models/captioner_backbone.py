@@ -212,3 +212,9 @@ class CaptionerBackbone(keras.Model):
         if "config" in config:  # saved by the former `Captioner`: {"config": {CaptionerConfig dict}, "name"}
             return cls.from_model_config(config.pop("config"), **config)
         return cls(**config)
+
+
+# `.keras` files written while the network had a second class, `Captioner(config)`, name it
+# "tfcaption>Captioner" with a `{"config": {...}}` layout: they load as the one network class (`from_config`
+# reads that layout). Only the lookup is aliased, so new files are saved as "tfcaption>CaptionerBackbone".
+keras.saving.get_custom_objects()["tfcaption>Captioner"] = CaptionerBackbone

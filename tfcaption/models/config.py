@@ -322,7 +322,7 @@ def _from_legacy(values, default_kind="patches"):
 
 @dataclasses.dataclass
 class CaptionerConfig:
-    """Everything needed to rebuild a `Captioner`; saved with every checkpoint and export.
+    """Everything needed to rebuild a `CaptionerBackbone`; saved with every checkpoint and export.
 
     Defaults are the paper's M2 sizes on ViT-B/16-sized patches; `tfcaption.models.presets.PRESETS` holds named
     variants. The

@@ -1,6 +1,7 @@
 """`ImageCaptioner`: the captioning task (a backbone and a preprocessor) with `from_preset`, `generate`, `fit`."""
 
 import os
+import sys
 
 import keras
 import numpy as np
@@ -50,7 +51,10 @@ class ImageCaptioner(keras.Model):
 
     - `ImageCaptioner.from_preset(name_or_path, vocabulary=None)`: a preset name (untrained, the preset's
       sizes; `ImageCaptioner.presets` lists them), a training run directory (`tfcaption-train` output or a
-      converted M2 checkpoint) or a `.keras` file.
+      converted M2 checkpoint; `weights="best" | "latest" | a weights file`) or a `.keras` file. Every run
+      loader (`tfcaption.load`, `tfcaption-evaluate`, `tfcaption-export`, `load_run`) goes through it.
+    - `ImageCaptioner.from_backbone(backbone, vocabulary, run_config=None)`: the task around a network already
+      built (the trainer's), as evaluation and export take it.
     - `generate(images, sampler=None, max_length=None, return_details=False)`: captions (a string for one
       image, a list for a list or a batch), decoded by any `tfcaption.samplers` sampler, XLA-compiled once
       per (sampler config, input shape).
@@ -112,7 +116,7 @@ class ImageCaptioner(keras.Model):
     presets = _ClassProperty(lambda cls: preset_table())
 
     @classmethod
-    def from_preset(cls, name_or_path, vocabulary=None, load_weights=True, **overrides):
+    def from_preset(cls, name_or_path, vocabulary=None, load_weights=True, weights="best", **overrides):
         """A captioner from a preset name, a training run directory or a `.keras` file.
 
         Args:
@@ -124,16 +128,23 @@ class ImageCaptioner(keras.Model):
             load_weights: for a preset: load the image encoder's pretrained checkpoint (`image_encoder.weights`:
                 Google's ViT `.npz`, keras.applications' ImageNet weights; downloaded once, or a local file)
                 as `tfcaption-train` does; False leaves it random.
+            weights: for a run directory: "best" (best.weights.h5, else the latest checkpoint), "latest" (the
+                latest training checkpoint), or the path of a `.weights.h5` file or checkpoint of that run's model.
             **overrides: for a preset: `CaptionerConfig` fields (e.g. `hidden_dim=64`, `decoder={"num_layers": 1}`).
         """
         path = os.fspath(name_or_path)
         if path.endswith(".weights.h5") or os.path.basename(os.path.normpath(path)) == "checkpoints":
             path = os.path.dirname(os.path.normpath(path))  # a run's weights: the run (as tfcaption.load reads it)
         if path in PRESETS:
+            if weights != "best":
+                raise ValueError("weights applies to run directories; a preset's weights are random or its "
+                                 "image encoder's checkpoint (load_weights).")
             return cls._from_preset_name(path, vocabulary, load_weights, overrides)
         if overrides or vocabulary is not None:
             raise ValueError("vocabulary and overrides apply to preset names only, not to saved models.")
         if path.endswith(".keras"):
+            if weights != "best":
+                raise ValueError("weights applies to run directories: a .keras file holds its own weights.")
             model = keras.saving.load_model(path)
             if not isinstance(model, cls):
                 raise ValueError(f"{path} holds a {type(model).__name__}, not an {cls.__name__}.")
@@ -147,7 +158,7 @@ class ImageCaptioner(keras.Model):
             if not RunDirectory(path).exists():
                 raise FileNotFoundError(f"{path} is not a tfcaption run or checkpoint directory (it has no "
                                         "config.json and vocab.txt).")
-            return cls._from_run(path)
+            return cls._from_run(path, weights)
         raise ValueError(f"{path!r} is not a preset ({', '.join(sorted(PRESETS))}), a run directory or a "
                          ".keras file.")
 
@@ -170,22 +181,41 @@ class ImageCaptioner(keras.Model):
         return captioner
 
     @classmethod
-    def _from_run(cls, path):
+    def _from_run(cls, path, weights="best", run_config=None):
+        """A run directory's captioner: its model config, vocabulary, decode settings and `weights` (see
+        `from_preset`); `run_config` if already read from that run's config.json."""
         from tfcaption.config import RunConfig
         from tfcaption.data.vocabulary import load_vocabulary
         from tfcaption.training.run_directory import RunDirectory, load_run_weights
 
         run = RunDirectory(path)
-        run_config = RunConfig.load(run.config)
+        run_config = run_config or RunConfig.load(run.config)
         backbone = CaptionerBackbone.from_model_config(run_config.model)
-        load_run_weights(backbone, path)
+        load_run_weights(backbone, path, weights)
+        return cls.from_backbone(backbone, load_vocabulary(run.vocab, run_config.data.tokenizer), run_config)
+
+    @classmethod
+    def from_backbone(cls, backbone, vocabulary, run_config=None):
+        """The task around a built (or trained) `backbone` and its `vocabulary` (a `Vocabulary` or its tokens).
+
+        With a `tfcaption.config.RunConfig`, its tokenizer, caption length and decode settings (what a run
+        directory loads as, and what the trainer evaluates and exports); without one, greedy search up to
+        the backbone's capacity and the vocabulary's own tokenizer.
+        """
         part = backbone.config.image_encoder
+        if run_config is not None:
+            tokenizer, words = run_config.data.tokenizer, run_config.data.max_caption_words
+            settings = {"beam_size": run_config.decode.beam_size, "max_length": run_config.data.max_decode_steps}
+        else:
+            # A WordPieceVocabulary exists only once its module is imported (which needs tensorflow-text).
+            wordpiece = sys.modules.get("tfcaption.data.wordpiece")
+            tokenizer = "wordpiece" if wordpiece and isinstance(vocabulary, wordpiece.WordPieceVocabulary) else "word"
+            words, settings = backbone.config.max_length - 2, {}
         preprocessor = CaptionerPreprocessor(
-            load_vocabulary(run.vocab, run_config.data.tokenizer), tokenizer=run_config.data.tokenizer,
-            input_key=backbone.input_key, image_size=getattr(part, "image_size", None),
-            feature_dim=getattr(part, "feature_dim", None), max_caption_words=run_config.data.max_caption_words)
-        return cls(backbone, preprocessor, beam_size=run_config.decode.beam_size,
-                   max_length=run_config.data.max_decode_steps)
+            vocabulary, tokenizer=tokenizer, input_key=backbone.input_key,
+            image_size=getattr(part, "image_size", None), feature_dim=getattr(part, "feature_dim", None),
+            max_caption_words=words)
+        return cls(backbone, preprocessor, **settings)
 
     def set_vocabulary(self, vocabulary):
         """Sets the vocabulary of a captioner built from a preset name, and builds its backbone to match."""

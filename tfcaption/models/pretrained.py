@@ -1,6 +1,6 @@
 """Pretrained image-encoder backbones in a run: sizes taken from the checkpoint, weights copied in.
 
-A `vit` or `cnn` image encoder with `weights` set is random when the `Captioner` is built (every model
+A `vit` or `cnn` image encoder with `weights` set is random when the `CaptionerBackbone` is built (every model
 is built from its config alone, so runs and exports restore their own weights without the
 checkpoint). A new run first takes the backbone's sizes from the checkpoint (`with_checkpoint_sizes`,
 so config.json records what was trained), then, when training starts from scratch,

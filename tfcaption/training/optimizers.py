@@ -11,7 +11,7 @@ class Optimizers:
     """The optimizers of one run, built for the model's trainable variables.
 
     Args:
-        model: the `Captioner` (its image encoder's `backbone_variables`, if any, may get their own Adam).
+        model: the `CaptionerBackbone` (its image encoder's `backbone_variables`, if any, may get their own Adam).
         config: the first phase's `TrainConfig` (Adam's betas and epsilon).
         schedule: `schedule(multiplier)` -> a learning-rate schedule; the backbone's is `schedule(multiplier)`
             with the image encoder's `backbone_lr_multiplier`.

@@ -24,9 +24,10 @@ class TrainResult:
     history: list  # one dict per epoch trained in this call (as history.jsonl)
     blind_caption: str
     export_path: str  # "" when the export is disabled
-    model: object
+    model: object  # the trained `CaptionerBackbone`
     vocab: object
     minutes: float
+    captioner: object = None  # the `tfcaption.ImageCaptioner` of the run (None on a multi-worker run's other workers)
 
 
 def resolve_run(run_config):
@@ -92,6 +93,7 @@ def train(run_config, log=print, strategy=None):
                                       training_captions, write_json)
     from tfcaption.export.saved_model import export_run
     from tfcaption.metrics.coco import format_metrics_table
+    from tfcaption.models.image_captioner import ImageCaptioner
     from tfcaption.training.run_directory import RunDirectory
     from tfcaption.training.trainer import Trainer
 
@@ -125,8 +127,9 @@ def train(run_config, log=print, strategy=None):
     log("Evaluating ...")
     blind = blind_baseline(data_dir)
     write_json(run.blind_baseline, {"caption": blind})
+    captioner = ImageCaptioner.from_backbone(model, vocab, run_config)  # the task the CLIs load this run as
     report, predictions = evaluate_splits(
-        model, vocab, data_dir, evaluation_splits(data_dir, decode.eval_splits), blind_caption=blind,
+        captioner, data_dir, evaluation_splits(data_dir, decode.eval_splits), blind_caption=blind,
         beam_size=decode.beam_size, max_steps=data.max_decode_steps, batch_size=decode.batch_size,
         jit_compile=run_config.train.jit_compile, use_java=None if decode.java else False, log=log,
     )
@@ -135,5 +138,6 @@ def train(run_config, log=print, strategy=None):
     log(format_metrics_table(report_rows(report)))
     log(f"Blind baseline caption: {blind!r}")
 
-    export_path = export_run(model, vocab, run_config) if run_config.export.enabled else ""
-    return TrainResult(run.path, report, history, blind, export_path, model, vocab, (time.time() - started) / 60)
+    export_path = export_run(captioner, run_config) if run_config.export.enabled else ""
+    return TrainResult(run.path, report, history, blind, export_path, model, vocab, (time.time() - started) / 60,
+                       captioner)

@@ -6,8 +6,6 @@ import tempfile
 
 import tensorflow as tf
 
-from tfcaption.data.vocabulary import load_vocabulary
-from tfcaption.models.captioner import Captioner
 from tfcaption.config import RunConfig
 
 
@@ -107,7 +105,7 @@ def training_checkpoint(model, optimizer=None, **progress):
 
 
 # best.weights.h5 groups of pixel models written before the image encoder owned its parts (one flat
-# `Captioner` with `stem`, `patches` and a `PatchEncoder` as `image_encoder`) -> where they live now.
+# model with `stem`, `patches` and a `PatchEncoder` as `image_encoder`) -> where they live now.
 # Region models kept their layout.
 LEGACY_WEIGHT_GROUPS = (
     ("layers/conv_stem", "image_encoder/stem"),
@@ -137,13 +135,16 @@ def load_weights(model, path):
 
 
 def load_run(path, weights="best"):
-    """Loads `(model, vocab, run_config)` from a run directory.
+    """Loads `(captioner, run_config)` from a run directory: a `tfcaption.ImageCaptioner` (as
+    `ImageCaptioner.from_preset(path, weights=...)` builds it) and the run's `RunConfig`.
 
     Args:
         path: the run directory (or its best.weights.h5 / checkpoints folder).
-        weights: "best" (best.weights.h5, falling back to the latest
-            checkpoint), or "latest" (the latest training checkpoint).
+        weights: "best" (best.weights.h5, falling back to the latest checkpoint), "latest" (the latest
+            training checkpoint), or the path of a `.weights.h5` file or checkpoint of this run's model.
     """
+    from tfcaption.models.image_captioner import ImageCaptioner
+
     if path.endswith(".weights.h5") or os.path.basename(os.path.normpath(path)) == "checkpoints":
         path = os.path.dirname(os.path.normpath(path))
     run = RunDirectory(path)
@@ -154,19 +155,34 @@ def load_run(path, weights="best"):
             f"{path} is not a tfcaption run or checkpoint directory (it has no config.json and vocab.txt)."
         )
     run_config = RunConfig.load(run.config)
-    vocab = load_vocabulary(run.vocab, run_config.data.tokenizer)
-    model = Captioner(run_config.model)
-    load_run_weights(model, path, weights)
-    return model, vocab, run_config
+    return ImageCaptioner._from_run(path, weights, run_config), run_config
 
 
 def load_run_weights(model, path, weights="best"):
     """Loads a run directory's weights into `model` (built from that run's model config).
 
-    `weights`: "best" (best.weights.h5, falling back to the latest checkpoint) or "latest". Returns the
-    file or checkpoint read; FileNotFoundError when the run has neither.
+    `weights`: "best" (best.weights.h5, falling back to the latest checkpoint), "latest", or the path of a
+    `.weights.h5` file or a training checkpoint (its prefix, as `tf.train.latest_checkpoint` gives it).
+    Returns the file or checkpoint read; FileNotFoundError when there is none.
     """
     run = RunDirectory(path)
+    if weights not in ("best", "latest"):
+        weights = os.fspath(weights)
+        if weights.endswith(".weights.h5"):
+            if not tf.io.gfile.exists(weights):
+                raise FileNotFoundError(f"No weights file {weights}.")
+            load_weights(model, weights)
+            return weights
+        if tf.io.gfile.isdir(weights):  # a checkpoints folder: its latest
+            latest = tf.train.latest_checkpoint(weights)
+            if latest is None:
+                raise FileNotFoundError(f"No checkpoint in {weights}.")
+            weights = latest
+        if not tf.io.gfile.exists(weights + ".index"):
+            raise FileNotFoundError(f"weights {weights!r} is not 'best', 'latest', a .weights.h5 file or a "
+                                    "training checkpoint.")
+        read_model_checkpoint(model, weights)
+        return weights
     if weights == "best" and tf.io.gfile.exists(run.best_weights):
         load_weights(model, run.best_weights)
         return run.best_weights

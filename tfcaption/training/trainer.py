@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from tfcaption.data import pipeline
 from tfcaption.data.records import input_kind, load_manifest
-from tfcaption.models.captioner import Captioner
+from tfcaption.models.captioner_backbone import CaptionerBackbone
 from tfcaption.models.pretrained import load_pretrained, with_checkpoint_sizes
 from tfcaption.training.batches import TrainBatches
 from tfcaption.training.budget import BudgetPlan, Calibration, measures_rate, on_plan, plan_run
@@ -44,7 +44,7 @@ def check_training_data(manifest, data_dir):
 
 
 class Trainer:
-    """Training of a `Captioner` under a tf.distribute strategy, in phases of one task each.
+    """Training of a `CaptionerBackbone` under a tf.distribute strategy, in phases of one task each.
 
     A task is teacher-forced cross-entropy ("xe", `tfcaption.training.xe`) or self-critical sequence
     training ("scst", `tfcaption.training.scst`); `train.phases` lists them (one phase of the `train`
@@ -91,7 +91,7 @@ class Trainer:
         self.best_weights = self.outputs.best_weights
 
         with self.strategy.scope():
-            self.model = Captioner(self.model_config)
+            self.model = CaptionerBackbone.from_model_config(self.model_config)
             self.image_size = self.model.image_encoder.image_size  # what the pipeline resizes to (None: features)
             self.batches = TrainBatches(data_dir, self.manifest, vocab, self.data_config, self.strategy,
                                         self.image_size)

@@ -4,7 +4,7 @@
 restricted_pickle  the allow-list unpickler both readers share (no torch, no arbitrary globals)
 checkpoint         the released .pth (legacy and zip serialisations) -> numpy state_dict
 vocab              the released vocab.pkl -> token list
-convert            state_dict + tokens -> Captioner weights -> a tfcaption run directory
+convert            state_dict + tokens -> CaptionerBackbone weights -> a tfcaption run directory
 features           HDF5 region features (coco_detections.hdf5) and Karpathy splits
 captioning         captioning and COCO evaluation from those features (`--features FILE.h5`)
 ```

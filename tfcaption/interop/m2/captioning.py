@@ -57,7 +57,7 @@ def caption_features(model_dir, features_path, image_ids=None, beam_size=None, a
         max_steps: decoding steps, <eos> included; default the run's `data.max_decode_steps`
             (20 for converted M2 checkpoints, as the reference).
         jit_compile: XLA-compile the decoder (worth it on GPU; graph mode otherwise).
-        weights: "best" or "latest", as `load_run`.
+        weights: "best", "latest" or a weights file, as `load_run`.
         max_regions: rows per image after zero-padding. Keep 50 for the released model: its encoder
             attends to padding rows too (nothing is masked, as released), so the amount of padding
             changes the captions, and the reference always pads to 50.
@@ -85,7 +85,8 @@ def _caption(model_dir, features_path, image_ids, beam_size, all_beams, batch_si
             raise ValueError("no images to caption: " + ("the list of image ids is empty." if image_ids is not None
                              else f"{features_path} holds no '<image_id>_features' datasets."))
         features.require(ids)
-        model, vocab, run_config = load_run(model_dir, weights=weights)
+        captioner, run_config = load_run(model_dir, weights=weights)
+        model, vocab = captioner.backbone, captioner.preprocessor.vocabulary
         _check_model(model, model_dir, features.feature_dim)
         beam_size = int(beam_size or run_config.decode.beam_size)
         max_steps = int(max_steps or run_config.data.max_decode_steps)

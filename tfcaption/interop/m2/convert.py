@@ -1,4 +1,4 @@
-"""Mapping the M2 authors' released checkpoint onto tfcaption's Captioner.
+"""Mapping the M2 authors' released checkpoint onto tfcaption's CaptionerBackbone.
 
 The released `state_dict` names (PyTorch, Linear weights stored (out, in))
 map one to one onto the Keras weights (kernels stored (in, out)). Every key
@@ -28,7 +28,7 @@ import numpy as np
 from tfcaption.interop.m2 import REFERENCE_BEAM_SIZE, REFERENCE_STEPS
 from tfcaption.interop.m2.checkpoint import load_state_dict
 from tfcaption.interop.m2.vocab import load_m2_vocab
-from tfcaption.models.captioner import Captioner
+from tfcaption.models.captioner_backbone import CaptionerBackbone
 from tfcaption.models.config import CaptionerConfig
 
 # Buffers of the authors' stateful decoding (empty at save time), not weights.
@@ -122,7 +122,7 @@ def weight_mapping(config):
 
 
 def load_m2_weights(model, state_dict):
-    """Assigns a released state_dict to a `Captioner`, checking every key and shape."""
+    """Assigns a released state_dict to a `CaptionerBackbone`, checking every key and shape."""
     weights = {w.path: w for w in model.weights}
     used_keys, used_weights = set(), set()
     for path, key, transpose in weight_mapping(model.config):
@@ -152,13 +152,13 @@ def load_m2_weights(model, state_dict):
 
 
 def convert_m2(state_dict, vocab_tokens, num_heads=8):
-    """Builds a reference-compatible `Captioner` from a released state_dict and its vocabulary."""
+    """Builds a reference-compatible `CaptionerBackbone` from a released state_dict and its vocabulary."""
     config = infer_config(state_dict, num_heads=num_heads)
     if len(vocab_tokens) != config.vocab_size:
         raise ConversionError(
             f"vocabulary has {len(vocab_tokens)} entries but the checkpoint's word embedding has {config.vocab_size}"
         )
-    model = Captioner(config)
+    model = CaptionerBackbone.from_model_config(config)
     return load_m2_weights(model, state_dict)
 
 
