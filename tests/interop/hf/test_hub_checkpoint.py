@@ -1,7 +1,10 @@
 """HubCheckpoint on the parity fixtures: every directory reads, tensors equal the files, tied weights, errors."""
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -9,6 +12,7 @@ from safetensors import safe_open
 from safetensors.numpy import save_file
 
 from tests.helpers.hf_fixture import BLIP_MODELS, CLIP_MODELS, manifest, model_dir
+from tests.helpers.paths import REPO_ROOT
 from tests.helpers.pickles import Writer
 from tfcaption.interop.hf import HubCheckpoint, HubCheckpointError, HubFilesNotFoundError
 from tfcaption.interop.torch_checkpoint import load_state_dict
@@ -205,3 +209,27 @@ def _strides(shape):
         strides.insert(0, step)
         step *= size
     return strides
+
+
+def test_v4_clip_vision_file_with_the_vision_model_prefix_reads_under_v5s_names(tmp_path):
+    directory = _copy(model_dir("clip_vision"), tmp_path / "v4", weights=False)
+    direct = _file_tensors("clip_vision")
+    save_file({"vision_model." + k: v for k, v in direct.items()}, str(directory / "model.safetensors"))
+    ckpt = HubCheckpoint(directory)
+    assert ckpt.names == list(direct)
+    key = "encoder.layers.2.mlp.fc1.weight"
+    np.testing.assert_array_equal(ckpt.require(key), direct[key])
+    assert "vision_model." + key not in ckpt
+
+
+def test_reading_a_checkpoint_loads_neither_torch_nor_tensorflow():
+    script = (
+        "import sys\n"
+        "from tfcaption.interop.hf import HubCheckpoint\n"
+        "for name in ('blip_a', 'blip_b'):\n"
+        "    ckpt = HubCheckpoint(f'tests/fixtures/hf/{name}')\n"
+        "    ckpt.tensors(), ckpt.tokenizer, ckpt.image_processor\n"
+        "assert 'torch' not in sys.modules and 'tensorflow' not in sys.modules, sorted(sys.modules)\n")
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True,
+                            timeout=120, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    assert result.returncode == 0, result.stderr

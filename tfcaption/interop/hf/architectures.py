@@ -3,7 +3,8 @@
 A checkpoint names its class in config.json's ``architectures``; files written without it (transformers'
 ``config.save_pretrained`` on a bare config) are recognised by ``model_type``. ``save_pretrained`` leaves tied
 weights out of the weight file: the ``tied`` mapping says where each comes from (absent name -> present name),
-used only while the config ties them.
+used only while the config ties them. ``renamed`` gives older files the names transformers v5 writes (v4's
+CLIPVisionModel kept its tower under ``vision_model.``; v5's has none), so one architecture has one naming.
 """
 
 from __future__ import annotations
@@ -25,12 +26,21 @@ class Architecture:
         tied: absent tensor name -> the tensor it equals, while the config ties word embeddings.
         tie_flag: the config entries (outer, inner) that say whether they are tied; True when absent, as in
             transformers.
+        renamed: (old prefix, new prefix) pairs: a file name starting with an old prefix is read under the new.
     """
 
     name: str
     model_type: str
     tied: dict = field(default_factory=dict)
     tie_flag: tuple = ("tie_word_embeddings",)
+    renamed: tuple = ()
+
+    def canonical(self, name: str) -> str:
+        """`name` as transformers v5 writes it for this architecture."""
+        for old, new in self.renamed:
+            if name.startswith(old):
+                return new + name[len(old):]
+        return name
 
     def tied_for(self, config: dict) -> dict[str, str]:
         """The tied mapping that applies to `config` (empty when it unties the embeddings)."""
@@ -50,7 +60,7 @@ ARCHITECTURES = (
         },
         tie_flag=("text_config", "tie_word_embeddings")),
     Architecture("CLIPModel", "clip"),
-    Architecture("CLIPVisionModel", "clip_vision_model"),
+    Architecture("CLIPVisionModel", "clip_vision_model", renamed=(("vision_model.", ""),)),
 )
 
 

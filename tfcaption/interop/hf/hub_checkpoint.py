@@ -64,6 +64,7 @@ class HubCheckpoint:
         self._architecture = architecture_of(self.config, str(path))
         self.tied = dict(self._architecture.tied_for(self.config) if tied is None else tied)
         self._weights = None
+        self._file_names = None  # name (v5's naming) -> name in the file
         self._tokenizer = None
         self._image_processor = None
 
@@ -86,12 +87,14 @@ class HubCheckpoint:
 
     @property
     def names(self) -> list[str]:
-        """Every tensor name: the files' (in their order), then the tied ones they leave out."""
-        present = self.weights.names
-        return present + [n for n, source in self.tied.items() if n not in set(present) and source in present]
+        """Every tensor name: the files' (in their order, as transformers v5 names them), then the tied ones
+        they leave out."""
+        present = self._present()
+        return list(present) + [n for n, source in self.tied.items() if n not in present and source in present]
 
     def __contains__(self, name: str) -> bool:
-        return name in self.weights.names or (name in self.tied and self.tied[name] in self.weights.names)
+        present = self._present()
+        return name in present or (name in self.tied and self.tied[name] in present)
 
     def require(self, name: str) -> np.ndarray:
         """Tensor `name` as a numpy array (floating point as float32), a tied one from its source.
@@ -100,25 +103,27 @@ class HubCheckpoint:
             HubCheckpointError: (one line) neither the weight files nor the tied mapping give `name`; names the
                 tensor and the file.
         """
-        try:
-            return self.weights.read(name)
-        except KeyError:
-            pass
+        present = self._present()
+        if name in present:
+            return self.weights.read(present[name])
         source = self.tied.get(name)
         if source is not None:
-            try:
-                return self.weights.read(source)
-            except KeyError:
-                raise HubCheckpointError(
-                    f"{self._where()}: no tensor {source!r}, nor {name!r}, which is tied to it") from None
-        raise HubCheckpointError(f"{self._where()}: no tensor {name!r} ({len(self.weights.names)} tensors in it)")
+            if source in present:
+                return self.weights.read(present[source])
+            raise HubCheckpointError(f"{self._where()}: no tensor {source!r}, nor {name!r}, which is tied to it")
+        raise HubCheckpointError(f"{self._where()}: no tensor {name!r} ({len(present)} tensors in it)")
+
+    def _present(self) -> dict[str, str]:
+        if self._file_names is None:
+            self._file_names = {self._architecture.canonical(n): n for n in self.weights.names}
+        return self._file_names
 
     def tensors(self, prefix: str | None = None) -> dict[str, np.ndarray]:
         """Name -> numpy array for every tensor (tied ones included); floating point as float32.
 
         Args:
             prefix: only the names starting with it, returned without it (``"vision_model."`` gives a CLIPModel's
-                vision tower under the names a CLIPVisionModel file written by transformers v5 uses).
+                vision tower under a CLIPVisionModel's names).
         """
         names = self.names if prefix is None else [n for n in self.names if n.startswith(prefix)]
         return {(n if prefix is None else n[len(prefix):]): self.require(n) for n in names}

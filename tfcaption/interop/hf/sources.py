@@ -90,8 +90,11 @@ def resolve_source(source: str | os.PathLike) -> Path:
 
 
 def _offline(huggingface_hub) -> bool:
-    variables = (os.environ.get("HF_HUB_OFFLINE"), os.environ.get("TRANSFORMERS_OFFLINE"))
-    return huggingface_hub.constants.HF_HUB_OFFLINE or any((v or "").upper() in _TRUE for v in variables)
+    # huggingface_hub's rule (the first of the two variables set), read now rather than at its import.
+    value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE")
+    if value is not None:
+        return value.upper() in _TRUE
+    return bool(huggingface_hub.constants.HF_HUB_OFFLINE)
 
 
 def _cache_dir() -> str | None:

@@ -36,13 +36,16 @@ class WeightFiles:
 
     def __init__(self, directory: str | Path):
         self.directory = Path(directory)
-        self._files = self._index()  # name -> file name in the directory
         self._loaded: dict[str, dict[str, np.ndarray]] = {}  # pytorch_model.bin files, read whole once
+        self._files = self._index()  # name -> file name in the directory
 
     @property
     def names(self) -> list[str]:
         """The tensor names, in the files' order."""
         return list(self._files)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._files
 
     def file_of(self, name: str) -> str:
         """The file (relative to the directory) holding `name`; KeyError when none does."""
@@ -58,9 +61,7 @@ class WeightFiles:
         file = self._files[name]
         if file.endswith(".safetensors"):
             return _float32(self._read_safetensor(file, name))
-        if file not in self._loaded:
-            self._loaded[file] = self._read_pytorch(file)
-        return _float32(self._loaded[file][name])
+        return _float32(self._read_pytorch(file)[name])
 
     def _index(self) -> dict[str, str]:
         d = self.directory
@@ -69,7 +70,7 @@ class WeightFiles:
         if (d / _SAFETENSORS_INDEX).is_file():
             return self._sharded(_SAFETENSORS_INDEX)
         if (d / _PYTORCH).is_file():
-            return dict.fromkeys(self._read_pytorch(_PYTORCH), _PYTORCH)
+            return dict.fromkeys(self._read_pytorch(_PYTORCH), _PYTORCH)  # a pickle lists its names only whole
         if (d / _PYTORCH_INDEX).is_file():
             return self._sharded(_PYTORCH_INDEX)
         raise HubFilesNotFoundError(
@@ -101,10 +102,12 @@ class WeightFiles:
     def _read_pytorch(self, file: str) -> dict[str, np.ndarray]:
         from tfcaption.interop.torch_checkpoint import CheckpointError, load_state_dict
 
-        try:
-            return load_state_dict(self.directory / file)
-        except CheckpointError as error:
-            raise HubCheckpointError(str(error)) from None
+        if file not in self._loaded:
+            try:
+                self._loaded[file] = load_state_dict(self.directory / file)
+            except CheckpointError as error:
+                raise HubCheckpointError(str(error)) from None
+        return self._loaded[file]
 
 
 def _float32(array: np.ndarray) -> np.ndarray:
