@@ -23,7 +23,7 @@ from tests.helpers.paths import REPO_ROOT
 from tests.helpers.pickles import Call, G, PersId, dumps, vocab_pickle
 from tfcaption.interop.m2.vocab import load_m2_vocab
 from tfcaption.interop.m2.convert import convert_m2
-from tfcaption.interop.m2.checkpoint import load_state_dict
+from tfcaption.interop.torch_checkpoint import load_state_dict
 from tfcaption.training.run_directory import load_run
 
 CHECKPOINT = FIXTURE / "m2_tiny.pth"

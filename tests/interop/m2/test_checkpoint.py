@@ -24,7 +24,7 @@ import pytest
 from tests.helpers.m2_fixture import FIXTURE, requires_fixture
 from tests.helpers.paths import REPO_ROOT
 from tests.helpers.pickles import Call, G, Get, PersId, Put, Raw, Writer, dumps, emit
-from tfcaption.interop.m2.checkpoint import CheckpointError, load_state_dict, load_torch_checkpoint
+from tfcaption.interop.torch_checkpoint import CheckpointError, load_state_dict, load_torch_checkpoint
 
 LEGACY = FIXTURE / "m2_tiny.pth"
 ZIPPED = FIXTURE / "m2_tiny_zip.pth"
@@ -120,7 +120,7 @@ def test_reader_needs_no_torch(tmp_path):
             spec.loader.exec_module(module)
             return module
 
-        tc = load("isolated_torch_checkpoint", "tfcaption/interop/m2/checkpoint.py")
+        tc = load("isolated_torch_checkpoint", "tfcaption/interop/torch_checkpoint.py")
         mv = load("isolated_m2_vocab", "tfcaption/interop/m2/vocab.py")
         a = tc.load_state_dict({str(LEGACY)!r})
         b = tc.load_state_dict({str(ZIPPED)!r})
@@ -230,7 +230,7 @@ def test_build_cannot_tamper_with_stand_ins(tmp_path):
         zf.writestr("archive/data.pkl", bytes(body))
     with pytest.raises(CheckpointError, match="malformed .*set state on torch._utils._rebuild_tensor_v2"):
         load_torch_checkpoint(path)
-    from tfcaption.interop.m2 import checkpoint as torch_checkpoint
+    from tfcaption.interop import torch_checkpoint
 
     assert torch_checkpoint._rebuild_tensor_v2.__defaults__ == (False, None, None)
 

@@ -17,7 +17,7 @@ from tfcaption.interop.m2.vocab import load_m2_vocab
 from tfcaption.decoding import decode
 from tfcaption.samplers import BeamSampler
 from tfcaption.interop.m2.convert import convert_m2, infer_config
-from tfcaption.interop.m2.checkpoint import load_state_dict
+from tfcaption.interop.torch_checkpoint import load_state_dict
 
 pytestmark = requires_fixture(*FILES)
 

@@ -26,7 +26,7 @@ import re
 import numpy as np
 
 from tfcaption.interop.m2 import REFERENCE_BEAM_SIZE, REFERENCE_STEPS
-from tfcaption.interop.m2.checkpoint import load_state_dict
+from tfcaption.interop.torch_checkpoint import load_state_dict
 from tfcaption.interop.m2.vocab import load_m2_vocab
 from tfcaption.models.captioner_backbone import CaptionerBackbone
 from tfcaption.models.config import CaptionerConfig

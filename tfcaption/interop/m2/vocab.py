@@ -16,7 +16,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from tfcaption.interop.m2.restricted_pickle import AllowListUnpickler, Guarded, MalformedPickle, load_or_raise
+from tfcaption.interop.restricted_pickle import AllowListUnpickler, Guarded, MalformedPickle, load_or_raise
 
 __all__ = ["M2_SPECIALS", "VocabularyError", "load_m2_vocab"]
 

@@ -1,7 +1,8 @@
 """Read PyTorch ``.pth`` checkpoints into numpy arrays without PyTorch.
 
-Why this module exists: the released Meshed-Memory Transformer weights are a PyTorch 1.1 checkpoint,
-and tfcaption must import them on machines that have TensorFlow but no PyTorch (and must not run the
+Why this module exists: the released Meshed-Memory Transformer weights are a PyTorch 1.1 checkpoint and
+Hugging Face repositories publish ``pytorch_model.bin`` files (PyTorch's zip serialisation), and tfcaption
+must import them on machines that have TensorFlow but no PyTorch (and must not run the
 authors' code). A ``.pth`` file is a pickle, and unpickling an untrusted file can execute arbitrary
 code, so the reader uses a restricted ``pickle.Unpickler`` that resolves only an allow-list of names
 (tensor rebuild functions, storage types, plain containers) to local stand-ins; everything else is
@@ -33,7 +34,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from tfcaption.interop.m2.restricted_pickle import AllowListUnpickler, Guarded, MalformedPickle, load_or_raise
+from tfcaption.interop.restricted_pickle import AllowListUnpickler, Guarded, MalformedPickle, load_or_raise
 
 __all__ = ["CheckpointError", "load_torch_checkpoint", "load_state_dict"]
 
