@@ -1,0 +1,1 @@
+"""Hugging Face Hub checkpoints (transformers' layouts) read without torch."""
