@@ -173,7 +173,7 @@ class BertTextDecoder(keras.layers.Layer):
         self.head_dense = keras.layers.Dense(self.hidden_dim, dtype=self.dtype_policy, name="head_dense")
         self.head_norm = keras.layers.LayerNormalization(name="head_norm", **norm)
 
-    def build(self, tokens_shape=None, encoder_shape=None):
+    def build(self, tokens_shape=None, encoder_outputs_shape=None):
         hidden = (None, None, self.hidden_dim)
         self.word_embedding.build(None)
         self.position_embedding.build(None)
