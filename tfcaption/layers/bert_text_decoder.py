@@ -48,7 +48,8 @@ class _BertDecoderLayer(keras.layers.Layer):
         def norm(name):
             return keras.layers.LayerNormalization(epsilon=layer_norm_epsilon, dtype=self.dtype_policy, name=name)
 
-        self.self_query, self.self_key, self.self_value = (dense(hidden_dim, f"self_{n}") for n in ("query", "key", "value"))
+        self.self_query, self.self_key, self.self_value = (
+            dense(hidden_dim, f"self_{n}") for n in ("query", "key", "value"))
         self.self_output, self.self_norm = dense(hidden_dim, "self_output"), norm("self_norm")
         self.cross_query, self.cross_key, self.cross_value = (
             dense(hidden_dim, f"cross_{n}") for n in ("query", "key", "value"))
@@ -114,7 +115,7 @@ class BertTextDecoder(keras.layers.Layer):
     are masked as self-attention keys in teacher forcing. The image's tokens may be wider than the text
     (`encoder_dim`): cross-attention keys and values are projected from that width. Encoder outputs are
     tfcaption's (B, N, R, d_vision) levels, of which the last is attended (BLIP has one: N = 1), or
-    (B, R, d_vision) tokens. Logits are float32.
+    (B, R, d_vision) tokens. Logits are float32. There is no dropout: BLIP's configs set every dropout to 0.
 
     Args:
         vocab_size: int. Vocabulary size (config `vocab_size`, `[DEC]` and `[ENC]` included).

@@ -90,7 +90,7 @@ class BlipVisionTower(keras.layers.Layer):
     Images of another size (static shape) get the patch position embeddings resized on the grid as
     transformers' `interpolate_pos_encoding=True` does (torch bicubic, a = -0.75, align_corners=False); at
     the model's own grid they are used as they are. Pixels are expected already normalised (BLIP's
-    processor: /255, then CLIP's mean and std).
+    processor: /255, then CLIP's mean and std). There is no dropout (BLIP's `attention_dropout` is 0).
 
     Args:
         image_size: int. The square input size the position table was trained for.

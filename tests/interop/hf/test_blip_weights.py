@@ -5,6 +5,7 @@ own pixel values (NCHW in the file, NHWC here) and token ids.
 """
 
 import functools
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ import tensorflow as tf
 
 from tests.helpers.hf_fixture import BLIP_MODELS, assert_close, config, expected, tensors
 from tfcaption import samplers
+from tfcaption.decoding.captioning import decode
 from tfcaption.interop.hf.blip_weights import (
     MissingTensorError,
     bert_text_decoder_arguments,
@@ -101,6 +103,23 @@ def test_greedy_search_compiles_with_xla_and_gives_the_same_ids():
                        text["bos_token_id"], reference.shape[1] - 1)
 
     np.testing.assert_array_equal(caption(_pixels(expected(name)["pixel_values"])).numpy(), reference[:, 1:])
+
+
+@pytest.mark.parametrize("name", BLIP_MODELS)
+def test_tfcaptions_decode_runs_the_decoder_and_records_its_attention(name):
+    """`tfcaption.decoding.captioning.decode`, the loop every caller uses, with the decoder as a model's."""
+    text = config(name)["text_config"]
+    reference = expected(name)["generate_greedy"]
+    _, decoder = _model(name)
+    model = SimpleNamespace(decoder=decoder, config=SimpleNamespace(
+        bos_id=text["bos_token_id"], eos_id=text["sep_token_id"], pad_id=text["pad_token_id"]))
+    image_tokens = _image_tokens(name)
+    out = decode(model, image_tokens, None, samplers.GreedySampler(), reference.shape[1] - 1, return_attention=True)
+    np.testing.assert_array_equal(out["tokens"][:, 0].numpy(), reference[:, 1:])
+    attention = out["attention"].numpy()  # (B, 1 sequence, T, 1 level, 1 + patches)
+    assert attention.shape == (3, 1, reference.shape[1] - 1, 1, image_tokens.shape[2])
+    live = reference[:, 1:] != text["pad_token_id"]
+    np.testing.assert_allclose(attention[:, 0, :, 0].sum(-1)[live], 1.0, rtol=1e-5)
 
 
 def test_cross_attention_input_width_is_the_vision_width():
