@@ -45,3 +45,21 @@ def assert_close(actual, reference, atol=None):
     assert actual.shape == reference.shape, (actual.shape, reference.shape)
     excess = np.abs(actual - reference) - atol * (1 + np.abs(reference))
     assert excess.max() <= 0, f"off by up to {excess.max():.3g} past atol {atol} * (1 + |reference|)"
+
+
+def tensors(name):
+    """The fixture checkpoint's weights as {name: numpy array}, read without torch (safetensors' numpy reader,
+    or the restricted unpickler for pytorch_model.bin)."""
+    directory = model_dir(name)
+    if (directory / "model.safetensors").exists():
+        from safetensors.numpy import load_file
+
+        return load_file(str(directory / "model.safetensors"))
+    from tfcaption.interop.m2.checkpoint import load_state_dict
+
+    return load_state_dict(str(directory / "pytorch_model.bin"))
+
+
+def config(name):
+    """The fixture checkpoint's config.json as a dict."""
+    return json.loads((model_dir(name) / "config.json").read_text())
