@@ -30,6 +30,7 @@ picks either by name (``"word"``, the default, or ``"wordpiece"``).
 from __future__ import annotations
 
 import collections
+import dataclasses
 import functools
 import re
 import unicodedata
@@ -45,6 +46,7 @@ __all__ = [
     "EOS",
     "normalize_caption",
     "normalize_caption_tf",
+    "SpecialIds",
     "Vocabulary",
     "swap_left_right",
 ]
@@ -124,6 +126,37 @@ def _swap_left_right_rows(words: tf.RaggedTensor, flip) -> tf.RaggedTensor:
     return words.with_flat_values(tf.where(row_flip, swap_left_right(flat), flat))
 
 
+@dataclasses.dataclass(frozen=True)
+class SpecialIds:
+    """The token ids decoding and training take from a tokenizer, never from the model.
+
+    `pad_id` fills token rows after the end (teacher forcing masks it, the loss skips it), `bos_id` is the
+    first decoder input, and `eos_id` ends a caption. Each tokenizer has its own: the word and WordPiece
+    vocabularies use M2's (1, 2, 3); other tokenizers differ. `SpecialIds.of` reads them from a vocabulary,
+    a `CaptionerPreprocessor` or another `SpecialIds`.
+
+    Example:
+        >>> SpecialIds.of(Vocabulary.build(["a circle"]))
+        SpecialIds(pad_id=1, bos_id=2, eos_id=3)
+    """
+
+    pad_id: int
+    bos_id: int
+    eos_id: int
+
+    @classmethod
+    def of(cls, source) -> "SpecialIds":
+        """The ids of `source`: a `SpecialIds`, or anything with `pad_id`, `bos_id` and `eos_id` (a
+        `Vocabulary`, `WordPieceVocabulary` or `CaptionerPreprocessor`)."""
+        if isinstance(source, cls):
+            return source
+        try:
+            return cls(int(source.pad_id), int(source.bos_id), int(source.eos_id))
+        except AttributeError:
+            raise TypeError("special ids come from a tokenizer: pass a Vocabulary, a CaptionerPreprocessor or a "
+                            f"SpecialIds, got {type(source).__name__}.") from None
+
+
 class Vocabulary:
     """Word <-> id mapping with the M2 special tokens at ids 0..3.
 
@@ -140,6 +173,11 @@ class Vocabulary:
     """
 
     unk_id, pad_id, bos_id, eos_id = 0, 1, 2, 3
+
+    @property
+    def special_ids(self) -> SpecialIds:
+        """`SpecialIds` of this vocabulary: what decoding and training read."""
+        return SpecialIds.of(self)
 
     def __init__(self, tokens: Sequence[str]):
         tokens = [str(t) for t in tokens]
