@@ -47,6 +47,25 @@ def blip(request):
     return request.param, fixture_tokenizer(request.param), manifest()["models"][request.param]
 
 
+def test_from_directory_reads_the_published_and_v5_layouts_as_the_json_files_say(blip):
+    name, tok, _ = blip
+    assert BertTokenizer.from_directory(model_dir(name)) == tok
+
+
+def test_from_directory_appends_the_named_special_tokens_a_vocab_txt_lacks(tmp_path):
+    (tmp_path / "vocab.txt").write_text("\n".join(CLEANUP_TOKENS[:-2]) + "\n", encoding="utf-8")
+    (tmp_path / "special_tokens_map.json").write_text(json.dumps(
+        {"bos_token": {"content": "[DEC]"}, "additional_special_tokens": ["[ENC]"]}), encoding="utf-8")
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": True, "bos_token": None}))
+    tok = BertTokenizer.from_directory(tmp_path)
+    assert tok.tokens == CLEANUP_TOKENS and tok.bos_id == 31 and tok.special_token_ids == [0, 1, 2, 3, 4, 31, 32]
+    (tmp_path / "added_tokens.json").write_text(json.dumps({"[DEC]": 40}))
+    with pytest.raises(ValueError, match="token ids are not 0..n-1"):
+        BertTokenizer.from_directory(tmp_path)
+    with pytest.raises(FileNotFoundError, match="has no tokenizer: put the checkpoint's vocab.txt or tokenizer.json"):
+        BertTokenizer.from_directory(tmp_path / "missing")
+
+
 def test_special_ids_are_the_fixtures_dec_sep_and_pad(blip):
     _, tok, spec = blip
     ids = spec["token_ids"]

@@ -52,6 +52,8 @@ from __future__ import annotations
 
 import collections
 import functools
+import json
+import os
 import re
 import unicodedata
 from typing import Iterable, Optional, Sequence
@@ -213,6 +215,67 @@ class BertTokenizer:
                                  "added tokens (BLIP adds [DEC] and [ENC] after vocab.txt).")
         self._special = frozenset(self._ids[t] for t in named.values())
         self._fast = None
+
+    @classmethod
+    def from_directory(cls, directory) -> "BertTokenizer":
+        """The tokenizer of a checkpoint directory in the Hugging Face Hub's layout, as transformers v5 builds it.
+
+        The vocabulary is tokenizer.json's ``model.vocab`` (v5 writes no vocab.txt) or vocab.txt, then the
+        added tokens past it (tokenizer.json's ``added_tokens``, tokenizer_config.json's
+        ``added_tokens_decoder``, added_tokens.json) in id order, then any named special token still missing
+        (``bos_token`` ``[DEC]`` and the extra ones, as BLIP adds them). The options come from
+        tokenizer_config.json (v5 rebuilds BERT's normaliser and decoder from it), the special tokens from it
+        or special_tokens_map.json.
+
+        Raises:
+            FileNotFoundError: naming the directory, when it has neither vocab.txt nor tokenizer.json.
+            ValueError: naming the directory, when the ids are not 0..n-1.
+        """
+        directory = os.fspath(directory)
+
+        def read(name):
+            path = os.path.join(directory, name)
+            if not os.path.isfile(path):
+                return {}
+            with open(path, encoding="utf-8") as f:
+                return json.load(f)
+
+        config, spec = read("tokenizer_config.json"), read("tokenizer.json")
+        specials_map = read("special_tokens_map.json")
+        vocab_txt = os.path.join(directory, "vocab.txt")
+        if spec.get("model", {}).get("vocab"):
+            vocab = spec["model"]["vocab"]
+            tokens = sorted(vocab, key=vocab.get)
+            ids = [vocab[t] for t in tokens]
+        elif os.path.isfile(vocab_txt):
+            with open(vocab_txt, encoding="utf-8") as f:
+                tokens = [line.rstrip("\n") for line in f]
+            ids = range(len(tokens))
+        else:
+            raise FileNotFoundError(f"{directory} has no tokenizer: put the checkpoint's vocab.txt or tokenizer.json "
+                                    "there (with tokenizer_config.json).")
+        added = {int(a["id"]): a["content"] for a in spec.get("added_tokens", [])}
+        added.update({int(i): a["content"] for i, a in config.get("added_tokens_decoder", {}).items()})
+        added.update({int(i): t for t, i in read("added_tokens.json").items()})
+        after = sorted(i for i in added if i >= len(tokens))
+        if after != list(range(len(tokens), len(tokens) + len(after))) or list(ids) != list(range(len(tokens))):
+            raise ValueError(f"{directory}: the token ids are not 0..n-1 (vocabulary {len(tokens)}, added {after}).")
+        tokens += [added[i] for i in after]
+
+        def option(key, default=None):
+            value = config.get(key)
+            value = specials_map.get(key, default) if value is None else value
+            return value["content"] if isinstance(value, dict) else value
+
+        extra = option("extra_special_tokens") or option("additional_special_tokens") or []
+        extra = [t["content"] if isinstance(t, dict) else t for t in extra]
+        names = {key: option(key, default) for key, default in (
+            ("pad_token", "[PAD]"), ("unk_token", "[UNK]"), ("cls_token", "[CLS]"), ("sep_token", "[SEP]"),
+            ("mask_token", "[MASK]"), ("bos_token", "[DEC]"))}
+        tokens += [t for t in dict.fromkeys([names["bos_token"], *extra]) if t not in tokens]
+        return cls(tokens, do_lower_case=config.get("do_lower_case", True), strip_accents=config.get("strip_accents"),
+                   tokenize_chinese_chars=config.get("tokenize_chinese_chars", True), extra_special_tokens=extra,
+                   clean_up_tokenization_spaces=config.get("clean_up_tokenization_spaces", False), **names)
 
     # ------------------------------------------------------------------ ids and tokens
     @property
