@@ -48,16 +48,11 @@ def assert_close(actual, reference, atol=None):
 
 
 def tensors(name):
-    """The fixture checkpoint's weights as {name: numpy array}, read without torch (safetensors' numpy reader,
-    or the restricted unpickler for pytorch_model.bin)."""
-    directory = model_dir(name)
-    if (directory / "model.safetensors").exists():
-        from safetensors.numpy import load_file
+    """The fixture checkpoint's weights as {name: float32 numpy array}, read as tfcaption reads any Hub
+    checkpoint (`HubCheckpoint`: safetensors, or the restricted unpickler for pytorch_model.bin)."""
+    from tfcaption.interop.hf import HubCheckpoint
 
-        return load_file(str(directory / "model.safetensors"))
-    from tfcaption.interop.m2.checkpoint import load_state_dict
-
-    return load_state_dict(str(directory / "pytorch_model.bin"))
+    return HubCheckpoint(model_dir(name)).tensors()
 
 
 def config(name):

@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from tests.helpers.hf_fixture import BLIP_MODELS, assert_close, config, expected, tensors
 from tfcaption import samplers
+from tfcaption.data.tokenizer import SpecialIds
 from tfcaption.decoding.captioning import decode
 from tfcaption.interop.hf.blip_weights import (
     MissingTensorError,
@@ -111,10 +112,11 @@ def test_tfcaptions_decode_runs_the_decoder_and_records_its_attention(name):
     text = config(name)["text_config"]
     reference = expected(name)["generate_greedy"]
     _, decoder = _model(name)
-    model = SimpleNamespace(decoder=decoder, config=SimpleNamespace(
-        bos_id=text["bos_token_id"], eos_id=text["sep_token_id"], pad_id=text["pad_token_id"]))
+    model = SimpleNamespace(decoder=decoder)
+    ids = SpecialIds(pad_id=text["pad_token_id"], bos_id=text["bos_token_id"], eos_id=text["sep_token_id"])
     image_tokens = _image_tokens(name)
-    out = decode(model, image_tokens, None, samplers.GreedySampler(), reference.shape[1] - 1, return_attention=True)
+    out = decode(model, image_tokens, None, samplers.GreedySampler(), reference.shape[1] - 1, return_attention=True,
+                 special_ids=ids)
     np.testing.assert_array_equal(out["tokens"][:, 0].numpy(), reference[:, 1:])
     attention = out["attention"].numpy()  # (B, 1 sequence, T, 1 level, 1 + patches)
     assert attention.shape == (3, 1, reference.shape[1] - 1, 1, image_tokens.shape[2])
