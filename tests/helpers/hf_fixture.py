@@ -45,3 +45,24 @@ def assert_close(actual, reference, atol=None):
     assert actual.shape == reference.shape, (actual.shape, reference.shape)
     excess = np.abs(actual - reference) - atol * (1 + np.abs(reference))
     assert excess.max() <= 0, f"off by up to {excess.max():.3g} past atol {atol} * (1 + |reference|)"
+
+
+def config(name):
+    """`name`'s config.json as a dict."""
+    return json.loads((model_dir(name) / "config.json").read_text())
+
+
+def state_dict(name):
+    """`name`'s weights file as {tensor name: numpy array}, as the file stores them (float16 stays float16).
+
+    Stands in for the Hub checkpoint reader (tfcaption/interop/hf/) until it lands: safetensors' numpy
+    loader, or the project's restricted unpickler for pytorch_model.bin.
+    """
+    weights = model_dir(name) / manifest()["models"][name]["weights_file"]
+    if weights.suffix == ".safetensors":
+        from safetensors.numpy import load_file
+
+        return load_file(str(weights))
+    from tfcaption.interop.m2.checkpoint import load_state_dict
+
+    return load_state_dict(weights)
