@@ -1,4 +1,5 @@
 from tfcaption.layers.clip_encoder_layer import ClipEncoderLayer
+from tfcaption.layers.clip_image_encoder import ClipImageEncoder
 from tfcaption.layers.clip_vision_tower import ClipVisionTower
 from tfcaption.layers.cnn_image_encoder import CnnImageEncoder
 from tfcaption.layers.conv_stem import ConvStem
@@ -19,7 +20,7 @@ from tfcaption.layers.vit import VisionTransformer, VitBlock
 from tfcaption.layers.vit_image_encoder import VitImageEncoder
 
 __all__ = [
-    "BackboneMixin", "CaptionDecoder", "CheckpointNotFoundError", "ClipEncoderLayer", "ClipVisionTower", "CnnImageEncoder", "ConvStem", "CrossAttention", "DecoderLayer", "MemoryAugmentedAttention",
+    "BackboneMixin", "CaptionDecoder", "CheckpointNotFoundError", "ClipEncoderLayer", "ClipImageEncoder", "ClipVisionTower", "CnnImageEncoder", "ConvStem", "CrossAttention", "DecoderLayer", "MemoryAugmentedAttention",
     "MemoryAugmentedEncoder", "MemoryAugmentedEncoderLayer", "MeshedCrossAttention", "MeshedDecoder",
     "MeshedDecoderLayer", "PatchEncoder", "PatchImageEncoder", "Patches", "PositionWiseFeedForward",
     "RegionEncoder", "TokenGrid", "TransformerDecoder", "TransformerDecoderLayer",

@@ -6,11 +6,16 @@ A full `CLIPModel` file also holds the text tower, both projections and the logi
 are read. TensorFlow-free apart from the assignment into the (Keras) tower.
 """
 
+import json
+import os
 from typing import Mapping
 
 import numpy as np
 
-__all__ = ["ClipWeightsError", "clip_vision_arguments", "clip_vision_state", "load_clip_vision_weights"]
+__all__ = ["ClipWeightsError", "clip_vision_arguments", "clip_vision_state", "load_clip_vision_weights",
+           "clip_checkpoint_dir", "read_clip_checkpoint"]
+
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 VISION_PREFIX = "vision_model."
 # transformers' CLIPVisionConfig defaults: config.json may leave out a field equal to them.
@@ -121,3 +126,45 @@ def load_clip_vision_weights(tower, state: Mapping[str, np.ndarray]):
     for variable, array in pairs:
         variable.assign(array)
     return tower
+
+
+def clip_checkpoint_dir(weights):
+    """The local checkpoint directory `weights` names; a missing one is `CheckpointNotFoundError` (a
+    `FileNotFoundError`) saying what to put where (`hf://` sources need the Hub reader, which fetches them
+    into a directory first)."""
+    from tfcaption.layers.image_encoder import CheckpointNotFoundError
+
+    if weights.startswith("hf://"):
+        raise CheckpointNotFoundError(f"model.image_encoder.weights {weights}: hf:// sources are not readable in this "
+                                "build yet; download the repository (config.json, model.safetensors) and give its "
+                                "directory.")
+    path = os.path.expanduser(weights)
+    if not os.path.isfile(os.path.join(path, "config.json")):
+        raise CheckpointNotFoundError(f"model.image_encoder.weights {weights}: no config.json there; put a CLIP "
+                                f"checkpoint's config.json and {' or '.join(WEIGHT_FILES)} in that directory.")
+    return path
+
+
+def read_clip_checkpoint(directory, weights=True):
+    """`(config.json's dict, state dict or None)` of a checkpoint directory in the Hub's layout.
+
+    Stands in for the Hub checkpoint reader: safetensors' numpy loader (the `hf` extra), or
+    `pytorch_model.bin` through the restricted unpickler."""
+    with open(os.path.join(directory, "config.json"), encoding="utf-8") as f:
+        config = json.load(f)
+    if not weights:
+        return config, None
+    for name in WEIGHT_FILES:
+        path = os.path.join(directory, name)
+        if not os.path.isfile(path):
+            continue
+        if name.endswith(".safetensors"):
+            try:
+                from safetensors.numpy import load_file
+            except ImportError:
+                raise ImportError(f"{path}: reading .safetensors needs safetensors: pip install tfcaption[hf]") from None
+            return config, load_file(path)
+        from tfcaption.interop.m2.checkpoint import load_state_dict
+
+        return config, load_state_dict(path)
+    raise FileNotFoundError(f"{directory}: no {' or '.join(WEIGHT_FILES)}; put the checkpoint's weights file there.")
