@@ -113,3 +113,12 @@ def test_quick_gelu_and_gelu_forms():
     np.testing.assert_allclose(np.asarray(activation(x, "quick_gelu")), x / (1 + np.exp(-1.702 * x)), rtol=1e-6,
                                atol=1e-7)
     np.testing.assert_allclose(np.asarray(activation(x, "gelu")), np.asarray(keras.ops.gelu(x, approximate=False)))
+
+
+def test_xla_compiled_tower_gives_the_same_tokens():
+    import tensorflow as tf
+
+    tower = _tower("clip_full", "penultimate")
+    pixels = _pixels("clip_full")
+    compiled = tf.function(lambda x: tower(x), jit_compile=True)
+    hf.assert_close(compiled(tf.constant(pixels)), hf.expected("clip_full")["hidden_states_penultimate"])

@@ -177,7 +177,7 @@ def test_a_frozen_cnn_backbone_keeps_its_weights_and_batchnorm_statistics_after_
     assert any("patch_encoder" in path for path in moved)
 
 
-@pytest.mark.parametrize("name", ["cptr", "vit_m2", "spatial_attention"])
+@pytest.mark.parametrize("name", ["cptr", "vit_m2", "spatial_attention", "clip_m2", "clip_transformer"])
 def test_pretrained_presets_in_mixed_bfloat16_give_float32_logits_close_to_float32(name):
     from tests.helpers.tiny import example_inputs, tiny_preset
 
