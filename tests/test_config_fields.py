@@ -212,12 +212,16 @@ def test_the_shapes_datasets_options_are_checked_with_the_run_config():
 
 def test_choices_agree_with_the_code_that_reads_them():
     from tfcaption.layers.image_encoder import BACKBONE_TRAINING
-    from tfcaption.models.config import CnnConfig, VitConfig
+    from tfcaption.layers.clip_encoder_layer import CLIP_ACTIVATIONS
+    from tfcaption.layers.clip_vision_tower import OUTPUT_LAYER_NAMES
+    from tfcaption.models.config import ClipConfig, CnnConfig, VitConfig
     from tfcaption.training.precision import POLICIES
 
     assert typing.get_args(field_types(CaptionerConfig)["dtype_policy"]) == POLICIES
-    for part in (VitConfig, CnnConfig):
+    for part in (VitConfig, CnnConfig, ClipConfig):
         assert typing.get_args(field_types(part)["train_backbone"]) == BACKBONE_TRAINING
+    assert typing.get_args(field_types(ClipConfig)["hidden_act"]) == CLIP_ACTIVATIONS
+    assert typing.get_args(field_types(ClipConfig)["output_layer"]) == tuple(OUTPUT_LAYER_NAMES)
 
 
 # Every option of every source scheme (prepare options included), given a wrong value: (scheme, field, value).

@@ -28,7 +28,7 @@ def test_an_unknown_flag_is_one_line_exit_2(module, capsys):
 
 
 @pytest.mark.parametrize("module, argv, message", [
-    ("train", ["--preset", "m2_region"], "argument --preset: invalid choice: 'm2_region' (choose from cptr, "),
+    ("train", ["--preset", "m2_region"], "argument --preset: invalid choice: 'm2_region' (choose from clip_m2, "),
     ("train", ["--task", "sct"], "argument --task: invalid choice: 'sct' (choose from xe, scst; did you mean"),
     ("train", ["--strategy", "gpu"], "argument --strategy: invalid choice: 'gpu' (choose from auto, default, "),
     ("evaluate", ["--weights", "last"], "argument --weights: invalid choice: 'last' (choose from best, latest; "

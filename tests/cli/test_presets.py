@@ -182,3 +182,34 @@ def test_each_preset_and_dataset_gets_its_own_default_run_directory_and_savedmod
     assert resolved("--preset", "m2", "--data", "/data/prepared/coco-karpathy/")[0] == os.path.join(
         "runs", "coco-karpathy-m2")
     assert resolved("--preset", "spatial_small", "--output-dir", "mine", "--set", "export.model_name=x") == ("mine", "x")
+
+
+@pytest.mark.parametrize("name", ["clip_m2", "clip_transformer"])
+def test_clip_preset_loads_a_local_checkpoint_trains_exports_and_serves(name, tiny_shapes, data_root, tmp_path,
+                                                                         tensorflow_only):
+    from tests.helpers import hf_fixture
+
+    # the fixture CLIPModel (32 px, patch 8, 32 wide, 3 layers) in place of openai/clip-vit-base-patch16
+    tower = {"weights": str(hf_fixture.model_dir("clip_full")), "image_size": 0, "patch_size": 0, "width": 0,
+             "num_heads": 0, "num_layers": 0, "mlp_dim": 0}
+    run_dir, export = _train(name, tmp_path, data_root, [f"data.options={json.dumps(TINY_SHAPES)}"] +
+                             model_sets({"image_encoder": tower}))
+    _check_report(run_dir, "test")
+    part = RunConfig.load(os.path.join(run_dir, "config.json")).model.image_encoder
+    assert (part.type, part.image_size, part.patch_size, part.width, part.num_layers, part.train_backbone) == (
+        "clip", 32, 8, 32, 3, "frozen")
+    from tfcaption.data.records import read_records
+
+    images = [r["image"] for r in read_records(tiny_shapes, "test").take(3).as_numpy_iterator()]
+    served = _served_in_tensorflow_only(tensorflow_only, export, images, "image_bytes")
+    assert served == [r["caption"] for r in tfcaption.load(run_dir, beam_size=2).caption(images)]
+    with open(os.path.join(export, "assets", "config.json")) as f:
+        assert json.load(f)["serving"]["token_grid"] == {"rows": 4, "cols": 4, "prefix": 1}
+
+
+def test_a_clip_preset_without_its_checkpoint_is_one_line_exit_2(tiny_shapes, data_root, tmp_path, capsys):
+    args = ["--preset", "clip_m2", "--output-dir", str(tmp_path / "c"), "--epochs", "1",
+            "--set", f"data.root={data_root}", "--set", f"data.options={json.dumps(TINY_SHAPES)}"]
+    assert train_cli.main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "hf://openai/clip-vit-base-patch16" in err and "give its directory" in err

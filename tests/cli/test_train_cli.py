@@ -78,7 +78,7 @@ def test_an_unknown_preset_is_refused_with_the_choices(capsys):
         train_cli.main(["--preset", "m3"])
     err = capsys.readouterr().err
     assert stopped.value.code == 2 and err.count("\n") == 1, err  # one line, no usage above it
-    assert err.startswith("tfcaption-train: error: argument --preset: invalid choice: 'm3' (choose from cptr, ")
+    assert err.startswith("tfcaption-train: error: argument --preset: invalid choice: 'm3' (choose from clip_m2, ")
     with pytest.raises(SystemExit) as stopped:
         train_cli.main(["--preset", "smal"])
     err = capsys.readouterr().err

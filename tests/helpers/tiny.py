@@ -46,8 +46,8 @@ def tiny_train_args(output_dir, data_root, export_root, epochs=2):
 
 def tiny_overrides(name):
     """CaptionerConfig fields that shrink preset `name` to test size while keeping its structure (part
-    types, memory or not, scale, positions, conv stem, ViT projection or not): pixel presets at 32 px or
-    two patches a side, ViT and CNN backbones at 32 px with random weights, region presets with 12-value
+    types, memory or not, scale, positions, conv stem, ViT / CLIP projection or not): pixel presets at 32 px or
+    two patches a side, ViT, CLIP and CNN backbones at 32 px with random weights, region presets with 12-value
     features, at most 2 layers and 4 memory slots."""
     from tfcaption.models import CaptionerConfig
 
@@ -56,7 +56,7 @@ def tiny_overrides(name):
     if kind == "patches":
         patch = max(8, 2 ** len(preset.image_encoder.stem_filters))
         image_encoder = {"image_size": max(32, 2 * patch), "patch_size": patch}
-    elif kind == "vit":  # random weights; the backbone as wide as the model where the preset has it so
+    elif kind in ("vit", "clip"):  # random weights; the backbone as wide as the model where the preset has it so
         same_width = preset.image_encoder.sizes()["width"] == preset.hidden_dim
         image_encoder = {"image_size": 32, "patch_size": 8, "width": TINY_SIZES["hidden_dim"] if same_width else 24,
                          "num_heads": 2, "num_layers": 2, "mlp_dim": 48, "weights": ""}

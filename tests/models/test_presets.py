@@ -14,7 +14,7 @@ from tfcaption.models.presets import DEFAULT_PRESET, PRESETS, Preset, format_pre
 def test_the_table_holds_every_preset_with_its_metadata():
     assert MODEL_CONFIG_PRESETS is PRESETS and DEFAULT_PRESET in PRESETS
     assert set(PRESETS) == {"small", "cptr_small", "spatial_small", "m2", "m2_regions", "m2_reference", "cptr",
-                            "spatial_attention", "vit_m2"}
+                            "spatial_attention", "vit_m2", "clip_m2", "clip_transformer"}
     for name, preset in PRESETS.items():
         assert isinstance(preset, Preset) and preset.name == name and get_preset(name) is preset
         assert preset.description and preset.paper and preset.params > 0
@@ -27,7 +27,7 @@ def test_an_unknown_preset_is_one_line_listing_the_choices():
         with pytest.raises(ValueError) as error:
             read("m3")
         message = str(error.value)
-        assert "\n" not in message and message.startswith("Unknown preset 'm3'; choose one of: cptr, cptr_small, m2")
+        assert "\n" not in message and message.startswith("Unknown preset 'm3'; choose one of: clip_m2, clip_transformer, cptr, cptr_small, m2")
 
 
 def test_records_are_frozen_and_hand_out_copies():
@@ -75,7 +75,7 @@ def test_parameter_counts_are_the_models(name):
 
     preset = get_preset(name)
     overrides = {"image_encoder": {"weights": ""}} if preset.model_fields().get("image_encoder", {}).get(
-        "type") in ("vit", "cnn") else {}  # the count does not depend on the weights; no download
+        "type") in ("vit", "cnn", "clip") else {}  # the count does not depend on the weights; no download
     model = CaptionerBackbone.from_preset_config(name, vocab_size=preset.params_vocab_size, **overrides)
     assert sum(int(np.prod(w.shape)) for w in model.weights) == preset.params
 

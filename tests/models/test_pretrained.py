@@ -177,7 +177,7 @@ def test_a_frozen_cnn_backbone_keeps_its_weights_and_batchnorm_statistics_after_
     assert any("patch_encoder" in path for path in moved)
 
 
-@pytest.mark.parametrize("name", ["cptr", "vit_m2", "spatial_attention"])
+@pytest.mark.parametrize("name", ["cptr", "vit_m2", "spatial_attention", "clip_m2", "clip_transformer"])
 def test_pretrained_presets_in_mixed_bfloat16_give_float32_logits_close_to_float32(name):
     from tests.helpers.tiny import example_inputs, tiny_preset
 
@@ -188,3 +188,82 @@ def test_pretrained_presets_in_mixed_bfloat16_give_float32_logits_close_to_float
     logits = np.asarray(mixed(inputs))
     assert logits.dtype == np.float32
     np.testing.assert_allclose(logits, np.asarray(full(inputs)), atol=0.15)  # measured up to 0.044 (logits ~3)
+
+
+# ---- CLIP vision towers (Hugging Face checkpoints: tests/fixtures/hf) ----------------------------------
+
+
+def clip_config(name="clip_full", **image_encoder):
+    """`clip_m2`'s structure at test size, the tower's sizes left to the fixture checkpoint `name`."""
+    from tests.helpers import hf_fixture
+
+    return CaptionerConfig.from_preset(
+        "clip_m2", vocab_size=20, max_length=12, encoder={"num_layers": 1, "memory_slots": 4},
+        decoder={"num_layers": 1}, image_encoder={"weights": str(hf_fixture.model_dir(name)), **image_encoder},
+        **TINY_SIZES)
+
+
+@pytest.mark.parametrize("name", ["clip_full", "clip_vision"])
+@pytest.mark.parametrize("output_layer,key", [("last", "last_hidden_state"),
+                                              ("penultimate", "hidden_states_penultimate")])
+def test_clip_encoder_tokens_are_transformers_hidden_states_projected(name, output_layer, key):
+    from tests.helpers import hf_fixture
+
+    config = with_checkpoint_sizes(clip_config(name, output_layer=output_layer, train_backbone="all"))
+    model = Captioner(config)
+    assert load_pretrained(model) == f"CLIP vision weights ({output_layer} layer) from {hf_fixture.model_dir(name)}"
+    encoder, reference = model.image_encoder, hf_fixture.expected(name)
+    # the fixture's normalised pixels back in [0, 255], as the pipeline hands them over
+    pixels = hf_fixture.expected(name)["pixel_values"].transpose(0, 2, 3, 1) * encoder.image_std + encoder.image_mean
+    tokens, mask = encoder((pixels * 255).astype("float32"))
+    assert mask is None and encoder.token_grid.prefix == 1
+    expected = reference[key]
+    if name == "clip_vision":  # 40 wide: projected to the captioner's d 32 (clip_full is 32 wide: as it is)
+        kernel, bias = (np.asarray(w) for w in encoder.projection.weights)
+        expected = expected @ kernel + bias
+    else:
+        assert encoder.projection is None
+    np.testing.assert_allclose(np.asarray(tokens), expected, atol=1e-4)
+
+
+def test_clip_sizes_come_from_config_json_and_a_contradiction_is_one_line():
+    part = with_checkpoint_sizes(clip_config("clip_vision")).image_encoder
+    assert (part.image_size, part.patch_size, part.width, part.num_heads, part.num_layers, part.mlp_dim,
+            part.hidden_act, part.layer_norm_epsilon, part.architecture) == (36, 12, 40, 4, 3, 80, "gelu", 1e-6, "custom")
+    with pytest.raises(ValueError) as error:
+        with_checkpoint_sizes(clip_config("clip_vision", num_layers=12, image_size=224))
+    message = str(error.value)
+    assert "num_layers=12 (the file has 3)" in message and "image_size=224 (the file has 36" in message
+    assert "\n" not in message
+    saved = with_checkpoint_sizes(clip_config("clip_vision"))
+    assert with_sizes_of(clip_config("clip_vision"), saved).image_encoder.num_layers == 3
+
+
+@pytest.mark.parametrize("weights,message", [
+    ("hf://openai/clip-vit-base-patch16", "hf download openai/clip-vit-base-patch16"),
+    ("/no/such/dir", "/no/such/dir: no such checkpoint directory"),
+])
+def test_an_unreadable_clip_checkpoint_is_one_line_naming_what_to_put_where(weights, message, monkeypatch,
+                                                                            tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # an hf:// source not in the cache, as on a machine without network
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(CheckpointNotFoundError) as error:
+        with_checkpoint_sizes(clip_config(weights=weights))
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("train_backbone,trainable_blocks", [("frozen", 0), ("last_n", 1), ("all", 0)])
+def test_clip_backbone_trains_as_configured_and_unused_layers_never(train_backbone, trainable_blocks, tiny_shapes,
+                                                                   tmp_path):
+    config = with_checkpoint_sizes(clip_config(train_backbone=train_backbone, trainable_blocks=trainable_blocks))
+    trainer, before, after = one_step(config, tiny_shapes, tmp_path)
+    tower = trainer.model.image_encoder.backbone  # 3 layers, penultimate: layers 0 and 1 run
+    moved = changed(before, after) & {v.path for v in tower.variables}
+    unused = {v.path for v in tower.encoder_layers[2].variables + tower.post_layernorm.variables}
+    if train_backbone == "frozen":
+        assert not moved
+    elif train_backbone == "last_n":
+        assert moved == {v.path for v in tower.encoder_layers[1].variables}
+    else:
+        assert moved == {v.path for v in tower.variables} - unused
+    assert any(path.startswith("decoder") for path in changed(before, after))

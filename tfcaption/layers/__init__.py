@@ -1,5 +1,8 @@
 from tfcaption.layers.bert_text_decoder import BertTextDecoder
 from tfcaption.layers.blip_vision_tower import BlipVisionTower
+from tfcaption.layers.clip_encoder_layer import ClipEncoderLayer
+from tfcaption.layers.clip_image_encoder import ClipImageEncoder
+from tfcaption.layers.clip_vision_tower import ClipVisionTower
 from tfcaption.layers.cnn_image_encoder import CnnImageEncoder
 from tfcaption.layers.conv_stem import ConvStem
 from tfcaption.layers.cross_attention import CrossAttention
@@ -19,7 +22,7 @@ from tfcaption.layers.vit import VisionTransformer, VitBlock
 from tfcaption.layers.vit_image_encoder import VitImageEncoder
 
 __all__ = [
-    "BackboneMixin", "BertTextDecoder", "BlipVisionTower", "CaptionDecoder", "CheckpointNotFoundError", "CnnImageEncoder", "ConvStem", "CrossAttention", "DecoderLayer", "MemoryAugmentedAttention",
+    "BackboneMixin", "BertTextDecoder", "BlipVisionTower", "CaptionDecoder", "CheckpointNotFoundError", "ClipEncoderLayer", "ClipImageEncoder", "ClipVisionTower", "CnnImageEncoder", "ConvStem", "CrossAttention", "DecoderLayer", "MemoryAugmentedAttention",
     "MemoryAugmentedEncoder", "MemoryAugmentedEncoderLayer", "MeshedCrossAttention", "MeshedDecoder",
     "MeshedDecoderLayer", "PatchEncoder", "PatchImageEncoder", "Patches", "PositionWiseFeedForward",
     "RegionEncoder", "TokenGrid", "TransformerDecoder", "TransformerDecoderLayer",

@@ -5,6 +5,7 @@ import dataclasses
 import keras
 from keras import ops
 
+from tfcaption.layers.clip_image_encoder import ClipImageEncoder
 from tfcaption.layers.cnn_image_encoder import CnnImageEncoder
 from tfcaption.layers.decoder import DECODERS
 from tfcaption.layers.encoder import MemoryAugmentedEncoder
@@ -45,6 +46,12 @@ def build_image_encoder(config, dtype):
         return CnnImageEncoder(part.backbone, part.layer, part.image_size, c.hidden_dim, part.positions,
                                c.layer_norm_epsilon, weights=part.weights, train_backbone=part.train_backbone,
                                trainable_blocks=part.trainable_blocks, dtype=dtype, name="image_encoder")
+    if part.type == "clip":
+        return ClipImageEncoder(part.input_size(), **part.sizes(), hidden_dim=c.hidden_dim, hidden_act=part.hidden_act,
+                                layer_norm_epsilon=part.layer_norm_epsilon, output_layer=part.output_layer,
+                                image_mean=part.image_mean, image_std=part.image_std,
+                                train_backbone=part.train_backbone, trainable_blocks=part.trainable_blocks,
+                                dtype=dtype, name="image_encoder")
     raise ValueError(f"no image encoder layer for type {part.type!r}")
 
 
@@ -96,7 +103,7 @@ class CaptionerBackbone(keras.Model):
 
     Args:
         vocab_size: words in the vocabulary (> 4: the four special tokens come first).
-        image_encoder: dict, the image encoder part (`{"type": "patches" | "vit" | "cnn" | "regions", ...}`).
+        image_encoder: dict, the image encoder part (`{"type": "patches" | "vit" | "cnn" | "clip" | "regions", ...}`).
         encoder: dict, the visual encoder (`{"num_layers", "memory_slots", "memory_init", "scale"}`).
         decoder: dict, the decoder (`{"type": "meshed" | "transformer", "num_layers"}`).
         hidden_dim, num_heads, key_dim, intermediate_dim, dropout, layer_norm_epsilon, output_bias: the

@@ -2,7 +2,7 @@
 
 ```
 CaptionerConfig
-  image_encoder   pixels or features -> image tokens    {"type": "patches" | "vit" | "cnn" | "regions", ...}
+  image_encoder   pixels or features -> image tokens    {"type": "patches" | "vit" | "cnn" | "clip" | "regions", ...}
   encoder         the visual encoder, every level out   {"type": "memory", num_layers, memory_slots, scale, ...}
   decoder         tokens + encoder levels -> logits      {"type": "meshed" | "transformer", num_layers}
   hidden_dim, num_heads, key_dim, intermediate_dim, dropout, max_length, ...   shared by every part
@@ -188,8 +188,86 @@ class CnnConfig:
         _check_backbone_training(self)
 
 
-IMAGE_ENCODER_TYPES = {"patches": PatchesConfig, "regions": RegionsConfig, "vit": VitConfig, "cnn": CnnConfig}
-PRETRAINED_TYPES = ("vit", "cnn")  # image encoders with a backbone that pretrained weights can fill
+CLIP_SIZES = ("patch_size", "width", "num_heads", "num_layers", "mlp_dim")
+# The released OpenAI CLIP vision towers' config.json sizes (image 224, quick GELU, LayerNorm eps 1e-5).
+CLIP_ARCHITECTURES = {
+    "clip_b32": dict(patch_size=32, width=768, num_heads=12, num_layers=12, mlp_dim=3072),
+    "clip_b16": dict(patch_size=16, width=768, num_heads=12, num_layers=12, mlp_dim=3072),
+    "clip_l14": dict(patch_size=14, width=1024, num_heads=16, num_layers=24, mlp_dim=4096),
+}
+CLIP_IMAGE_SIZE = 224  # every released OpenAI CLIP tower's input side
+OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+@dataclasses.dataclass
+class ClipConfig:
+    """A CLIP vision tower (Radford et al.), optionally with a Hugging Face `CLIPModel` / `CLIPVisionModel`
+    checkpoint's weights, every token of its last or penultimate layer, then a linear projection to the
+    captioner's `hidden_dim` when its width differs.
+
+    `architecture` (`clip_b32`, `clip_b16`, `clip_l14`) gives the sizes left at 0. With `weights` (a local
+    directory in the Hub's layout: config.json and model.safetensors or pytorch_model.bin) a new run takes
+    every size, the activation, the LayerNorm epsilon and the normalisation (preprocessor_config.json)
+    from it (`tfcaption.models.pretrained.with_checkpoint_sizes`), and loads the weights when training
+    starts from scratch. `image_size` 0 is the checkpoint's (224 without one); another must be the
+    checkpoint's (its position table is not resized).
+    """
+
+    PATH = "model.image_encoder"
+
+    type: Literal["clip"] = "clip"
+    architecture: str = "clip_b16"
+    image_size: Count = 0
+    patch_size: Count = 0  # each size 0 = the architecture's (or the checkpoint's)
+    width: Count = 0
+    num_heads: Count = 0
+    num_layers: Count = 0
+    mlp_dim: Count = 0
+    hidden_act: Literal["quick_gelu", "gelu", "gelu_new", "gelu_pytorch_tanh"] = "quick_gelu"
+    layer_norm_epsilon: Positive = 1e-5
+    output_layer: Literal["last", "penultimate"] = "penultimate"
+    image_mean: tuple[float, ...] = OPENAI_CLIP_MEAN
+    image_std: tuple[float, ...] = OPENAI_CLIP_STD
+    weights: str = ""  # "" = random initialisation; a checkpoint directory
+    train_backbone: BACKBONE_TRAINING = "all"
+    trainable_blocks: Count = 0
+    backbone_lr_multiplier: Positive = 1.0
+
+    def __post_init__(self):
+        check_fields(self, self.PATH)
+        self.image_mean, self.image_std = tuple(self.image_mean), tuple(self.image_std)
+        if self.architecture not in CLIP_ARCHITECTURES and not all(getattr(self, f) for f in CLIP_SIZES):
+            raise ConfigError(f"model.image_encoder.architecture {self.architecture!r} is not one of "
+                              f"{', '.join(CLIP_ARCHITECTURES)}; name one or set every size ({', '.join(CLIP_SIZES)}).")
+        if len(self.image_mean) != 3 or len(self.image_std) != 3 or not all(v > 0 for v in self.image_std):
+            raise ConfigError("model.image_encoder.image_mean and image_std must be three numbers each (std > 0).")
+        sizes = self.sizes()
+        if self.input_size() % sizes["patch_size"]:
+            raise ConfigError(f"model.image_encoder.image_size {self.input_size()} is not a multiple of patch_size "
+                              f"{sizes['patch_size']}.")
+        if sizes["width"] % sizes["num_heads"]:
+            raise ConfigError(f"model.image_encoder.width {sizes['width']} is not a multiple of num_heads "
+                              f"{sizes['num_heads']}.")
+        used = sizes["num_layers"] - (self.output_layer == "penultimate")
+        if self.train_backbone == "last_n" and self.trainable_blocks > used:
+            raise ConfigError(f"model.image_encoder.trainable_blocks {self.trainable_blocks} > the {used} layers "
+                              f"the {self.output_layer} layer's tokens come through.")
+        _check_backbone_training(self)
+
+    def sizes(self):
+        """patch_size, width, num_heads, num_layers, mlp_dim: the set fields over the architecture's."""
+        known = CLIP_ARCHITECTURES.get(self.architecture, {})
+        return {f: getattr(self, f) or known[f] for f in CLIP_SIZES}
+
+    def input_size(self):
+        """The image side in pixels: `image_size`, or 224 when it is left at 0."""
+        return self.image_size or CLIP_IMAGE_SIZE
+
+
+IMAGE_ENCODER_TYPES = {"patches": PatchesConfig, "regions": RegionsConfig, "vit": VitConfig, "cnn": CnnConfig,
+                       "clip": ClipConfig}
+PRETRAINED_TYPES = ("vit", "cnn", "clip")  # image encoders with a backbone that pretrained weights can fill
 
 
 # ---- visual encoder and decoder ----------------------------------------------------------------

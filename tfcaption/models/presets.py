@@ -106,6 +106,7 @@ _SMALL = dict(hidden_dim=128, num_heads=4, key_dim=32, intermediate_dim=512, dro
 
 _M2_PAPER = "Cornia et al. 2020, Meshed-Memory Transformer for Image Captioning (CVPR)"
 _CPTR_PAPER = "Liu et al. 2021, CPTR: Full Transformer Network for Image Captioning"
+_CLIP_PAPER = "Radford et al. 2021, Learning Transferable Visual Models From Natural Language Supervision (ICML)"
 _SPATIAL_PAPER = "Springenberg et al. 2018 (CNN feature grid + spatial self-attention, eq. 2's temperature)"
 
 # M2 (their train.py): batches of 50, the noam schedule with 10,000 warm-up steps, XE until validation CIDEr-D has
@@ -186,6 +187,23 @@ _TABLE = [
         "SCST.",
         _M2_PAPER + ", on a pretrained ViT", "images", 123_581_696, COCO_VOCAB_SIZE,
         dict(image_encoder=dict(type="vit", architecture="vit_b16", image_size=224, weights="vit_b16")), _M2_RUN,
+    ),
+    Preset(
+        "clip_m2", "CLIP ViT-B/16's penultimate-layer tokens at 224 px (197: class token + 14 x 14; OpenAI's "
+        "weights from openai/clip-vit-base-patch16, frozen) projected to d 512, into M2's memory-augmented encoder "
+        "(3 layers, 40 slots) and meshed decoder at the paper's sizes; XE then SCST.",
+        _M2_PAPER + ", on " + _CLIP_PAPER, "images", 123_582_464, COCO_VOCAB_SIZE,
+        dict(image_encoder=dict(type="clip", architecture="clip_b16", output_layer="penultimate",
+                                weights="hf://openai/clip-vit-base-patch16", train_backbone="frozen")), _M2_RUN,
+    ),
+    Preset(
+        "clip_transformer", "CLIP ViT-B/16's penultimate-layer tokens at 224 px (OpenAI's weights, frozen) as the "
+        "whole encoder, a 4-layer transformer decoder at its width (d 768, 12 heads, d_ff 3072), as `cptr` on ViT.",
+        _CLIP_PAPER + "; decoder as " + _CPTR_PAPER, "images", 139_317_504, COCO_VOCAB_SIZE,
+        dict(image_encoder=dict(type="clip", architecture="clip_b16", output_layer="penultimate",
+                                weights="hf://openai/clip-vit-base-patch16", train_backbone="frozen"),
+             encoder=dict(num_layers=0, memory_slots=0), decoder=dict(type="transformer", num_layers=4),
+             hidden_dim=768, num_heads=12, key_dim=64, intermediate_dim=3072, dropout=0.1),
     ),
 ]
 
