@@ -207,9 +207,12 @@ def test_clip_preset_loads_a_local_checkpoint_trains_exports_and_serves(name, ti
         assert json.load(f)["serving"]["token_grid"] == {"rows": 4, "cols": 4, "prefix": 1}
 
 
-def test_a_clip_preset_without_its_checkpoint_is_one_line_exit_2(tiny_shapes, data_root, tmp_path, capsys):
+def test_a_clip_preset_without_its_checkpoint_is_one_line_exit_2(tiny_shapes, data_root, tmp_path, capsys,
+                                                                 monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # not in the cache and no network: say which files to fetch
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     args = ["--preset", "clip_m2", "--output-dir", str(tmp_path / "c"), "--epochs", "1",
             "--set", f"data.root={data_root}", "--set", f"data.options={json.dumps(TINY_SHAPES)}"]
     assert train_cli.main(args) == 2
     err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "hf://openai/clip-vit-base-patch16" in err and "give its directory" in err
+    assert err.count("\n") == 0 and "hf://openai/clip-vit-base-patch16" in err and "hf download openai/clip-vit-base-patch16" in err

@@ -210,7 +210,7 @@ def test_clip_encoder_tokens_are_transformers_hidden_states_projected(name, outp
     from tests.helpers import hf_fixture
 
     config = with_checkpoint_sizes(clip_config(name, output_layer=output_layer, train_backbone="all"))
-    model = Captioner(config)
+    model = CaptionerBackbone.from_model_config(config)
     assert load_pretrained(model) == f"CLIP vision weights ({output_layer} layer) from {hf_fixture.model_dir(name)}"
     encoder, reference = model.image_encoder, hf_fixture.expected(name)
     # the fixture's normalised pixels back in [0, 255], as the pipeline hands them over
