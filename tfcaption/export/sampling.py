@@ -146,7 +146,7 @@ def settings_of(sampler):
     from tfcaption import samplers
 
     sampler = samplers.get(sampler)
-    if isinstance(sampler, samplers.BeamSampler):
+    if isinstance(sampler, (samplers.BeamSampler, samplers.GenerateBeamSampler)):
         raise ValueError("a SavedModel's beam search is its serving_default signature, fixed at export: load it "
                          "without a sampler (or pass the run directory to choose the beams).")
     defaults = samplers.GreedySampler().get_config()
