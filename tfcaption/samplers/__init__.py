@@ -1,8 +1,9 @@
 """Decoding rules as objects over one next-token callback (keras-hub's samplers, for captioning).
 
 `GreedySampler`, `BeamSampler` (M2's beam search), `GenerateBeamSampler` (transformers' `generate()` beam
-search), `RandomSampler`, `TopKSampler`, `TopPSampler`; every one takes `temperature`, `seed` and the logit controls (`no_repeat_ngram_size`, `repetition_penalty`,
-`min_length`, `banned_token_ids`). A name works where an object does: `get("top_p", p=0.8)`.
+search), `RandomSampler`, `TopKSampler`, `TopPSampler`; every one takes `temperature`, `seed` and the logit
+controls (`no_repeat_ngram_size`, `repetition_penalty`, `min_length`, `banned_token_ids`). A name works
+where an object does: `get("top_p", p=0.8)`.
 `tfcaption.decoding.generate(model, images, sampler=..., special_ids=vocab)` decodes a model's images with one.
 """
 

@@ -63,14 +63,14 @@ class Sampler:
             given, the callback must return them and the result holds them along the returned path.
         prompt_ids: optional (P,) or per-image (B, P) int tensor: the start token then a prompt's pieces,
             without an end token. Its first P - 1 tokens are fed before the loop and its last at the
-            first step (the callback's `step` is always the fed token's position, the start token's 0); the result's rows start with its P - 1 pieces
-            (zero log-probabilities and attention), so T = P - 1 + max_steps.
+            first step (the callback's `step` is always the fed token's position, the start token's 0);
+            the result's rows start with its P - 1 pieces (zero log-probabilities and attention).
 
     Returns:
-        dict with `tokens` (B, k, max_steps) int32 (pad after the end token), `log_probs` (B, k,
-        max_steps) float32, the model's log-probability of each token (the log-softmax of the raw
-        logits: what teacher forcing gives; 0 after the end token), `scores` (B, k) float32, and each
-        attention entry (B, k, max_steps, ...). Greedy and random samplers score a sequence by the sum of
+        dict with `tokens` (B, k, T) int32 (T = max_steps, or P - 1 + max_steps with a prompt; pad after
+        the end token), `log_probs` (B, k, T) float32, the model's log-probability of each token (the
+        log-softmax of the raw logits: what teacher forcing gives; 0 after the end token), `scores` (B, k)
+        float32, and each attention entry (B, k, T, ...). Greedy and random samplers score a sequence by the sum of
         its `log_probs`; beams by their search score.
 
     Example:
