@@ -96,7 +96,7 @@ def as_sampler(sampler=None, beam_size=None, search=None, **options):
 
 
 def decode(model, encoder_outputs, encoder_mask, sampler, max_steps, num_samples=1, seeds=None,
-           return_attention=False, *, special_ids):
+           return_attention=False, *, special_ids, prompt_ids=None):
     """Runs `sampler` over the model's decoder from encoded images: the one place a decoding loop starts.
 
     The encoder's keys and values are projected once per image, and an image's k sequences (beams,
@@ -116,16 +116,22 @@ def decode(model, encoder_outputs, encoder_mask, sampler, max_steps, num_samples
             a decoder with gates the mean gate per level, `gates` (B, k, T, levels).
         special_ids: the tokenizer's start, end and padding ids (`SpecialIds`, a vocabulary or a
             `CaptionerPreprocessor`).
+        prompt_ids: optional (P,) or per-image (B, P) int tensor, the start token then a prompt's pieces
+            without an end token (`BertTokenizer.encode_prompt`): fed through the decoder before generation;
+            `max_steps` counts the tokens generated after it.
 
     Returns:
-        the sampler's dict: `tokens`, `log_probs` (B, k, T), `scores` (B, k), and the attention entries.
+        the sampler's dict: `tokens`, `log_probs` (B, k, T), `scores` (B, k), and the attention entries;
+        with a prompt, T = P - 1 + `max_steps` and the prompt's pieces come first (zero log-probabilities
+        and attention there).
     """
     sampler = samplers.get(sampler) or samplers.GreedySampler()
     ids, decoder = SpecialIds.of(special_ids), model.decoder
     k = sampler.num_sequences(num_samples)
     batch = tf.shape(encoder_outputs)[0]
     encoder_kv = decoder.project_encoder(encoder_outputs)
-    cache = decoder.initial_cache(batch * k, max_steps)
+    prompt_length = 1 if prompt_ids is None else _prompt_length(prompt_ids)
+    cache = decoder.initial_cache(batch * k, prompt_length - 1 + max_steps)
     shapes = None
     if return_attention:
         levels, regions = decoder.attention_levels, encoder_outputs.shape[2] or tf.shape(encoder_outputs)[2]
@@ -144,7 +150,16 @@ def decode(model, encoder_outputs, encoder_mask, sampler, max_steps, num_samples
         return logits, cache, attention
 
     return sampler(next, cache, batch, max_steps, start_token_id=ids.bos_id, end_token_id=ids.eos_id,
-                   pad_token_id=ids.pad_id, num_samples=num_samples, seeds=seeds, attention_shapes=shapes)
+                   pad_token_id=ids.pad_id, num_samples=num_samples, seeds=seeds, attention_shapes=shapes,
+                   prompt_ids=prompt_ids)
+
+
+def _prompt_length(prompt_ids):
+    """P, the static length of a (P,) or (B, P) prompt, or a one-line ValueError."""
+    shape = tf.convert_to_tensor(prompt_ids).shape
+    if shape.rank not in (1, 2) or shape[-1] is None or shape[-1] < 1:
+        raise ValueError(f"prompt_ids must be a (P,) or (B, P) int tensor with a static P >= 1, got shape {shape}.")
+    return int(shape[-1])
 
 
 def checked_max_steps(model, max_steps=None):
@@ -166,7 +181,7 @@ def checked_max_steps(model, max_steps=None):
 
 
 def generate(model, image_inputs, sampler=None, max_steps=None, return_attention=False, *, special_ids,
-             beam_size=None, seeds=None, search=None, **options):
+             beam_size=None, seeds=None, search=None, prompt_ids=None, **options):
     """Encodes `image_inputs` once and decodes them with `sampler`.
 
     Args:
@@ -182,6 +197,8 @@ def generate(model, image_inputs, sampler=None, max_steps=None, return_attention
         seeds: optional (B,) int seeds, one per image, for random samplers.
         special_ids: the tokenizer's start, end and padding ids (`SpecialIds`, a vocabulary or a
             `CaptionerPreprocessor`).
+        prompt_ids: optional (P,) or (B, P) prompt, as `decode`'s: the returned tokens start with its
+            pieces and `max_steps` counts the tokens after it (transformers' `max_new_tokens`).
 
     Returns:
         the best sequence per image: `tokens` (B, T), `log_probs` (B, T) (the model's per-token
@@ -191,10 +208,13 @@ def generate(model, image_inputs, sampler=None, max_steps=None, return_attention
     sampler, ids = as_sampler(sampler, beam_size, search, **options), SpecialIds.of(special_ids)
     max_steps = checked_max_steps(model, max_steps)
     encoder_outputs, encoder_mask = model.encode(image_inputs, training=False)
+    if prompt_ids is not None and _prompt_length(prompt_ids) - 1 + max_steps > model.config.max_length:
+        raise ValueError(f"the prompt ({_prompt_length(prompt_ids)} tokens with the start token) and {max_steps} new "
+                         f"tokens exceed this model's {model.config.max_length} positions.")
     out = decode(model, encoder_outputs, encoder_mask, sampler, max_steps, seeds=seeds,
-                 return_attention=return_attention, special_ids=ids)
+                 return_attention=return_attention, special_ids=ids, prompt_ids=prompt_ids)
     outputs = {"tokens": out["tokens"][:, 0], "log_probs": out["log_probs"][:, 0], "scores": out["scores"][:, 0]}
-    if isinstance(sampler, samplers.BeamSampler):
+    if isinstance(sampler, (samplers.BeamSampler, samplers.GenerateBeamSampler)):
         outputs.update(beam_tokens=out["tokens"], beam_log_probs=out["log_probs"], beam_scores=out["scores"])
     if return_attention:
         gates = out["gates"][:, 0] if "gates" in out else None
@@ -220,9 +240,9 @@ class _Generator:
         self.model, self.sampler, self.max_steps, self.return_attention = model, sampler, max_steps, return_attention
         self.special_ids = special_ids
 
-    def __call__(self, image_inputs, seeds=None):
+    def __call__(self, image_inputs, seeds=None, prompt_ids=None):
         return generate(self.model, image_inputs, self.sampler, self.max_steps, return_attention=self.return_attention,
-                        seeds=seeds, special_ids=self.special_ids)
+                        seeds=seeds, special_ids=self.special_ids, prompt_ids=prompt_ids)
 
 
 # The model attribute holding its compiled generators. On the model, not in a module-level
@@ -232,8 +252,8 @@ GENERATORS_ATTRIBUTE = "_tfcaption_generators"
 
 def compiled_generator(model, sampler=None, max_steps=None, jit_compile=True, return_attention=False, *,
                        special_ids, beam_size=None, search=None, **options):
-    """A `tf.function` (XLA-compiled by default) mapping image inputs (and optional per-image `seeds`) to
-    `generate`'s dict.
+    """A `tf.function` (XLA-compiled by default) mapping image inputs (and optional per-image `seeds`, and
+    `prompt_ids` as `generate`'s, traced once per prompt length) to `generate`'s dict.
 
     One function per model, special ids, sampler config and settings, held by the model and reused across
     calls, so repeated evaluations (every epoch's validation, every `caption` call) trace and compile once per

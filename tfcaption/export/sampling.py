@@ -65,8 +65,8 @@ class PerRowSampler(Sampler):
             raise ValueError("PerRowSampler decodes one sequence per image.")
         return 1
 
-    def process_logits(self, logits, history, step, end_token_id):
-        logits = super().process_logits(logits, history, step, end_token_id)
+    def process_logits(self, logits, history, step, end_token_id, prefix=None):
+        logits = super().process_logits(logits, history, step, end_token_id, prefix)
         greedy = self.row_temperature <= 0.0
         logits = logits / tf.where(greedy, 1.0, self.row_temperature)[:, None]
         vocab = logits.shape[-1] if logits.shape[-1] is not None else tf.shape(logits)[-1]
@@ -146,7 +146,7 @@ def settings_of(sampler):
     from tfcaption import samplers
 
     sampler = samplers.get(sampler)
-    if isinstance(sampler, samplers.BeamSampler):
+    if isinstance(sampler, (samplers.BeamSampler, samplers.GenerateBeamSampler)):
         raise ValueError("a SavedModel's beam search is its serving_default signature, fixed at export: load it "
                          "without a sampler (or pass the run directory to choose the beams).")
     defaults = samplers.GreedySampler().get_config()

@@ -70,7 +70,7 @@ class BeamSampler(Sampler):
         return self.num_beams
 
     def __call__(self, next, cache, batch_size, max_steps, *, start_token_id, end_token_id, pad_token_id,
-                 num_samples=1, seeds=None, attention_shapes=None):
+                 num_samples=1, seeds=None, attention_shapes=None, prompt_ids=None):
         k = self.num_beams
         max_steps = int(max_steps)
         eos = end_token_id
@@ -78,11 +78,12 @@ class BeamSampler(Sampler):
         flat = batch_size * k
         attention_shapes = dict(attention_shapes or {})
         alpha = self.length_normalization
+        next, cache, tokens, prefix = self.start(next, cache, batch_size, k, start_token_id, prompt_ids)
 
         state = {
             # Only beam 0 is live at step 0, so the first top-k picks distinct words.
             "scores": tf.tile(tf.concat([[0.0], tf.fill([k - 1], utils.NEG_INF)], 0)[None], tf.stack([batch_size, 1])),
-            "tokens": tf.fill(tf.reshape(flat, [1]), start_token_id),
+            "tokens": tokens,
             "finished": tf.zeros(tf.stack([batch_size, k]), tf.bool),
             "lengths": tf.zeros(tf.stack([batch_size, k]), tf.float32),
             "history": tf.fill(tf.stack([batch_size, k, max_steps]), fill),
@@ -97,7 +98,7 @@ class BeamSampler(Sampler):
             logits, cache = tf.cast(outputs[0], tf.float32), outputs[1]
             vocab = logits.shape[-1] if logits.shape[-1] is not None else tf.shape(logits)[-1]
             history = tf.reshape(state["history"], tf.stack([flat, max_steps]))
-            processed = self.process_logits(logits, history, step, eos)
+            processed = self.process_logits(logits, history, step, eos, prefix)
             model_log_probs = utils.split_rows(tf.nn.log_softmax(logits), k)  # (B, k, V)
             # No control and temperature 1 return the logits themselves: rank by the model's log-probs.
             log_probs = model_log_probs if processed is logits else utils.split_rows(tf.nn.log_softmax(processed), k)
@@ -142,7 +143,7 @@ class BeamSampler(Sampler):
             ranking = result["scores"] / tf.pow((5.0 + lengths) / 6.0, self.length_penalty)
             order = tf.argsort(ranking, axis=-1, direction="DESCENDING", stable=True)
             result = {name: tf.gather(value, order, batch_dims=1) for name, value in result.items()}
-        return result
+        return self.with_prefix(result, prefix, k)
 
     def get_config(self):
         return {"num_beams": self.num_beams, "length_penalty": self.length_penalty,

@@ -3,6 +3,7 @@
 import keras
 
 from tfcaption.samplers.beam_sampler import BeamSampler
+from tfcaption.samplers.generate_beam_sampler import GenerateBeamSampler
 from tfcaption.samplers.greedy_sampler import GreedySampler
 from tfcaption.samplers.random_sampler import RandomSampler
 from tfcaption.samplers.sampler import Sampler
@@ -12,6 +13,7 @@ from tfcaption.samplers.top_p_sampler import TopPSampler
 #: The names `get` and `deserialize` accept, as keras-hub spells them.
 NAMES = {
     "beam": BeamSampler,
+    "generate_beam": GenerateBeamSampler,
     "greedy": GreedySampler,
     "random": RandomSampler,
     "top_k": TopKSampler,
@@ -36,7 +38,7 @@ def deserialize(config, custom_objects=None):
 
 
 def get(identifier, **kwargs):
-    """A sampler from a name (`"greedy"`, `"beam"`, `"random"`, `"top_k"`, `"top_p"`), a config dict,
+    """A sampler from a name (`"greedy"`, `"beam"`, `"generate_beam"`, `"random"`, `"top_k"`, `"top_p"`), a config dict,
     a `Sampler` (returned as is) or None (None).
 
     `kwargs` are constructor arguments for a name: `get("top_p", p=0.8, seed=1)`.
