@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfcaption.data.pil_resize import pil_bicubic_resize
 from tfcaption.data.pipeline import _decode_pixels, decode_image, decoder_inputs, image_hw, tokenize_captions
 from tfcaption.data.tokenizer import SpecialIds, Vocabulary
 from tfcaption.data.vocabulary import VOCABULARY_KINDS, build_vocabulary, load_vocabulary, vocabulary_class
@@ -32,21 +33,18 @@ def resize_pixels(image, image_size, resample="bilinear"):
 
 
 def bicubic_uint8_resize(image, size):
-    """BLIP's image processor's resize (PIL bicubic on uint8) as TensorFlow allows it: float32 [0, 1] pixels of
-    uint8 images (H, W, 3) or (B, H, W, 3) -> float32 [0, 255] uint8 levels at `size` (height, width).
-
-    As PIL: the width first, then the height, each pass a bicubic (a = -0.5) whose support widens with the
-    downscale (TensorFlow's `antialias=True`), rounded half up and clipped to a uint8 level. PIL computes in
-    fixed point, so a level may still differ by one (the bound tests/interop/hf/test_import_blip.py checks).
-    A stand-in until tfcaption has the HF image processors' own resize.
-    """
-
-    def to_levels(x):
-        return tf.clip_by_value(tf.floor(x + 0.5), 0.0, 255.0)
-
+    """BLIP's image processor's resize (PIL bicubic on uint8): float32 [0, 1] pixels of uint8 images
+    (H, W, 3) or (B, H, W, 3) -> float32 [0, 255] uint8 levels at `size` (height, width), through
+    `tfcaption.data.pil_resize.pil_bicubic_resize` (PIL's coefficients, order and rounding)."""
     height, width = size
-    wide = tf.image.resize(image * 255.0, tf.stack([tf.shape(image)[-3], width]), method="bicubic", antialias=True)
-    return to_levels(tf.image.resize(to_levels(wide), [height, width], method="bicubic", antialias=True))
+    levels = tf.cast(tf.round(image * 255.0), tf.uint8)
+
+    def resize(one):
+        return tf.cast(pil_bicubic_resize(one, height, width), tf.float32)
+
+    if levels.shape.rank == 4:
+        return tf.map_fn(resize, levels, fn_output_signature=tf.float32)
+    return resize(levels)
 
 
 def _png_floats(pixels):
