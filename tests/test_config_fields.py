@@ -24,10 +24,15 @@ from tfcaption.models.config import PART_TYPES, CaptionerConfig
 PART_KINDS = [(part, kind) for part, kinds in PART_TYPES.items() for kind in kinds]
 
 
+# BLIP's parts only go together, with no visual encoder between them.
+BLIP = ["model.image_encoder.type=blip_vit", "model.encoder.num_layers=0", "model.decoder.type=bert"]
+NEEDS = {("image_encoder", "blip_vit"): BLIP, ("decoder", "bert"): BLIP}
+
+
 def _base(part=None, kind=None):
     config = RunConfig()
     if part:
-        apply_overrides(config, [f"model.{part}.type={kind}"])
+        apply_overrides(config, NEEDS.get((part, kind), [f"model.{part}.type={kind}"]))
     return config
 
 
@@ -140,9 +145,10 @@ def test_the_dataclasses_check_their_fields_when_built(cls):
                                                       "the batch size (2), got 4."),
     ("model.dropout=1.5", "model.dropout must be a number >= 0 and < 1, got 1.5."),
     ("model.image_size=abc", "model.image_encoder.image_size must be an integer >= 1, got 'abc' (a string)."),
-    ("model.decoder=3", "model.decoder must be an object with a \"type\" ('meshed', 'transformer') and its "
+    ("model.decoder=3", "model.decoder must be an object with a \"type\" ('meshed', 'transformer', 'bert') and its "
                         "fields, got 3."),
-    ("model.decoder.type=lstm", "model.decoder.type must be one of 'meshed', 'transformer', got 'lstm' (a string)."),
+    ("model.decoder.type=lstm", "model.decoder.type must be one of 'meshed', 'transformer', 'bert', got 'lstm' "
+                                "(a string)."),
     ("train.task=rl", "train.task must be one of 'xe', 'scst', got 'rl' (a string)."),
     ("data.augment_flip=maybe", "data.augment_flip must be true or false (yes/no, on/off, 1/0), got 'maybe' "
                                 "(a string)."),
@@ -176,7 +182,8 @@ def test_another_part_type_starts_from_its_defaults():
     assert config.model.image_encoder.image_size == 224
     config = apply_overrides(RunConfig.from_preset("small"), ["model.decoder.type=transformer"])
     assert (config.model.decoder.type, config.model.decoder.num_layers) == ("transformer", 2)  # one kind of part
-    with pytest.raises(ConfigError, match=r"^model\.decoder\.type must be one of 'meshed', 'transformer', got \[1\]"):
+    with pytest.raises(ConfigError,
+                       match=r"^model\.decoder\.type must be one of 'meshed', 'transformer', 'bert', got \[1\]"):
         apply_overrides(RunConfig(), ["model.decoder.type=[1]"])
 
 

@@ -45,8 +45,9 @@ class DataConfig:
     options: dict = dataclasses.field(default_factory=dict)
     max_caption_words: PositiveInt = 25  # the one caption-length setting; see max_decode_steps / max_tokens
     # "word" (M2's, COCO parity) or "wordpiece" (NFKC-normalised subwords learned from the training captions with
-    # tensorflow-text, for languages written without spaces and open vocabularies); see tfcaption.data.tokenizer
-    tokenizer: Literal["word", "wordpiece"] = "word"
+    # tensorflow-text, for languages written without spaces and open vocabularies); see tfcaption.data.tokenizer;
+    # "bert": a BLIP checkpoint's BERT WordPiece tokenizer (tfcaption.data.bert_tokenizer), fixed by the checkpoint
+    tokenizer: Literal["word", "wordpiece", "bert"] = "word"
     min_word_count: Count = 1  # rarer words (word) or pieces (wordpiece) are left out of the vocabulary
     vocab_size: Count = 0  # the largest vocabulary, specials included; 0 = no cap (word) or 8000 (wordpiece)
     augment_flip: bool = True  # mirror training images (swapping "left" and "right" in their captions)

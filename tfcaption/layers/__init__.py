@@ -1,5 +1,6 @@
 from tfcaption.layers.bert_text_decoder import BertTextDecoder
 from tfcaption.layers.blip_vision_tower import BlipVisionTower
+from tfcaption.layers.blip_vit_image_encoder import BlipVitImageEncoder
 from tfcaption.layers.clip_encoder_layer import ClipEncoderLayer
 from tfcaption.layers.clip_image_encoder import ClipImageEncoder
 from tfcaption.layers.clip_vision_tower import ClipVisionTower
@@ -22,7 +23,9 @@ from tfcaption.layers.vit import VisionTransformer, VitBlock
 from tfcaption.layers.vit_image_encoder import VitImageEncoder
 
 __all__ = [
-    "BackboneMixin", "BertTextDecoder", "BlipVisionTower", "CaptionDecoder", "CheckpointNotFoundError", "ClipEncoderLayer", "ClipImageEncoder", "ClipVisionTower", "CnnImageEncoder", "ConvStem", "CrossAttention", "DecoderLayer", "MemoryAugmentedAttention",
+    "BackboneMixin", "BertTextDecoder", "BlipVisionTower", "BlipVitImageEncoder", "CaptionDecoder",
+    "CheckpointNotFoundError", "ClipEncoderLayer", "ClipImageEncoder", "ClipVisionTower", "CnnImageEncoder", "ConvStem",
+    "CrossAttention", "DecoderLayer", "MemoryAugmentedAttention",
     "MemoryAugmentedEncoder", "MemoryAugmentedEncoderLayer", "MeshedCrossAttention", "MeshedDecoder",
     "MeshedDecoderLayer", "PatchEncoder", "PatchImageEncoder", "Patches", "PositionWiseFeedForward",
     "RegionEncoder", "TokenGrid", "TransformerDecoder", "TransformerDecoderLayer",

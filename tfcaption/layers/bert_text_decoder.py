@@ -125,7 +125,8 @@ class BertTextDecoder(keras.layers.Layer):
         intermediate_dim: int. FFN inner width.
         encoder_dim: int. Width of the image tokens (the vision tower's hidden size).
         max_length: int. Position table rows (config `max_position_embeddings`).
-        pad_id: int. The padding token id.
+        pad_id: int. The padding token id; None: every token is real unless `call`'s `padding_mask` says
+            otherwise (a `CaptionerBackbone`'s decoder, which knows no token id).
         layer_norm_epsilon: float. LayerNorm epsilon (config `layer_norm_eps`).
         hidden_act: str. FFN and head activation as transformers names it (config `hidden_act`).
         **kwargs: standard `keras.layers.Layer` arguments.
@@ -154,7 +155,7 @@ class BertTextDecoder(keras.layers.Layer):
         self.intermediate_dim = int(intermediate_dim)
         self.encoder_dim = int(encoder_dim)
         self.max_length = int(max_length)
-        self.pad_id = int(pad_id)
+        self.pad_id = None if pad_id is None else int(pad_id)
         self.layer_norm_epsilon = layer_norm_epsilon
         self.hidden_act = check_hf_activation(hidden_act)
         if self.hidden_dim % self.num_heads:
@@ -207,7 +208,7 @@ class BertTextDecoder(keras.layers.Layer):
         return [layer.project_encoder(image_tokens) for layer in self.decoder_layers]
 
     def call(self, tokens, encoder_outputs, encoder_mask=None, training=None, return_attention=False,
-             captions_per_image=1):
+             captions_per_image=1, padding_mask=None):
         """Teacher-forced logits.
 
         Args:
@@ -217,12 +218,19 @@ class BertTextDecoder(keras.layers.Layer):
             return_attention: also return the last layer's cross-attention (B * k, 1, T, R), heads averaged,
                 and None for gates, as `TransformerDecoder` does.
             captions_per_image: k captions of each image, image by image.
+            padding_mask: (B * k, T) bool, False at padding; None: the tokens equal to `pad_id` (none when it
+                is None).
 
         Returns:
             (B * k, T, vocab) float32 logits.
         """
         length = ops.shape(tokens)[1]
-        real = ops.not_equal(tokens, self.pad_id)
+        if padding_mask is not None:
+            real = ops.cast(padding_mask, "bool")
+        elif self.pad_id is None:
+            real = ops.ones_like(tokens, dtype="bool")
+        else:
+            real = ops.not_equal(tokens, self.pad_id)
         causal = ops.tril(ops.ones((length, length), dtype="bool"))
         self_mask = ops.logical_and(causal[None], ops.expand_dims(real, 1))  # (B * k, T, T)
         y = self._embed(tokens, ops.arange(length))

@@ -5,6 +5,8 @@ import dataclasses
 import keras
 from keras import ops
 
+from tfcaption.layers.bert_text_decoder import BertTextDecoder
+from tfcaption.layers.blip_vit_image_encoder import BlipVitImageEncoder
 from tfcaption.layers.clip_image_encoder import ClipImageEncoder
 from tfcaption.layers.cnn_image_encoder import CnnImageEncoder
 from tfcaption.layers.decoder import DECODERS
@@ -52,6 +54,10 @@ def build_image_encoder(config, dtype):
                                 image_mean=part.image_mean, image_std=part.image_std,
                                 train_backbone=part.train_backbone, trainable_blocks=part.trainable_blocks,
                                 dtype=dtype, name="image_encoder")
+    if part.type == "blip_vit":
+        return BlipVitImageEncoder(part.image_size, part.patch_size, part.width, part.num_layers, part.num_heads,
+                                   part.mlp_dim, part.layer_norm_epsilon, part.hidden_act, part.rescale_factor,
+                                   part.image_mean, part.image_std, dtype=dtype, name="image_encoder")
     raise ValueError(f"no image encoder layer for type {part.type!r}")
 
 
@@ -64,6 +70,12 @@ def build_encoder(config, dtype):
 
 def build_decoder(config, dtype):
     part, c = config.decoder, config
+    if part.type == "bert":
+        # pad_id None: the backbone knows no token id; padding comes as the inputs' padding_mask
+        return BertTextDecoder(c.vocab_size, part.num_layers, c.hidden_dim, c.num_heads, c.intermediate_dim,
+                               encoder_dim=config.image_encoder.width, max_length=c.max_length, pad_id=None,
+                               layer_norm_epsilon=c.layer_norm_epsilon, hidden_act=part.hidden_act, dtype=dtype,
+                               name="decoder")
     return DECODERS[part.type](
         c.vocab_size, part.num_layers, c.hidden_dim, c.num_heads, c.key_dim, c.intermediate_dim,
         config.encoder.num_levels, c.max_length, dropout=c.dropout, layer_norm_epsilon=c.layer_norm_epsilon,

@@ -6,21 +6,45 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfcaption.data.pipeline import decode_image, decoder_inputs, image_hw, tokenize_captions
+from tfcaption.data.pil_resize import pil_bicubic_resize
+from tfcaption.data.pipeline import _decode_pixels, decode_image, decoder_inputs, image_hw, tokenize_captions
 from tfcaption.data.tokenizer import SpecialIds, Vocabulary
 from tfcaption.data.vocabulary import VOCABULARY_KINDS, build_vocabulary, load_vocabulary, vocabulary_class
 
 
-def resize_pixels(image, image_size):
+RESAMPLE_METHODS = ("bilinear", "bicubic")
+
+
+def resize_pixels(image, image_size, resample="bilinear"):
     """`decode_image`'s steps after the decode, for pixels that come as arrays: float32 values in [0, 1]
     (H, W, 3) or (B, H, W, 3) -> float32 in [0, 255] at the model's size (antialiased resize, skipped at
-    that size). tests/models/test_captioner_preprocessor.py checks it gives `decode_image`'s pixels."""
+    that size). tests/models/test_captioner_preprocessor.py checks it gives `decode_image`'s pixels.
+    `resample="bicubic"`: `bicubic_uint8_resize` (BLIP's image processor) instead."""
     height, width = image_hw(image_size)
     same_size = tf.reduce_all(tf.equal(tf.shape(image)[-3:-1], [height, width]))
+    if resample == "bicubic":
+        image = tf.cond(same_size, lambda: tf.round(image * 255.0),
+                        lambda: bicubic_uint8_resize(image, [height, width]))
+        return tf.ensure_shape(image, image.shape[:-3] + [height, width, 3])
     image = tf.cond(same_size, lambda: image,
                     lambda: tf.image.resize(image, [height, width], method="bilinear", antialias=True))
     image = tf.clip_by_value(image * 255.0, 0.0, 255.0)
     return tf.ensure_shape(image, image.shape[:-3] + [height, width, 3])
+
+
+def bicubic_uint8_resize(image, size):
+    """BLIP's image processor's resize (PIL bicubic on uint8): float32 [0, 1] pixels of uint8 images
+    (H, W, 3) or (B, H, W, 3) -> float32 [0, 255] uint8 levels at `size` (height, width), through
+    `tfcaption.data.pil_resize.pil_bicubic_resize` (PIL's coefficients, order and rounding)."""
+    height, width = size
+    levels = tf.cast(tf.round(image * 255.0), tf.uint8)
+
+    def resize(one):
+        return tf.cast(pil_bicubic_resize(one, height, width), tf.float32)
+
+    if levels.shape.rank == 4:
+        return tf.map_fn(resize, levels, fn_output_signature=tf.float32)
+    return resize(levels)
 
 
 def _png_floats(pixels):
@@ -42,8 +66,10 @@ class CaptionerPreprocessor(keras.layers.Layer):
     of them (zero-padded to the longest) or a (B, R, feature_dim) batch.
 
     The tokenizer is a word (`tokenizer="word"`, M2's) or WordPiece (`"wordpiece"`, needs tensorflow-text)
-    vocabulary. Its special ids (`pad_id`, `bos_id`, `eos_id`, together `special_ids`) are the tokenizer's:
-    the model knows none of them (teacher-forced inputs carry a `"padding_mask"`, and decoding is given them).
+    vocabulary, or a BLIP checkpoint's `BertTokenizer` (`"bert"`: pad `[PAD]`, bos `[DEC]`, eos `[SEP]`;
+    `detokenize` is its `decode`, transformers' `decode(skip_special_tokens=True)`). Its special ids
+    (`pad_id`, `bos_id`, `eos_id`, together `special_ids`) are the tokenizer's: the model knows none of them
+    (teacher-forced inputs carry a `"padding_mask"`, and decoding is given them).
     Without a vocabulary, `adapt(captions)` builds one. `preprocess_samples(images, captions)` is the
     tf.data function for training: strings to token rows `<bos> w1..wn <eos> <pad>...` of
     `max_caption_words + 2` ids.
@@ -55,6 +81,8 @@ class CaptionerPreprocessor(keras.layers.Layer):
         image_size: the side (or (height, width)) images are resized to; pixel models only.
         feature_dim: values per region; region models only.
         max_caption_words: words (or pieces) kept per training caption.
+        resample: "bilinear" (antialiased, tfcaption's decode) or "bicubic" (`bicubic_uint8_resize`, BLIP's
+            image processor): how images are resized to `image_size`.
         **kwargs: `keras.layers.Layer` arguments.
 
     Example:
@@ -67,12 +95,14 @@ class CaptionerPreprocessor(keras.layers.Layer):
     """
 
     def __init__(self, vocabulary=None, tokenizer="word", input_key="images", image_size=None, feature_dim=None,
-                 max_caption_words=25, **kwargs):
+                 max_caption_words=25, resample="bilinear", **kwargs):
         super().__init__(**kwargs)
         if tokenizer not in VOCABULARY_KINDS:
             raise ValueError(f"tokenizer must be one of {VOCABULARY_KINDS}, got {tokenizer!r}.")
         if input_key not in ("images", "features"):
             raise ValueError(f"input_key must be 'images' or 'features', got {input_key!r}.")
+        if resample not in RESAMPLE_METHODS:
+            raise ValueError(f"resample must be one of {RESAMPLE_METHODS}, got {resample!r}.")
         if input_key == "images" and not image_size:
             raise ValueError("a pixel model's preprocessor needs image_size.")
         self.tokenizer = tokenizer
@@ -80,6 +110,7 @@ class CaptionerPreprocessor(keras.layers.Layer):
         self.image_size = image_size
         self.feature_dim = feature_dim
         self.max_caption_words = int(max_caption_words)
+        self.resample = resample
         self._vocabulary = None
         self.set_vocabulary(vocabulary)
         self.built = True
@@ -92,9 +123,12 @@ class CaptionerPreprocessor(keras.layers.Layer):
         return self._vocabulary
 
     def set_vocabulary(self, vocabulary):
-        """Sets the vocabulary: a `Vocabulary`, its token list, a vocab.txt path, or None."""
-        if vocabulary is None or isinstance(vocabulary, Vocabulary):
+        """Sets the vocabulary: a `Vocabulary` (or `BertTokenizer`), its token list, a vocab.txt path, a
+        `BertTokenizer`'s config dict, or None."""
+        if vocabulary is None or isinstance(vocabulary, (Vocabulary, vocabulary_class("bert"))):
             self._vocabulary = vocabulary
+        elif isinstance(vocabulary, dict) and self.tokenizer == "bert":
+            self._vocabulary = vocabulary_class("bert").from_config(vocabulary)
         elif isinstance(vocabulary, (str, os.PathLike)):
             self._vocabulary = load_vocabulary(os.fspath(vocabulary), self.tokenizer)
         else:
@@ -170,7 +204,7 @@ class CaptionerPreprocessor(keras.layers.Layer):
 
         if isinstance(image, (str, os.PathLike, bytes, bytearray)):
             name = os.fspath(image) if isinstance(image, (str, os.PathLike)) else f"image {index}"
-            return decode_image(tf.constant(checked_image_bytes(image, name)), self.image_size).numpy()
+            return self._decode(tf.constant(checked_image_bytes(image, name))).numpy()
         array = np.asarray(image.numpy() if isinstance(image, tf.Tensor) else image)
         if array.ndim == 2:
             array = array[..., None]
@@ -180,7 +214,7 @@ class CaptionerPreprocessor(keras.layers.Layer):
             scale = 255.0 if array.max() <= 1.0 else 1.0
             array = np.clip(array * scale, 0, 255).astype(np.uint8)
         rgb = np.repeat(array, 3, axis=-1) if array.shape[-1] == 1 else array[..., :3]
-        return resize_pixels(_png_floats(rgb), self.image_size).numpy()
+        return resize_pixels(_png_floats(rgb), self.image_size, self.resample).numpy()
 
     def _pixel_batch(self, batch):
         if batch.shape[-1] != 3:
@@ -189,18 +223,23 @@ class CaptionerPreprocessor(keras.layers.Layer):
 
     # ---- tf.data --------------------------------------------------------------------------------
 
+    def _decode(self, data):
+        """One encoded image -> float32 (S, S, 3) in [0, 255], resized with `resample`."""
+        if self.resample == "bilinear":
+            return decode_image(data, self.image_size)
+        return resize_pixels(_decode_pixels(data), self.image_size, self.resample)
+
     def pixels(self, images):
         """Graph-safe: encoded `tf.string` images (a batch `[B]` or one) or pixels (uint8, or float in
         [0, 255]; `[B, H, W, 3]` or one image) -> float32 pixels at the model's size, in [0, 255]."""
         images = tf.convert_to_tensor(images)
         if images.dtype == tf.string:
             if images.shape.rank == 0:
-                return decode_image(images, self.image_size)
-            return tf.map_fn(lambda data: decode_image(data, self.image_size), images,
-                             fn_output_signature=tf.float32)
+                return self._decode(images)
+            return tf.map_fn(self._decode, images, fn_output_signature=tf.float32)
         if images.dtype == tf.uint8:
-            return resize_pixels(_png_floats(images), self.image_size)
-        return resize_pixels(tf.cast(images, tf.float32) / 255.0, self.image_size)
+            return resize_pixels(_png_floats(images), self.image_size, self.resample)
+        return resize_pixels(tf.cast(images, tf.float32) / 255.0, self.image_size, self.resample)
 
     def preprocess_samples(self, images, captions):
         """The tf.data map for training: `(images, captions)` (batched or one) -> `(x, y)` with
@@ -216,7 +255,11 @@ class CaptionerPreprocessor(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         vocab = self._vocabulary
-        config.update(vocabulary=None if vocab is None else vocab.tokens, tokenizer=self.tokenizer,
-                      input_key=self.input_key, image_size=self.image_size, feature_dim=self.feature_dim,
-                      max_caption_words=self.max_caption_words)
+        # a BertTokenizer keeps its settings (lower-casing, special tokens) beside its tokens
+        tokens = getattr(vocab, "tokens", None)
+        if self.tokenizer == "bert" and vocab is not None:
+            tokens = vocab.get_config()
+        config.update(vocabulary=tokens, tokenizer=self.tokenizer, input_key=self.input_key,
+                      image_size=self.image_size, feature_dim=self.feature_dim,
+                      max_caption_words=self.max_caption_words, resample=self.resample)
         return config

@@ -265,8 +265,48 @@ class ClipConfig:
         return self.image_size or CLIP_IMAGE_SIZE
 
 
+@dataclasses.dataclass
+class BlipVitConfig:
+    """BLIP's vision tower (transformers' `BlipVisionModel`): every token after its post LayerNorm, at its own
+    width (no projection: BLIP's decoder cross-attends from the vision width), normalised as the checkpoint's
+    image processor does (`rescale_factor`, then `(x - image_mean) / image_std` per channel).
+
+    The sizes are the checkpoint's `vision_config` (`tfcaption.interop.hf.import_blip` fills them); the
+    preprocessor resizes images to `image_size` with `resample` ("bicubic": BLIP's processor).
+    """
+
+    PATH = "model.image_encoder"
+
+    type: Literal["blip_vit"] = "blip_vit"
+    image_size: PositiveInt = 384
+    patch_size: PositiveInt = 16
+    width: PositiveInt = 768
+    num_layers: PositiveInt = 12
+    num_heads: PositiveInt = 12
+    mlp_dim: PositiveInt = 3072
+    layer_norm_epsilon: Positive = 1e-5
+    hidden_act: str = "gelu"  # as transformers names it (config `hidden_act`)
+    rescale_factor: Positive = 1 / 255
+    image_mean: tuple[float, ...] = OPENAI_CLIP_MEAN  # BLIP's processor uses OpenAI CLIP's
+    image_std: tuple[float, ...] = OPENAI_CLIP_STD
+    resample: Literal["bilinear", "bicubic"] = "bicubic"
+
+    def __post_init__(self):
+        check_fields(self, self.PATH)
+        if self.image_size % self.patch_size:
+            raise ConfigError(f"model.image_encoder.image_size {self.image_size} is not a multiple of patch_size "
+                              f"{self.patch_size}.")
+        if self.width % self.num_heads:
+            raise ConfigError(f"model.image_encoder.width {self.width} is not a multiple of num_heads "
+                              f"{self.num_heads}.")
+        for name in ("image_mean", "image_std"):
+            if len(getattr(self, name)) != 3:
+                raise ConfigError(f"model.image_encoder.{name} must hold 3 values (R, G, B), got "
+                                  f"{list(getattr(self, name))}.")
+
+
 IMAGE_ENCODER_TYPES = {"patches": PatchesConfig, "regions": RegionsConfig, "vit": VitConfig, "cnn": CnnConfig,
-                       "clip": ClipConfig}
+                       "clip": ClipConfig, "blip_vit": BlipVitConfig}
 PRETRAINED_TYPES = ("vit", "cnn", "clip")  # image encoders with a backbone that pretrained weights can fill
 
 
@@ -309,8 +349,25 @@ class DecoderConfig:
         check_fields(self, self.PATH)
 
 
+@dataclasses.dataclass
+class BertDecoderConfig:
+    """`bert`: BLIP's text decoder (`tfcaption.layers.BertTextDecoder`): BERT layers, post-norm, causal
+    self-attention and cross-attention to every image token at the image encoder's width, learned positions
+    (`max_length` rows, [DEC] at 0) and the LM head tied to the word embedding. Its width, heads, inner width
+    and LayerNorm epsilon are the model's shared `hidden_dim`, `num_heads`, `intermediate_dim`, `layer_norm_epsilon`."""
+
+    PATH = "model.decoder"
+
+    type: Literal["bert"] = "bert"
+    num_layers: PositiveInt = 12
+    hidden_act: str = "gelu"  # FFN and LM-head activation, as transformers names it
+
+    def __post_init__(self):
+        check_fields(self, self.PATH)
+
+
 ENCODER_TYPES = {"memory": EncoderConfig}
-DECODER_TYPES = {"meshed": DecoderConfig, "transformer": DecoderConfig}
+DECODER_TYPES = {"meshed": DecoderConfig, "transformer": DecoderConfig, "bert": BertDecoderConfig}
 PART_TYPES = {"image_encoder": IMAGE_ENCODER_TYPES, "encoder": ENCODER_TYPES, "decoder": DECODER_TYPES}
 
 
@@ -435,6 +492,12 @@ class CaptionerConfig:
         if self.hidden_dim != self.num_heads * self.key_dim:
             raise ConfigError(f"model.hidden_dim {self.hidden_dim} must equal model.num_heads * model.key_dim "
                               f"({self.num_heads} * {self.key_dim}).")
+        blip = (self.image_encoder.type == "blip_vit", self.decoder.type == "bert")
+        if any(blip) and not (all(blip) and self.encoder.num_layers == 0):
+            # BLIP's decoder cross-attends to the vision tower's tokens at their own width: no visual encoder
+            raise ConfigError("model.image_encoder.type 'blip_vit' and model.decoder.type 'bert' go together, with "
+                              f"model.encoder.num_layers 0 (got {self.image_encoder.type!r}, {self.decoder.type!r}, "
+                              f"{self.encoder.num_layers}).")
 
     def replace(self, **changes):
         return dataclasses.replace(self, **changes)

@@ -122,7 +122,10 @@ class ImageCaptioner(keras.Model):
         Args:
             name_or_path: a name in `ImageCaptioner.presets` (untrained: random weights, but the image
                 encoder's pretrained checkpoint where the preset names one), a run directory (its best
-                weights, vocabulary and decode settings) or a `.keras` file saved by `ImageCaptioner.save`.
+                weights, vocabulary and decode settings), a `.keras` file saved by `ImageCaptioner.save`, or a
+                BLIP captioning checkpoint: `hf://OWNER/NAME[@REVISION]` or a directory in the Hub's layout
+                (imported in memory, `tfcaption.interop.hf.import_blip.blip_captioner`; `tfcaption-import`
+                writes it as a run directory).
             vocabulary: for a preset: a `Vocabulary`, its tokens or a vocab.txt path; None builds it later
                 (`adapt(captions)`, or `fit` on an `(images, captions)` dataset).
             load_weights: for a preset: load the image encoder's pretrained checkpoint (`image_encoder.weights`:
@@ -142,6 +145,12 @@ class ImageCaptioner(keras.Model):
             return cls._from_preset_name(path, vocabulary, load_weights, overrides)
         if overrides or vocabulary is not None:
             raise ValueError("vocabulary and overrides apply to preset names only, not to saved models.")
+        from tfcaption.interop.hf.import_blip import blip_captioner, is_hub_source
+
+        if is_hub_source(path):
+            if weights != "best":
+                raise ValueError("weights applies to run directories: a Hub checkpoint holds its own weights.")
+            return blip_captioner(path)
         if path.endswith(".keras"):
             if weights != "best":
                 raise ValueError("weights applies to run directories: a .keras file holds its own weights.")
@@ -209,12 +218,14 @@ class ImageCaptioner(keras.Model):
         else:
             # A WordPieceVocabulary exists only once its module is imported (which needs tensorflow-text).
             wordpiece = sys.modules.get("tfcaption.data.wordpiece")
-            tokenizer = "wordpiece" if wordpiece and isinstance(vocabulary, wordpiece.WordPieceVocabulary) else "word"
+            bert = sys.modules.get("tfcaption.data.bert_tokenizer")
+            tokenizer = ("wordpiece" if wordpiece and isinstance(vocabulary, wordpiece.WordPieceVocabulary) else
+                         "bert" if bert and isinstance(vocabulary, bert.BertTokenizer) else "word")
             words, settings = backbone.config.max_length - 2, {}
         preprocessor = CaptionerPreprocessor(
             vocabulary, tokenizer=tokenizer, input_key=backbone.input_key,
             image_size=getattr(part, "image_size", None), feature_dim=getattr(part, "feature_dim", None),
-            max_caption_words=words)
+            max_caption_words=words, resample=getattr(part, "resample", "bilinear"))
         return cls(backbone, preprocessor, **settings)
 
     def set_vocabulary(self, vocabulary):

@@ -1,0 +1,82 @@
+"""The `blip_vit` image encoder: pixels in [0, 255] -> BLIP's image processor normalisation -> BLIP's vision tower."""
+
+import keras
+from keras import ops
+
+from tfcaption.layers.blip_vision_tower import BlipVisionTower
+from tfcaption.layers.image_encoder import SquarePixelsMixin
+
+
+@keras.saving.register_keras_serializable(package="tfcaption")
+class BlipVitImageEncoder(SquarePixelsMixin, keras.layers.Layer):
+    """Square images in, every token of BLIP's vision tower out: the class token, then the patches row by row,
+    after the post LayerNorm, at the tower's own width (BLIP's decoder cross-attends from it: no projection).
+
+    Pixels in [0, 255] are normalised inside `call` as the checkpoint's image processor does after its
+    resize (`x * rescale_factor`, then `(x - image_mean) / image_std` per channel), so training, evaluation
+    and the SavedModel share it. There is no padding: the mask is None.
+
+    Args:
+        image_size: int. Input side in pixels (the tower's position table's size).
+        patch_size, width, num_layers, num_heads, mlp_dim: ints, the tower's sizes (`vision_config`).
+        layer_norm_epsilon: float. The tower's LayerNorm epsilon.
+        hidden_act: str. The MLP activation as transformers names it.
+        rescale_factor: float. The processor's rescale (1/255).
+        image_mean, image_std: 3 floats each, the processor's normalisation (RGB).
+        **kwargs: standard `keras.layers.Layer` arguments.
+
+    Example:
+    >>> encoder = BlipVitImageEncoder(32, 8, 16, 1, 2, 32)
+    >>> tokens, mask = encoder(keras.ops.zeros((2, 32, 32, 3)))
+    >>> tuple(tokens.shape), mask, encoder.token_grid.prefix
+    ((2, 17, 16), None, 1)
+    """
+
+    def __init__(self, image_size, patch_size, width, num_layers, num_heads, mlp_dim, layer_norm_epsilon=1e-5,
+                 hidden_act="gelu", rescale_factor=1 / 255, image_mean=(0.48145466, 0.4578275, 0.40821073),
+                 image_std=(0.26862954, 0.26130258, 0.27577711), **kwargs):
+        super().__init__(**kwargs)
+        self.image_size_px = int(image_size)
+        self.rescale_factor = float(rescale_factor)
+        self.image_mean = tuple(float(v) for v in image_mean)
+        self.image_std = tuple(float(v) for v in image_std)
+        self.tower = BlipVisionTower(image_size, patch_size, width, num_layers, num_heads, mlp_dim,
+                                     layer_norm_epsilon=layer_norm_epsilon, hidden_act=hidden_act,
+                                     dtype=self.dtype_policy, name="tower")
+
+    @property
+    def width(self):
+        """The tokens' width: the tower's hidden size."""
+        return self.tower.hidden_dim
+
+    @property
+    def token_grid(self):
+        return self.tower.token_grid
+
+    def build(self, input_shape=None):
+        self.tower.build((None,) + self.example_shape)
+        self.built = True
+
+    def normalize(self, pixels):
+        """[0, 255] pixels (B, H, W, 3) -> what BLIP's image processor hands the model."""
+        mean = ops.convert_to_tensor(self.image_mean, pixels.dtype)
+        std = ops.convert_to_tensor(self.image_std, pixels.dtype)
+        return (pixels * self.rescale_factor - mean) / std
+
+    def call(self, pixels, training=None):
+        return self.tower(self.normalize(ops.cast(pixels, "float32"))), None  # (B, 1 + P, width), no mask
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], 1 + self.token_grid.cells, self.width), None
+
+    def get_config(self):
+        config = super().get_config()
+        tower = self.tower
+        config.update({
+            "image_size": self.image_size_px, "patch_size": tower.patch_size, "width": tower.hidden_dim,
+            "num_layers": tower.num_layers, "num_heads": tower.num_heads, "mlp_dim": tower.intermediate_dim,
+            "layer_norm_epsilon": tower.layer_norm_epsilon, "hidden_act": tower.hidden_act,
+            "rescale_factor": self.rescale_factor, "image_mean": list(self.image_mean),
+            "image_std": list(self.image_std),
+        })
+        return config
