@@ -128,7 +128,7 @@ def test_run_directories_of_the_flat_config_version_still_load(kind):
     else:
         inputs = np.load(os.path.join(LEGACY, "features.npy"))
     tokens = np.array(expected["tokens"], np.int32)
-    logits = model({model.input_key: inputs, "tokens": tokens, "padding_mask": tokens != vocab.pad_id})
+    logits = model({model.input_key: inputs, "tokens": tokens, "padding_mask": tokens != captioner.preprocessor.pad_id})
     np.testing.assert_allclose(np.asarray(logits), np.array(expected["logits"]), atol=2e-5)
     assert run_config.export.model_name == kind
 
