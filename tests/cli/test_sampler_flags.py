@@ -27,7 +27,7 @@ def test_flags_build_the_sampler_they_name():
 
 @pytest.mark.parametrize("main", [caption_cli.main, evaluate_cli.main], ids=["caption", "evaluate"])
 @pytest.mark.parametrize("flags, message", [
-    (["--sampler", "nucleus"], "--sampler must be one of beam, greedy, random, top_k, top_p, got 'nucleus'."),
+    (["--sampler", "nucleus"], "--sampler must be one of beam, generate_beam, greedy, random, top_k, top_p, got 'nucleus'."),
     (["--temperature", "abc"], "--temperature must be a number > 0, got 'abc'."),
     (["--temperature", "0"], "--temperature must be a number > 0, got '0'."),
     (["--top-k", "0"], "--top-k must be an integer >= 1, got '0'."),
