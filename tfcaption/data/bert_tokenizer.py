@@ -61,6 +61,7 @@ from typing import Iterable, Optional, Sequence
 import tensorflow as tf
 
 from tfcaption.data.tokenizer import SpecialIds, _swap_left_right_rows
+from tfcaption.data.unicode_classes import Ranges, classify_code_points, regex_class, to_ranges
 
 __all__ = ["BertTokenizer"]
 
@@ -78,45 +79,30 @@ _DECODER_CLEANUP = ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", 
 _STRING_CLEANUP = tuple(pair for pair in _DECODER_CLEANUP if pair[0] != " do not")
 
 
-def _to_ranges(cps: Iterable[int]) -> tuple[tuple[int, int], ...]:
-    """Sorted code points -> inclusive ``(first, last)`` ranges."""
-    ranges: list[tuple[int, int]] = []
-    for cp in cps:
-        if ranges and ranges[-1][1] == cp - 1:
-            ranges[-1] = (ranges[-1][0], cp)
-        else:
-            ranges.append((cp, cp))
-    return tuple(ranges)
+def _classify(cp: int, cat: str) -> Optional[str]:
+    """BERT's normaliser classes of a code point of Unicode category ``cat``."""
+    if cp == 0 or cp == 0xFFFD or (cat in ("Cc", "Cf", "Co") and cp not in (0x09, 0x0A, 0x0D)):
+        return "drop"
+    if cat == "Mn":
+        return "marks"
+    if cat[0] == "P" or (cp < 128 and chr(cp) in r"""!"#$%&'()*+,-./:;<=>?@[\]^_`{|}~"""):
+        return "punct"
+    return None
 
 
 @functools.lru_cache(maxsize=None)
-def _classes() -> dict[str, tuple[tuple[int, int], ...]]:
-    """Code-point ranges per Python's unicodedata (a walk over every code point, so cached). Surrogates are
-    left out: they cannot occur in valid UTF-8, and RE2 refuses them in a class."""
-    category = unicodedata.category
-    drop, marks, punct = [], [], []
-    for cp in range(0x110000):
-        cat = category(chr(cp))
-        if cat == "Cs":
-            continue
-        if cp == 0 or cp == 0xFFFD or (cat in ("Cc", "Cf", "Co") and cp not in (0x09, 0x0A, 0x0D)):
-            drop.append(cp)
-        elif cat == "Mn":
-            marks.append(cp)
-        if cat[0] == "P" or (cp < 128 and chr(cp) in r"""!"#$%&'()*+,-./:;<=>?@[\]^_`{|}~"""):
-            punct.append(cp)
-    dropped = set(drop)
-    return {"drop": _to_ranges(drop), "space": _to_ranges(cp for cp in _WHITE_SPACE if cp not in dropped),
-            "marks": _to_ranges(marks), "punct": _to_ranges(punct), "cjk": _CJK}
+def _classes() -> dict[str, Ranges]:
+    """Code-point ranges per Python's unicodedata (a walk over every code point, so cached)."""
+    classes = classify_code_points(_classify, ("drop", "marks", "punct"))
+    space = (cp for cp in _WHITE_SPACE if not any(a <= cp <= b for a, b in classes["drop"]))
+    return {**classes, "space": to_ranges(space), "cjk": _CJK}
 
 
 @functools.lru_cache(maxsize=None)
 def _patterns(engine: str) -> dict[str, str]:
     """The regexes both implementations use; ``engine`` picks Python (``\\U``) or RE2 (``\\x{}``) escapes."""
     def cls(name):
-        if engine == "python":
-            return "".join(f"\\U{a:08X}" if a == b else f"\\U{a:08X}-\\U{b:08X}" for a, b in _classes()[name])
-        return "".join(f"\\x{{{a:X}}}" if a == b else f"\\x{{{a:X}}}-\\x{{{b:X}}}" for a, b in _classes()[name])
+        return regex_class(_classes()[name], engine)
 
     return {"drop": f"[{cls('drop')}]+", "space": f"[{cls('space')}]", "cjk": f"([{cls('cjk')}])",
             "marks": f"[{cls('marks')}]+", "punct": f"([{cls('punct')}])"}

@@ -65,6 +65,7 @@ from tfcaption.data.tokenizer import (
     normalize_caption,
     normalize_caption_tf,
 )
+from tfcaption.data.unicode_classes import Ranges, classify_code_points, regex_class
 
 __all__ = [
     "DEFAULT_MAX_SIZE",
@@ -107,44 +108,25 @@ _UNSPACED_BLOCKS = (
 )
 
 
-def _to_ranges(cps: list[int]) -> tuple[tuple[int, int], ...]:
-    """Sorted code points -> inclusive ``(first, last)`` ranges."""
-    ranges: list[tuple[int, int]] = []
-    for cp in cps:
-        if ranges and ranges[-1][1] == cp - 1:
-            ranges[-1] = (ranges[-1][0], cp)
-        else:
-            ranges.append((cp, cp))
-    return tuple(ranges)
-
-
 @functools.lru_cache(maxsize=None)
-def _classes() -> dict[str, tuple[tuple[int, int], ...]]:
+def _classes() -> dict[str, Ranges]:
     """Code-point ranges per Python's unicodedata (the Unicode version the Python side uses; a walk
     over every code point, so cached): ``unassigned`` (Cn), ``marks`` (M*), ``unspaced`` (letters and numbers of the unspaced
-    blocks). Surrogates (Cs) cannot occur in valid UTF-8 or in a ``str`` from it."""
-    category = unicodedata.category
+    blocks)."""
     in_block = bytearray(0x110000)
     for a, b in _UNSPACED_BLOCKS:
         in_block[a:b + 1] = b"\x01" * (b - a + 1)
-    unassigned, marks, unspaced = [], [], []
-    for cp in range(0x110000):
-        cat = category(chr(cp))
+
+    def classify(cp: int, cat: str) -> Optional[str]:
         if cat == "Cn":
-            unassigned.append(cp)
-        elif cat[0] == "M":
-            marks.append(cp)
-        elif in_block[cp] and cat[0] in "LN":
-            unspaced.append(cp)
-    return {"unassigned": _to_ranges(unassigned), "marks": _to_ranges(marks), "unspaced": _to_ranges(unspaced)}
+            return "unassigned"
+        if cat[0] == "M":
+            return "marks"
+        if in_block[cp] and cat[0] in "LN":
+            return "unspaced"
+        return None
 
-
-def _py_class(name: str) -> str:
-    return "".join(f"\\U{a:08X}" if a == b else f"\\U{a:08X}-\\U{b:08X}" for a, b in _classes()[name])
-
-
-def _re2_class(name: str) -> str:
-    return "".join(f"\\x{{{a:X}}}" if a == b else f"\\x{{{a:X}}}-\\x{{{b:X}}}" for a, b in _classes()[name])
+    return classify_code_points(classify, ("unassigned", "marks", "unspaced"))
 
 
 @functools.lru_cache(maxsize=None)
@@ -154,7 +136,9 @@ def _patterns(engine: str) -> dict[str, str]:
     Only constructs on which Python ``re`` and RE2 agree (classes, greedy ``*``, ``\\1`` rewrites, no
     look-around, which RE2 lacks) are used, so the two sides cannot drift apart.
     """
-    cls = _py_class if engine == "python" else _re2_class
+    def cls(name):
+        return regex_class(_classes()[name], engine)
+
     unit = f"([{cls('unspaced')}][{cls('marks')}]*)"
     return {
         "unassigned": f"[{cls('unassigned')}]+",
@@ -310,7 +294,7 @@ class WordPieceVocabulary(Vocabulary):
             sorted(counts.items()), vocab_size=max_size, reserved_tokens=list(SPECIALS),
             lower_thresh=1, max_unique_chars=(max_size - len(SPECIALS)) // 2,
             include_joiner_token=True, joiner=SUFFIX)
-        starts_unit = re.compile(f"[{_py_class('unspaced')}]")
+        starts_unit = re.compile(f"[{regex_class(_classes()['unspaced'], 'python')}]")
         tokens = [t for t in tokens if not (t.startswith(SUFFIX) and starts_unit.match(t, len(SUFFIX)))]
         if len(tokens) > max_size:
             def is_alphabet(t):
