@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import numpy as np
 from tfcaption.interop.hf.architectures import architecture_of
 from tfcaption.interop.hf.errors import HubCheckpointError, HubFilesNotFoundError
 from tfcaption.interop.hf.image_processor_settings import read_image_processor_settings
+from tfcaption.interop.hf.json_files import read_json_object
 from tfcaption.interop.hf.sources import CONFIG_FILE, resolve_source
 from tfcaption.interop.hf.tokenizer_files import read_tokenizer_files
 from tfcaption.interop.hf.weights import WeightFiles
@@ -56,11 +56,7 @@ class HubCheckpoint:
         if not path.is_file():
             raise HubFilesNotFoundError(f"{self.directory}: no {CONFIG_FILE}; a checkpoint directory needs the "
                                         f"repository's {CONFIG_FILE} beside its weights")
-        try:
-            self.config = json.loads(path.read_text(encoding="utf-8"))
-            assert isinstance(self.config, dict)
-        except (ValueError, UnicodeDecodeError, AssertionError):
-            raise HubCheckpointError(f"{path}: not a JSON object") from None
+        self.config = read_json_object(path)
         self._architecture = architecture_of(self.config, str(path))
         self.tied = dict(self._architecture.tied_for(self.config) if tied is None else tied)
         self._weights = None

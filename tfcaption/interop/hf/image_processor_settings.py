@@ -9,11 +9,11 @@ for CLIP's processors and a square for BLIP's, as transformers reads older files
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from tfcaption.interop.hf.errors import HubCheckpointError, HubFilesNotFoundError
+from tfcaption.interop.hf.json_files import read_json_object
 
 __all__ = ["ImageProcessorSettings", "read_image_processor_settings", "RESAMPLE_NAMES"]
 
@@ -85,10 +85,10 @@ def read_image_processor_settings(directory: str | Path) -> ImageProcessorSettin
     d = Path(directory)
     if (d / "preprocessor_config.json").is_file():
         path = d / "preprocessor_config.json"
-        values = _json(path)
+        values = read_json_object(path)
     elif (d / "processor_config.json").is_file():
         path = d / "processor_config.json"
-        values = _json(path).get("image_processor")
+        values = read_json_object(path).get("image_processor")
         if not isinstance(values, dict):
             raise HubFilesNotFoundError(f"{path}: no 'image_processor' entry; put the repository's "
                                         "preprocessor_config.json beside it")
@@ -109,16 +109,6 @@ def read_image_processor_settings(directory: str | Path) -> ImageProcessorSettin
         rescale_factor=float(values.get("rescale_factor", 1 / 255)),
         do_normalize=bool(values.get("do_normalize", True)), image_mean=mean, image_std=std,
         do_convert_rgb=bool(values.get("do_convert_rgb", True)), file=path.name)
-
-
-def _json(path: Path) -> dict:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as error:
-        raise HubCheckpointError(f"{path}: not valid JSON ({error})") from None
-    if not isinstance(value, dict):
-        raise HubCheckpointError(f"{path}: expected a JSON object, found {type(value).__name__}")
-    return value
 
 
 def _size(value, path, key, square, needed):

@@ -9,11 +9,11 @@ name one, as transformers reads them).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tfcaption.interop.hf.errors import HubCheckpointError, HubFilesNotFoundError
+from tfcaption.interop.hf.json_files import read_json_object
 
 __all__ = ["TokenizerFiles", "read_tokenizer_files", "SPECIAL_ROLES"]
 
@@ -123,15 +123,8 @@ def read_tokenizer_files(directory: str | Path) -> TokenizerFiles:
 
 
 def _json(path: Path):
-    if not path.is_file():
-        return None
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as error:
-        raise HubCheckpointError(f"{path}: not valid JSON ({error})") from None
-    if not isinstance(value, dict):
-        raise HubCheckpointError(f"{path}: expected a JSON object, found {type(value).__name__}")
-    return value
+    """The JSON object in ``path``, or None where the checkpoint has no such file."""
+    return read_json_object(path) if path.is_file() else None
 
 
 def _int(value, path, what) -> int:

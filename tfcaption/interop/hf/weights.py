@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from tfcaption.interop.hf.errors import HubCheckpointError, HubFilesNotFoundError
+from tfcaption.interop.hf.json_files import read_json_object
 
 __all__ = ["WeightFiles"]
 
@@ -79,10 +80,8 @@ class WeightFiles:
 
     def _sharded(self, index_name: str) -> dict[str, str]:
         path = self.directory / index_name
-        try:
-            weight_map = json.loads(path.read_text())["weight_map"]
-            assert isinstance(weight_map, dict) and all(isinstance(v, str) for v in weight_map.values())
-        except (ValueError, KeyError, TypeError, AssertionError):
+        weight_map = read_json_object(path).get("weight_map")
+        if not (isinstance(weight_map, dict) and all(isinstance(v, str) for v in weight_map.values())):
             raise HubCheckpointError(f"{path}: not a weights index (a JSON object with a 'weight_map' of "
                                      "tensor name -> shard file)") from None
         for shard in dict.fromkeys(weight_map.values()):
