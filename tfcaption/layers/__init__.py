@@ -19,6 +19,7 @@ from tfcaption.layers.patch_encoder import PatchEncoder
 from tfcaption.layers.patch_image_encoder import PatchImageEncoder
 from tfcaption.layers.patches import Patches
 from tfcaption.layers.region_encoder import RegionEncoder
+from tfcaption.layers.tower_image_encoder import PretrainedTowerImageEncoder, TrainableTowerImageEncoder
 from tfcaption.layers.vit import VisionTransformer, VitBlock
 from tfcaption.layers.vit_image_encoder import VitImageEncoder
 
@@ -28,6 +29,7 @@ __all__ = [
     "CrossAttention", "DecoderLayer", "MemoryAugmentedAttention",
     "MemoryAugmentedEncoder", "MemoryAugmentedEncoderLayer", "MeshedCrossAttention", "MeshedDecoder",
     "MeshedDecoderLayer", "PatchEncoder", "PatchImageEncoder", "Patches", "PositionWiseFeedForward",
-    "RegionEncoder", "TokenGrid", "TransformerDecoder", "TransformerDecoderLayer",
+    "PretrainedTowerImageEncoder", "RegionEncoder", "TokenGrid", "TrainableTowerImageEncoder", "TransformerDecoder",
+    "TransformerDecoderLayer",
     "VisionTransformer", "VitBlock", "VitImageEncoder",
 ]

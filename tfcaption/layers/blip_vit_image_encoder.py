@@ -4,11 +4,11 @@ import keras
 from keras import ops
 
 from tfcaption.layers.blip_vision_tower import BlipVisionTower
-from tfcaption.layers.image_encoder import SquarePixelsMixin
+from tfcaption.layers.tower_image_encoder import PretrainedTowerImageEncoder
 
 
 @keras.saving.register_keras_serializable(package="tfcaption")
-class BlipVitImageEncoder(SquarePixelsMixin, keras.layers.Layer):
+class BlipVitImageEncoder(PretrainedTowerImageEncoder):
     """Square images in, every token of BLIP's vision tower out: the class token, then the patches row by row,
     after the post LayerNorm, at the tower's own width (BLIP's decoder cross-attends from it: no projection).
 
@@ -32,11 +32,13 @@ class BlipVitImageEncoder(SquarePixelsMixin, keras.layers.Layer):
     ((2, 17, 16), None, 1)
     """
 
+    tower_attribute = "tower"
+    normalize_dtype = "float32"
+
     def __init__(self, image_size, patch_size, width, num_layers, num_heads, mlp_dim, layer_norm_epsilon=1e-5,
                  hidden_act="gelu", rescale_factor=1 / 255, image_mean=(0.48145466, 0.4578275, 0.40821073),
                  image_std=(0.26862954, 0.26130258, 0.27577711), **kwargs):
-        super().__init__(**kwargs)
-        self.image_size_px = int(image_size)
+        super().__init__(image_size, **kwargs)
         self.rescale_factor = float(rescale_factor)
         self.image_mean = tuple(float(v) for v in image_mean)
         self.image_std = tuple(float(v) for v in image_std)
@@ -49,25 +51,10 @@ class BlipVitImageEncoder(SquarePixelsMixin, keras.layers.Layer):
         """The tokens' width: the tower's hidden size."""
         return self.tower.hidden_dim
 
-    @property
-    def token_grid(self):
-        return self.tower.token_grid
-
-    def build(self, input_shape=None):
-        self.tower.build((None,) + self.example_shape)
-        self.built = True
-
     def normalize(self, pixels):
-        """[0, 255] pixels (B, H, W, 3) -> what BLIP's image processor hands the model."""
         mean = ops.convert_to_tensor(self.image_mean, pixels.dtype)
         std = ops.convert_to_tensor(self.image_std, pixels.dtype)
         return (pixels * self.rescale_factor - mean) / std
-
-    def call(self, pixels, training=None):
-        return self.tower(self.normalize(ops.cast(pixels, "float32"))), None  # (B, 1 + P, width), no mask
-
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0], 1 + self.token_grid.cells, self.width), None
 
     def get_config(self):
         config = super().get_config()

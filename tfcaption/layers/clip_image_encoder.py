@@ -5,11 +5,11 @@ import keras
 from keras import ops
 
 from tfcaption.layers.clip_vision_tower import ClipVisionTower
-from tfcaption.layers.image_encoder import BackboneMixin
+from tfcaption.layers.tower_image_encoder import TrainableTowerImageEncoder
 
 
 @keras.saving.register_keras_serializable(package="tfcaption")
-class ClipImageEncoder(BackboneMixin, keras.layers.Layer):
+class ClipImageEncoder(TrainableTowerImageEncoder):
     """Square images in, `1 + (image_size / patch_size)^2` tokens out (class token, then the patches row by
     row) from the tower's last or penultimate layer, linearly projected to `hidden_dim` when the tower's
     `width` differs.
@@ -46,23 +46,14 @@ class ClipImageEncoder(BackboneMixin, keras.layers.Layer):
                  hidden_act="quick_gelu", layer_norm_epsilon=1e-5, output_layer="penultimate",
                  image_mean=(0.48145466, 0.4578275, 0.40821073), image_std=(0.26862954, 0.26130258, 0.27577711),
                  train_backbone="all", trainable_blocks=0, **kwargs):
-        super().__init__(**kwargs)
-        self.image_size_px = int(image_size)
-        self.hidden_dim = int(hidden_dim)
+        super().__init__(image_size, train_backbone=train_backbone, trainable_blocks=trainable_blocks, **kwargs)
         self.output_layer = output_layer
         self.image_mean = [float(v) for v in image_mean]
         self.image_std = [float(v) for v in image_std]
-        self.train_backbone = train_backbone
-        self.trainable_blocks = int(trainable_blocks)
         self.backbone = ClipVisionTower(self.image_size_px, patch_size, width, num_heads, num_layers, mlp_dim,
                                         hidden_act, layer_norm_epsilon, output_layer, dtype=self.dtype_policy,
                                         name="clip_vision_tower")
-        self.projection = (keras.layers.Dense(self.hidden_dim, dtype=self.dtype_policy, name="projection")
-                           if self.backbone.hidden_dim != self.hidden_dim else None)
-
-    @property
-    def token_grid(self):
-        return self.backbone.token_grid
+        self._project_to(hidden_dim)
 
     def _used_layers(self):
         return self.backbone.encoder_layers[:self.backbone.num_layers + 1 + self.backbone.output_layer]
@@ -73,37 +64,22 @@ class ClipImageEncoder(BackboneMixin, keras.layers.Layer):
                 [[layer] for layer in self._used_layers()], [])
 
     def build(self, input_shape=None):
-        self.backbone.build((None,) + self.example_shape)
-        if self.projection is not None:
-            self.projection.build((None, self.backbone.num_tokens, self.backbone.hidden_dim))
-        self.apply_backbone_training()
+        super().build(input_shape)
         for layer in self.backbone.encoder_layers[len(self._used_layers()):] + [self.backbone.post_layernorm]:
             layer.trainable = False  # loaded with the checkpoint, never run: no gradient would reach them
-        self.built = True
 
     def normalize(self, pixels):
         mean = ops.cast(ops.convert_to_tensor(self.image_mean), pixels.dtype)
         std = ops.cast(ops.convert_to_tensor(self.image_std), pixels.dtype)
         return (pixels / 255.0 - mean) / std
 
-    def call(self, pixels, training=None):
-        tokens = self.run_backbone(self.normalize(ops.cast(pixels, self.compute_dtype)), training=training)
-        if self.projection is not None:
-            tokens = self.projection(tokens)
-        return tokens, None
-
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0], self.backbone.num_tokens, self.hidden_dim), None
-
     def get_config(self):
         config = super().get_config()
         tower = self.backbone
         config.update({
-            "image_size": self.image_size_px, "patch_size": tower.patch_size, "width": tower.hidden_dim,
-            "num_heads": tower.num_heads, "num_layers": tower.num_layers, "mlp_dim": tower.intermediate_dim,
-            "hidden_dim": self.hidden_dim, "hidden_act": tower.hidden_act,
+            "patch_size": tower.patch_size, "width": tower.hidden_dim, "num_heads": tower.num_heads,
+            "num_layers": tower.num_layers, "mlp_dim": tower.intermediate_dim, "hidden_act": tower.hidden_act,
             "layer_norm_epsilon": tower.layer_norm_epsilon, "output_layer": self.output_layer,
-            "image_mean": self.image_mean, "image_std": self.image_std, "train_backbone": self.train_backbone,
-            "trainable_blocks": self.trainable_blocks,
+            "image_mean": self.image_mean, "image_std": self.image_std,
         })
         return config

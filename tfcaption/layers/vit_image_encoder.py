@@ -2,12 +2,12 @@
 
 import keras
 
-from tfcaption.layers.image_encoder import BackboneMixin
+from tfcaption.layers.tower_image_encoder import TrainableTowerImageEncoder
 from tfcaption.layers.vit import VisionTransformer
 
 
 @keras.saving.register_keras_serializable(package="tfcaption")
-class VitImageEncoder(BackboneMixin, keras.layers.Layer):
+class VitImageEncoder(TrainableTowerImageEncoder):
     """Square images in, `1 + (image_size / patch_size)^2` tokens out: the class token, then the patches
     row by row, as the ViT's `encoder_norm` gives them, linearly projected to `hidden_dim` when the
     backbone's `width` differs (CPTR feeds ViT-B's 768-wide tokens to its decoder as they are).
@@ -39,53 +39,26 @@ class VitImageEncoder(BackboneMixin, keras.layers.Layer):
 
     def __init__(self, image_size, patch_size, width, num_heads, num_layers, mlp_dim, hidden_dim=512, gelu="tanh",
                  dropout=0.0, train_backbone="all", trainable_blocks=0, **kwargs):
-        super().__init__(**kwargs)
-        self.image_size_px = int(image_size)
-        self.hidden_dim = int(hidden_dim)
-        self.train_backbone = train_backbone
-        self.trainable_blocks = int(trainable_blocks)
+        super().__init__(image_size, train_backbone=train_backbone, trainable_blocks=trainable_blocks, **kwargs)
         self.backbone = VisionTransformer(patch_size, width, num_heads, num_layers, mlp_dim, self.image_size_px,
                                           dropout=dropout, gelu=gelu, dtype=self.dtype_policy,
                                           name="vision_transformer")
-        self.projection = (keras.layers.Dense(self.hidden_dim, dtype=self.dtype_policy, name="projection")
-                           if self.backbone.hidden_dim != self.hidden_dim else None)
-
-    @property
-    def token_grid(self):
-        return self.backbone.token_grid
+        self._project_to(hidden_dim)
 
     def backbone_parts(self):
         vit = self.backbone
         return ([vit.patch_embedding, vit.class_token, vit.position_embedding], [[block] for block in vit.blocks],
                 [vit.encoder_norm])
 
-    def build(self, input_shape=None):
-        self.backbone.build((None,) + self.example_shape)
-        if self.projection is not None:
-            self.projection.build((None, self.backbone.num_tokens, self.backbone.hidden_dim))
-        self.apply_backbone_training()
-        self.built = True
-
     @staticmethod
     def normalize(pixels):
         return pixels / 127.5 - 1.0
-
-    def call(self, pixels, training=None):
-        tokens = self.run_backbone(self.normalize(keras.ops.cast(pixels, self.compute_dtype)), training=training)
-        if self.projection is not None:
-            tokens = self.projection(tokens)
-        return tokens, None
-
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0], self.backbone.num_tokens, self.hidden_dim), None
 
     def get_config(self):
         config = super().get_config()
         vit = self.backbone
         config.update({
-            "image_size": self.image_size_px, "patch_size": vit.patch_size, "width": vit.hidden_dim,
-            "num_heads": vit.num_heads, "num_layers": vit.num_layers, "mlp_dim": vit.mlp_dim,
-            "hidden_dim": self.hidden_dim, "gelu": vit.gelu, "dropout": vit.dropout,
-            "train_backbone": self.train_backbone, "trainable_blocks": self.trainable_blocks,
+            "patch_size": vit.patch_size, "width": vit.hidden_dim, "num_heads": vit.num_heads,
+            "num_layers": vit.num_layers, "mlp_dim": vit.mlp_dim, "gelu": vit.gelu, "dropout": vit.dropout,
         })
         return config
