@@ -60,7 +60,7 @@ from typing import Iterable, Optional, Sequence
 
 import tensorflow as tf
 
-from tfcaption.data.tokenizer import SpecialIds, _swap_left_right_rows
+from tfcaption.data.tokenizer import TokenTable, _swap_left_right_rows
 from tfcaption.data.unicode_classes import Ranges, classify_code_points, regex_class, to_ranges
 
 __all__ = ["BertTokenizer"]
@@ -126,7 +126,7 @@ def _cleanup_tf(text: tf.Tensor, rules) -> tf.Tensor:
     return text
 
 
-class BertTokenizer:
+class BertTokenizer(TokenTable):
     """BLIP's BERT WordPiece tokenizer: encodes in the graph (tensorflow-text), decodes as transformers does.
 
     The module docstring states the rules. The interface follows :class:`~tfcaption.data.tokenizer.Vocabulary`
@@ -181,8 +181,7 @@ class BertTokenizer:
         if len(set(tokens)) != len(tokens):
             dup = [t for t, n in collections.Counter(tokens).items() if n > 1]
             raise ValueError(f"duplicate BERT vocabulary tokens: {dup[:5]!r}")
-        self._tokens = tokens
-        self._ids = {t: i for i, t in enumerate(tokens)}
+        self._set_tokens(tokens)
         self.do_lower_case = bool(do_lower_case)
         self.strip_accents = None if strip_accents is None else bool(strip_accents)
         self.tokenize_chinese_chars = bool(tokenize_chinese_chars)
@@ -264,17 +263,6 @@ class BertTokenizer:
                    clean_up_tokenization_spaces=config.get("clean_up_tokenization_spaces", False), **names)
 
     # ------------------------------------------------------------------ ids and tokens
-    @property
-    def tokens(self) -> list[str]:
-        return list(self._tokens)
-
-    @property
-    def size(self) -> int:
-        return len(self._tokens)
-
-    def __len__(self) -> int:
-        return len(self._tokens)
-
     def __eq__(self, other) -> bool:
         return type(other) is type(self) and self.get_config() == other.get_config()
 
@@ -289,17 +277,9 @@ class BertTokenizer:
     eos_id = property(lambda self: self._ids[self.sep_token], doc="[SEP]: generation stops at it.")
 
     @property
-    def special_ids(self) -> SpecialIds:
-        """`SpecialIds` (pad, bos = [DEC], eos = [SEP]): what decoding and training read."""
-        return SpecialIds.of(self)
-
-    @property
     def special_token_ids(self) -> list[int]:
         """The ids `decode` skips (every special token), sorted."""
         return sorted(self._special)
-
-    def token_to_id(self, token: str) -> int:
-        return self._ids.get(token, self.unk_id)
 
     def id_to_token(self, index: int) -> str:
         """The token of ``index``; an error naming it outside the vocabulary."""

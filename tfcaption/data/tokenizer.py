@@ -47,6 +47,7 @@ __all__ = [
     "normalize_caption",
     "normalize_caption_tf",
     "SpecialIds",
+    "TokenTable",
     "Vocabulary",
     "swap_left_right",
 ]
@@ -157,7 +158,36 @@ class SpecialIds:
                             f"SpecialIds, got {type(source).__name__}.") from None
 
 
-class Vocabulary:
+class TokenTable:
+    """Tokens in id order and the id of each: what every tokenizer kind (`Vocabulary`, `WordPieceVocabulary`,
+    `BertTokenizer`) shares. Subclasses call `_set_tokens` once their tokens are checked and define `unk_id`."""
+
+    def _set_tokens(self, tokens: Sequence[str]) -> None:
+        self._tokens = list(tokens)
+        self._ids = {t: i for i, t in enumerate(self._tokens)}
+
+    @property
+    def tokens(self) -> list[str]:
+        return list(self._tokens)
+
+    @property
+    def size(self) -> int:
+        return len(self._tokens)
+
+    def __len__(self) -> int:
+        return len(self._tokens)
+
+    @property
+    def special_ids(self) -> SpecialIds:
+        """`SpecialIds` (pad, bos, eos) of this tokenizer: what decoding and training read."""
+        return SpecialIds.of(self)
+
+    def token_to_id(self, token: str) -> int:
+        """The id of ``token``; the unknown token's id for a token outside the table."""
+        return self._ids.get(token, self.unk_id)
+
+
+class Vocabulary(TokenTable):
     """Word <-> id mapping with the M2 special tokens at ids 0..3.
 
     Args:
@@ -174,11 +204,6 @@ class Vocabulary:
 
     unk_id, pad_id, bos_id, eos_id = 0, 1, 2, 3
 
-    @property
-    def special_ids(self) -> SpecialIds:
-        """`SpecialIds` of this vocabulary: what decoding and training read."""
-        return SpecialIds.of(self)
-
     def __init__(self, tokens: Sequence[str]):
         tokens = [str(t) for t in tokens]
         if tuple(tokens[:4]) != SPECIALS:
@@ -189,8 +214,7 @@ class Vocabulary:
         if len(set(tokens)) != len(tokens):
             dup = [t for t, n in collections.Counter(tokens).items() if n > 1]
             raise ValueError(f"duplicate vocabulary tokens: {dup[:5]!r}")
-        self._tokens = tokens
-        self._ids = {t: i for i, t in enumerate(tokens)}
+        self._set_tokens(tokens)
         self._lookup = None
 
     # ------------------------------------------------------------------ construction / IO
@@ -234,17 +258,6 @@ class Vocabulary:
         return cls(lines)
 
     # ------------------------------------------------------------------ basic properties
-    @property
-    def tokens(self) -> list[str]:
-        return list(self._tokens)
-
-    @property
-    def size(self) -> int:
-        return len(self._tokens)
-
-    def __len__(self) -> int:
-        return len(self._tokens)
-
     def __contains__(self, token: str) -> bool:
         return token in self._ids
 
@@ -254,9 +267,6 @@ class Vocabulary:
 
     def __repr__(self) -> str:
         return f"Vocabulary(size={self.size})"
-
-    def token_to_id(self, token: str) -> int:
-        return self._ids.get(token, self.unk_id)
 
     def id_to_token(self, index: int) -> str:
         index = int(index)
