@@ -14,8 +14,6 @@ import numpy as np
 __all__ = ["ClipWeightsError", "clip_vision_arguments", "clip_vision_state", "load_clip_vision_weights",
            "clip_checkpoint_dir", "read_clip_checkpoint"]
 
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
-
 VISION_PREFIX = "vision_model."
 # transformers' CLIPVisionConfig defaults: config.json may leave out a field equal to them.
 VISION_DEFAULTS = {
@@ -132,16 +130,15 @@ def clip_checkpoint_dir(weights):
     fetched into huggingface_hub's cache (`tfcaption.interop.hf.sources.resolve_source`); a missing one is a
     one-line `FileNotFoundError` saying what to put where."""
     from tfcaption.interop.hf.errors import HubFilesNotFoundError
+    from tfcaption.interop.hf.hub_checkpoint import HubCheckpoint
     from tfcaption.interop.hf.sources import resolve_source
     from tfcaption.layers.image_encoder import CheckpointNotFoundError
 
     try:
         path = resolve_source(weights if weights.startswith("hf://") else os.path.expanduser(weights))
+        HubCheckpoint(path).weights_file  # its config.json and a weights file, or one line naming them
     except HubFilesNotFoundError as error:
         raise CheckpointNotFoundError(f"model.image_encoder.weights {weights}: {error}") from None
-    if not (path / "config.json").is_file():
-        raise CheckpointNotFoundError(f"model.image_encoder.weights {weights}: no config.json there; put a CLIP "
-                                      f"checkpoint's config.json and {' or '.join(WEIGHT_FILES)} in that directory.")
     return str(path)
 
 

@@ -13,7 +13,7 @@ from tfcaption.interop.hf.image_processor_settings import read_image_processor_s
 from tfcaption.interop.hf.json_files import read_json_object
 from tfcaption.interop.hf.sources import CONFIG_FILE, resolve_source
 from tfcaption.interop.hf.tokenizer_files import read_tokenizer_files
-from tfcaption.interop.hf.weights import WeightFiles
+from tfcaption.interop.hf.weights import WeightFiles, find_weights_file
 
 __all__ = ["HubCheckpoint"]
 
@@ -80,6 +80,12 @@ class HubCheckpoint:
         if self._weights is None:
             self._weights = WeightFiles(self.directory)
         return self._weights
+
+    @property
+    def weights_file(self) -> str:
+        """The file the weights are read from (see `find_weights_file`), found without reading it; a one-line
+        `HubFilesNotFoundError` naming the files it looks for when none is there."""
+        return find_weights_file(self.directory)
 
     @property
     def names(self) -> list[str]:

@@ -18,10 +18,26 @@ import numpy as np
 from tfcaption.interop.hf.errors import HubCheckpointError, HubFilesNotFoundError
 from tfcaption.interop.hf.json_files import read_json_object
 
-__all__ = ["WeightFiles"]
+__all__ = ["WeightFiles", "find_weights_file"]
 
 _SAFETENSORS, _SAFETENSORS_INDEX = "model.safetensors", "model.safetensors.index.json"
 _PYTORCH, _PYTORCH_INDEX = "pytorch_model.bin", "pytorch_model.bin.index.json"
+
+
+def find_weights_file(directory: str | Path) -> str:
+    """The name of the file a checkpoint directory's weights are read from, the first there of
+    ``model.safetensors``, its shards' index, ``pytorch_model.bin``, its shards' index; found without reading it.
+
+    Raises:
+        HubFilesNotFoundError: (one line) none is there.
+    """
+    d = Path(directory)
+    for name in (_SAFETENSORS, _SAFETENSORS_INDEX, _PYTORCH, _PYTORCH_INDEX):
+        if (d / name).is_file():
+            return name
+    raise HubFilesNotFoundError(
+        f"{d}: no weights file ({_SAFETENSORS}, {_SAFETENSORS_INDEX} with its shards, {_PYTORCH} or "
+        f"{_PYTORCH_INDEX}); put the repository's weights file there")
 
 
 class WeightFiles:
@@ -66,24 +82,19 @@ class WeightFiles:
 
     def _index(self) -> dict[str, str]:
         d = self.directory
-        if (d / _SAFETENSORS).is_file():
+        name = find_weights_file(d)
+        if name == _SAFETENSORS:
             return dict.fromkeys(_safetensors_header(d / _SAFETENSORS), _SAFETENSORS)
-        if (d / _SAFETENSORS_INDEX).is_file():
-            return self._sharded(_SAFETENSORS_INDEX)
-        if (d / _PYTORCH).is_file():
+        if name == _PYTORCH:
             return dict.fromkeys(self._read_pytorch(_PYTORCH), _PYTORCH)  # a pickle lists its names only whole
-        if (d / _PYTORCH_INDEX).is_file():
-            return self._sharded(_PYTORCH_INDEX)
-        raise HubFilesNotFoundError(
-            f"{d}: no weights file ({_SAFETENSORS}, {_SAFETENSORS_INDEX} with its shards, {_PYTORCH} or "
-            f"{_PYTORCH_INDEX}); put the repository's weights file there")
+        return self._sharded(name)
 
     def _sharded(self, index_name: str) -> dict[str, str]:
         path = self.directory / index_name
         weight_map = read_json_object(path).get("weight_map")
         if not (isinstance(weight_map, dict) and all(isinstance(v, str) for v in weight_map.values())):
             raise HubCheckpointError(f"{path}: not a weights index (a JSON object with a 'weight_map' of "
-                                     "tensor name -> shard file)") from None
+                                     "tensor name -> shard file)")
         for shard in dict.fromkeys(weight_map.values()):
             if not (self.directory / shard).is_file():
                 raise HubFilesNotFoundError(f"{self.directory / shard}: missing; {index_name} names it as a shard")
