@@ -62,10 +62,10 @@ import tensorflow as tf
 
 from tfcaption.data.tokenizer import TokenTable, _swap_left_right_rows
 from tfcaption.data.unicode_classes import Ranges, classify_code_points, regex_class, to_ranges
+from tfcaption.data.wordpiece import SUFFIX, greedy_piece_ids
 
 __all__ = ["BertTokenizer"]
 
-SUFFIX = "##"
 
 # Unicode's White_Space property (PropList.txt, unchanged since Unicode 6.3); what Rust's char::is_whitespace is.
 _WHITE_SPACE = (0x09, 0x0A, 0x0B, 0x0C, 0x0D, 0x20, 0x85, 0xA0, 0x1680, *range(0x2000, 0x200B), 0x2028, 0x2029,
@@ -338,19 +338,7 @@ class BertTokenizer(TokenTable):
         matches, is one ``[UNK]``."""
         if len(word) > self.max_input_chars_per_word:
             return [self.unk_id]
-        ids, start = [], 0
-        while start < len(word):
-            end = len(word)
-            while end > start:
-                piece = word[start:end] if start == 0 else SUFFIX + word[start:end]
-                if piece in self._ids:
-                    ids.append(self._ids[piece])
-                    break
-                end -= 1
-            if end == start:
-                return [self.unk_id]
-            start = end
-        return ids
+        return greedy_piece_ids(word, self._ids, self.unk_id)
 
     def encode(self, text: str, add_bos_eos: bool = False) -> list[int]:
         """The piece ids of ``text``; with ``add_bos_eos``, BLIP's caption form ``[DEC] pieces [SEP]``."""

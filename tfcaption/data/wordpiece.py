@@ -53,7 +53,7 @@ import collections
 import functools
 import re
 import unicodedata
-from typing import Iterable, Optional, Sequence
+from typing import Iterable, Mapping, Optional, Sequence
 
 import tensorflow as tf
 
@@ -71,6 +71,7 @@ __all__ = [
     "DEFAULT_MAX_SIZE",
     "MAX_BYTES_PER_WORD",
     "SUFFIX",
+    "greedy_piece_ids",
     "normalize_wordpiece",
     "normalize_wordpiece_tf",
     "pretokenize",
@@ -220,6 +221,24 @@ def pretokenize_tf(text) -> tf.RaggedTensor:
     return tf.strings.split(tf.strings.regex_replace(text, _patterns("re2")["unit"], r" \1 "))
 
 
+def greedy_piece_ids(word: str, ids: Mapping[str, int], unk_id: int) -> list[int]:
+    """WordPiece's greedy longest-match-first (MaxMatch) split of ``word`` into the pieces of ``ids`` (piece ->
+    id; continuation pieces written ``##piece``); ``[unk_id]`` when a part of it matches no piece."""
+    out, start, n = [], 0, len(word)
+    while start < n:
+        end = n
+        while end > start:
+            piece = word[start:end] if start == 0 else SUFFIX + word[start:end]
+            if piece in ids:
+                out.append(ids[piece])
+                break
+            end -= 1
+        if end == start:
+            return [unk_id]
+        start = end
+    return out
+
+
 class WordPieceVocabulary(Vocabulary):
     """Subword (WordPiece) <-> id mapping with the M2 special tokens at ids 0..3.
 
@@ -321,19 +340,7 @@ class WordPieceVocabulary(Vocabulary):
         a part no piece matches is a single ``<unk>``."""
         if len(word.encode("utf-8")) > MAX_BYTES_PER_WORD:
             return [self.unk_id]
-        ids, start, n = [], 0, len(word)
-        while start < n:
-            end = n
-            while end > start:
-                piece = word[start:end] if start == 0 else SUFFIX + word[start:end]
-                if piece in self._ids:
-                    ids.append(self._ids[piece])
-                    break
-                end -= 1
-            if end == start:
-                return [self.unk_id]
-            start = end
-        return ids
+        return greedy_piece_ids(word, self._ids, self.unk_id)
 
     def encode(self, text: str, add_bos_eos: bool = False) -> list[int]:
         """Ids of the pieces of ``text`` (see the module docstring); no ``<bos>``/``<eos>`` unless

@@ -1,7 +1,6 @@
 """The `blip_vit` image encoder: pixels in [0, 255] -> BLIP's image processor normalisation -> BLIP's vision tower."""
 
 import keras
-from keras import ops
 
 from tfcaption.layers.blip_vision_tower import BlipVisionTower
 from tfcaption.layers.tower_image_encoder import PretrainedTowerImageEncoder
@@ -52,9 +51,7 @@ class BlipVitImageEncoder(PretrainedTowerImageEncoder):
         return self.tower.hidden_dim
 
     def normalize(self, pixels):
-        mean = ops.convert_to_tensor(self.image_mean, pixels.dtype)
-        std = ops.convert_to_tensor(self.image_std, pixels.dtype)
-        return (pixels * self.rescale_factor - mean) / std
+        return self.standardize(pixels * self.rescale_factor, self.image_mean, self.image_std)
 
     def get_config(self):
         config = super().get_config()

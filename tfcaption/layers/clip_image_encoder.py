@@ -2,7 +2,6 @@
 -> the captioner's width."""
 
 import keras
-from keras import ops
 
 from tfcaption.layers.clip_vision_tower import ClipVisionTower
 from tfcaption.layers.tower_image_encoder import TrainableTowerImageEncoder
@@ -69,9 +68,7 @@ class ClipImageEncoder(TrainableTowerImageEncoder):
             layer.trainable = False  # loaded with the checkpoint, never run: no gradient would reach them
 
     def normalize(self, pixels):
-        mean = ops.cast(ops.convert_to_tensor(self.image_mean), pixels.dtype)
-        std = ops.cast(ops.convert_to_tensor(self.image_std), pixels.dtype)
-        return (pixels / 255.0 - mean) / std
+        return self.standardize(pixels / 255.0, self.image_mean, self.image_std)
 
     def get_config(self):
         config = super().get_config()

@@ -62,6 +62,14 @@ class PretrainedTowerImageEncoder(SquarePixelsMixin, keras.layers.Layer):
         """[0, 255] pixels (B, H, W, 3) -> what the tower's checkpoint expects."""
         raise NotImplementedError
 
+    @staticmethod
+    def standardize(pixels, mean, std):
+        """``(pixels - mean) / std`` per channel (RGB), in the pixels' dtype: the normalisation of CLIP's and
+        BLIP's image processors after their rescale."""
+        mean = ops.cast(ops.convert_to_tensor(mean), pixels.dtype)
+        std = ops.cast(ops.convert_to_tensor(std), pixels.dtype)
+        return (pixels - mean) / std
+
     def run_tower(self, inputs, training=None):
         return self._tower()(inputs, training=training)
 
