@@ -1,12 +1,11 @@
 """TF Serving's gRPC API, called with tensorflow-serving-api's own stubs over real channels: the captions of
 the REST API, TF Serving's status codes, a bad image failing only its own call, 100 concurrent calls merged
-with REST requests into the same batches, message size limits, and a clean stop on SIGTERM."""
+with REST requests into the same batches, and the message size limit (a clean stop on SIGTERM, with a call
+in flight, is checked with the REST requests in test_cli_server.py)."""
 
 import asyncio
 import concurrent.futures
-import signal
 import socket
-import time
 
 import grpc
 import numpy as np
@@ -16,7 +15,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, get_model_status_pb2,
                                      model_service_pb2_grpc, predict_pb2, prediction_service_pb2_grpc)
 
-from tests.serving.servers import CliServer, assert_matches, b64, predict, signature_stats
+from tests.serving.servers import assert_matches, b64, predict, signature_stats
 
 OUTPUTS = ["beam_captions", "beam_scores", "caption", "score", "tokens"]
 
@@ -229,38 +228,15 @@ def test_an_address_in_use_is_a_one_line_error(repository):
             asyncio.run(ServingApp(repository).start_grpc("127.0.0.1", port))
 
 
-def refused(target):
-    host, port = target.rsplit(":", 1)
-    try:
-        socket.create_connection((host, int(port)), timeout=2).close()
-    except OSError:
-        return True
-    return False
+def test_a_message_above_max_body_mb_is_resource_exhausted_and_the_next_call_answered(repository, images,
+                                                                                      reference):
+    from tests.serving.servers import InProcessServer
+    from tfcaption.serving.app import ServerOptions
+    from tfcaption.serving.limits import MiB, Limits
 
-
-def test_cli_limits_the_message_size_and_stops_both_apis_cleanly_on_sigterm(serving_exports, images, reference,
-                                                                            tmp_path):
-    server = CliServer(serving_exports["root"], "--max-body-mb", 0.5, "--batch-timeout-ms", 1500, workdir=tmp_path)
-    try:
-        assert "gRPC (TF Serving's PredictionService and ModelService) on 127.0.0.1:" in server.output()
-        with grpc.insecure_channel(server.grpc_target) as channel:
-            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-            code, details = code_and_message(stub.Predict, predict_request([images[0], b"x" * 600_000]))
-            assert code == grpc.StatusCode.RESOURCE_EXHAUSTED, details
-            in_flight = stub.Predict.future(predict_request(images[:1]), timeout=60)
-            deadline = time.monotonic() + 20
-            while (signature_stats(requests.get(f"{server.url}/tfcaption/stats", timeout=10).json()) or
-                   {}).get("queued", 0) < 1:
-                assert time.monotonic() < deadline, server.output()
-                time.sleep(0.05)
-            server.process.send_signal(signal.SIGTERM)  # the call waits in the queue for the 1.5 s batch timeout
-            time.sleep(0.5)
-            assert refused(server.url.split("//", 1)[1]) and refused(server.grpc_target), server.output()
-            check_outputs(outputs_of(in_flight.result()), reference[:1])
-        code = server.process.wait(timeout=60)
-    finally:
-        output = server.output()
-        server.close()
-    assert code == 128 + signal.SIGTERM, output
-    assert "stopped by SIGTERM after answering the requests in flight" in output
-    assert "Traceback" not in output, output
+    options = ServerOptions(limits=Limits(max_body_bytes=MiB // 2))
+    with InProcessServer(repository, options, grpc=True) as small, grpc.insecure_channel(small.grpc_target) as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        code, details = code_and_message(stub.Predict, predict_request([images[0], b"x" * (MiB // 2)]))
+        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED, details
+        check_outputs(outputs_of(stub.Predict(predict_request(images[:1]), timeout=60)), reference[:1])
