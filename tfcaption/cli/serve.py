@@ -1,4 +1,5 @@
-"""tfcaption-serve: serve SavedModels over TF Serving's REST and gRPC APIs (no Docker), with dynamic batching and a web page."""
+"""tfcaption-serve: serve SavedModels over TF Serving's REST and gRPC APIs (no Docker), with dynamic batching
+and a web page."""
 
 import sys
 
