@@ -148,11 +148,11 @@ def http_client(url, model, images):
 
 
 class Server:
-    """`tfcaption-serve EXPORT --port 0 ARGS` in a child process."""
+    """`tfcaption-serve EXPORT --port 0 --no-grpc ARGS` in a child process (REST is what is measured)."""
 
     def __init__(self, export, *args):
-        command = [sys.executable, "-m", "tfcaption.cli.serve", export, "--port", "0", "--max-queue", "4096",
-                   *args]
+        command = [sys.executable, "-m", "tfcaption.cli.serve", export, "--port", "0", "--no-grpc", "--max-queue",
+                   "4096", *args]
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         self.url = None
         for line in self.process.stdout:

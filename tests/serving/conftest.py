@@ -35,10 +35,10 @@ def repository(serving_exports):
 
 @pytest.fixture(scope="session")
 def server(repository):
-    """An in-process server with the default options (dynamic batching up to 32 images / 5 ms)."""
+    """An in-process server with the default options (dynamic batching up to 32 images / 5 ms), REST and gRPC."""
     from tests.serving.servers import InProcessServer
 
-    with InProcessServer(repository) as running:
+    with InProcessServer(repository, grpc=True) as running:
         yield running
 
 

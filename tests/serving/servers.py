@@ -72,17 +72,26 @@ def assert_matches(prediction, reference):
 
 
 class InProcessServer:
-    """The serving app on uvicorn in a thread of this process; `url` is its base URL."""
+    """The serving app on uvicorn in a thread of this process; `url` is its base URL. With `grpc=True` TF
+    Serving's gRPC API runs beside it on the same event loop, at `grpc_target`."""
 
-    def __init__(self, repository, options=None):
+    def __init__(self, repository, options=None, grpc=False):
         from tfcaption.serving.app import ServingApp
         from tfcaption.serving.server import bind, uvicorn_server
 
         self.serving = ServingApp(repository, options)
         self.sock = bind("127.0.0.1", 0)
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.server = uvicorn_server(self.serving.app, self.serving.options)
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+        self.grpc_target = None
+        self.server = uvicorn_server(self.serving)
+        self.thread = threading.Thread(target=self._run, args=(("127.0.0.1", 0) if grpc else None,), daemon=True)
+
+    def _run(self, grpc_address):
+        import asyncio
+
+        from tfcaption.serving.server import run
+
+        asyncio.run(run(self.server, self.serving, self.sock, grpc_address))
 
     def __enter__(self):
         self.thread.start()
@@ -90,6 +99,8 @@ class InProcessServer:
         while not self.server.started:
             assert self.thread.is_alive() and time.monotonic() < deadline, "the in-process server did not start"
             time.sleep(0.02)
+        if self.serving.grpc_port is not None:
+            self.grpc_target = f"127.0.0.1:{self.serving.grpc_port}"
         return self
 
     def __exit__(self, *exc):
@@ -107,18 +118,22 @@ def signature_stats(stats, signature="serving_default"):
 
 
 class CliServer:
-    """`tfcaption-serve PATH --port 0 ARGS...` in a child process; waits for its "listening on" line."""
+    """`tfcaption-serve PATH --port 0 --grpc-port 0 ARGS...` in a child process; waits for its "listening on"
+    line (`url`) and, unless ARGS hold --no-grpc, its gRPC line (`grpc_target`, host:port)."""
 
     def __init__(self, path, *args, workdir, timeout=120):
         self.log_path = os.path.join(str(workdir), f"serve-{time.monotonic_ns()}.log")
         self.log = open(self.log_path, "w+b")
-        command = [sys.executable, "-m", "tfcaption.cli.serve", str(path), "--port", "0", *map(str, args)]
+        args = [str(arg) for arg in args]
+        if "--no-grpc" not in args and "--grpc-port" not in args:
+            args = ["--grpc-port", "0", *args]
+        command = [sys.executable, "-m", "tfcaption.cli.serve", str(path), "--port", "0", *args]
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=self.log, env=quiet_env(),
                                         cwd=str(workdir))
         self.lines = []
         deadline = time.monotonic() + timeout
-        self.url = None
-        while self.url is None:
+        self.url = self.grpc_target = None
+        while self.url is None or (self.grpc_target is None and "--no-grpc" not in args):
             line = self.process.stdout.readline().decode("utf-8", "replace")
             if not line:
                 self.process.wait(timeout=30)
@@ -128,6 +143,9 @@ class CliServer:
             found = re.search(r"listening on (http://127\.0\.0\.1:\d+)/", line)
             if found:
                 self.url = found.group(1)
+            found = re.search(r"gRPC .* on (127\.0\.0\.1:\d+)", line)
+            if found:
+                self.grpc_target = found.group(1)
             assert time.monotonic() < deadline, f"tfcaption-serve did not start in {timeout} s:\n{self.output()}"
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()

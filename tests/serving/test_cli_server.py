@@ -1,6 +1,6 @@
 """`tfcaption-serve` as a user runs it (a child process on a free port): one-line errors for paths without a
 SavedModel, 200 concurrent requests with bad ones among them all answered correctly with the server's
-memory bounded, and SIGTERM finishing the requests in flight."""
+memory bounded, and SIGTERM finishing the REST requests and gRPC calls in flight."""
 
 import concurrent.futures
 import signal
@@ -10,7 +10,6 @@ import sys
 import threading
 import time
 
-import pytest
 import requests
 
 from tests.helpers.exports import quiet_env
@@ -126,22 +125,40 @@ def test_200_concurrent_requests_with_bad_ones_all_correct_and_memory_bounded(se
     assert code == 128 + signal.SIGTERM, server.output()
 
 
-def test_sigterm_finishes_the_requests_in_flight(serving_exports, images, reference, tmp_path):
+def refused(host, port):
+    try:
+        socket.create_connection((host, int(port)), timeout=2).close()
+    except OSError:
+        return True
+    return False
+
+
+def test_sigterm_answers_the_rest_requests_and_grpc_calls_in_flight_and_closes_both_ports(serving_exports, images,
+                                                                                         reference, tmp_path):
+    import grpc
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+    from tests.serving.test_grpc import check_outputs, outputs_of, predict_request
+
     server = CliServer(serving_exports["root"], "--batch-timeout-ms", 2000, workdir=tmp_path)
     port = int(server.url.rsplit(":", 1)[1])
+    grpc_host, grpc_port = server.grpc_target.rsplit(":", 1)
     try:
-        with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        with concurrent.futures.ThreadPoolExecutor(3) as pool, grpc.insecure_channel(server.grpc_target) as channel:
             futures = [pool.submit(predict, server.url, "tiny", {"instances": [b64(images[i])]}) for i in range(3)]
+            call = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict.future(
+                predict_request(images[3:4]), timeout=60)
             deadline = time.monotonic() + 10
             while signature_stats(requests.get(f"{server.url}/tfcaption/stats", timeout=10).json()) is None or \
-                    signature_stats(requests.get(f"{server.url}/tfcaption/stats", timeout=10).json())["queued"] < 3:
+                    signature_stats(requests.get(f"{server.url}/tfcaption/stats", timeout=10).json())["queued"] < 4:
                 assert time.monotonic() < deadline, server.output()
                 time.sleep(0.05)
-            server.process.send_signal(signal.SIGTERM)  # the three wait in the queue for the 2 s batch timeout
+            server.process.send_signal(signal.SIGTERM)  # the four wait in the queue for the 2 s batch timeout
             time.sleep(0.5)
-            with pytest.raises(OSError):  # no new connections once shutting down
-                socket.create_connection(("127.0.0.1", port), timeout=2).close()
+            # No new connections or calls once shutting down.
+            assert refused("127.0.0.1", port) and refused(grpc_host, grpc_port), server.output()
             responses = [f.result(timeout=60) for f in futures]
+            answered = call.result()
         code = server.process.wait(timeout=60)
     finally:
         output = server.output()
@@ -149,5 +166,7 @@ def test_sigterm_finishes_the_requests_in_flight(serving_exports, images, refere
     for response, expected in zip(responses, reference):
         assert response.status_code == 200, response.text
         assert_matches(response.json()["predictions"][0], expected)
+    check_outputs(outputs_of(answered), reference[3:4])
     assert code == 128 + signal.SIGTERM, output
     assert "stopped by SIGTERM after answering the requests in flight" in output
+    assert "Traceback" not in output, output

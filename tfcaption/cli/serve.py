@@ -1,4 +1,5 @@
-"""tfcaption-serve: serve SavedModels over TF Serving's REST API (no Docker), with dynamic batching and a web page."""
+"""tfcaption-serve: serve SavedModels over TF Serving's REST and gRPC APIs (no Docker), with dynamic batching
+and a web page."""
 
 import sys
 
@@ -17,6 +18,10 @@ def build_parser():
                                                              "0.0.0.0 for every interface)")
     parser.add_argument("--port", type=int, default=8501, help="TCP port (default 8501, TF Serving's REST port; "
                                                                "0: a free one, printed)")
+    parser.add_argument("--grpc-port", type=int, default=8500,
+                        help="TCP port of TF Serving's gRPC API (PredictionService, ModelService) on the same "
+                             "host (default 8500, TF Serving's gRPC port; 0: a free one, printed)")
+    parser.add_argument("--no-grpc", action="store_true", help="serve the REST API only")
     batching = parser.add_argument_group("dynamic batching")
     batching.add_argument("--max-batch", type=int, default=32, help="most images merged into one model call")
     batching.add_argument("--batch-timeout-ms", type=float, default=5.0,
@@ -25,7 +30,9 @@ def build_parser():
     batching.add_argument("--workers", type=int, default=0,
                           help="model calls running at once (default: 1 with batching, else the CPU count)")
     limits = parser.add_argument_group("limits")
-    limits.add_argument("--max-body-mb", type=float, default=32.0, help="largest request body (HTTP 413 above)")
+    limits.add_argument("--max-body-mb", type=float, default=32.0,
+                        help="largest request body (HTTP 413 above) and gRPC request message "
+                             "(RESOURCE_EXHAUSTED above)")
     limits.add_argument("--max-images", type=int, default=64, help="most images in one request (HTTP 400 above)")
     limits.add_argument("--max-queue", type=int, default=512,
                         help="most images waiting per signature (HTTP 503 above)")
@@ -51,6 +58,9 @@ def main(argv=None):
     try:
         import starlette  # noqa: F401
         import uvicorn  # noqa: F401
+        if not args.no_grpc:
+            import grpc  # noqa: F401
+            import tensorflow_serving.apis  # noqa: F401
     except ImportError as error:
         raise ImportError(f"{PROGRAM} needs the serve extra ({error.name} is missing): "
                           f"pip install 'tfcaption[serve]'") from None
@@ -58,6 +68,9 @@ def main(argv=None):
     from tfcaption.serving.limits import Limits
     from tfcaption.serving.models import discover
 
+    for option, value in (("--port", args.port), ("--grpc-port", args.grpc_port)):
+        if not 0 <= value <= 65535:
+            raise ValueError(f"{option} must be a TCP port from 0 to 65535, got {value}")
     discover(args.path)  # a path without a SavedModel is a one-line error before TensorFlow starts
     limits = Limits(max_body_bytes=int(args.max_body_mb * MiB), max_images=args.max_images,
                     request_timeout_s=args.request_timeout_ms / 1000.0, max_queue=args.max_queue,
@@ -72,7 +85,8 @@ def main(argv=None):
     log = lambda message: print(message, flush=True)  # noqa: E731
     with captured_native_stderr():  # TensorFlow's native lines about a SavedModel it cannot read
         repository = ModelRepository(args.path, num_versions=args.num_versions, warmup=not args.no_warmup, log=log)
-    stopped_by = serve(repository, args.host, args.port, options, access_log=args.access_log, log=log)
+    stopped_by = serve(repository, args.host, args.port, options, access_log=args.access_log, log=log,
+                       grpc_port=None if args.no_grpc else args.grpc_port)
     return 0 if stopped_by is None else 128 + int(stopped_by)
 
 

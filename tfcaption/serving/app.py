@@ -13,6 +13,10 @@ tfcaption's own, for the web page and for watching the server:
   (`assets/config.json`) and vocabulary (`assets/vocab.txt`);
 - `GET /tfcaption/stats`: per signature, requests, model calls, examples per call, fallbacks, rejections.
 
+TF Serving's gRPC API (tfcaption.serving.grpc_api) runs on the same event loop over the same `ServingApp`:
+`resolve`, `signature`, `request` and `infer` are what both APIs call, so a gRPC call and a REST request
+share versions, limits and batches.
+
 Version labels (`/labels/NAME`) and the classify / regress methods are TF Serving features of models that
 have them; tfcaption exports have neither, so those requests get TF Serving's NOT_FOUND / INVALID_ARGUMENT.
 """
@@ -96,6 +100,9 @@ class ServingApp:
         self.loader = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="tfcaption-loader")
         self.batchers = {}
         self.in_flight = 0
+        self.grpc = None  # the grpc.aio server of TF Serving's gRPC API, once started (start_grpc)
+        self.grpc_port = None
+        self._grpc_stopping = None
         self._watcher = None
         self.app = Starlette(routes=[
             Route("/", self.page, methods=["GET"]),
@@ -114,6 +121,8 @@ class ServingApp:
         try:
             yield
         finally:
+            if self.grpc is not None:  # its calls in flight still need the batchers
+                await self.stop_grpc()
             if self._watcher is not None:
                 self._watcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -122,6 +131,23 @@ class ServingApp:
                 await batcher.close()
             self.executor.shutdown(wait=True)
             self.loader.shutdown(wait=False, cancel_futures=True)
+
+    async def start_grpc(self, host, port):
+        """Binds TF Serving's gRPC API (tfcaption.serving.grpc_api) to (host, port) and starts it on the running
+        event loop, the one the REST app runs on; returns the bound port (port 0: a free one)."""
+        from tfcaption.serving.grpc_api import start_server
+
+        self.grpc, self.grpc_port = await start_server(self, host, port)
+        return self.grpc_port
+
+    def stop_grpc(self):
+        """Stops taking gRPC calls and gives those in flight the shutdown timeout to finish: a future (the same
+        one on every call), or None without a gRPC server."""
+        if self.grpc is None:
+            return None
+        if self._grpc_stopping is None:
+            self._grpc_stopping = asyncio.ensure_future(self.grpc.stop(self.options.limits.shutdown_timeout_s))
+        return self._grpc_stopping
 
     async def _watch(self):
         loop = asyncio.get_running_loop()
@@ -197,7 +223,7 @@ class ServingApp:
         name, version, label = match["name"], match["version"], match["label"]
         try:
             if label is not None:
-                raise ServingError(f"Unrecognized servable version label: {label}", "INVALID_ARGUMENT")
+                self.resolve(name, version, label)
             if match["method"]:
                 if request.method != "POST":
                     return await self.malformed(request)
@@ -215,26 +241,15 @@ class ServingApp:
 
     async def predict(self, request, name, version):
         limits = self.options.limits
-        self.in_flight += 1
         try:
-            served = self.repository.get(name, version)
-            with self.budget.hold() as holder:
+            with self.request() as holder:
+                served = self.resolve(name, version)
                 body = await read_body(request, limits, holder)
                 parsed_request = rest.parse_body(body)
-                signature = rest.signature_name(parsed_request)
-                if signature not in served.signatures:
-                    hint = ("; this export predates the sampling signature: re-export it with tfcaption-export"
-                            if signature == SAMPLE_SIGNATURE else "")
-                    raise ServingError(f"Serving signature name: \"{signature}\" not found in signature def{hint}")
-                parsed = rest.predict_inputs(parsed_request, served.signatures[signature], limits.max_images)
+                signature = self.signature(served, rest.signature_name(parsed_request))
+                parsed = rest.predict_inputs(parsed_request, signature, limits.max_images)
                 del parsed_request, body
-                batcher = self._batcher(served, signature)
-                try:
-                    outputs = await asyncio.wait_for(batcher.submit(parsed.inputs, parsed.batch_size),
-                                                     limits.request_timeout_s)
-                except asyncio.TimeoutError:
-                    raise ServingError(f"Request timed out after {limits.request_timeout_s:g} s "
-                                       f"(tfcaption-serve --request-timeout-ms)", "DEADLINE_EXCEEDED")
+                outputs = await self.infer(served, signature.name, parsed.inputs, parsed.batch_size)
                 text = rest.response_body(parsed, outputs)
             return Response(text, status_code=200, media_type="application/json")
         except ServingError as error:
@@ -242,10 +257,55 @@ class ServingApp:
         except ClientDisconnect:
             return Response(status_code=499)  # nobody is left to read it
         except Exception as error:  # noqa: BLE001 - a bug here must still answer in TF Serving's format
-            self.log(f"predict {name} failed: {type(error).__name__}: {error}")
-            return _error(ServingError(f"{type(error).__name__}: {error}", "INTERNAL"))
+            return _error(self.internal_error("predict", name, error))
+
+    # ------------------------------------------------------------------ what REST and gRPC share
+    @contextlib.contextmanager
+    def request(self):
+        """One predict request in flight: counted, with its share of the body budget (`holder.take(bytes)`)."""
+        self.in_flight += 1
+        try:
+            with self.budget.hold() as holder:
+                yield holder
         finally:
             self.in_flight -= 1
+
+    def resolve(self, name, version=None, label=None):
+        """The ServedVersion a request names by version number, label or neither (the newest), or ServingError.
+
+        tfcaption serves no version labels (TF Serving's are set in its model config), so every label is
+        TF Serving's answer to an unknown one.
+        """
+        if label:
+            raise ServingError(f"Unrecognized servable version label: {label}", "INVALID_ARGUMENT")
+        return self.repository.get(name, version)
+
+    @staticmethod
+    def signature(served, name, grpc=False):
+        """The SignatureInfo of `served`'s signature `name`, or TF Serving's error for an unknown one (its
+        REST and gRPC APIs word it differently, and gRPC's is FAILED_PRECONDITION)."""
+        if name in served.signatures:
+            return served.signatures[name]
+        hint = ("; this export predates the sampling signature: re-export it with tfcaption-export"
+                if name == SAMPLE_SIGNATURE else "")
+        if grpc:
+            raise ServingError(f"Serving signature key \"{name}\" not found{hint}.", "FAILED_PRECONDITION")
+        raise ServingError(f"Serving signature name: \"{name}\" not found in signature def{hint}")
+
+    async def infer(self, served, signature_name, inputs, batch_size):
+        """Outputs (name -> numpy array) of one request's `inputs` through the signature's batcher, within the
+        request timeout (ServingError DEADLINE_EXCEEDED after it)."""
+        timeout = self.options.limits.request_timeout_s
+        try:
+            return await asyncio.wait_for(self._batcher(served, signature_name).submit(inputs, batch_size), timeout)
+        except asyncio.TimeoutError:
+            raise ServingError(f"Request timed out after {timeout:g} s (tfcaption-serve --request-timeout-ms)",
+                               "DEADLINE_EXCEEDED") from None
+
+    def internal_error(self, method, name, error):
+        """A bug's ServingError INTERNAL (logged), so that the client still gets an answer in TF Serving's form."""
+        self.log(f"{method} {name} failed: {type(error).__name__}: {error}")
+        return ServingError(f"{type(error).__name__}: {error}", "INTERNAL")
 
 
 def create_app(repository, options=None, log=None):

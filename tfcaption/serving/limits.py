@@ -1,7 +1,8 @@
 """What one request and the whole server may hold: body size, examples per request, queue, time, memory.
 
 - `max_body_bytes`: a larger request body is refused with HTTP 413 (checked on `Content-Length` and again
-  while the body streams in, so a chunked body cannot get around it).
+  while the body streams in, so a chunked body cannot get around it); a larger gRPC request message, by gRPC
+  itself, with RESOURCE_EXHAUSTED.
 - `max_images`: examples (images) in one request; more is INVALID_ARGUMENT (400).
 - Pixels per image: the export's own `max_pixels` (tfcaption-export --max-pixels), which its decoder checks
   in the file header before decoding; a larger image is INVALID_ARGUMENT naming it, e.g.
@@ -11,8 +12,8 @@
 - `max_inflight_bytes`: request bodies held at once, across all requests (being read, queued, running);
   beyond it a request gets UNAVAILABLE (503) before its body is read, so many large concurrent requests
   cannot exhaust memory.
-- `shutdown_timeout_s`: on SIGTERM the server stops accepting connections and answers the requests in
-  flight, for at most this long.
+- `shutdown_timeout_s`: on SIGTERM the server stops accepting connections and gRPC calls and answers the
+  requests and calls in flight, for at most this long.
 """
 
 import contextlib

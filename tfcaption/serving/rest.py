@@ -229,7 +229,8 @@ def _flatten(value):
         yield value
 
 
-def _check_shape(array, info, name):
+def check_shape(array, info, name):
+    """ServingError unless `array` has the rank and the known dimensions of the signature's input `info`."""
     if info.shape is None:
         return
     if array.ndim != len(info.shape) or any(d is not None and d != a for d, a in zip(info.shape, array.shape)):
@@ -275,7 +276,7 @@ def predict_inputs(request, signature, max_batch_size=None):
                 values.append(row[name])
             info = signature.inputs[name]
             array = to_array(values, info, f"instances[...].{name}")
-            _check_shape(array, info, name)
+            check_shape(array, info, name)
             columns[name] = array
         for index, row in enumerate(rows):
             unknown = sorted(set(row) - set(names))
@@ -300,16 +301,23 @@ def predict_inputs(request, signature, max_batch_size=None):
                 raise ServingError(f"Missing input tensor alias: {name}")
             info = signature.inputs[name]
             array = to_array(given[name], info, f"inputs.{name}")
-            _check_shape(array, info, name)
+            check_shape(array, info, name)
             columns[name] = array
-        sizes = {a.shape[0] if a.ndim else None for a in columns.values()}
-        if None in sizes or len(sizes) != 1:
-            raise ServingError("Every input must have the same leading (batch) dimension")
-        batch = sizes.pop()
-        if batch == 0:
-            raise ServingError("'inputs' holds an empty batch: send at least one example")
-        _check_count(batch, max_batch_size)
+        batch = batch_size(columns, max_batch_size)
     return PredictInputs("row" if has_instances else "columnar", signature.name, columns, int(batch))
+
+
+def batch_size(columns, max_batch_size=None):
+    """The leading dimension that every array of `columns` (name -> array, columnar) shares, or ServingError:
+    none, a different one per input, zero examples, or more than `max_batch_size`."""
+    sizes = {a.shape[0] if a.ndim else None for a in columns.values()}
+    if None in sizes or len(sizes) != 1:
+        raise ServingError("Every input must have the same leading (batch) dimension")
+    batch = sizes.pop()
+    if batch == 0:
+        raise ServingError("'inputs' holds an empty batch: send at least one example")
+    _check_count(batch, max_batch_size)
+    return int(batch)
 
 
 def _check_count(count, limit):

@@ -1,11 +1,15 @@
-"""Running the app on uvicorn: bind, say where, serve until SIGTERM / Ctrl-C, finish what is in flight.
+"""Running the app on uvicorn, with TF Serving's gRPC API beside it: bind, say where, serve until SIGTERM /
+Ctrl-C, finish what is in flight.
 
 `serve` loads the models first (a path that holds no SavedModel is a one-line error before any socket is
-opened), binds the socket itself (so `port=0` picks a free port and the line printed names it), then runs
-uvicorn. On SIGTERM or Ctrl-C uvicorn stops accepting connections, answers the requests in flight (their
-batches keep running) for at most `Limits.shutdown_timeout_s`, then the app drains its batchers.
+opened), binds the REST socket itself (so `port=0` picks a free port and the line printed names it), then, on
+one asyncio event loop, binds and starts the gRPC server (tfcaption.serving.grpc_api; `grpc_port=0` picks a
+free port, printed too) and runs uvicorn. On SIGTERM or Ctrl-C both stop accepting calls at once, answer
+those in flight (their batches keep running) for at most `Limits.shutdown_timeout_s`, then the app drains its
+batchers.
 """
 
+import asyncio
 import signal
 import socket
 
@@ -31,14 +35,38 @@ def bind(host, port):
     return sock
 
 
-def uvicorn_server(app, options, access_log=False):
-    """A `uvicorn.Server` for `app` with the shutdown timeout of `options.limits`."""
+def uvicorn_server(serving, access_log=False):
+    """A `uvicorn.Server` for a ServingApp, with the shutdown timeout of its limits; its shutdown stops the
+    gRPC API too, at the moment it stops accepting HTTP connections."""
     import uvicorn
 
-    config = uvicorn.Config(app, loop="asyncio", http="h11", lifespan="on", log_level="warning",
-                            access_log=access_log, timeout_graceful_shutdown=options.limits.shutdown_timeout_s,
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets=None):
+            serving.stop_grpc()
+            await super().shutdown(sockets)
+
+    config = uvicorn.Config(serving.app, loop="asyncio", http="h11", lifespan="on", log_level="warning",
+                            access_log=access_log,
+                            timeout_graceful_shutdown=serving.options.limits.shutdown_timeout_s,
                             server_header=False)
-    return uvicorn.Server(config)
+    return Server(config)
+
+
+async def run(server, serving, sock, grpc_address=None, started=None):
+    """Serves REST (uvicorn `server` on `sock`) and, with `grpc_address` (host, port), TF Serving's gRPC API, on
+    the running event loop, until the server is told to exit (SIGTERM, Ctrl-C, `should_exit`).
+
+    `started(grpc_port)` is called once gRPC is bound (grpc_port None without it), before requests are served.
+    """
+    try:
+        grpc_port = await serving.start_grpc(*grpc_address) if grpc_address is not None else None
+        if started is not None:
+            started(grpc_port)
+        await server.serve(sockets=[sock])
+    finally:
+        stopping = serving.stop_grpc()  # already done when uvicorn shut down; here when it never started
+        if stopping is not None:
+            await stopping
 
 
 def describe(repository, host, port):
@@ -51,7 +79,7 @@ def describe(repository, host, port):
 
 
 def serve(path, host="127.0.0.1", port=8501, options=None, num_versions=1, warmup=True, access_log=False,
-          log=None):
+          log=None, grpc_port=8500):
     """Serves the SavedModels under `path` until SIGTERM or Ctrl-C; returns the signal that stopped it.
 
     Args:
@@ -63,9 +91,11 @@ def serve(path, host="127.0.0.1", port=8501, options=None, num_versions=1, warmu
         warmup: call each signature once on load.
         access_log: uvicorn's line per request.
         log: `print`-like function for the server's lines (default: stdout, flushed).
+        grpc_port: TF Serving's gRPC API on (host, grpc_port) beside REST (0: a free port, printed; None: no
+            gRPC).
 
     Raises:
-        FileNotFoundError, ValueError: the path holds no SavedModel, or the address cannot be bound.
+        FileNotFoundError, ValueError: the path holds no SavedModel, or an address cannot be bound.
     """
     log = log or (lambda message: print(message, flush=True))
     options = options or ServerOptions()
@@ -79,15 +109,22 @@ def serve(path, host="127.0.0.1", port=8501, options=None, num_versions=1, warmu
     shown = f"[{host}]" if ":" in host else host
     batching = (f"dynamic batching up to {options.max_batch} examples / {options.batch_timeout_ms:g} ms"
                 if options.batching else "no batching")
-    log(f"tfcaption-serve: listening on http://{shown}:{port}/ ({batching}, {options.worker_threads} model "
-        f"thread(s)); web page at http://{shown}:{port}/\n{describe(repository, shown, port)}")
+
+    def started(bound_grpc_port):
+        grpc = (f"\ntfcaption-serve: gRPC (TF Serving's PredictionService and ModelService) on "
+                f"{shown}:{bound_grpc_port}" if bound_grpc_port is not None else "")
+        log(f"tfcaption-serve: listening on http://{shown}:{port}/ ({batching}, {options.worker_threads} model "
+            f"thread(s)); web page at http://{shown}:{port}/{grpc}\n"
+            f"{describe(repository, shown, port)}")
+
     stopped_by = []
     previous = signal.getsignal(signal.SIGTERM)
     # uvicorn handles SIGTERM while it runs and raises it again once shut down, with the handler that was
     # installed before it: this one, which records it, so that the caller can exit with 128 + SIGTERM.
     signal.signal(signal.SIGTERM, lambda signum, frame: stopped_by.append(signum))
     try:
-        uvicorn_server(serving.app, options, access_log).run(sockets=[sock])
+        server = uvicorn_server(serving, access_log)
+        asyncio.run(run(server, serving, sock, None if grpc_port is None else (host, grpc_port), started))
     finally:
         signal.signal(signal.SIGTERM, previous)
         sock.close()
