@@ -6,7 +6,7 @@ into the repository; any cell error fails that notebook's test with the cell's t
 each notebook must produce its figures (PNG outputs, counted) and the key lines of text it exists to show.
 Nothing here needs the network: quick mode writes its own stand-ins for downloads.
 
-The five kernels run two at a time (measured on 2 cores: 01 and 05 together took 43 s against 60 s one
+The six kernels run two at a time (measured on 2 cores: 01 and 05 together took 43 s against 60 s one
 after the other, since much of a quick run is single-threaded tracing and Python), longest first.
 """
 
@@ -27,7 +27,8 @@ COLAB_URL = "https://colab.research.google.com/github/tfcaption/tfcaption/blob/m
 INSTALL = "git+https://github.com/tfcaption/tfcaption"
 CELL_TIMEOUT_S = 240
 PARALLEL = min(2, os.cpu_count() or 1)
-ORDER = ("01_quickstart", "05_serving", "03_pretrained_vit", "02_your_own_images", "04_reproduce_m2")  # longest first
+ORDER = ("01_quickstart", "05_serving", "06_caption_with_blip", "03_pretrained_vit", "02_your_own_images",
+         "04_reproduce_m2")  # longest first
 
 # What each notebook must show when run quick: at least `figures` PNG outputs, and each pattern (a regular
 # expression) somewhere in its text outputs. A new notebook must be added here.
@@ -68,6 +69,14 @@ EXPECTED = {
                  r"image_bytes\[3\]: not a decodable image", r"image_bytes\[4\]: 8236x30050 pixels exceeds the limit",
                  r"ImageError: image 1: not a decodable image", r"seed  7: '.*\(score -?\d",
                  r"seed 7, twice in one request and once alone, the same caption: True"],
+    },
+    "06_caption_with_blip": {
+        "figures": 2,  # the images with their beam captions, the attention of each word piece
+        "text": [r'"architecture": "BlipForConditionalGeneration"', r"runs/blip-tiny: [\d,]+ parameters, image \(32, 32\)",
+                 r"greedy +no prompt +'", r"beam 3 +no prompt +'", r"beam 3 +prompt 'a picture of' +'a picture of",
+                 r"the same captions as transformers' generate\(\): True",
+                 r"pieces, attention \(\d+, 4, 4\)", r"saved_model\.pb",
+                 r'"tfcaption or tensorflow_text imported": false', r"HTTP 200", r"served  image_0\.png: '"],
     },
 }
 

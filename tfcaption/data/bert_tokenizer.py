@@ -50,7 +50,6 @@ Reference:
 
 from __future__ import annotations
 
-import collections
 import functools
 import json
 import os
@@ -178,10 +177,7 @@ class BertTokenizer(TokenTable):
         tokens = [str(t) for t in tokens]
         if any(not t for t in tokens):
             raise ValueError(f"BERT vocabulary tokens must be non-empty; token {tokens.index('')} is empty.")
-        if len(set(tokens)) != len(tokens):
-            dup = [t for t, n in collections.Counter(tokens).items() if n > 1]
-            raise ValueError(f"duplicate BERT vocabulary tokens: {dup[:5]!r}")
-        self._set_tokens(tokens)
+        self._set_tokens(tokens, "BERT vocabulary")
         self.do_lower_case = bool(do_lower_case)
         self.strip_accents = None if strip_accents is None else bool(strip_accents)
         self.tokenize_chinese_chars = bool(tokenize_chinese_chars)

@@ -162,7 +162,12 @@ class TokenTable:
     """Tokens in id order and the id of each: what every tokenizer kind (`Vocabulary`, `WordPieceVocabulary`,
     `BertTokenizer`) shares. Subclasses call `_set_tokens` once their tokens are checked and define `unk_id`."""
 
-    def _set_tokens(self, tokens: Sequence[str]) -> None:
+    def _set_tokens(self, tokens: Sequence[str], what: str = "vocabulary") -> None:
+        """Keeps ``tokens`` (in id order); a ValueError naming the first five duplicates (``what``: the
+        kind of vocabulary, for the message)."""
+        if len(set(tokens)) != len(tokens):
+            dup = [t for t, n in collections.Counter(tokens).items() if n > 1]
+            raise ValueError(f"duplicate {what} tokens: {dup[:5]!r}")
         self._tokens = list(tokens)
         self._ids = {t: i for i, t in enumerate(self._tokens)}
 
@@ -211,9 +216,6 @@ class Vocabulary(TokenTable):
         bad = [t for t in tokens if not t or any(ch.isspace() for ch in t)]
         if bad:
             raise ValueError(f"vocabulary tokens must be non-empty without whitespace; bad: {bad[:5]!r}")
-        if len(set(tokens)) != len(tokens):
-            dup = [t for t, n in collections.Counter(tokens).items() if n > 1]
-            raise ValueError(f"duplicate vocabulary tokens: {dup[:5]!r}")
         self._set_tokens(tokens)
         self._lookup = None
 

@@ -163,6 +163,12 @@ def test_tfcaption_load_captions_the_imported_run_as_its_captioner(runs):
     assert [c[:len(r)] for c, r in zip(captions, _reference("blip_a")[1])] == _reference("blip_a")[1]
 
 
+def test_tfcaption_load_with_max_length_captions_as_transformers_max_new_tokens(runs):
+    paths = [str(path) for path in images()]
+    captions = tfcaption.load(runs("blip_a"), sampler="greedy", max_length=NEW_TOKENS).caption(paths)
+    assert [c["caption"] for c in captions] == _reference("blip_a")[1]
+
+
 def test_another_architecture_is_one_line_naming_it():
     with pytest.raises(HubCheckpointError, match=r"a CLIPModel checkpoint; tfcaption imports BlipForCondit"):
         ImageCaptioner.from_preset(model_dir("clip_full"))
