@@ -18,6 +18,10 @@ def build_parser():
     parser.add_argument("--max-pixels", type=int, default=None,
                         help="largest width*height accepted per image, read from its header before decoding "
                              "(default 40000000); larger images fail the request with InvalidArgumentError")
+    parser.add_argument("--prompt", action="append", default=[], metavar="TEXT",
+                        help="a text prompt to bake in (BLIP runs; repeat for several, the first is the default): "
+                             "tokenized now, so the SavedModel needs no tensorflow-text; requests choose one "
+                             "through the caption_with_prompt signature")
     parser.add_argument("--weights", choices=["best", "latest"], default="best")
     return parser
 
@@ -31,7 +35,8 @@ def main(argv=None):
 
     captioner, run_config = load_run(args.model, weights=args.weights)
     path = export_run(captioner, run_config, args.export_root, args.name, version=args.version,
-                      beam_size=args.beam_size, max_steps=args.max_steps, max_pixels=args.max_pixels)
+                      beam_size=args.beam_size, max_steps=args.max_steps, max_pixels=args.max_pixels,
+                      prompts=args.prompt)
     print(path)
     return 0
 

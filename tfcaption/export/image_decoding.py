@@ -8,7 +8,9 @@ is checked and decoded inside a small in-graph ``tf.data`` pipeline (core TF ker
    width and height read from the header (``tf.image.extract_jpeg_shape``; PNG IHDR, GIF logical screen
    and BMP info header fields parsed from bytes) and compared with ``max_pixels`` *before* any pixels are
    decoded, so a decompression bomb never allocates its pixels;
-2. the shared training decode path, :func:`tfcaption.data.pipeline.decode_image`, for elements that pass.
+2. the shared decode path, :func:`tfcaption.models.captioner_preprocessor.decode_resized` (training's
+   antialiased bilinear resize, or BLIP's image processor's PIL bicubic for a model that resizes so), for
+   elements that pass.
 
 A decode that fails (a truncated or corrupt file) drops its element through ``ignore_errors``; the
 elements are tagged with their batch index, so a missing index is an undecodable image. One assertion
@@ -19,7 +21,8 @@ the next request normally.
 
 import tensorflow as tf
 
-from tfcaption.data.pipeline import DEFAULT_MAX_PIXELS, decode_image, image_hw
+from tfcaption.data.pipeline import DEFAULT_MAX_PIXELS, image_hw
+from tfcaption.models.captioner_preprocessor import decode_resized
 
 # Per-element status codes (kept in the graph as int32).
 OK, EMPTY, UNKNOWN_FORMAT, TOO_LARGE, UNDECODABLE = 0, 1, 2, 3, 4
@@ -82,7 +85,7 @@ def _sniff(data):
     return kind
 
 
-def check_and_decode(index, data, image_size, max_pixels):
+def check_and_decode(index, data, image_size, max_pixels, resample="bilinear"):
     """One element: `(index, status, height, width, image)`; raises only where decoding itself fails."""
     length = tf.strings.length(data)
     kind = _sniff(data)
@@ -94,7 +97,7 @@ def check_and_decode(index, data, image_size, max_pixels):
         tf.equal(length, 0), EMPTY,
         tf.where(kind < 0, UNKNOWN_FORMAT, tf.where(height * width > max_pixels, TOO_LARGE, OK)))
     blank = tf.zeros(image_shape(image_size), tf.float32)
-    image = tf.cond(tf.equal(status, OK), lambda: decode_image(data, image_size), lambda: blank)
+    image = tf.cond(tf.equal(status, OK), lambda: decode_resized(data, image_size, resample), lambda: blank)
     return index, status, height, width, image
 
 
@@ -112,17 +115,18 @@ def image_shape(image_size):
     return [*image_hw(image_size), 3]
 
 
-def decode_batch(image_bytes, image_size, max_pixels=DEFAULT_MAX_PIXELS, parallel_calls=4):
+def decode_batch(image_bytes, image_size, max_pixels=DEFAULT_MAX_PIXELS, parallel_calls=4, resample="bilinear"):
     """Encoded images `string [B]` -> `float32 [B, H, W, 3]` pixel values in [0, 255], or `InvalidArgumentError`.
 
-    The same decode and resize as training (`tfcaption.data.pipeline.decode_image`); the model's image
-    encoder normalises.
+    The same decode and resize as training and inference (`decode_resized`); the model's image encoder
+    normalises.
 
     Args:
         image_bytes: 1-D `tf.string`, one encoded JPEG, PNG, GIF or BMP per element.
         image_size: the model's input size, an int side or (height, width).
         max_pixels: largest width * height accepted (read from the header, before decoding).
         parallel_calls: elements decoded concurrently.
+        resample: the model's resize, "bilinear" or "bicubic" (its preprocessor's `resample`).
 
     Raises:
         tf.errors.InvalidArgumentError: at run time, naming each failing index,
@@ -130,7 +134,7 @@ def decode_batch(image_bytes, image_size, max_pixels=DEFAULT_MAX_PIXELS, paralle
     """
     batch = tf.shape(image_bytes, out_type=tf.int64)[0]
     elements = tf.data.Dataset.from_tensor_slices((tf.range(batch), image_bytes))
-    elements = elements.map(lambda i, data: check_and_decode(i, data, image_size, max_pixels),
+    elements = elements.map(lambda i, data: check_and_decode(i, data, image_size, max_pixels, resample),
                             num_parallel_calls=parallel_calls, deterministic=False)
     elements = elements.ignore_errors()
     # A sentinel keeps the batch non-empty when every element failed to decode.

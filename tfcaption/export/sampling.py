@@ -78,7 +78,9 @@ class PerRowSampler(Sampler):
 
     def __call__(self, next, cache, batch_size, max_steps, **kwargs):
         result = super().__call__(next, cache, batch_size, max_steps, **kwargs)
-        keep = tf.range(int(max_steps))[None, None, :] < self.row_max_length[:, None, None]  # (B, 1, T)
+        # A prompt's pieces come first (T = P - 1 + max_steps); the row's length counts the tokens after them.
+        steps = result["tokens"].shape[-1]
+        keep = tf.range(steps)[None, None, :] < (steps - int(max_steps)) + self.row_max_length[:, None, None]
         result["tokens"] = tf.where(keep, result["tokens"], kwargs["pad_token_id"])
         result["log_probs"] = tf.where(keep, result["log_probs"], 0.0)
         result["scores"] = tf.reduce_sum(result["log_probs"], axis=-1)

@@ -32,6 +32,14 @@ def resize_pixels(image, image_size, resample="bilinear"):
     return tf.ensure_shape(image, image.shape[:-3] + [height, width, 3])
 
 
+def decode_resized(data, image_size, resample="bilinear"):
+    """One encoded image (scalar `tf.string`) -> float32 (H, W, 3) in [0, 255] at `image_size`, resized with
+    `resample` as `resize_pixels` does: graph-safe, the one decode of training, inference and the export."""
+    if resample == "bilinear":
+        return decode_image(data, image_size)
+    return resize_pixels(_decode_pixels(data), image_size, resample)
+
+
 def bicubic_uint8_resize(image, size):
     """BLIP's image processor's resize (PIL bicubic on uint8): float32 [0, 1] pixels of uint8 images
     (H, W, 3) or (B, H, W, 3) -> float32 [0, 255] uint8 levels at `size` (height, width), through
@@ -225,9 +233,7 @@ class CaptionerPreprocessor(keras.layers.Layer):
 
     def _decode(self, data):
         """One encoded image -> float32 (S, S, 3) in [0, 255], resized with `resample`."""
-        if self.resample == "bilinear":
-            return decode_image(data, self.image_size)
-        return resize_pixels(_decode_pixels(data), self.image_size, self.resample)
+        return decode_resized(data, self.image_size, self.resample)
 
     def pixels(self, images):
         """Graph-safe: encoded `tf.string` images (a batch `[B]` or one) or pixels (uint8, or float in

@@ -160,17 +160,19 @@ SAMPLING_WARMUP = {"temperature": 1.0, "top_k": 0, "top_p": 1.0, "seed": 0, "max
 
 
 def warm_up(served):
-    """One call per image-bytes signature on a small PNG (with neutral settings for the sampling signature),
-    so the first client does not pay for the kernels' start-up (TF Serving's SavedModel warm-up does the
-    same with recorded requests)."""
+    """One call per image-bytes signature on a small PNG (with neutral settings for the sampling signature,
+    the default prompt for a prompt signature), so the first client does not pay for the kernels' start-up
+    (TF Serving's SavedModel warm-up does the same with recorded requests)."""
     import tensorflow as tf
 
     png = tf.io.encode_png(tf.fill([8, 8, 3], tf.constant(128, tf.uint8)))
     for name, signature in served.signatures.items():
         names = set(signature.inputs)
-        if names == {"image_bytes"} or names == {"image_bytes", *SAMPLING_WARMUP}:
+        if names in ({"image_bytes"}, {"image_bytes", *SAMPLING_WARMUP}, {"image_bytes", "prompt"}):
             settings = {key: tf.constant([value], signature.inputs[key].dtype)
                         for key, value in SAMPLING_WARMUP.items() if key in names}
+            if "prompt" in names:
+                settings["prompt"] = tf.constant([""])  # "": the export's default prompt
             served.function(name)(image_bytes=tf.reshape(png, [1]), **settings)
 
 
