@@ -13,15 +13,15 @@ NEG_INF = -1e9
 def write_step(buffer, step, value, axis=1):
     """Returns `buffer` with index `step` along the time `axis` replaced by `value`.
 
-    `value` has `buffer`'s shape without that axis. A one-hot select keeps every shape static, which XLA
-    needs inside loops.
+    `value` has `buffer`'s shape without that axis. A select on `range(steps) == step` keeps every shape
+    static, which XLA needs inside loops (and, unlike a scalar one-hot, tf2onnx converts it).
 
     Example:
     >>> write_step(tf.zeros([2, 3], tf.int32), 1, tf.constant([7, 8])).numpy().tolist()
     [[0, 7, 0], [0, 8, 0]]
     """
     steps = buffer.shape[axis]
-    column = tf.one_hot(step, steps, on_value=True, off_value=False, dtype=tf.bool)
+    column = tf.equal(tf.range(steps), tf.cast(step, tf.int32))
     shape = [1] * len(buffer.shape)
     shape[axis] = steps
     column = tf.reshape(column, shape)
