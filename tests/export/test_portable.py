@@ -27,7 +27,7 @@ def images():
 @pytest.fixture(scope="module")
 def files(run, tiny_run, tmp_path_factory):
     """Every file the tests read: litert and onnx, greedy (beam 1) and the run's beam 2 through tfcaption-export,
-    and the two quantized LiteRT files (beam 2)."""
+    the two quantized LiteRT files (beam 2), and a LiteRT file that samples (top-p 0.9, temperature 1.5)."""
     from tfcaption.cli import export as export_cli
     from tfcaption.export.litert import export_litert
     from tfcaption.export.onnx import export_onnx
@@ -47,6 +47,10 @@ def files(run, tiny_run, tmp_path_factory):
         output = root / f"{fmt}-beam"
         assert export_cli.main(["--model", tiny_run["run"], "--format", fmt, "--output", str(output)]) == 0
         paths[(fmt, 2)] = str(output / ("model.tflite" if fmt == "litert" else "model.onnx"))
+    output = root / "top_p"
+    assert export_cli.main(["--model", tiny_run["run"], "--format", "litert", "--output", str(output), "--sampler",
+                            "top_p", "--top-p", "0.9", "--temperature", "1.5"]) == 0
+    paths[("top_p", 1)] = str(output / "model.tflite")
     return paths
 
 
@@ -167,8 +171,9 @@ def test_tfcaption_caption_prints_the_saved_models_captions_for_the_file(files, 
 
 @pytest.mark.parametrize("flags, message", [
     (["--attention", "out.png"], "--attention does not apply to a litert file"),
-    (["--beam-size", "3"], "decodes with beam size 2, fixed at export; got 3"),
-    (["--sampler", "top_p", "--top-p", "0.9"], "TopPSampler with these settings"),
+    (["--beam-size", "3"], "decodes with beam size 2, fixed at export; got beam size 3"),
+    (["--sampler", "top_p", "--top-p", "0.9"], "decodes with beam size 2, fixed at export; got TopPSampler"),
+    (["--seed", "3"], "takes no seed"),
     (["--max-steps", "2"], "fixed at export; got a caption length of 2"),
 ])
 def test_caption_options_the_file_cannot_honour_are_one_line_and_exit_2(files, images, tmp_path, capsys, flags,
@@ -187,7 +192,7 @@ def test_load_accepts_the_files_own_beam_size_and_refuses_another(files):
 
     assert tfcaption.load(files[("onnx", 2)], beam_size=2).backend.metadata["beam_size"] == 2
     assert tfcaption.load(files[("litert", 1)], sampler="greedy").backend.metadata["beam_size"] == 1
-    with pytest.raises(ValueError, match="beam size 1, fixed at export; got 3"):
+    with pytest.raises(ValueError, match="beam size 1, fixed at export; got beam size 3"):
         tfcaption.load(files[("litert", 1)], beam_size=3)
 
 
@@ -197,6 +202,9 @@ def test_load_accepts_the_files_own_beam_size_and_refuses_another(files):
     (["--format", "onnx", "--quantize", "float16"], "--quantize does not apply to --format onnx"),
     (["--format", "litert", "--max-pixels", "100"], "--max-pixels does not apply to --format litert"),
     (["--output", "somewhere"], "--output does not apply to --format saved_model"),
+    (["--format", "onnx", "--sampler", "top_p"], "--sampler does not apply to --format onnx"),
+    (["--format", "litert", "--sampler", "greedy"], "GreedySampler is not a random sampler"),
+    (["--format", "litert", "--sampler", "top_k", "--beam-size", "2"], "--beam-size applies to the search"),
 ])
 def test_export_flags_the_format_cannot_use_are_one_line_and_exit_2(tiny_run, capsys, flags, message):
     from tfcaption.cli import export as export_cli
@@ -227,3 +235,41 @@ def test_a_file_without_its_metadata_is_one_line(files, tmp_path, capsys):
     assert caption_cli.main([str(image), "--model", str(lone)]) == 2
     err = capsys.readouterr().err
     assert "no metadata.json beside it" in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_sampling_file_draws_tensorflows_tokens_for_each_seed(files, run, images):
+    import tensorflow as tf
+
+    from tfcaption import samplers
+    from tfcaption.export.portable import image_pixels, pixels_to_tokens
+    from tfcaption.export.portable_runtime import PortableBackend
+
+    captioner, run_config = run
+    sampler = samplers.TopPSampler(p=0.9, temperature=1.5)
+    function = pixels_to_tokens(captioner, 1, run_config.data.max_decode_steps, sampler)
+    backend = PortableBackend(files[("top_p", 1)])
+    assert backend.metadata["sampler"] == "top_p" and backend.metadata["seed"]["dtype"] == "int32"
+    for seed in (1, 2, -5):
+        for data in images:
+            expected = function(tf.constant(image_pixels(data, 32)[None]), tf.constant([seed], tf.int32))
+            np.testing.assert_array_equal(backend.tokens(data, seed)["tokens"], expected["tokens"].numpy()[0])
+
+
+def test_seed_alone_samples_with_the_files_sampler_and_repeats(files, images, tmp_path, capsys):
+    import tfcaption
+    from tfcaption import samplers
+    from tfcaption.cli import caption as caption_cli
+
+    paths = []
+    for i, data in enumerate(images):
+        paths.append(str(tmp_path / f"{i}.png"))
+        with open(paths[-1], "wb") as f:
+            f.write(data)
+    printed = []
+    for _ in range(2):
+        assert caption_cli.main(paths + ["--model", files[("top_p", 1)], "--seed", "3", "--json"]) == 0
+        printed.append([r["caption"] for r in json.loads(capsys.readouterr().out)])
+    expected = tfcaption.load(files[("top_p", 1)], sampler=samplers.TopPSampler(p=0.9, temperature=1.5, seed=3))
+    assert printed[0] == printed[1] == [r["caption"] for r in expected.caption(images)]
+    with pytest.raises(ValueError, match="samples with top_p"):
+        tfcaption.load(files[("top_p", 1)], sampler=samplers.TopPSampler(p=0.5, seed=3))

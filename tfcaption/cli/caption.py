@@ -85,10 +85,22 @@ def _check_portable_flags(args):
                              "decoding fixed at export; use the run directory or a SavedModel.")
 
 
+def _file_sampler_with_seed(args):
+    """For `--seed` alone on a LiteRT file that samples: the file's own sampler with that seed (None otherwise)."""
+    from tfcaption.cli.sampling import SAMPLER_FLAGS, _number
+    from tfcaption.export.portable_runtime import file_sampler, portable_format
+
+    if args.seed is None or portable_format(args.model) is None:
+        return None
+    if any(getattr(args, flag) is not None for flag in SAMPLER_FLAGS if flag != "seed"):
+        return None
+    return file_sampler(args.model, _number("seed", args.seed, int, lambda v: -2**31 <= v < 2**31, "an int32"))
+
+
 @one_line_errors(PROGRAM)
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    sampler = sampler_from_args(args, args.beam_size)
+    sampler = _file_sampler_with_seed(args) or sampler_from_args(args, args.beam_size)
     max_steps = max_steps_from_args(args)
     quiet_tensorflow()
     _check_portable_flags(args)

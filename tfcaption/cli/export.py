@@ -36,6 +36,12 @@ def build_parser():
                         help="with --format litert / onnx: the directory (default exports/<name>/<format>/)")
     parser.add_argument("--quantize", default=None, metavar="MODE",
                         help="with --format litert: float16 or dynamic_int8 (default: float32)")
+    sampling = parser.add_argument_group("sampling (--format litert)", "a random sampler in place of the search: the "
+                                         "file then takes a seed beside the pixels")
+    sampling.add_argument("--sampler", metavar="NAME", help="random, top_k or top_p")
+    sampling.add_argument("--temperature", metavar="T", help="divide the logits by T > 0")
+    sampling.add_argument("--top-k", metavar="K", help="sample among the K most probable words (top_k)")
+    sampling.add_argument("--top-p", metavar="P", help="sample from the nucleus of probability P in (0, 1] (top_p)")
     return parser
 
 
@@ -44,7 +50,9 @@ def _check_flags(args):
     portable = args.format != "saved_model"
     flags = (("--output", args.output, portable), ("--quantize", args.quantize, args.format == "litert"),
              ("--export-root", args.export_root, not portable), ("--version", args.version, not portable),
-             ("--max-pixels", args.max_pixels, not portable))
+             ("--max-pixels", args.max_pixels, not portable),
+             *((f"--{flag.replace('_', '-')}", getattr(args, flag), args.format == "litert")
+               for flag in ("sampler", "temperature", "top_k", "top_p")))
     for flag, value, applies in flags:
         if value is not None and not applies:
             raise ValueError(f"{flag} does not apply to --format {args.format}.")
@@ -54,10 +62,16 @@ def _check_flags(args):
 def main(argv=None):
     args = build_parser().parse_args(argv)
     _check_flags(args)
+    sampler = None
     if args.format == "litert":
+        from tfcaption.cli.sampling import sampler_from_args
         from tfcaption.export.litert import checked_quantize
+        from tfcaption.export.portable import random_sampler
 
         checked_quantize(args.quantize)
+        sampler = random_sampler(sampler_from_args(args))
+        if sampler is not None and args.beam_size is not None:
+            raise ValueError("--beam-size applies to the search; a --sampler file draws one caption.")
     quiet_tensorflow()
     from tfcaption.training.run_directory import load_run
 
@@ -69,7 +83,8 @@ def main(argv=None):
     if args.format == "litert":
         from tfcaption.export.litert import export_run_litert
 
-        print(export_run_litert(captioner, run_config, args.output, args.beam_size, args.max_steps, args.quantize))
+        print(export_run_litert(captioner, run_config, args.output, args.beam_size, args.max_steps, args.quantize,
+                                sampler))
         return 0
     if args.format == "onnx":
         _require("tf2onnx", "onnx")

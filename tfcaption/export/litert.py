@@ -10,6 +10,9 @@ Quantization (`QUANTIZE_MODES`): "float16" stores the weights in float16, "dynam
 float activations. Full integer quantization is refused: TensorFlow 2.21's converter crashes (a
 segmentation fault, in its calibrator's `_feed_tensors`) running the representative images through the
 decoding loop, so it is not offered rather than taking the process down.
+
+The random samplers (random, top-k, top-p) convert too: their per-row hash runs on 32-bit keys with
+LiteRT's built-in bitwise ops, and the file takes a `seed` beside the pixels.
 """
 
 import os
@@ -77,7 +80,7 @@ def convert(function, quantize=None):
     return builtin_check(converter.convert())
 
 
-def export_litert(captioner, output, beam_size=3, max_steps=None, quantize=None):
+def export_litert(captioner, output, beam_size=3, max_steps=None, quantize=None, sampler=None):
     """Writes `output/model.tflite`, `vocab.txt` and `metadata.json`; returns the model file's path.
 
     Args:
@@ -87,10 +90,12 @@ def export_litert(captioner, output, beam_size=3, max_steps=None, quantize=None)
         beam_size: 1: greedy search; k > 1: beam search with k beams (fixed in the file).
         max_steps: tokens generated at most, <eos> included (None: the model's longest).
         quantize: None (float32), "float16" or "dynamic_int8".
+        sampler: a random sampler (random, top_k, top_p; a `Sampler` or a name) in place of the search: the
+            file then also takes `seed`, int32 [1], and returns one caption.
     """
     checked_quantize(quantize)
-    function = pixels_to_tokens(captioner, beam_size, max_steps)
-    metadata = portable_metadata(captioner, "litert", beam_size, max_steps, quantize)
+    function = pixels_to_tokens(captioner, beam_size, max_steps, sampler)
+    metadata = portable_metadata(captioner, "litert", beam_size, max_steps, quantize, sampler)
     path = prepared_output(output, MODEL_FILE)
     content = convert(function, quantize)
     with open(path, "wb") as f:
@@ -99,9 +104,10 @@ def export_litert(captioner, output, beam_size=3, max_steps=None, quantize=None)
     return path
 
 
-def export_run_litert(captioner, run_config, output=None, beam_size=None, max_steps=None, quantize=None):
+def export_run_litert(captioner, run_config, output=None, beam_size=None, max_steps=None, quantize=None,
+                      sampler=None):
     """`export_litert` with a run's settings (`export.beam_size`, `data.max_decode_steps`); default output
     `exports/<name>/litert/`."""
     return export_litert(captioner, output or default_output(run_config.export_name, "litert"),
                          beam_size or run_config.export.beam_size, max_steps or run_config.data.max_decode_steps,
-                         quantize)
+                         quantize, sampler)

@@ -3,7 +3,8 @@
 The same pixels-to-tokens function as the LiteRT file (`tfcaption.export.portable`), converted by tf2onnx,
 which freezes its variables and turns the decoding loop into an ONNX `Loop`. It is traced inside
 `without_xla_ops`, so the decoder's cache writes are selects rather than `XlaDynamicUpdateSlice`, an op
-tf2onnx cannot express.
+tf2onnx cannot express. The random samplers are not offered: tf2onnx 1.17 cannot express the `BitwiseXor`
+of their per-row hash.
 """
 
 from tfcaption.export.portable import (default_output, pixels_to_tokens, portable_metadata, prepared_output,
