@@ -40,7 +40,7 @@ def _onnx_runner(path):
 
 
 def _decoding_of(sampler):
-    """(name, config without the seed) of a sampler, the decoding a file records in its metadata."""
+    """(name, config without the seed, seed) of a sampler: the decoding a file records in its metadata, and the seed."""
     from tfcaption import samplers
 
     sampler = samplers.get(sampler)
