@@ -8,7 +8,8 @@ for the meshed decoder, how it weighed the encoder levels, for
 arrays `(R, feature_dim)` (or a batch of them) where pixel models take images.
 Run directories caption through `tfcaption.ImageCaptioner` (attention maps
 through `tfcaption.decoding.caption_batches`), exports through their
-signatures.
+signatures, LiteRT and ONNX files through their runtimes
+(`tfcaption.export.portable_runtime`).
 """
 
 import json
@@ -21,6 +22,7 @@ from tfcaption.data.image_check import ImageSkipped, check_image
 from tfcaption.data.pipeline import decode_image
 from tfcaption.data.tokenizer import Vocabulary
 from tfcaption.decoding.captioning import attention_results, caption_batches, display_image
+from tfcaption.export.portable_runtime import PortableBackend, portable_format
 
 
 class ImageError(ValueError):
@@ -206,7 +208,12 @@ class CaptionPredictor:
 
     Args:
         path: a SavedModel directory (`savedmodel/<name>/<version>`, or
-            `savedmodel/<name>` for its newest version) or a run directory.
+            `savedmodel/<name>` for its newest version), a run directory, or
+            a LiteRT / ONNX file (`model.tflite`, `model.onnx`) written by
+            `tfcaption-export --format`, with its metadata.json and vocab.txt
+            beside it (`tfcaption.export.portable_runtime`: its decoding is
+            fixed at export, so another beam size, sampler or length is a
+            ValueError, and it reports no attention).
         beam_size: for run directories (a SavedModel's is fixed at export):
             the shorthand for greedy (1) or `BeamSampler(num_beams=k)`; default
             the run's `decode.beam_size`.
@@ -228,7 +235,9 @@ class CaptionPredictor:
 
     def __init__(self, path, beam_size=None, sampler=None, max_length=None):
         path = resolve_model_path(path)
-        if tf.io.gfile.exists(os.path.join(path, "saved_model.pb")):
+        if portable_format(path) is not None:
+            self.backend = PortableBackend(path, beam_size, sampler, max_length)
+        elif tf.io.gfile.exists(os.path.join(path, "saved_model.pb")):
             self.backend = _SavedModelBackend(path, sampler, max_length)
         else:
             self.backend = _RunBackend(path, beam_size, sampler, max_length)

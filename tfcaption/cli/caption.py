@@ -1,4 +1,5 @@
-"""tfcaption-caption: print a caption for each image file, from a SavedModel or a run directory."""
+"""tfcaption-caption: print a caption for each image file, from a SavedModel, a run directory, or a LiteRT /
+ONNX file written by tfcaption-export --format."""
 
 import glob
 import json
@@ -16,7 +17,8 @@ def build_parser():
     parser.add_argument("images", nargs="*",
                         help="image files or glob patterns; with --features, image ids (default: all in the file)")
     parser.add_argument("--model", default="runs/shapes-small",
-                        help="SavedModel directory (savedmodel/<name>[/<version>]) or run directory")
+                        help="SavedModel directory (savedmodel/<name>[/<version>]), run directory, or model.tflite / "
+                             "model.onnx (with metadata.json and vocab.txt beside it)")
     parser.add_argument("--beam-size", type=int, default=None, help="for run directories")
     parser.add_argument("--json", action="store_true", help="print a JSON list")
     parser.add_argument("--features", metavar="FILE.h5",
@@ -68,12 +70,40 @@ def _plain_beam(sampler):
     return isinstance(sampler, BeamSampler) and sampler.get_config() == BeamSampler(sampler.num_beams).get_config()
 
 
+def _check_portable_flags(args):
+    """One line for a flag a LiteRT or ONNX file cannot honour (its decoding is fixed at export; it returns
+    tokens, no attention); another beam size, sampler or length is refused when the file is opened."""
+    from tfcaption.export.portable_runtime import portable_format
+
+    fmt = portable_format(args.model)
+    if fmt is None:
+        return
+    for flag, given in (("--attention", args.attention), ("--gates", args.gates), ("--features", args.features),
+                        ("--all-beams", args.all_beams), ("--reference-mode", args.reference_mode)):
+        if given:
+            raise ValueError(f"{flag} does not apply to a {fmt} file ({args.model}): it returns the tokens of the "
+                             "decoding fixed at export; use the run directory or a SavedModel.")
+
+
+def _file_sampler_with_seed(args):
+    """For `--seed` alone on a LiteRT file that samples: the file's own sampler with that seed (None otherwise)."""
+    from tfcaption.cli.sampling import SAMPLER_FLAGS, _number
+    from tfcaption.export.portable_runtime import file_sampler, portable_format
+
+    if args.seed is None or portable_format(args.model) is None:
+        return None
+    if any(getattr(args, flag) is not None for flag in SAMPLER_FLAGS if flag != "seed"):
+        return None
+    return file_sampler(args.model, _number("seed", args.seed, int, lambda v: -2**31 <= v < 2**31, "an int32"))
+
+
 @one_line_errors(PROGRAM)
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    sampler = sampler_from_args(args, args.beam_size)
+    sampler = _file_sampler_with_seed(args) or sampler_from_args(args, args.beam_size)
     max_steps = max_steps_from_args(args)
     quiet_tensorflow()
+    _check_portable_flags(args)
     if args.features:
         if args.attention:
             raise ValueError("--attention draws over image pixels; it does not apply to --features.")

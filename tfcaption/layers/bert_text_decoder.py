@@ -10,6 +10,7 @@ import keras
 from keras import ops
 
 from tfcaption.layers.hf_activations import check_hf_activation, hf_activation
+from tfcaption.layers.xla import write_position
 
 
 def _attend(query, keys, values, mask):
@@ -95,10 +96,8 @@ class _BertDecoderLayer(keras.layers.Layer):
 
     def step(self, y, position, cache_keys, cache_values, keys, values, encoder_mask=None, captions_per_image=1):
         """One token per sequence: y (B * k, 1, d); caches (B * k, L, h, d_h) get this position written."""
-        start = (0, position, 0, 0)
-        cache_keys = ops.slice_update(cache_keys, start, ops.cast(self._heads(self.self_key(y)), cache_keys.dtype))
-        cache_values = ops.slice_update(cache_values, start,
-                                        ops.cast(self._heads(self.self_value(y)), cache_values.dtype))
+        cache_keys = write_position(cache_keys, position, self._heads(self.self_key(y)))
+        cache_values = write_position(cache_values, position, self._heads(self.self_value(y)))
         filled = ops.reshape(ops.arange(ops.shape(cache_keys)[1]) <= position, (1, 1, -1))  # (1, 1, L)
         attended, _ = _attend(self._heads(self.self_query(y)), cache_keys, cache_values, filled)
         out, weights = self._finish(y, attended, keys, values, encoder_mask, captions_per_image)

@@ -10,6 +10,7 @@ from keras import ops
 
 from tfcaption.layers.cross_attention import CrossAttention
 from tfcaption.layers.dropout import Dropout
+from tfcaption.layers.xla import write_position
 from tfcaption.layers.feed_forward import PositionWiseFeedForward
 from tfcaption.layers.memory_attention import MemoryAugmentedAttention
 from tfcaption.layers.meshed_attention import MeshedCrossAttention
@@ -153,8 +154,8 @@ class DecoderLayer(keras.layers.Layer):
             gates (None without gates) when `return_attention`.
         """
         k, v = self.self_attention.project_key_value(y, y)
-        cache_keys = ops.slice_update(cache_keys, (0, position, 0, 0), ops.cast(k, cache_keys.dtype))
-        cache_values = ops.slice_update(cache_values, (0, position, 0, 0), ops.cast(v, cache_values.dtype))
+        cache_keys = write_position(cache_keys, position, k)
+        cache_values = write_position(cache_values, position, v)
         length = ops.shape(cache_keys)[1]
         filled = ops.reshape(ops.arange(length) <= position, (1, 1, length))
         attended = self.self_attention.attend(y, cache_keys, cache_values, filled)

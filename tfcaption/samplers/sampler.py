@@ -228,7 +228,7 @@ class Sampler:
                 seed = tf.constant(self.seed, tf.int64)
             seeds = tf.fill(tf.reshape(batch_size, [1]), seed)
         seeds = tf.reshape(seeds, [-1])
-        samples = tf.range(k, dtype=tf.int64)
+        samples = tf.range(k)
         return tf.reshape(utils.combine_keys(seeds[:, None], samples[None, :]), [-1])
 
     # ------------------------------------------------------------------------------------------- the loop

@@ -13,15 +13,15 @@ NEG_INF = -1e9
 def write_step(buffer, step, value, axis=1):
     """Returns `buffer` with index `step` along the time `axis` replaced by `value`.
 
-    `value` has `buffer`'s shape without that axis. A one-hot select keeps every shape static, which XLA
-    needs inside loops.
+    `value` has `buffer`'s shape without that axis. A select on `range(steps) == step` keeps every shape
+    static, which XLA needs inside loops (and, unlike a scalar one-hot, tf2onnx converts it).
 
     Example:
     >>> write_step(tf.zeros([2, 3], tf.int32), 1, tf.constant([7, 8])).numpy().tolist()
     [[0, 7, 0], [0, 8, 0]]
     """
     steps = buffer.shape[axis]
-    column = tf.one_hot(step, steps, on_value=True, off_value=False, dtype=tf.bool)
+    column = tf.equal(tf.range(steps), tf.cast(step, tf.int32))
     shape = [1] * len(buffer.shape)
     shape[axis] = steps
     column = tf.reshape(column, shape)
@@ -149,6 +149,11 @@ def to_key(value):
     value = tf.convert_to_tensor(value)
     if value.dtype == tf.uint32:
         return value
+    if value.dtype == tf.int32:
+        # The int64 path's key without 64-bit bitwise ops (LiteRT has none): an int32's high 32 bits are all
+        # zeros or, for a negative value, all ones.
+        high = tf.where(value < 0, _u32(_MASK32), _u32(0))
+        return mix32(tf.bitwise.bitwise_xor(tf.cast(value, tf.uint32), mix32(high + _u32(0x9E3779B9))))
     value = tf.cast(value, tf.int64)
     low = tf.cast(tf.bitwise.bitwise_and(value, _MASK32), tf.uint32)
     high = tf.cast(tf.bitwise.bitwise_and(tf.bitwise.right_shift(value, 32), _MASK32), tf.uint32)
@@ -171,7 +176,7 @@ def combine_seeds(*parts):
 
 def row_uniform(row_keys, step, vocab_size):
     """(N, V) float32 uniform numbers in (0, 1): one per (row key, step, token)."""
-    step_key = combine_keys(row_keys, tf.cast(step, tf.int64))  # (N,)
+    step_key = combine_keys(row_keys, tf.cast(step, tf.int32))  # (N,)
     tokens = mix32(tf.cast(tf.range(vocab_size), tf.uint32) * _u32(0x2545F491) + _u32(0x68E31DA4))  # (V,)
     bits = mix32(tf.bitwise.bitwise_xor(step_key[:, None], tokens[None, :]))
     return (tf.cast(_shift(bits, 8), tf.float32) + 0.5) * (1.0 / (1 << 24))

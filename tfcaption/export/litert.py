@@ -1,0 +1,113 @@
+"""Exporting a captioner to LiteRT (formerly TensorFlow Lite): `model.tflite` with the decoding inside.
+
+The pixels-to-tokens function of `tfcaption.export.portable` is frozen (its variables become constants:
+left as resource variables, the interpreter fails reading them inside the decoding loop's WHILE) and
+converted with LiteRT's built-in ops only, so the plain runtime on Android, iOS, embedded Linux and
+Python runs it without the Flex (TensorFlow ops) delegate; `builtin_check` reads the written file's
+operator codes and refuses any custom or Flex op.
+
+Quantization (`QUANTIZE_MODES`): "float16" stores the weights in float16, "dynamic_int8" in int8 with
+float activations. Full integer quantization is refused: TensorFlow 2.21's converter crashes (a
+segmentation fault, in its calibrator's `_feed_tensors`) running the representative images through the
+decoding loop, so it is not offered rather than taking the process down.
+
+The random samplers (random, top-k, top-p) convert too: their per-row hash runs on 32-bit keys with
+LiteRT's built-in bitwise ops, and the file takes a `seed` beside the pixels.
+"""
+
+import os
+
+import tensorflow as tf
+from tensorflow.lite.python import schema_py_generated as schema
+from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+from tfcaption.export.portable import (default_output, pixels_to_tokens, portable_metadata, prepared_output,
+                                       write_sidecar_files)
+
+MODEL_FILE = "model.tflite"
+QUANTIZE_MODES = ("float16", "dynamic_int8")
+INT8_REFUSAL = ("full int8 quantization is not offered: TensorFlow 2.21's converter crashes (segmentation fault "
+                "in its calibrator) running representative images through the decoding loop; use --quantize "
+                "float16 or dynamic_int8.")
+_BUILTIN_NAMES = {code: name for name, code in vars(schema.BuiltinOperator).items() if not name.startswith("_")}
+
+
+def operator_names(model_content):
+    """The operators a .tflite flatbuffer uses: builtin names ("WHILE", ...) and custom codes ("FlexX", ...)."""
+    model = schema.Model.GetRootAs(model_content, 0)
+    names = []
+    for i in range(model.OperatorCodesLength()):
+        code = model.OperatorCodes(i)
+        builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+        if builtin == schema.BuiltinOperator.CUSTOM:
+            names.append(code.CustomCode().decode("utf-8"))
+        else:
+            names.append(_BUILTIN_NAMES.get(builtin, str(builtin)))
+    return sorted(set(names))
+
+
+def builtin_check(model_content):
+    """`model_content` unchanged, or a ValueError naming its custom / Flex operators."""
+    custom = [name for name in operator_names(model_content) if name not in _BUILTIN_NAMES.values()]
+    if custom:
+        raise ValueError(f"the converted model uses operators outside LiteRT's built-in set: {', '.join(custom)}.")
+    return model_content
+
+
+def checked_quantize(quantize):
+    """`quantize` when it is None or one of `QUANTIZE_MODES`, else a one-line ValueError."""
+    if quantize == "int8":
+        raise ValueError(INT8_REFUSAL)
+    if quantize not in (None, *QUANTIZE_MODES):
+        raise ValueError(f"--quantize must be one of {', '.join(QUANTIZE_MODES)}, got {quantize!r}.")
+    return quantize
+
+
+def convert(function, quantize=None):
+    """The .tflite bytes of a `tf.function` with one input signature, frozen, built-in ops only."""
+    checked_quantize(quantize)
+    concrete = function.get_concrete_function()
+    frozen = convert_variables_to_constants_v2(concrete)
+    # The frozen function returns a flat list; this wrapper gives the signature its named outputs back.
+    named = tf.function(lambda *inputs: tf.nest.pack_sequence_as(concrete.structured_outputs, frozen(*inputs)),
+                        input_signature=concrete.structured_input_signature[0])
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([named.get_concrete_function()], tf.Module())
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if quantize is not None:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if quantize == "float16":
+            converter.target_spec.supported_types = [tf.float16]
+    return builtin_check(converter.convert())
+
+
+def export_litert(captioner, output, beam_size=3, max_steps=None, quantize=None, sampler=None):
+    """Writes `output/model.tflite`, `vocab.txt` and `metadata.json`; returns the model file's path.
+
+    Args:
+        captioner: a `tfcaption.ImageCaptioner` with a pixel image encoder.
+        output: the directory (created; refused inside a TF Serving model directory; an existing
+            model.tflite is never overwritten).
+        beam_size: 1: greedy search; k > 1: beam search with k beams (fixed in the file).
+        max_steps: tokens generated at most, <eos> included (None: the model's longest).
+        quantize: None (float32), "float16" or "dynamic_int8".
+        sampler: a random sampler (random, top_k, top_p; a `Sampler` or a name) in place of the search: the
+            file then also takes `seed`, int32 [1], and returns one caption.
+    """
+    checked_quantize(quantize)
+    function = pixels_to_tokens(captioner, beam_size, max_steps, sampler)
+    metadata = portable_metadata(captioner, "litert", beam_size, max_steps, quantize, sampler)
+    path = prepared_output(output, MODEL_FILE)
+    content = convert(function, quantize)
+    with open(path, "wb") as f:
+        f.write(content)
+    write_sidecar_files(captioner, output, metadata)
+    return path
+
+
+def export_run_litert(captioner, run_config, output=None, beam_size=None, max_steps=None, quantize=None,
+                      sampler=None):
+    """`export_litert` with a run's settings (`export.beam_size`, `data.max_decode_steps`); default output
+    `exports/<name>/litert/`."""
+    return export_litert(captioner, output or default_output(run_config.export_name, "litert"),
+                         beam_size or run_config.export.beam_size, max_steps or run_config.data.max_decode_steps,
+                         quantize, sampler)
