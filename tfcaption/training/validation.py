@@ -7,21 +7,21 @@ from tfcaption.metrics.cider import CiderD
 
 
 def validate(model, vocab, data_dir, eval_step, data_config, decode_config, image_size, jit_compile=True,
-             val_images=0):
+             val_images=0, resample="bilinear"):
     """(loss, CIDEr-D, results) on the val split: the loss teacher forced (`eval_step`, `make_eval_step`),
     CIDEr-D of greedy captions of the first `val_images` images (0: all); `results` are `caption_batches`'s
-    with attention, for TensorBoard's figures."""
+    with attention, for TensorBoard's figures. Images are resized to `image_size` with `resample`."""
     loss_sum, count = 0.0, 0.0
     batches = pipeline.train_dataset(
         data_dir, "val", vocab, decode_config.batch_size, data_config.max_caption_words, image_size, seed=0,
-        augment_flip=False, drop_remainder=False, shuffle_buffer=1,
+        augment_flip=False, drop_remainder=False, shuffle_buffer=1, resample=resample,
     )
     for batch in batches:
         s, c = eval_step(batch)
         loss_sum += float(s)
         count += float(c)
     results = caption_batches(
-        model, vocab, pipeline.eval_dataset(data_dir, "val", decode_config.batch_size, image_size),
+        model, vocab, pipeline.eval_dataset(data_dir, "val", decode_config.batch_size, image_size, resample),
         beam_size=1, max_steps=data_config.max_decode_steps, jit_compile=jit_compile,
         limit=val_images or None, return_attention=True,  # for TensorBoard's figures
     )
