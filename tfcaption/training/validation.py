@@ -20,6 +20,15 @@ def validate(model, vocab, data_dir, eval_step, data_config, decode_config, imag
         s, c = eval_step(batch)
         loss_sum += float(s)
         count += float(c)
+    cider, results = validation_cider(model, vocab, data_dir, data_config, decode_config, image_size, jit_compile,
+                                      val_images, resample)
+    return loss_sum / max(count, 1.0), cider, results
+
+
+def validation_cider(model, vocab, data_dir, data_config, decode_config, image_size, jit_compile=True, val_images=0,
+                     resample="bilinear"):
+    """(CIDEr-D, results): `validate`'s CIDEr-D alone, of greedy captions of the first `val_images` val images
+    (0: all), e.g. of a model before it is fine-tuned; `results` as `caption_batches` with attention."""
     results = caption_batches(
         model, vocab, pipeline.eval_dataset(data_dir, "val", decode_config.batch_size, image_size, resample),
         beam_size=1, max_steps=data_config.max_decode_steps, jit_compile=jit_compile,
@@ -27,7 +36,7 @@ def validate(model, vocab, data_dir, eval_step, data_config, decode_config, imag
     )
     references = [r["references"] for r in results]
     cider, _ = CiderD(references).score([r["caption"] for r in results], references)
-    return loss_sum / max(count, 1.0), float(cider), results
+    return float(cider), results
 
 
 def keep_best(state, val_cider, has_val, model, best_weights):
