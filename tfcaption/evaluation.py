@@ -64,7 +64,8 @@ def evaluate_splits(captioner, data_dir, splits, blind_caption=None, beam_size=N
             continue
         expected = manifest["splits"][split]["images"]
         results = caption_batches(
-            model, vocab, pipeline.eval_dataset(data_dir, split, batch_size, model.image_encoder.image_size),
+            model, vocab, pipeline.eval_dataset(data_dir, split, batch_size, model.image_encoder.image_size,
+                                                  model.image_encoder.resample),
             sampler=sampler, beam_size=None if sampler is not None else beam_size, max_steps=max_steps,
             jit_compile=jit_compile,
         )

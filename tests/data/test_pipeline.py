@@ -322,3 +322,21 @@ def test_default_shuffle_buffer_holds_10000_images_or_512_mb_of_region_features(
     assert default_shuffle_buffer(m2) == SHUFFLE_BYTES // (4 * 2048 * 50) == 1310
     assert default_shuffle_buffer(InputKind("features", 8, 4)) == 10000  # small rows: the image cap
     assert default_shuffle_buffer(InputKind("features", 2048, 1000)) == 256  # huge rows: still some shuffling
+
+
+def test_bicubic_resample_gives_pils_bicubic_pixels_in_training_and_evaluation_batches(tmp_path):
+    # BLIP's image processor resizes with PIL's bicubic on uint8: an imported run's batches must match it.
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (20, 28, 3), dtype=np.uint8)
+    write_shards([{"image_id": "0", "image": tf.io.encode_png(pixels).numpy(), "captions": ["a red square"]}],
+                 str(tmp_path), "train", 1)
+    expected = np.asarray(Image.fromarray(pixels).resize((12, 12), Image.BICUBIC), np.float32)
+    vocab = Vocabulary.build(["a red square"])
+    train = next(train_dataset(str(tmp_path), "train", vocab, batch_size=1, max_length=4, image_size=12,
+                               resample="bicubic").as_numpy_iterator())
+    evaluated = next(eval_dataset(str(tmp_path), "train", batch_size=1, image_size=12,
+                                  resample="bicubic").as_numpy_iterator())
+    np.testing.assert_array_equal(train["images"][0], expected)
+    np.testing.assert_array_equal(evaluated["images"][0], expected)
+    bilinear = next(eval_dataset(str(tmp_path), "train", batch_size=1, image_size=12).as_numpy_iterator())
+    assert np.abs(bilinear["images"][0] - expected).max() > 1  # the default resize is another one

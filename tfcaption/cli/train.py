@@ -33,8 +33,12 @@ def build_parser():
     parser.add_argument("--output-dir", help="run directory (default runs/DATASET-PRESET, e.g. runs/shapes-small, "
                         "runs/shapes-cptr_small); reruns resume")
     parser.add_argument("--init-from", metavar="RUN_DIR", help="start from another run's model, vocabulary and best "
-                        "weights (a tfcaption run or a converted M2 checkpoint) to fine-tune; the default run "
-                        "directory is then runs/DATASET-PRESET-from-NAME")
+                        "weights (a tfcaption run, a converted M2 checkpoint or an imported BLIP checkpoint) to "
+                        "fine-tune; of the model only model.dropout, model.dtype_policy and the image encoder's "
+                        "train_backbone, trainable_blocks, backbone_lr_multiplier may be set. An imported run "
+                        "(tfcaption-import) trains XE then SCST without flips unless --task, train.phases or "
+                        "data.augment_flip say otherwise. The default run directory is then "
+                        "runs/DATASET-PRESET-from-NAME")
     parser.add_argument("--task", choices=_choices("task"), help="train with this task only (no phases): xe, "
                         "cross-entropy (the default run's); scst, self-critical sequence training with a CIDEr-D "
                         "reward, e.g. --init-from an XE run. The m2* presets run both, XE then SCST (train.phases)")
@@ -67,6 +71,46 @@ def _sets(args, field):
     return any(s.startswith(field + "=") for s in args.set)
 
 
+# An imported checkpoint's run (tfcaption-import) fine-tunes as the m2 presets train, XE then SCST, and without
+# flips, as BLIP's image processor feeds it; each is a default that --task / --set replace.
+IMPORTED_RUN_DEFAULTS = {"train.phases": [{"task": "xe"}, {"task": "scst"}], "data.augment_flip": False}
+
+
+def _init_from_defaults(run_config, args):
+    """With --init-from (and no --config): the init run's model under the --set model fields, which may only be
+    its fine-tuning fields (one line naming any other), and an imported run's `IMPORTED_RUN_DEFAULTS`."""
+    from tfcaption.interop.hf.import_blip import IMPORT_RECORD
+    from tfcaption.models.config import FINE_TUNING_FIELDS, FINE_TUNING_PART_FIELDS, with_fine_tuning_fields
+    from tfcaption.training.recipe import load_init_run
+
+    init = run_config.train.init_from
+    saved = load_init_run(init)
+    defaults = []
+    if os.path.isfile(os.path.join(init, IMPORT_RECORD)):
+        defaults = [(key, value) for key, value in IMPORTED_RUN_DEFAULTS.items()
+                    if not _sets(args, key) and not (key == "train.phases" and args.task)]
+    apply_overrides(run_config, defaults)
+    requested = run_config.model
+    run_config.model = saved.model.replace(dtype_policy=requested.dtype_policy)
+    apply_overrides(run_config, [s for s in args.set if s.startswith("model.")])
+    architecture = with_fine_tuning_fields(run_config.model, saved.model)
+    if architecture != saved.model:
+        allowed = [f"model.{f}" for f in FINE_TUNING_FIELDS] + [f"model.image_encoder.{f}"
+                                                                 for f in FINE_TUNING_PART_FIELDS]
+        changed = sorted(_changed_fields(architecture.to_dict(), saved.model.to_dict(), "model"))
+        raise ValueError(f"{', '.join(changed)}: the model is that of {init} (--init-from); a fine-tuning run may "
+                         f"set only {', '.join(allowed)}.")
+
+
+def _changed_fields(values, saved, prefix):
+    """The dotted names of the fields whose values differ between two config dicts."""
+    for key, value in values.items():
+        if isinstance(value, dict) and isinstance(saved.get(key), dict):
+            yield from _changed_fields(value, saved[key], f"{prefix}.{key}")
+        elif value != saved.get(key):
+            yield f"{prefix}.{key}"
+
+
 def resolve_config(args):
     """Preset/config file, then flags, then the run to resume (`tfcaption.training.recipe.resolve_run`)."""
     from tfcaption.config import RunConfig, default_output_dir
@@ -88,7 +132,12 @@ def resolve_config(args):
     }
     if args.task:  # one task: the preset's phases (m2*: XE then SCST) give way
         run_config.train.phases = []
-    apply_overrides(run_config, [(key, value) for key, value in flags.items() if value is not None] + args.set)
+    flags = [(key, value) for key, value in flags.items() if value is not None]
+    fine_tuning = not args.config and (args.init_from or _sets(args, "train.init_from"))
+    # fine-tuning: the model sets apply to the init run's model (_init_from_defaults), not the preset's
+    apply_overrides(run_config, flags + [s for s in args.set if not (fine_tuning and s.startswith("model."))])
+    if fine_tuning and run_config.train.init_from:
+        _init_from_defaults(run_config, args)
     if not args.config:  # each preset its own run and SavedModel, so another --preset never resumes this one
         preset = args.preset or DEFAULT_PRESET
         if not (args.output_dir or _sets(args, "train.output_dir")):

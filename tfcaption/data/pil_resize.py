@@ -10,7 +10,7 @@ so pixels come out as PIL's.
 
 import tensorflow as tf
 
-__all__ = ["pil_bicubic_resize"]
+__all__ = ["bicubic_uint8_resize", "pil_bicubic_resize"]
 
 _PRECISION_BITS = 22  # PIL's fixed-point coefficient precision for 8-bit images (32 - 8 - 2)
 _SUPPORT = 2.0  # the bicubic kernel's half width
@@ -79,3 +79,18 @@ def pil_bicubic_resize(image, height, width):
     vertical_first = (shrink_rows > 0) & (shrink_rows > 2 * shrink_cols)
     x = tf.cond(vertical_first, lambda: horizontal(vertical(x)), lambda: vertical(horizontal(x)))
     return tf.cast(x, tf.uint8)
+
+
+def bicubic_uint8_resize(image, size):
+    """BLIP's image processor's resize (PIL bicubic on uint8): float32 [0, 1] pixels of uint8 images
+    (H, W, 3) or (B, H, W, 3) -> float32 [0, 255] uint8 levels at `size` (height, width), through
+    `pil_bicubic_resize` (PIL's coefficients, order and rounding)."""
+    height, width = size
+    levels = tf.cast(tf.round(image * 255.0), tf.uint8)
+
+    def resize(one):
+        return tf.cast(pil_bicubic_resize(one, height, width), tf.float32)
+
+    if levels.shape.rank == 4:
+        return tf.map_fn(resize, levels, fn_output_signature=tf.float32)
+    return resize(levels)

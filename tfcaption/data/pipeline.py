@@ -27,11 +27,13 @@ from typing import Optional, Sequence, Union
 
 import tensorflow as tf
 
+from tfcaption.data.pil_resize import bicubic_uint8_resize
 from tfcaption.data.records import InputKind, dataset_input_kind, read_records
 from tfcaption.data.tokenizer import Vocabulary
 
 __all__ = [
     "decode_image",
+    "resize_pixels",
     "decode_features",
     "tokenize_captions",
     "decoder_inputs",
@@ -48,6 +50,10 @@ ImageSize = Union[int, Sequence[int]]
 # their header, before decoding: far above any captioning photo, below sizes that make a decoder
 # allocate gigabytes.
 DEFAULT_MAX_PIXELS = 40_000_000
+
+# How images are resized to the model's size: "bilinear" (antialiased: tfcaption's own) or "bicubic" (PIL's
+# bicubic on uint8: BLIP's image processor, for imported checkpoints); the image encoder says which.
+RESAMPLE_METHODS = ("bilinear", "bicubic")
 
 # The encoded shuffle buffer's default: 10,000 images, or as many region-feature records as fit in this
 # many bytes (M2's 50 x 2048 float32 rows are 400 KB an image: 10,000 of them would be 4 GB).
@@ -68,34 +74,46 @@ def _decode_pixels(image_bytes: tf.Tensor) -> tf.Tensor:
     return tf.io.decode_image(image_bytes, channels=3, dtype=tf.float32, expand_animations=False)
 
 
-def decode_image(image_bytes: tf.Tensor, image_size: ImageSize) -> tf.Tensor:
+def decode_image(image_bytes: tf.Tensor, image_size: ImageSize, resample: str = "bilinear") -> tf.Tensor:
     """Encoded image bytes (PNG, JPEG, GIF, BMP) -> ``float32 [S, S, 3]`` pixel values in ``[0, 255]``.
 
     Grayscale is replicated to RGB, alpha is dropped, an animated GIF gives its first frame. Pixels are
     converted to float with ``decode_image(dtype=float32)`` (``convert_image_dtype`` semantics: divide by
-    the dtype's maximum), which is what makes 16-bit PNGs come out in range, then resized with
-    antialiasing (a plain bilinear downscale aliases badly on thin strokes) and scaled to [0, 255]. The
-    model's image encoder applies its own normalisation (``x / 127.5 - 1`` for patches and ViT, the
-    keras.applications scaling for CNN backbones), so the data path is the same for every encoder.
+    the dtype's maximum), which is what makes 16-bit PNGs come out in range, then resized
+    (:func:`resize_pixels`: by default with antialiasing, since a plain bilinear downscale aliases badly on
+    thin strokes) and scaled to [0, 255]. The model's image encoder applies its own normalisation
+    (``x / 127.5 - 1`` for patches and ViT, the keras.applications scaling for CNN backbones), so the data
+    path is the same for every encoder.
 
     Args:
         image_bytes: scalar ``tf.string`` with the encoded file.
         image_size: output side ``S`` (or ``(height, width)``).
+        resample: ``"bilinear"`` or ``"bicubic"`` (``RESAMPLE_METHODS``; the image encoder's ``resample``).
 
     Raises:
         tf.errors.InvalidArgumentError: when the bytes are not a decodable image (at run time).
     """
+    return resize_pixels(_decode_pixels(image_bytes), image_size, resample)
+
+
+def resize_pixels(image, image_size: ImageSize, resample: str = "bilinear") -> tf.Tensor:
+    """:func:`decode_image`'s steps after the decode, for pixels that come as arrays: float32 values in
+    [0, 1] (H, W, 3) or (B, H, W, 3) -> float32 in [0, 255] at the model's size (antialiased bilinear
+    resize; skipped at that size, where it is the identity but costs more than the PNG decode itself,
+    docs/results.md). ``resample="bicubic"``: :func:`tfcaption.data.pil_resize.bicubic_uint8_resize`
+    (BLIP's image processor) instead."""
+    if resample not in RESAMPLE_METHODS:
+        raise ValueError(f"resample must be one of {RESAMPLE_METHODS}, got {resample!r}.")
     height, width = image_hw(image_size)
-    image = _decode_pixels(image_bytes)
-    # An antialiased resize to the same size is the identity (checked: max |diff| = 0) but costs more than
-    # the PNG decode itself (docs/results.md), so images already at the target size skip it.
-    same_size = tf.reduce_all(tf.equal(tf.shape(image)[:2], [height, width]))
-    image = tf.cond(
-        same_size,
-        lambda: image,
-        lambda: tf.image.resize(image, [height, width], method="bilinear", antialias=True))
+    same_size = tf.reduce_all(tf.equal(tf.shape(image)[-3:-1], [height, width]))
+    if resample == "bicubic":
+        image = tf.cond(same_size, lambda: tf.round(image * 255.0),
+                        lambda: bicubic_uint8_resize(image, [height, width]))
+        return tf.ensure_shape(image, image.shape[:-3] + [height, width, 3])
+    image = tf.cond(same_size, lambda: image,
+                    lambda: tf.image.resize(image, [height, width], method="bilinear", antialias=True))
     image = tf.clip_by_value(image * 255.0, 0.0, 255.0)
-    return tf.ensure_shape(image, [height, width, 3])
+    return tf.ensure_shape(image, image.shape[:-3] + [height, width, 3])
 
 
 def decode_features(data: tf.Tensor, feature_dim: int, max_regions: int) -> tf.Tensor:
@@ -124,7 +142,7 @@ def default_shuffle_buffer(inputs: InputKind) -> int:
     return int(min(SHUFFLE_IMAGES, max(256, SHUFFLE_BYTES // per_example)))
 
 
-def _input_decoder(inputs: InputKind, image_size: ImageSize):
+def _input_decoder(inputs: InputKind, image_size: ImageSize, resample: str = "bilinear"):
     """``(record field, batch key, decode fn, map-and-drop fn)`` for a dataset's kind of inputs."""
     if inputs.kind == "features":
         def map_all(ds, fn, chunk=1):  # nothing to drop: a bad record must stop the run
@@ -132,7 +150,7 @@ def _input_decoder(inputs: InputKind, image_size: ImageSize):
 
         return ("features", "features",
                 lambda data: decode_features(data, inputs.feature_dim, inputs.max_regions), map_all)
-    return "image", "images", lambda data: decode_image(data, image_size), _decode_or_drop
+    return "image", "images", lambda data: decode_image(data, image_size, resample), _decode_or_drop
 
 
 def tokenize_captions(captions: tf.Tensor, vocab: Vocabulary, max_length: int,
@@ -197,7 +215,8 @@ def train_dataset(data_dir: str, split: str, vocab: Vocabulary, batch_size: int,
                   image_size: ImageSize, seed: Optional[int] = 0, augment_flip: bool = False,
                   shuffle_buffer: Optional[int] = None, repeat: bool = False,
                   drop_remainder: bool = True, decode_once: bool = True,
-                  decoded_shuffle_buffer: int = 1000, captions_per_image: int = 1) -> tf.data.Dataset:
+                  decoded_shuffle_buffer: int = 1000, captions_per_image: int = 1,
+                  resample: str = "bilinear") -> tf.data.Dataset:
     """Training batches, one element per (image, caption) pair, or per image with k of its captions.
 
     Default pipeline (``decode_once=True``): shards (file order shuffled) -> shuffle ``shuffle_buffer``
@@ -252,6 +271,7 @@ def train_dataset(data_dir: str, split: str, vocab: Vocabulary, batch_size: int,
         decode_once: decode each image once for all its captions (see above).
         decoded_shuffle_buffer: decoded-pair shuffle buffer used with ``decode_once``; <= 1 disables it.
         captions_per_image: k captions per element (see above); 1 = pairs.
+        resample: how images are resized (:func:`decode_image`; the image encoder's ``resample``).
 
     Returns:
         ``tf.data.Dataset`` of ``{"images": float32 [B, S, S, 3], "tokens": int32 [B, max_length + 2]}``
@@ -281,9 +301,9 @@ def train_dataset(data_dir: str, split: str, vocab: Vocabulary, batch_size: int,
     if seed is None:  # a seed is needed for the stateless flips; draw one (the run is then not repeatable)
         seed = random.SystemRandom().randrange(2**31)
     seed = int(seed)
-    vocab.lookup_layer()  # build the lookup table eagerly, outside the traced map functions
+    vocab.ids_tf(tf.constant([""]))  # build the lookup table (or WordPiece model) eagerly, outside the traced maps
     inputs = dataset_input_kind(data_dir)
-    field, key, decode, decode_or_drop = _input_decoder(inputs, image_size)
+    field, key, decode, decode_or_drop = _input_decoder(inputs, image_size, resample)
     if shuffle_buffer is None:
         shuffle_buffer = default_shuffle_buffer(inputs)
     augment_flip = augment_flip and key == "images"
@@ -362,7 +382,8 @@ def train_dataset(data_dir: str, split: str, vocab: Vocabulary, batch_size: int,
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def eval_dataset(data_dir: str, split: str, batch_size: int, image_size: ImageSize) -> tf.data.Dataset:
+def eval_dataset(data_dir: str, split: str, batch_size: int, image_size: ImageSize,
+                 resample: str = "bilinear") -> tf.data.Dataset:
     """Evaluation batches, one element per image, in shard order, last partial batch kept.
 
     Undecodable images are skipped (see :func:`count_undecodable` for how many).
@@ -371,17 +392,18 @@ def eval_dataset(data_dir: str, split: str, batch_size: int, image_size: ImageSi
         data_dir, split: where the shards are (see :func:`tfcaption.data.records.read_records`).
         batch_size: images per batch.
         image_size: output image side (ignored for region features).
+        resample: how images are resized (:func:`decode_image`; the image encoder's ``resample``).
 
     Returns:
         ``tf.data.Dataset`` of ``{"image_id": tf.string [B], "images": float32 [B, S, S, 3],
         "captions": tf.string [B, N] (padded with ""), "scene": tf.string [B]}``; for region features
         ``"features": float32 [B, R, D]`` in place of ``"images"``.
     """
-    return image_batches(data_dir, split, batch_size, image_size)
+    return image_batches(data_dir, split, batch_size, image_size, resample=resample)
 
 
 def image_batches(data_dir: str, split: str, batch_size: int, image_size: ImageSize, seed: Optional[int] = None,
-                  drop_remainder: bool = False) -> tf.data.Dataset:
+                  drop_remainder: bool = False, resample: str = "bilinear") -> tf.data.Dataset:
     """Batches of images with all their reference captions (:func:`eval_dataset`'s elements).
 
     With ``seed`` the images are shuffled (shard order, then :func:`default_shuffle_buffer` encoded
@@ -390,7 +412,7 @@ def image_batches(data_dir: str, split: str, batch_size: int, image_size: ImageS
     same size (static shapes for XLA).
     """
     inputs = dataset_input_kind(data_dir)
-    field, key, decode, decode_or_drop = _input_decoder(inputs, image_size)
+    field, key, decode, decode_or_drop = _input_decoder(inputs, image_size, resample)
     records = read_records(data_dir, split, shuffle_files=seed is not None, seed=seed)
     if seed is not None:
         records = records.shuffle(default_shuffle_buffer(inputs), seed=seed, reshuffle_each_iteration=True)

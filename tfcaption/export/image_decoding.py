@@ -8,7 +8,7 @@ is checked and decoded inside a small in-graph ``tf.data`` pipeline (core TF ker
    width and height read from the header (``tf.image.extract_jpeg_shape``; PNG IHDR, GIF logical screen
    and BMP info header fields parsed from bytes) and compared with ``max_pixels`` *before* any pixels are
    decoded, so a decompression bomb never allocates its pixels;
-2. the shared decode path, :func:`tfcaption.models.captioner_preprocessor.decode_resized` (training's
+2. the shared decode path, :func:`tfcaption.data.pipeline.decode_image` (training's
    antialiased bilinear resize, or BLIP's image processor's PIL bicubic for a model that resizes so), for
    elements that pass.
 
@@ -21,8 +21,7 @@ the next request normally.
 
 import tensorflow as tf
 
-from tfcaption.data.pipeline import DEFAULT_MAX_PIXELS, image_hw
-from tfcaption.models.captioner_preprocessor import decode_resized
+from tfcaption.data.pipeline import DEFAULT_MAX_PIXELS, decode_image, image_hw
 
 # Per-element status codes (kept in the graph as int32).
 OK, EMPTY, UNKNOWN_FORMAT, TOO_LARGE, UNDECODABLE = 0, 1, 2, 3, 4
@@ -97,7 +96,7 @@ def check_and_decode(index, data, image_size, max_pixels, resample="bilinear"):
         tf.equal(length, 0), EMPTY,
         tf.where(kind < 0, UNKNOWN_FORMAT, tf.where(height * width > max_pixels, TOO_LARGE, OK)))
     blank = tf.zeros(image_shape(image_size), tf.float32)
-    image = tf.cond(tf.equal(status, OK), lambda: decode_resized(data, image_size, resample), lambda: blank)
+    image = tf.cond(tf.equal(status, OK), lambda: decode_image(data, image_size, resample), lambda: blank)
     return index, status, height, width, image
 
 
@@ -118,7 +117,7 @@ def image_shape(image_size):
 def decode_batch(image_bytes, image_size, max_pixels=DEFAULT_MAX_PIXELS, parallel_calls=4, resample="bilinear"):
     """Encoded images `string [B]` -> `float32 [B, H, W, 3]` pixel values in [0, 255], or `InvalidArgumentError`.
 
-    The same decode and resize as training and inference (`decode_resized`); the model's image encoder
+    The same decode and resize as training and inference (`decode_image`); the model's image encoder
     normalises.
 
     Args:

@@ -74,6 +74,7 @@ class ClipImageEncoder(TrainableTowerImageEncoder):
         config = super().get_config()
         tower = self.backbone
         config.update({
+            "hidden_dim": self.hidden_dim,
             "patch_size": tower.patch_size, "width": tower.hidden_dim, "num_heads": tower.num_heads,
             "num_layers": tower.num_layers, "mlp_dim": tower.intermediate_dim, "hidden_act": tower.hidden_act,
             "layer_norm_epsilon": tower.layer_norm_epsilon, "output_layer": self.output_layer,

@@ -8,7 +8,9 @@ The pipeline, the trainer, evaluation, inference and the export ask it, never th
   every pixel encoder), or `"features"` (None, feature_dim) float32 with all-zero rows as padding;
 - `normalize(pixels)`: its own input scaling, applied inside `call` (so exports and training share it);
 - `token_grid`: how its tokens lie over the image (`TokenGrid`), or None for a set of regions, so
-  attention maps are drawn without recomputing `image_size // patch_size` anywhere else.
+  attention maps are drawn without recomputing `image_size // patch_size` anywhere else;
+- `resample`: how the pipeline resizes images to `image_size` (`tfcaption.data.pipeline.RESAMPLE_METHODS`:
+  "bilinear", tfcaption's own, or "bicubic", BLIP's image processor for an imported checkpoint).
 """
 
 import dataclasses
@@ -36,6 +38,7 @@ class ImageEncoderMixin:
     """The interface above, for `keras.layers.Layer` subclasses; defaults are those of a pixel encoder."""
 
     input_key = "images"
+    resample = "bilinear"
 
     @property
     def example_shape(self):

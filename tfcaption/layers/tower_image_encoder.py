@@ -109,6 +109,6 @@ class TrainableTowerImageEncoder(BackboneMixin, PretrainedTowerImageEncoder):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"image_size": self.image_size_px, "hidden_dim": self.hidden_dim,
-                       "train_backbone": self.train_backbone, "trainable_blocks": self.trainable_blocks})
+        config.update({"image_size": self.image_size_px, "train_backbone": self.train_backbone,
+                       "trainable_blocks": self.trainable_blocks})
         return config

@@ -58,6 +58,7 @@ class VitImageEncoder(TrainableTowerImageEncoder):
         config = super().get_config()
         vit = self.backbone
         config.update({
+            "hidden_dim": self.hidden_dim,
             "patch_size": vit.patch_size, "width": vit.hidden_dim, "num_heads": vit.num_heads,
             "num_layers": vit.num_layers, "mlp_dim": vit.mlp_dim, "gelu": vit.gelu, "dropout": vit.dropout,
         })

@@ -57,7 +57,9 @@ def build_image_encoder(config, dtype):
     if part.type == "blip_vit":
         return BlipVitImageEncoder(part.image_size, part.patch_size, part.width, part.num_layers, part.num_heads,
                                    part.mlp_dim, part.layer_norm_epsilon, part.hidden_act, part.rescale_factor,
-                                   part.image_mean, part.image_std, dtype=dtype, name="image_encoder")
+                                   part.image_mean, part.image_std, resample=part.resample,
+                                   train_backbone=part.train_backbone, trainable_blocks=part.trainable_blocks,
+                                   dtype=dtype, name="image_encoder")
     raise ValueError(f"no image encoder layer for type {part.type!r}")
 
 

@@ -6,53 +6,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfcaption.data.pil_resize import pil_bicubic_resize
-from tfcaption.data.pipeline import _decode_pixels, decode_image, decoder_inputs, image_hw, tokenize_captions
+from tfcaption.data.pipeline import RESAMPLE_METHODS, decode_image, decoder_inputs, resize_pixels, tokenize_captions
 from tfcaption.data.tokenizer import SpecialIds, Vocabulary
 from tfcaption.data.vocabulary import VOCABULARY_KINDS, build_vocabulary, load_vocabulary, vocabulary_class
-
-
-RESAMPLE_METHODS = ("bilinear", "bicubic")
-
-
-def resize_pixels(image, image_size, resample="bilinear"):
-    """`decode_image`'s steps after the decode, for pixels that come as arrays: float32 values in [0, 1]
-    (H, W, 3) or (B, H, W, 3) -> float32 in [0, 255] at the model's size (antialiased resize, skipped at
-    that size). tests/models/test_captioner_preprocessor.py checks it gives `decode_image`'s pixels.
-    `resample="bicubic"`: `bicubic_uint8_resize` (BLIP's image processor) instead."""
-    height, width = image_hw(image_size)
-    same_size = tf.reduce_all(tf.equal(tf.shape(image)[-3:-1], [height, width]))
-    if resample == "bicubic":
-        image = tf.cond(same_size, lambda: tf.round(image * 255.0),
-                        lambda: bicubic_uint8_resize(image, [height, width]))
-        return tf.ensure_shape(image, image.shape[:-3] + [height, width, 3])
-    image = tf.cond(same_size, lambda: image,
-                    lambda: tf.image.resize(image, [height, width], method="bilinear", antialias=True))
-    image = tf.clip_by_value(image * 255.0, 0.0, 255.0)
-    return tf.ensure_shape(image, image.shape[:-3] + [height, width, 3])
-
-
-def decode_resized(data, image_size, resample="bilinear"):
-    """One encoded image (scalar `tf.string`) -> float32 (H, W, 3) in [0, 255] at `image_size`, resized with
-    `resample` as `resize_pixels` does: graph-safe, the one decode of training, inference and the export."""
-    if resample == "bilinear":
-        return decode_image(data, image_size)
-    return resize_pixels(_decode_pixels(data), image_size, resample)
-
-
-def bicubic_uint8_resize(image, size):
-    """BLIP's image processor's resize (PIL bicubic on uint8): float32 [0, 1] pixels of uint8 images
-    (H, W, 3) or (B, H, W, 3) -> float32 [0, 255] uint8 levels at `size` (height, width), through
-    `tfcaption.data.pil_resize.pil_bicubic_resize` (PIL's coefficients, order and rounding)."""
-    height, width = size
-    levels = tf.cast(tf.round(image * 255.0), tf.uint8)
-
-    def resize(one):
-        return tf.cast(pil_bicubic_resize(one, height, width), tf.float32)
-
-    if levels.shape.rank == 4:
-        return tf.map_fn(resize, levels, fn_output_signature=tf.float32)
-    return resize(levels)
 
 
 def _png_floats(pixels):
@@ -89,8 +45,9 @@ class CaptionerPreprocessor(keras.layers.Layer):
         image_size: the side (or (height, width)) images are resized to; pixel models only.
         feature_dim: values per region; region models only.
         max_caption_words: words (or pieces) kept per training caption.
-        resample: "bilinear" (antialiased, tfcaption's decode) or "bicubic" (`bicubic_uint8_resize`, BLIP's
-            image processor): how images are resized to `image_size`.
+        resample: "bilinear" (antialiased, tfcaption's decode) or "bicubic"
+            (`tfcaption.data.pil_resize.bicubic_uint8_resize`, BLIP's image processor): how images are resized
+            to `image_size`.
         **kwargs: `keras.layers.Layer` arguments.
 
     Example:
@@ -233,7 +190,7 @@ class CaptionerPreprocessor(keras.layers.Layer):
 
     def _decode(self, data):
         """One encoded image -> float32 (S, S, 3) in [0, 255], resized with `resample`."""
-        return decode_resized(data, self.image_size, self.resample)
+        return decode_image(data, self.image_size, self.resample)
 
     def pixels(self, images):
         """Graph-safe: encoded `tf.string` images (a batch `[B]` or one) or pixels (uint8, or float in

@@ -272,7 +272,10 @@ class BlipVitConfig:
     image processor does (`rescale_factor`, then `(x - image_mean) / image_std` per channel).
 
     The sizes are the checkpoint's `vision_config` (`tfcaption.interop.hf.import_blip` fills them); the
-    preprocessor resizes images to `image_size` with `resample` ("bicubic": BLIP's processor).
+    preprocessor and the data pipeline resize images to `image_size` with `resample` ("bicubic": BLIP's
+    processor). Fine-tuning (`tfcaption-train --init-from` an imported run) trains the tower as
+    `train_backbone` says ("all", "last_n": its last `trainable_blocks` blocks and the post LayerNorm,
+    "frozen"), at `backbone_lr_multiplier` x the schedule's rate, as for the ViT.
     """
 
     PATH = "model.image_encoder"
@@ -290,9 +293,16 @@ class BlipVitConfig:
     image_mean: tuple[float, ...] = OPENAI_CLIP_MEAN  # BLIP's processor uses OpenAI CLIP's
     image_std: tuple[float, ...] = OPENAI_CLIP_STD
     resample: Literal["bilinear", "bicubic"] = "bicubic"
+    train_backbone: BACKBONE_TRAINING = "all"
+    trainable_blocks: Count = 0
+    backbone_lr_multiplier: Positive = 1.0
 
     def __post_init__(self):
         check_fields(self, self.PATH)
+        if self.train_backbone == "last_n" and self.trainable_blocks > self.num_layers:
+            raise ConfigError(f"model.image_encoder.trainable_blocks {self.trainable_blocks} > the tower's "
+                              f"{self.num_layers} blocks.")
+        _check_backbone_training(self)
         if self.image_size % self.patch_size:
             raise ConfigError(f"model.image_encoder.image_size {self.image_size} is not a multiple of patch_size "
                               f"{self.patch_size}.")
@@ -528,6 +538,27 @@ class CaptionerConfig:
             same_type = given.get("type", preset[part].get("type")) == preset[part].get("type")
             changes[part] = {**(preset[part] if same_type else {}), **given}
         return cls.from_dict({**preset, **changes})
+
+
+# How a model trains, not what it is: the fields a fine-tuning run (`train.init_from`) may set over the model
+# of the run it starts from (the image encoder's where its type has them).
+FINE_TUNING_FIELDS = ("dropout", "dtype_policy")
+FINE_TUNING_PART_FIELDS = ("train_backbone", "trainable_blocks", "backbone_lr_multiplier")
+
+
+def with_fine_tuning_fields(model_config, source):
+    """`model_config` with `source`'s `FINE_TUNING_FIELDS` (and the image encoder's `FINE_TUNING_PART_FIELDS`
+    where both image encoders have them).
+
+    Example:
+    >>> base = CaptionerConfig.from_preset("small")
+    >>> with_fine_tuning_fields(base, base.replace(dropout=0.3, hidden_dim=64, key_dim=16)).dropout
+    0.3
+    """
+    part, other = model_config.image_encoder, source.image_encoder
+    fields = {f: getattr(other, f) for f in FINE_TUNING_PART_FIELDS if hasattr(part, f) and hasattr(other, f)}
+    return model_config.replace(image_encoder=dataclasses.replace(part, **fields),
+                                **{f: getattr(source, f) for f in FINE_TUNING_FIELDS})
 
 
 def preset_input(name):

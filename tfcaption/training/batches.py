@@ -21,11 +21,12 @@ class TrainBatches:
         data_config: the run's `DataConfig` (caption length, flips).
         strategy: the tf.distribute strategy the batches are distributed over.
         image_size: what the pipeline resizes to (None: region features).
+        resample: how it resizes (the image encoder's `resample`).
     """
 
-    def __init__(self, data_dir, manifest, vocab, data_config, strategy, image_size):
+    def __init__(self, data_dir, manifest, vocab, data_config, strategy, image_size, resample="bilinear"):
         self.data_dir, self.manifest, self.vocab, self.data_config = data_dir, manifest, vocab, data_config
-        self.strategy, self.image_size = strategy, image_size
+        self.strategy, self.image_size, self.resample = strategy, image_size, resample
 
     @staticmethod
     def captions_per_image(config):
@@ -54,7 +55,7 @@ class TrainBatches:
         """One pass over the training split in epoch `epoch`'s seeded order, distributed."""
         if config.task == "scst":  # per image, with all its references for the reward
             dataset = pipeline.image_batches(self.data_dir, "train", self.images_per_batch(config), self.image_size,
-                                             seed=config.seed + epoch, drop_remainder=True)
+                                             seed=config.seed + epoch, drop_remainder=True, resample=self.resample)
             if is_single_device(self.strategy):
                 return dataset
         else:
@@ -62,7 +63,7 @@ class TrainBatches:
             dataset = pipeline.train_dataset(
                 self.data_dir, "train", self.vocab, self.images_per_batch(config) if k > 1 else config.batch_size,
                 self.data_config.max_caption_words, self.image_size, seed=config.seed + epoch,
-                augment_flip=self.data_config.augment_flip, captions_per_image=k,
+                augment_flip=self.data_config.augment_flip, captions_per_image=k, resample=self.resample,
             )
         # Every worker reads the same seeded order and keeps its share of each batch (sharding by file would
         # need at least as many shards as workers).

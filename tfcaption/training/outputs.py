@@ -10,6 +10,7 @@ import tempfile
 
 import tensorflow as tf
 
+from tfcaption.data.vocabulary import save_vocabulary
 from tfcaption.training.strategy import worker_task
 
 
@@ -22,7 +23,7 @@ class RunOutputs:
         if chief:
             tf.io.gfile.makedirs(run.path)
             run_config.save(run.config)
-            vocab.save(run.vocab)
+            save_vocabulary(vocab, run.vocab)  # a BertTokenizer's settings go beside it
             self.best_weights = run.best_weights
         else:  # another worker: its own copies, deleted after each save
             self.worker_dir = tempfile.mkdtemp(prefix=f"tfcaption-worker{worker_task(strategy)[1]}-")

@@ -39,29 +39,35 @@ def resolve_run(run_config):
     tokenizer); otherwise a pretrained backbone's sizes come from its file (a missing file is a one-line
     error before any work).
 
+    The init run's model is taken with the requested fine-tuning fields
+    (`tfcaption.models.config.FINE_TUNING_FIELDS`: precision, dropout, how much of a pretrained image
+    encoder trains) where the requested model is that model but for them (a config, or `tfcaption-train
+    --init-from`, that names it); otherwise with the requested precision only. A fine-tuned run resumes
+    like any other: its saved model is compared with that one.
+
     Raises:
         ValueError: the run directory holds a run with another model config.
         FileNotFoundError: the pretrained weights are neither on disk nor downloadable.
     """
+    from tfcaption.models.config import with_fine_tuning_fields
     from tfcaption.models.pretrained import with_checkpoint_sizes, with_sizes_of
     from tfcaption.training.run_directory import RunDirectory
 
     run = RunDirectory(run_config.train.output_dir)
+    init = run_config.train.init_from
+    if init:  # the model (and, in `train`, the vocabulary) come with the weights
+        if os.path.abspath(init) == os.path.abspath(run.path):
+            raise ValueError(f"train.init_from {init} is the run directory itself; train into another one.")
+        saved = load_init_run(init)
+        requested = run_config.model
+        if with_fine_tuning_fields(requested, saved.model) == saved.model:
+            run_config.model = with_fine_tuning_fields(saved.model, requested)
+        else:  # another model (a preset's): the precision is this run's (a machine's choice), not the weights'
+            run_config.model = saved.model.replace(dtype_policy=requested.dtype_policy)
+        run_config.data.tokenizer = saved.data.tokenizer
     if not run.exists():
-        init = run_config.train.init_from
-        if init:  # the model (and, in `train`, the vocabulary) come with the weights
-            if os.path.abspath(init) == os.path.abspath(run.path):
-                raise ValueError(f"train.init_from {init} is the run directory itself; train into another one.")
-            init_run = RunDirectory(init)
-            if not init_run.exists():
-                raise FileNotFoundError(f"train.init_from {init} is not a tfcaption run directory (it has no "
-                                        f"config.json and vocab.txt).")
-            saved = RunConfig.load(init_run.config)
-            # the precision is this run's (a machine's choice), not the weights'
-            run_config.model = saved.model.replace(dtype_policy=run_config.model.dtype_policy)
-            run_config.data.tokenizer = saved.data.tokenizer
-            return run_config
-        run_config.model = with_checkpoint_sizes(run_config.model)
+        if not init:
+            run_config.model = with_checkpoint_sizes(run_config.model)
         return run_config
     saved = RunConfig.load(run.config)
     policy = run_config.model.dtype_policy  # "auto": continue in the precision the run chose
@@ -72,6 +78,22 @@ def resolve_run(run_config):
                          f"(--output-dir) to start anew.")
     run_config.model = saved.model if policy == "auto" else saved.model.replace(dtype_policy=policy)
     return run_config
+
+
+def load_init_run(path):
+    """The `RunConfig` of `train.init_from`'s run directory.
+
+    Raises:
+        FileNotFoundError: one line, when `path` is not a run directory (no config.json and vocab.txt).
+    """
+    from tfcaption.training.run_directory import RunDirectory
+
+    init_run = RunDirectory(path)
+    if not init_run.exists():
+        raise FileNotFoundError(f"train.init_from {path} is not a tfcaption run directory (it has no config.json "
+                                f"and vocab.txt; a Hugging Face checkpoint is imported first: tfcaption-import "
+                                f"SOURCE RUN_DIR).")
+    return RunConfig.load(init_run.config)
 
 
 def train(run_config, log=print, strategy=None):

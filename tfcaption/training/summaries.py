@@ -21,7 +21,8 @@ def validation_examples(model, vocab, results, data_dir, count=3, split="val"):
         return []
     grid, images = model.token_grid, None
     if grid is not None:  # the pixels the model saw, decoded again (no model call)
-        batch = next(iter(pipeline.eval_dataset(data_dir, split, len(results), model.image_encoder.image_size)))
+        batch = next(iter(pipeline.eval_dataset(data_dir, split, len(results), model.image_encoder.image_size,
+                                                model.image_encoder.resample)))
         images = [display_image(image) for image in np.asarray(batch[model.input_key])]
     examples = attention_results(
         [r["caption"] for r in results], [r["score"] for r in results], [np.asarray(r["tokens"]) for r in results],

@@ -94,7 +94,7 @@ class Trainer:
             self.model = CaptionerBackbone.from_model_config(self.model_config)
             self.image_size = self.model.image_encoder.image_size  # what the pipeline resizes to (None: features)
             self.batches = TrainBatches(data_dir, self.manifest, vocab, self.data_config, self.strategy,
-                                        self.image_size)
+                                        self.image_size, self.model.image_encoder.resample)
             self.optimizers = Optimizers(self.model, self.config, self._schedule, self.loss_scaling)
             self.state = TrainingState()
         self.model.check_inputs(input_kind(self.manifest), data_dir)
@@ -284,7 +284,7 @@ class Trainer:
         if has_val:
             val_loss, val_cider, samples = validate(
                 self.model, self.vocab, self.data_dir, self._eval_step, self.data_config, self.decode_config,
-                self.image_size, self.config.jit_compile, self.config.val_images)
+                self.image_size, self.config.jit_compile, self.config.val_images, self.model.image_encoder.resample)
             val_cider = self._agreed(val_cider)  # every worker takes the same decisions from it
         else:
             val_loss = val_cider = float("nan")

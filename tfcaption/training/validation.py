@@ -7,27 +7,36 @@ from tfcaption.metrics.cider import CiderD
 
 
 def validate(model, vocab, data_dir, eval_step, data_config, decode_config, image_size, jit_compile=True,
-             val_images=0):
+             val_images=0, resample="bilinear"):
     """(loss, CIDEr-D, results) on the val split: the loss teacher forced (`eval_step`, `make_eval_step`),
     CIDEr-D of greedy captions of the first `val_images` images (0: all); `results` are `caption_batches`'s
-    with attention, for TensorBoard's figures."""
+    with attention, for TensorBoard's figures. Images are resized to `image_size` with `resample`."""
     loss_sum, count = 0.0, 0.0
     batches = pipeline.train_dataset(
         data_dir, "val", vocab, decode_config.batch_size, data_config.max_caption_words, image_size, seed=0,
-        augment_flip=False, drop_remainder=False, shuffle_buffer=1,
+        augment_flip=False, drop_remainder=False, shuffle_buffer=1, resample=resample,
     )
     for batch in batches:
         s, c = eval_step(batch)
         loss_sum += float(s)
         count += float(c)
+    cider, results = validation_cider(model, vocab, data_dir, data_config, decode_config, image_size, jit_compile,
+                                      val_images, resample)
+    return loss_sum / max(count, 1.0), cider, results
+
+
+def validation_cider(model, vocab, data_dir, data_config, decode_config, image_size, jit_compile=True, val_images=0,
+                     resample="bilinear"):
+    """(CIDEr-D, results): `validate`'s CIDEr-D alone, of greedy captions of the first `val_images` val images
+    (0: all), e.g. of a model before it is fine-tuned; `results` as `caption_batches` with attention."""
     results = caption_batches(
-        model, vocab, pipeline.eval_dataset(data_dir, "val", decode_config.batch_size, image_size),
+        model, vocab, pipeline.eval_dataset(data_dir, "val", decode_config.batch_size, image_size, resample),
         beam_size=1, max_steps=data_config.max_decode_steps, jit_compile=jit_compile,
         limit=val_images or None, return_attention=True,  # for TensorBoard's figures
     )
     references = [r["references"] for r in results]
     cider, _ = CiderD(references).score([r["caption"] for r in results], references)
-    return loss_sum / max(count, 1.0), float(cider), results
+    return float(cider), results
 
 
 def keep_best(state, val_cider, has_val, model, best_weights):
