@@ -31,7 +31,8 @@ warming every configuration up twice (compilation, allocators) and then timing i
 seconds are the median of its calls over all rounds.
 
 FLOPs per image (2 x multiply-adds, counted from the sizes; the same count for both sides):
-  vision tower  2 (576 * 16 * 16 * 3 * d + L * (577 (4 d^2 + 2 d d_mlp) + 2 * 577^2 d))  (backbone_cost.vit_forward_flops)
+  vision tower  2 (576 * 16 * 16 * 3 * d + L * (577 (4 d^2 + 2 d d_mlp) + 2 * 577^2 d))
+                (backbone_cost.vit_forward_flops)
   decoder       cross-attention keys and values once per image, then k beams x n steps of one cached token
                 each (self-attention over the filled prefix, cross-attention query and output and the
                 attention over 577 tokens, the MLP, the LM head's transform d^2 and its d x V projection)
