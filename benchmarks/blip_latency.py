@@ -73,7 +73,8 @@ ISSUE_TARGETS = {"batch 1": 1.5, "batch 8": 1.0}  # tfcaption / transformers ima
 SEED = 0
 
 
-def compare_reference():
+def reference_helpers():
+    """benchmarks/compare_reference.py, whose child runner, checks and one-line errors this script shares."""
     sys.path[:0] = [p for p in (HERE, ROOT) if p not in sys.path]
     import compare_reference
 
@@ -240,7 +241,7 @@ def reference_child(directory, cases, steps, repeats, threads):
 # ----- the parent -----
 
 def check_options(args):
-    helpers = compare_reference()
+    helpers = reference_helpers()
     sizes = QUICK if args.quick else BASE
     for name, values in (("--batch-sizes", args.batch_sizes), ("--beam-size", [args.beam_size]),
                          ("--new-tokens", [args.new_tokens]), ("--repeats", [args.repeats]),
@@ -260,7 +261,7 @@ def check_options(args):
 
 
 def run(args):
-    helpers = compare_reference()
+    helpers = reference_helpers()
     sizes = check_options(args)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
@@ -379,7 +380,7 @@ def main(argv=None):
     args.rounds = args.rounds if args.rounds is not None else (1 if args.quick else 2)
     try:
         report = run(args)
-    except compare_reference().UsageError as error:
+    except reference_helpers().UsageError as error:
         print(f"blip_latency.py: {error}", file=sys.stderr)
         return 2
     print_table(report)
