@@ -225,11 +225,16 @@ def run_child(python, side, shape, task, repeats, reference_src="", policy="", c
         env, cwd = checkout_env(checkout), checkout
     command = [python, script, "--child", side, "--task", task, "--shape", json.dumps(shape),
                "--repeats", str(repeats), "--reference-src", reference_src, "--policy", policy]
+    where = f" ({checkout})" if checkout else ""
+    return child_result(command, f"{side}{where} {task}", env=env, cwd=cwd)
+
+
+def child_result(command, what, env=None, cwd=None):
+    """Runs a child that prints "RESULT {json}" and returns that dict, or raises naming `what` with its stderr."""
     done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=cwd)
     results = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     if done.returncode != 0 or not results:
-        where = f" ({checkout})" if checkout else ""
-        raise RuntimeError(f"{side}{where} {task} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+        raise RuntimeError(f"{what} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
     return json.loads(results[-1][len("RESULT "):])
 
 
@@ -271,13 +276,13 @@ def check_checkout(checkout, python, flag):
                          f"not {expected}")
 
 
-def check_reference_python(python):
+def check_reference_python(python, modules=("torch", "numpy")):
     try:
-        done = subprocess.run([python, "-c", "import torch, numpy"], capture_output=True, text=True)
+        done = subprocess.run([python, "-c", "import " + ", ".join(modules)], capture_output=True, text=True)
     except OSError as error:
         raise UsageError(f"--reference-python {python}: {error.strerror}") from None
     if done.returncode != 0:
-        raise UsageError(f"--reference-python {python}: cannot import torch and numpy "
+        raise UsageError(f"--reference-python {python}: cannot import {' and '.join(modules)} "
                          f"({done.stderr.strip().splitlines()[-1]}); install them in that environment")
 
 

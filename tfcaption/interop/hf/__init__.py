@@ -8,7 +8,7 @@ tokenizer_files           vocab.txt | tokenizer.json + added tokens, special tok
 image_processor_settings  preprocessor_config.json | v5's processor_config.json -> resize, crop, rescale, normalise
 hub_checkpoint            HubCheckpoint: all of the above for one checkpoint
 clip_weights              CLIP's vision tower weights (vision_model.* of a CLIPModel, or a CLIPVisionModel)
-blip_weights              BLIP's vision tower and text decoder built from a checkpoint's config and tensors
+blip_weights              BLIP's vision tower and text decoder from a checkpoint's config and tensors, and back
 errors                    HubCheckpointError, HubFilesNotFoundError (one-line messages)
 ```
 

@@ -5,7 +5,8 @@ decoder and its LM head). Every size comes from config.json (keys it leaves out 
 `BlipVisionConfig` / `BlipTextConfig` defaults, as transformers reads them); float16 files are cast to
 float32; the tied LM-head decoder absent from the file is the word embedding (the layer ties it), with
 `cls.predictions.bias` as its bias. A tensor the config needs but the file lacks is a `MissingTensorError`
-naming it.
+naming it. One table of names per part serves both directions: `blip_checkpoint_tensors` writes a tower and
+decoder back under the checkpoint's names (benchmarks/blip_latency.py writes its random BLIP-base that way).
 """
 
 import numpy as np
@@ -60,31 +61,70 @@ def bert_text_decoder_arguments(config):
             "layer_norm_epsilon": text["layer_norm_eps"], "hidden_act": text["hidden_act"]}
 
 
-class _Reader:
-    """Takes tensors by name (float32), each checked against the shape its variable has."""
+# How a checkpoint tensor maps onto a Keras variable: as is, a torch Linear's (out, in) weight transposed, or a
+# torch Conv2d's (out, in, kh, kw) kernel as Keras's (kh, kw, in, out).
+_LAYOUTS = {
+    "plain": (lambda value: value, lambda value: value),
+    "linear": (lambda value: value.T, lambda value: value.T),
+    "conv": (lambda value: value.transpose(2, 3, 1, 0), lambda value: value.transpose(3, 2, 0, 1)),
+}
 
-    def __init__(self, tensors, prefix):
-        self.tensors, self.prefix = tensors, prefix
 
-    def __call__(self, name):
-        full = self.prefix + name
-        if full not in self.tensors:
+def _dense(layer, name):
+    return [(name + ".weight", layer.kernel, "linear"), (name + ".bias", layer.bias, "plain")]
+
+
+def _norm(layer, name):
+    return [(name + ".weight", layer.gamma, "plain"), (name + ".bias", layer.beta, "plain")]
+
+
+def _vision_tensors(tower):
+    """(checkpoint name without prefix, variable, layout) for every weight of a built `BlipVisionTower`."""
+    names = [("embeddings.class_embedding", tower.class_embedding, "plain"),
+             ("embeddings.position_embedding", tower.position_embedding, "plain"),
+             ("embeddings.patch_embedding.weight", tower.patch_embedding.kernel, "conv"),
+             ("embeddings.patch_embedding.bias", tower.patch_embedding.bias, "plain")]
+    for i, block in enumerate(tower.blocks):
+        name = f"encoder.layers.{i}."
+        names += (_norm(block.layer_norm1, name + "layer_norm1") + _dense(block.qkv, name + "self_attn.qkv")
+                  + _dense(block.projection, name + "self_attn.projection")
+                  + _norm(block.layer_norm2, name + "layer_norm2") + _dense(block.fc1, name + "mlp.fc1")
+                  + _dense(block.fc2, name + "mlp.fc2"))
+    return names + _norm(tower.post_layernorm, "post_layernorm")
+
+
+def _decoder_tensors(decoder):
+    """(checkpoint name without prefix, variable, layout) for every weight of a built `BertTextDecoder` (the
+    tied LM-head decoder is the word embedding, so it has no entry)."""
+    embeddings = "bert.embeddings."
+    names = [(embeddings + "word_embeddings.weight", decoder.word_embedding.embeddings, "plain"),
+             (embeddings + "position_embeddings.weight", decoder.position_embedding.embeddings, "plain")]
+    names += _norm(decoder.embedding_norm, embeddings + "LayerNorm")
+    for i, layer in enumerate(decoder.decoder_layers):
+        name = f"bert.encoder.layer.{i}."
+        for kind, attention in (("self", "attention"), ("cross", "crossattention")):
+            for part in ("query", "key", "value"):
+                names += _dense(getattr(layer, f"{kind}_{part}"), f"{name}{attention}.self.{part}")
+            names += _dense(getattr(layer, f"{kind}_output"), f"{name}{attention}.output.dense")
+            names += _norm(getattr(layer, f"{kind}_norm"), f"{name}{attention}.output.LayerNorm")
+        names += _dense(layer.intermediate, name + "intermediate.dense")
+        names += _dense(layer.output_dense, name + "output.dense") + _norm(layer.output_norm, name + "output.LayerNorm")
+    return (names + _dense(decoder.head_dense, "cls.predictions.transform.dense")
+            + _norm(decoder.head_norm, "cls.predictions.transform.LayerNorm")
+            + [("cls.predictions.bias", decoder.head_bias, "plain")])
+
+
+def _read(names, tensors, prefix):
+    """Assigns every (name, variable, layout) from `tensors` (float32), each checked against its variable's shape."""
+    for name, variable, layout in names:
+        full = prefix + name
+        if full not in tensors:
             raise MissingTensorError(f"tensor {full} is missing from the checkpoint.")
-        return np.asarray(self.tensors[full], np.float32)
-
-    def assign(self, variable, value):
+        value = _LAYOUTS[layout][0](np.asarray(tensors[full], np.float32))
         if tuple(variable.shape) != value.shape:
             raise ValueError(f"tensor for {variable.path} has shape {value.shape}, the config gives "
                              f"{tuple(variable.shape)}.")
         variable.assign(value)
-
-    def dense(self, layer, name):
-        self.assign(layer.kernel, self(name + ".weight").T)  # torch Linear keeps (out, in)
-        self.assign(layer.bias, self(name + ".bias"))
-
-    def norm(self, layer, name):
-        self.assign(layer.gamma, self(name + ".weight"))
-        self.assign(layer.beta, self(name + ".bias"))
 
 
 def blip_vision_tower_from_hf(config, tensors, prefix="vision_model."):
@@ -95,23 +135,9 @@ def blip_vision_tower_from_hf(config, tensors, prefix="vision_model."):
         tensors: {name: numpy array}, as the checkpoint names them.
         prefix: the vision tower's prefix in `tensors` ("" for a bare `BlipVisionModel`).
     """
-    read = _Reader(tensors, prefix)
     tower = BlipVisionTower(**blip_vision_arguments(config))
     tower.build()
-    read.assign(tower.class_embedding, read("embeddings.class_embedding"))
-    read.assign(tower.position_embedding, read("embeddings.position_embedding"))
-    read.assign(tower.patch_embedding.kernel,  # torch Conv2d (out, in, kh, kw) -> (kh, kw, in, out)
-                read("embeddings.patch_embedding.weight").transpose(2, 3, 1, 0))
-    read.assign(tower.patch_embedding.bias, read("embeddings.patch_embedding.bias"))
-    for i, block in enumerate(tower.blocks):
-        name = f"encoder.layers.{i}."
-        read.norm(block.layer_norm1, name + "layer_norm1")
-        read.dense(block.qkv, name + "self_attn.qkv")
-        read.dense(block.projection, name + "self_attn.projection")
-        read.norm(block.layer_norm2, name + "layer_norm2")
-        read.dense(block.fc1, name + "mlp.fc1")
-        read.dense(block.fc2, name + "mlp.fc2")
-    read.norm(tower.post_layernorm, "post_layernorm")
+    _read(_vision_tensors(tower), tensors, prefix)
     return tower
 
 
@@ -124,24 +150,18 @@ def bert_text_decoder_from_hf(config, tensors, prefix="text_decoder."):
             `cls.predictions.decoder.weight` may be absent (the layer uses the word embedding).
         prefix: the decoder's prefix in `tensors`.
     """
-    read = _Reader(tensors, prefix)
     decoder = BertTextDecoder(**bert_text_decoder_arguments(config))
     decoder.build()
-    embeddings = "bert.embeddings."
-    read.assign(decoder.word_embedding.embeddings, read(embeddings + "word_embeddings.weight"))
-    read.assign(decoder.position_embedding.embeddings, read(embeddings + "position_embeddings.weight"))
-    read.norm(decoder.embedding_norm, embeddings + "LayerNorm")
-    for i, layer in enumerate(decoder.decoder_layers):
-        name = f"bert.encoder.layer.{i}."
-        for kind, attention in (("self", "attention"), ("cross", "crossattention")):
-            for part in ("query", "key", "value"):
-                read.dense(getattr(layer, f"{kind}_{part}"), f"{name}{attention}.self.{part}")
-            read.dense(getattr(layer, f"{kind}_output"), f"{name}{attention}.output.dense")
-            read.norm(getattr(layer, f"{kind}_norm"), f"{name}{attention}.output.LayerNorm")
-        read.dense(layer.intermediate, name + "intermediate.dense")
-        read.dense(layer.output_dense, name + "output.dense")
-        read.norm(layer.output_norm, name + "output.LayerNorm")
-    read.dense(decoder.head_dense, "cls.predictions.transform.dense")
-    read.norm(decoder.head_norm, "cls.predictions.transform.LayerNorm")
-    read.assign(decoder.head_bias, read("cls.predictions.bias"))
+    _read(_decoder_tensors(decoder), tensors, prefix)
     return decoder
+
+
+def blip_checkpoint_tensors(tower, decoder):
+    """The inverse of reading: {name: float32 numpy array} of a built `BlipVisionTower` and `BertTextDecoder`
+    as a `BlipForConditionalGeneration` checkpoint names them (the tied LM-head decoder left out, as
+    transformers' save_pretrained leaves it out), ready for a model.safetensors file."""
+    tensors = {}
+    for prefix, names in (("vision_model.", _vision_tensors(tower)), ("text_decoder.", _decoder_tensors(decoder))):
+        for name, variable, layout in names:
+            tensors[prefix + name] = np.ascontiguousarray(_LAYOUTS[layout][1](np.asarray(variable, np.float32)))
+    return tensors
