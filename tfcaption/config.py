@@ -185,6 +185,9 @@ class DecodeConfig:
     PATH = "decode"
 
     beam_size: PositiveInt = 3
+    # Which beam search a beam size above 1 runs: "m2" (`BeamSampler`, M2's) or "generate" (`GenerateBeamSampler`,
+    # transformers' generate(): what an imported BLIP checkpoint was published with)
+    beam_search: Literal["m2", "generate"] = "m2"
     batch_size: PositiveInt = 100
     eval_splits: tuple[str, ...] = ("test", "novel")
     java: bool = True  # PTB tokenisation and METEOR through Java when it is installed; False: Python only, no METEOR

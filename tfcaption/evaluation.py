@@ -42,7 +42,8 @@ def evaluation_splits(data_dir, requested, fallback=("test", "val")):
 def evaluate_splits(captioner, data_dir, splits, blind_caption=None, beam_size=None, max_steps=None,
                     batch_size=100, use_java=None, collapse_repeats=False, jit_compile=True, log=print, sampler=None):
     """Captions each split with a `tfcaption.ImageCaptioner` and scores it, with `sampler` (a
-    `tfcaption.samplers.Sampler` or a name) when given, else greedy or beam search of `beam_size`.
+    `tfcaption.samplers.Sampler` or a name) when given, else greedy or the captioner's beam search
+    (`ImageCaptioner.default_sampler`: a run's `decode.beam_search`) of `beam_size`.
 
     `beam_size` and `max_steps` (tokens per caption, <eos> included) default to the captioner's own
     (`beam_size`, `max_length`: a run's `decode.beam_size` and `data.max_decode_steps`).
@@ -53,7 +54,7 @@ def evaluate_splits(captioner, data_dir, splits, blind_caption=None, beam_size=N
     Images that cannot be decoded are skipped, counted and reported, never fatal.
     """
     model, vocab = captioner._require_backbone(), captioner.preprocessor.vocabulary
-    beam_size = beam_size or captioner.beam_size
+    sampler = sampler if sampler is not None else captioner.default_sampler(beam_size)
     max_steps = max_steps or captioner.max_length
     manifest = load_manifest(data_dir)
     model.check_inputs(input_kind(manifest), data_dir)
@@ -66,7 +67,7 @@ def evaluate_splits(captioner, data_dir, splits, blind_caption=None, beam_size=N
         results = caption_batches(
             model, vocab, pipeline.eval_dataset(data_dir, split, batch_size, model.image_encoder.image_size,
                                                   model.image_encoder.resample),
-            sampler=sampler, beam_size=None if sampler is not None else beam_size, max_steps=max_steps,
+            sampler=sampler, max_steps=max_steps,
             jit_compile=jit_compile,
         )
         skipped = expected - len(results)

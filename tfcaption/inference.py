@@ -161,21 +161,25 @@ class _SavedModelBackend:
 class _RunBackend:
     """A run directory through `tfcaption.ImageCaptioner` (its backbone, vocabulary and decode settings)."""
 
-    def __init__(self, path, beam_size=None, sampler=None, max_length=None):
+    def __init__(self, path, beam_size=None, sampler=None, max_length=None, prompt=None):
         from tfcaption.decoding.captioning import checked_max_steps
         from tfcaption.models.image_captioner import ImageCaptioner
 
         self.captioner = ImageCaptioner.from_preset(path)
         if beam_size:
             self.captioner.beam_size = int(beam_size)  # the caller's default over the run's decode.beam_size
+        self.new_tokens = None  # the caller's length: after a prompt, the tokens after it
         if max_length:  # the caller's over the run's data.max_decode_steps, checked against the position table
-            self.captioner.max_length = checked_max_steps(self.captioner.backbone, max_length)
+            self.captioner.max_length = self.new_tokens = checked_max_steps(self.captioner.backbone, max_length)
         # One sampler for `caption` and `caption_with_attention`: the caller's, else the run's decode settings.
         self.sampler = self.captioner.resolve_sampler(sampler)
         self.model, self.vocab = self.captioner.backbone, self.captioner.preprocessor.vocabulary
         self.max_steps = self.captioner.max_length
         self.input_key = self.model.input_key
         self.path = path
+        self.prompt = prompt
+        if prompt is not None:
+            self.captioner.preprocessor.prompt_ids(prompt)  # a prompt the tokenizer refuses fails here, once
 
     def _caption(self, inputs, **options):
         if self.input_key == "images":
@@ -185,10 +189,14 @@ class _RunBackend:
         return inputs, caption_batches(self.model, self.vocab, [batch], max_steps=self.max_steps, **options)
 
     def __call__(self, inputs):
-        results = self.captioner.generate(list(inputs), sampler=self.sampler, return_details=True)
-        return [r["caption"] for r in results], np.array([r["score"] for r in results], np.float32)
+        results = self.captioner.generate(list(inputs), sampler=self.sampler, max_length=self.new_tokens,
+                                          return_details=True, prompt=self.prompt)
+        tokens = [caption_tokens(r["tokens"], self.vocab.eos_id) for r in results]
+        return [r["caption"] for r in results], np.array([r["score"] for r in results], np.float32), tokens
 
     def with_attention(self, inputs):
+        if self.prompt is not None:
+            raise ValueError("attention maps are drawn for captions decoded without a prompt; leave the prompt out.")
         # The same sampler as `caption`: it records the attention along the caption it returns (a beam's
         # own ancestry), so both calls show the same caption.
         inputs, results = self._caption(inputs, sampler=self.sampler, return_attention=True)
@@ -228,19 +236,25 @@ class CaptionPredictor:
             `caption_with_attention` stays the export's beam search
             (`serving_default`'s caption).
         max_length: tokens generated per caption at most, <eos> included (`ImageCaptioner.generate`'s
-            `max_length`, `tfcaption-caption --max-steps`); None: the run's or export's. A SavedModel
-            shortens captions only when it samples (`sample`'s `max_length`): its beam search decodes
-            the length fixed at export.
+            `max_length`, `tfcaption-caption --max-steps`; after a prompt, the tokens after it); None: the
+            run's or export's. A SavedModel shortens captions only when it samples (`sample`'s
+            `max_length`): its beam search decodes the length fixed at export.
+        prompt: for run directories: text every caption continues (`ImageCaptioner.generate`'s `prompt`,
+            `tfcaption-caption --prompt`); the captions include it.
     """
 
-    def __init__(self, path, beam_size=None, sampler=None, max_length=None):
+    def __init__(self, path, beam_size=None, sampler=None, max_length=None, prompt=None):
         path = resolve_model_path(path)
+        if prompt is not None and (portable_format(path) is not None
+                                   or tf.io.gfile.exists(os.path.join(path, "saved_model.pb"))):
+            raise ValueError(f"{path}: a prompt applies to run directories here (an export takes the prompts "
+                             "baked into it through its caption_with_prompt signature); pass the run directory.")
         if portable_format(path) is not None:
             self.backend = PortableBackend(path, beam_size, sampler, max_length)
         elif tf.io.gfile.exists(os.path.join(path, "saved_model.pb")):
             self.backend = _SavedModelBackend(path, sampler, max_length)
         else:
-            self.backend = _RunBackend(path, beam_size, sampler, max_length)
+            self.backend = _RunBackend(path, beam_size, sampler, max_length, prompt)
         self.path = path
 
     @property
@@ -263,12 +277,16 @@ class CaptionPredictor:
         `(R, feature_dim)` / one `(B, R, feature_dim)` batch for a region-feature model.
 
         Returns a list of `{"caption": str, "score": float}` (one dict for a
-        single image). Raises `ImageError` naming the first input that is not
-        a decodable image (or not a finite feature array).
+        single image), for a run directory with `tokens`: the caption's token
+        ids as generated (a prompt's first, the start token left out, up to
+        and including the end token). Raises `ImageError` naming the first
+        input that is not a decodable image (or not a finite feature array).
         """
         single, data = self._inputs(images)
-        captions, scores = self.backend(data)
+        captions, scores, *tokens = self.backend(data)
         results = [{"caption": c, "score": float(s)} for c, s in zip(captions, scores)]
+        for result, row in zip(results, tokens[0] if tokens else ()):
+            result["tokens"] = row
         return results[0] if single else results
 
     def caption_with_attention(self, images):
@@ -298,6 +316,12 @@ class CaptionPredictor:
         single, data = self._inputs(images)
         results = self.backend.with_attention(data)
         return results[0] if single else results
+
+
+def caption_tokens(row, eos_id):
+    """A generated token row up to and including its first end token (the fill after it dropped)."""
+    row = [int(token) for token in row]
+    return row[:row.index(eos_id) + 1] if eos_id in row else row
 
 
 def _encoded_inputs(images):
@@ -343,7 +367,7 @@ def resolve_model_path(path):
     return path
 
 
-def load(path, beam_size=None, sampler=None, max_length=None):
+def load(path, beam_size=None, sampler=None, max_length=None, prompt=None):
     """Loads a captioner for notebooks and scripts: `tfcaption.load(path).caption(images)`.
 
     `sampler`: a `tfcaption.samplers.Sampler` or a name, e.g.
@@ -351,4 +375,4 @@ def load(path, beam_size=None, sampler=None, max_length=None):
     SavedModel samples with its `sample` signature (see `CaptionPredictor`). `max_length`: tokens generated per
     caption at most, <eos> included (docs/guides/decoding.md#caption-length); None: the run's or export's.
     """
-    return CaptionPredictor(path, beam_size, sampler, max_length)
+    return CaptionPredictor(path, beam_size, sampler, max_length, prompt)

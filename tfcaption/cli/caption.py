@@ -19,8 +19,14 @@ def build_parser():
     parser.add_argument("--model", default="runs/shapes-small",
                         help="SavedModel directory (savedmodel/<name>[/<version>]), run directory, or model.tflite / "
                              "model.onnx (with metadata.json and vocab.txt beside it)")
-    parser.add_argument("--beam-size", type=int, default=None, help="for run directories")
-    parser.add_argument("--json", action="store_true", help="print a JSON list")
+    parser.add_argument("--beam-size", type=int, default=None,
+                        help="for run directories: K beams of the run's beam search (decode.beam_search: M2's, or "
+                             "transformers' generate() for an imported BLIP run); 1 is greedy")
+    parser.add_argument("--prompt", metavar="TEXT",
+                        help="for run directories: every caption continues TEXT (BLIP's conditional captioning: "
+                             "'a picture of'), tokenized by the run's tokenizer; the captions include it")
+    parser.add_argument("--json", action="store_true",
+                        help="print a JSON list (image, caption, score; for run directories the token ids)")
     parser.add_argument("--features", metavar="FILE.h5",
                         help="caption precomputed region features ('<image_id>_features' datasets, e.g. the M2 "
                              "release's coco_detections.hdf5) with a region-feature run directory as --model")
@@ -79,7 +85,8 @@ def _check_portable_flags(args):
     if fmt is None:
         return
     for flag, given in (("--attention", args.attention), ("--gates", args.gates), ("--features", args.features),
-                        ("--all-beams", args.all_beams), ("--reference-mode", args.reference_mode)):
+                        ("--all-beams", args.all_beams), ("--reference-mode", args.reference_mode),
+                        ("--prompt", args.prompt is not None)):
         if given:
             raise ValueError(f"{flag} does not apply to a {fmt} file ({args.model}): it returns the tokens of the "
                              "decoding fixed at export; use the run directory or a SavedModel.")
@@ -105,6 +112,8 @@ def main(argv=None):
     quiet_tensorflow()
     _check_portable_flags(args)
     if args.features:
+        if args.prompt is not None:
+            raise ValueError("--prompt continues captions of images; it does not apply to --features.")
         if args.attention:
             raise ValueError("--attention draws over image pixels; it does not apply to --features.")
         if sampler is not None and not _plain_beam(sampler):
@@ -113,14 +122,16 @@ def main(argv=None):
         return caption_feature_file(args, max_steps)
     if args.gates and not args.attention:
         raise ValueError("--gates adds to the attention figure: give --attention OUT.png too.")
+    if args.attention and args.prompt is not None:
+        raise ValueError("--attention draws captions decoded without a prompt: leave out --prompt.")
     if not args.images:
         raise ValueError("give image files or glob patterns (or --features FILE.h5).")
     from tfcaption.inference import CaptionPredictor, ImageError, checked_image_bytes
 
     if sampler is not None:
-        predictor = CaptionPredictor(args.model, sampler=sampler, max_length=max_steps)
+        predictor = CaptionPredictor(args.model, sampler=sampler, max_length=max_steps, prompt=args.prompt)
     else:
-        predictor = CaptionPredictor(args.model, beam_size=args.beam_size, max_length=max_steps)
+        predictor = CaptionPredictor(args.model, beam_size=args.beam_size, max_length=max_steps, prompt=args.prompt)
     good, failures = [], 0
     for path in expand(args.images):
         try:

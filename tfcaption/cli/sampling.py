@@ -9,9 +9,10 @@ def add_sampler_arguments(parser):
     """Adds the sampler flags (values are checked by `sampler_from_args`, so a bad one is one line)."""
     group = parser.add_argument_group("decoding", "how captions are decoded (default: the run's beam size)")
     group.add_argument("--sampler", metavar="NAME",
-                       help="greedy, beam (with --beam-size, default 3), random, top_k or top_p; default: top_p "
-                            "with --top-p, top_k with --top-k, random with --temperature or --seed alone, "
-                            "else --beam-size")
+                       help="greedy, beam (M2's beam search, with --beam-size, default 3), generate_beam "
+                            "(transformers' generate() beam search, with --beam-size), random, top_k or top_p; "
+                            "default: top_p with --top-p, top_k with --top-k, random with --temperature or --seed "
+                            "alone, else --beam-size beams of the run's decode.beam_search")
     group.add_argument("--temperature", metavar="T",
                        help="divide the logits by T > 0 (random samplers; beams rank by it)")
     group.add_argument("--top-k", metavar="K",
@@ -20,7 +21,8 @@ def add_sampler_arguments(parser):
     group.add_argument("--seed", metavar="N", help="seed of the random samplers: the same seed, the same captions")
     group.add_argument("--max-steps", metavar="T",
                        help="tokens generated per caption at most, <eos> included (generate's max_length): a caption "
-                            "without <eos> by then is cut after T words (default: the run's or export's)")
+                            "without <eos> by then is cut after T words; after a --prompt, the tokens after it "
+                            "(transformers' max_new_tokens) (default: the run's or export's)")
     return parser
 
 
@@ -42,7 +44,8 @@ def _number(flag, text, kind, check, expected):
 
 def sampler_from_args(args, beam_size=None):
     """The `Sampler` the flags ask for, or None when no sampler flag was given (the caller's beam size then
-    decides). `beam_size` is `--beam-size` (used by `--sampler beam`, refused with any other sampler)."""
+    decides, with the run's `decode.beam_search`). `beam_size` is `--beam-size` (used by `--sampler beam` and
+    `--sampler generate_beam`, refused with any other sampler)."""
     from tfcaption import samplers
 
     given = {flag: getattr(args, flag, None) for flag in SAMPLER_FLAGS}
@@ -59,7 +62,7 @@ def sampler_from_args(args, beam_size=None):
         options["temperature"] = _number("temperature", given["temperature"], float, lambda v: v > 0,
                                          "a number > 0")
     if given["seed"] is not None:
-        if name in ("greedy", "beam"):
+        if name in ("greedy", "beam", "generate_beam"):
             raise ValueError(f"--seed applies to the random samplers (random, top_k, top_p), not --sampler {name}.")
         options["seed"] = _number("seed", given["seed"], int, lambda v: True, "an integer")
     if given["top_k"] is not None:
@@ -71,7 +74,7 @@ def sampler_from_args(args, beam_size=None):
             raise ValueError(f"--top-p applies to --sampler top_p, not {name}.")
         options["p"] = _number("top-p", given["top_p"], float, lambda v: 0 < v <= 1, "a number in (0, 1]")
     if beam_size is not None:
-        if name != "beam":
+        if name not in ("beam", "generate_beam"):
             raise ValueError(f"--beam-size applies to --sampler beam, not {name}.")
         options["num_beams"] = _number("beam-size", beam_size, int, lambda v: v >= 1, "an integer >= 1")
     return samplers.get(name, **options)

@@ -72,8 +72,10 @@ def as_sampler(sampler=None, beam_size=None, search=None, **options):
     `sampler` is a `Sampler`, a name (`"beam"`, `"top_p"`, ...), a config dict, or an int (a beam size);
     `options` go to a named sampler's constructor. Without a sampler, `beam_size` is the shorthand that
     existing callers and run configs use: 1 (or None) is `GreedySampler`, k > 1 `BeamSampler(num_beams=k)`,
-    and `search="beam"` makes 1 a one-beam `BeamSampler` (the released M2 loop, whose options
-    `length_penalty` and `fill_token` apply only there). `fill_token` is accepted for `fill_token_id`.
+    `search="beam"` makes 1 a one-beam `BeamSampler` (the released M2 loop, whose options
+    `length_penalty` and `fill_token` apply only there), and `search="generate"` makes k > 1
+    `GenerateBeamSampler(num_beams=k)` (transformers' beam search, a run's `decode.beam_search: generate`).
+    `fill_token` is accepted for `fill_token_id`.
     """
     if "fill_token" in options:
         options["fill_token_id"] = options.pop("fill_token")
@@ -81,8 +83,8 @@ def as_sampler(sampler=None, beam_size=None, search=None, **options):
         if beam_size is not None and beam_size != sampler:
             raise ValueError(f"give a sampler or a beam size, not both (got {sampler} and beam_size={beam_size}).")
         sampler, beam_size = None, sampler
-    if search not in (None, "auto", "beam"):
-        raise ValueError(f"search must be 'auto' or 'beam', got {search!r}.")
+    if search not in (None, "auto", "beam", "generate"):
+        raise ValueError(f"search must be 'auto', 'beam' or 'generate', got {search!r}.")
     if sampler is not None:
         if beam_size is not None:
             raise ValueError(f"give a sampler or a beam size, not both (got {sampler!r} and beam_size={beam_size}).")
@@ -92,6 +94,8 @@ def as_sampler(sampler=None, beam_size=None, search=None, **options):
         raise ValueError(f"beam_size must be >= 1, got {beam_size}.")
     if beam_size == 1 and search != "beam":
         return samplers.GreedySampler(**options)
+    if search == "generate":
+        return samplers.GenerateBeamSampler(num_beams=beam_size, **options)
     return samplers.BeamSampler(num_beams=beam_size, **options)
 
 
@@ -162,6 +166,14 @@ def _prompt_length(prompt_ids):
     return int(shape[-1])
 
 
+def check_prompt_fits(model, prompt_ids, max_steps):
+    """A one-line ValueError where a prompt (`decode`'s `prompt_ids`, or None) and `max_steps` new tokens
+    overflow the model's position table (callers check before tracing, where the error stays one line)."""
+    if prompt_ids is not None and _prompt_length(prompt_ids) - 1 + max_steps > model.config.max_length:
+        raise ValueError(f"the prompt ({_prompt_length(prompt_ids)} tokens with the start token) and {max_steps} new "
+                         f"tokens exceed this model's {model.config.max_length} positions.")
+
+
 def checked_max_steps(model, max_steps=None):
     """The caption length a decoding call runs: `max_steps` tokens generated, <eos> included (the one unit of
     every surface; see docs/guides/decoding.md#caption-length), None or 0 for the model's default
@@ -208,9 +220,7 @@ def generate(model, image_inputs, sampler=None, max_steps=None, return_attention
     sampler, ids = as_sampler(sampler, beam_size, search, **options), SpecialIds.of(special_ids)
     max_steps = checked_max_steps(model, max_steps)
     encoder_outputs, encoder_mask = model.encode(image_inputs, training=False)
-    if prompt_ids is not None and _prompt_length(prompt_ids) - 1 + max_steps > model.config.max_length:
-        raise ValueError(f"the prompt ({_prompt_length(prompt_ids)} tokens with the start token) and {max_steps} new "
-                         f"tokens exceed this model's {model.config.max_length} positions.")
+    check_prompt_fits(model, prompt_ids, max_steps)
     out = decode(model, encoder_outputs, encoder_mask, sampler, max_steps, seeds=seeds,
                  return_attention=return_attention, special_ids=ids, prompt_ids=prompt_ids)
     outputs = {"tokens": out["tokens"][:, 0], "log_probs": out["log_probs"][:, 0], "scores": out["scores"][:, 0]}
@@ -251,9 +261,13 @@ GENERATORS_ATTRIBUTE = "_tfcaption_generators"
 
 
 def compiled_generator(model, sampler=None, max_steps=None, jit_compile=True, return_attention=False, *,
-                       special_ids, beam_size=None, search=None, **options):
+                       special_ids, beam_size=None, search=None, prompt_length=None, **options):
     """A `tf.function` (XLA-compiled by default) mapping image inputs (and optional per-image `seeds`, and
-    `prompt_ids` as `generate`'s, traced once per prompt length) to `generate`'s dict.
+    `prompt_ids` as `generate`'s) to `generate`'s dict.
+
+    Prompts of different lengths need different functions: give `prompt_length` (P, the start token
+    included) for the function fed prompts of that length, since the shape relaxation that spares retracing
+    for new batch sizes would otherwise make P unknown, and the decoding loop needs it static.
 
     One function per model, special ids, sampler config and settings, held by the model and reused across
     calls, so repeated evaluations (every epoch's validation, every `caption` call) trace and compile once per
@@ -262,7 +276,7 @@ def compiled_generator(model, sampler=None, max_steps=None, jit_compile=True, re
     """
     sampler, ids = as_sampler(sampler, beam_size, search, **options), SpecialIds.of(special_ids)
     max_steps = checked_max_steps(model, max_steps)
-    key = (sampler_key(sampler), ids, max_steps, jit_compile, bool(return_attention))
+    key = (sampler_key(sampler), ids, max_steps, jit_compile, bool(return_attention), prompt_length)
     cache = model.__dict__.get(GENERATORS_ATTRIBUTE)
     if cache is None:
         cache = {}

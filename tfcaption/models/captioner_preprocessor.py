@@ -147,6 +147,35 @@ class CaptionerPreprocessor(keras.layers.Layer):
         vocab = self._vocab()
         return [vocab.decode(np.asarray(row).tolist()) for row in np.asarray(ids).reshape(len(ids), -1)]
 
+    def prompt_ids(self, prompt, count=1):
+        """A text prompt as the decoder continues it: int32 (P,) for one string, (count, P) for a list of
+        `count` strings: the start token, then the prompt's tokens, no end token (BLIP's `[DEC] a picture of`,
+        as transformers' `generate()` takes the processor's ids without `[CLS]`'s place and the last `[SEP]`).
+
+        The BERT tokenizer spells any word (`[UNK]` where WordPiece cannot, as transformers does); the word and
+        WordPiece vocabularies refuse a prompt with tokens they do not have (a ValueError naming them), since
+        the model never saw `<unk>` start a caption. Prompts of a list must give the same number of tokens.
+        """
+        vocab = self._vocab()
+        texts = [prompt] if isinstance(prompt, str) else list(prompt)
+        if not all(isinstance(text, str) for text in texts):
+            raise ValueError(f"a prompt is a string or a list of strings, got {prompt!r}.")
+        if not isinstance(prompt, str) and len(texts) != count:
+            raise ValueError(f"{len(texts)} prompts for {count} images: give one prompt, or one per image.")
+        rows = []
+        for text in texts:
+            ids = vocab.encode(text)
+            if self.tokenizer != "bert" and vocab.unk_id in ids:
+                unknown = [word for word in text.split() if vocab.unk_id in vocab.encode(word)]
+                raise ValueError(f"the prompt {text!r} has words outside this model's vocabulary: "
+                                 f"{', '.join(unknown) or text}.")
+            rows.append([vocab.bos_id] + ids)
+        if len({len(row) for row in rows}) > 1:
+            raise ValueError(f"the prompts give {sorted({len(row) - 1 for row in rows})} tokens; prompts captioned "
+                             "together need the same number (caption the others in another call).")
+        ids = np.asarray(rows, np.int32)
+        return ids[0] if isinstance(prompt, str) else ids
+
     # ---- images (host side, for generate) ---------------------------------------------------------
 
     def preprocess_images(self, images):

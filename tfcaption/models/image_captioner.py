@@ -55,9 +55,9 @@ class ImageCaptioner(keras.Model):
       loader (`tfcaption.load`, `tfcaption-evaluate`, `tfcaption-export`, `load_run`) goes through it.
     - `ImageCaptioner.from_backbone(backbone, vocabulary, run_config=None)`: the task around a network already
       built (the trainer's), as evaluation and export take it.
-    - `generate(images, sampler=None, max_length=None, return_details=False)`: captions (a string for one
-      image, a list for a list or a batch), decoded by any `tfcaption.samplers` sampler, XLA-compiled once
-      per (sampler config, input shape).
+    - `generate(images, sampler=None, max_length=None, return_details=False, prompt=None)`: captions (a string
+      for one image, a list for a list or a batch), decoded by any `tfcaption.samplers` sampler, XLA-compiled
+      once per (sampler config, input shape), optionally continuing a text prompt.
     - `compile(optimizer=..., sampler=...)` then Keras's own `fit(dataset, validation_data=...)`:
       teacher-forced cross-entropy over non-padding tokens on one host, from `tfcaption.data.train_dataset`
       batches (`{"images" | "features", "tokens"}`) or any `tf.data` of `(images, captions)` (encoded
@@ -66,7 +66,8 @@ class ImageCaptioner(keras.Model):
 
     Which sampler decodes: one given to `generate` wins over `compile(sampler=...)`'s, which wins over the
     model's own settings (`beam_size`: a run's or preset's `decode.beam_size`; 1 is `GreedySampler`, k > 1
-    `BeamSampler(num_beams=k)`); see `resolve_sampler`. `max_length` counts the tokens generated, <eos>
+    `BeamSampler(num_beams=k)`, or `GenerateBeamSampler(num_beams=k)` where `beam_search` is "generate", as an
+    imported BLIP run's `decode.beam_search`); see `resolve_sampler`. `max_length` counts the tokens generated, <eos>
     included (transformers' `max_new_tokens`; `tfcaption-caption --max-steps`, the export's `max_steps`; a
     caption without <eos> by then is cut after that many words); default: a run's or preset's
     `data.max_caption_words + 1`, capped by the model's capacity (`backbone.config.max_length - 1`).
@@ -74,7 +75,9 @@ class ImageCaptioner(keras.Model):
     Args:
         backbone: a `CaptionerBackbone`, or None until a vocabulary exists (see `adapt`).
         preprocessor: a `CaptionerPreprocessor`.
-        beam_size: the model's default search: 1 `GreedySampler`, k > 1 `BeamSampler(num_beams=k)`.
+        beam_size: the model's default search: 1 `GreedySampler`, k > 1 a beam search of k beams.
+        beam_search: which beam search k > 1 runs: "m2" (`BeamSampler`) or "generate" (`GenerateBeamSampler`,
+            transformers' `generate()`; a run's `decode.beam_search`).
         max_length: the default tokens generated per caption, <eos> included (None: the model's capacity).
         preset: the preset a backbone is built from when `adapt` sets the vocabulary (no backbone yet).
         sampler: `generate`'s default sampler, as `compile(sampler=...)` sets it (saved with the model).
@@ -88,13 +91,16 @@ class ImageCaptioner(keras.Model):
     """
 
     def __init__(self, backbone=None, preprocessor=None, beam_size=1, max_length=None, preset=None, sampler=None,
-                 **kwargs):
+                 beam_search="m2", **kwargs):
         super().__init__(**kwargs)
         if preprocessor is None:
             raise ValueError("ImageCaptioner needs a preprocessor (CaptionerPreprocessor).")
         self.preprocessor = preprocessor
         self.backbone = backbone
         self.beam_size = int(beam_size)
+        if beam_search not in ("m2", "generate"):
+            raise ValueError(f"beam_search must be 'm2' or 'generate', got {beam_search!r}.")
+        self.beam_search = beam_search
         self.max_length = max_length
         self.preset = preset
         self.sampler = sampler
@@ -183,7 +189,8 @@ class ImageCaptioner(keras.Model):
             None, input_key="features" if part.type == "regions" else "images",
             image_size=getattr(part, "image_size", None), feature_dim=getattr(part, "feature_dim", None),
             max_caption_words=words)
-        captioner = cls(None, preprocessor, beam_size=run.decode.beam_size, max_length=words + 1,
+        captioner = cls(None, preprocessor, beam_size=run.decode.beam_size, beam_search=run.decode.beam_search,
+                        max_length=words + 1,
                         preset={"name": name, "overrides": overrides, "load_weights": load_weights})
         if vocabulary is not None:
             captioner.set_vocabulary(vocabulary)
@@ -214,7 +221,8 @@ class ImageCaptioner(keras.Model):
         part = backbone.config.image_encoder
         if run_config is not None:
             tokenizer, words = run_config.data.tokenizer, run_config.data.max_caption_words
-            settings = {"beam_size": run_config.decode.beam_size, "max_length": run_config.data.max_decode_steps}
+            settings = {"beam_size": run_config.decode.beam_size, "beam_search": run_config.decode.beam_search,
+                        "max_length": run_config.data.max_decode_steps}
         else:
             # A WordPieceVocabulary exists only once its module is imported (which needs tensorflow-text).
             wordpiece = sys.modules.get("tfcaption.data.wordpiece")
@@ -262,9 +270,16 @@ class ImageCaptioner(keras.Model):
 
     # ---- captioning -----------------------------------------------------------------------------
 
+    def default_sampler(self, beam_size=None):
+        """The model's own search with `beam_size` beams (None: its `beam_size`): 1 `GreedySampler`, k > 1
+        `BeamSampler(num_beams=k)`, or `GenerateBeamSampler(num_beams=k)` where `beam_search` is "generate"."""
+        from tfcaption.decoding.captioning import as_sampler
+
+        return as_sampler(None, beam_size or self.beam_size, search="generate" if self.beam_search == "generate" else None)
+
     def resolve_sampler(self, sampler=None):
         """The `tfcaption.samplers.Sampler` that decodes: `sampler` if given, else `compile(sampler=...)`'s, else
-        the model's own settings (`beam_size`: 1 `GreedySampler`, k > 1 `BeamSampler(num_beams=k)`).
+        the model's own settings (`default_sampler`: `beam_size` beams of its `beam_search`).
 
         `sampler` is a `Sampler`, a name ("greedy", "beam", "random", "top_k", "top_p") or a config dict. The
         bare name "beam" searches with the model's `beam_size` beams where that is above 1 (a run's
@@ -278,17 +293,16 @@ class ImageCaptioner(keras.Model):
         2
         """
         from tfcaption import samplers
-        from tfcaption.decoding.captioning import as_sampler
 
         sampler = sampler if sampler is not None else self.sampler
         if sampler is None:
-            return as_sampler(None, self.beam_size)
+            return self.default_sampler()
         if isinstance(sampler, str) and sampler.strip().lower() == "beam" and self.beam_size > 1:
             return samplers.BeamSampler(num_beams=self.beam_size)
         return samplers.get(sampler)
 
-    def generate(self, images, sampler=None, max_length=None, return_details=False):
-        """Captions images.
+    def generate(self, images, sampler=None, max_length=None, return_details=False, prompt=None):
+        """Captions images, or continues a text prompt for each.
 
         Decoding is XLA-compiled once per (sampler config, caption length, input shape) and reused
         (`tfcaption.decoding.compiled_generator`); strings stay outside the compiled function.
@@ -299,23 +313,39 @@ class ImageCaptioner(keras.Model):
             sampler: a `tfcaption.samplers.Sampler` or a name ("greedy", "beam", "random", "top_k", "top_p");
                 None: `compile(sampler=...)`'s, else the model's `beam_size` (see `resolve_sampler`).
             max_length: tokens generated per caption at most, <eos> included: a caption that has not ended
-                by then is cut after `max_length` words (docs/guides/decoding.md#caption-length); None: the
-                model's default. A ValueError above the model's position table (`backbone.config.max_length`).
+                by then is cut after `max_length` words (docs/guides/decoding.md#caption-length); after a
+                prompt, the tokens generated after it (transformers' `max_new_tokens`). None: the model's
+                default, which a prompt's pieces count towards (as transformers' `max_length`). A ValueError
+                above the model's position table (`backbone.config.max_length`), the prompt included.
             return_details: return dicts instead of strings.
+            prompt: text every caption starts with (BLIP's conditional captioning: "a picture of"), or one
+                per image (each the same number of tokens), tokenized by the preprocessor
+                (`CaptionerPreprocessor.prompt_ids`); the captions returned include it, as transformers'
+                decode does.
 
         Returns:
             one caption string per image (a string for a single image); with `return_details`, a dict per
             image: `caption`, `score` (the sampler's score: a beam's search score, else the sum of the
             tokens' log-probabilities), `tokens` (the token row generated, ints), `beams` (every beam, best
-            first: `caption`, `score`, `tokens`; one entry for samplers other than `BeamSampler`).
+            first: `caption`, `score`, `tokens`; one entry for samplers other than the beam searches). With a
+            prompt, `tokens` start with its pieces (the start token left out, as without one).
         """
-        from tfcaption.decoding.captioning import compiled_generator
+        from tfcaption.decoding.captioning import check_prompt_fits, checked_max_steps, compiled_generator
 
         backbone = self._require_backbone()
         single, inputs = self.preprocessor.preprocess_images(images)
-        generator = compiled_generator(backbone, self.resolve_sampler(sampler), max_length or self.max_length,
-                                       special_ids=self.preprocessor)
-        outputs = {name: value.numpy() for name, value in generator(tf.constant(inputs)).items()}
+        prompt_ids = None
+        if prompt is not None:  # one row per image, so every call feeds the same rank
+            prompt_ids = self.preprocessor.prompt_ids(prompt, len(inputs))
+            prompt_ids = np.broadcast_to(prompt_ids, (len(inputs), prompt_ids.shape[-1]))
+        steps = checked_max_steps(backbone, max_length or self.max_length)
+        if prompt_ids is not None and not max_length:  # the default length counts the prompt's pieces
+            steps = max(1, steps - (prompt_ids.shape[-1] - 1))
+        check_prompt_fits(backbone, prompt_ids, steps)
+        generator = compiled_generator(backbone, self.resolve_sampler(sampler), steps, special_ids=self.preprocessor,
+                                       prompt_length=None if prompt_ids is None else prompt_ids.shape[-1])
+        feed = {} if prompt_ids is None else {"prompt_ids": tf.constant(prompt_ids)}
+        outputs = {name: value.numpy() for name, value in generator(tf.constant(inputs), **feed).items()}
         captions = self.preprocessor.detokenize(outputs["tokens"])
         if not return_details:
             return captions[0] if single else captions
@@ -403,7 +433,8 @@ class ImageCaptioner(keras.Model):
         return {
             "backbone": None if self.backbone is None else keras.saving.serialize_keras_object(self.backbone),
             "preprocessor": keras.saving.serialize_keras_object(self.preprocessor),
-            "beam_size": self.beam_size, "max_length": self.max_length, "preset": self.preset, "name": self.name,
+            "beam_size": self.beam_size, "beam_search": self.beam_search, "max_length": self.max_length,
+            "preset": self.preset, "name": self.name,
             # compile's sampler: a name as given (a bare "beam" follows beam_size), an object as its config
             "sampler": (self.sampler if self.sampler is None or isinstance(self.sampler, (str, dict))
                         else samplers.serialize(samplers.get(self.sampler))),

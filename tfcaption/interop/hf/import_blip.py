@@ -23,8 +23,9 @@ from tfcaption.interop.hf.hub_checkpoint import HubCheckpoint
 from tfcaption.interop.hf.sources import CONFIG_FILE, is_hub_uri
 
 BLIP_ARCHITECTURE = "BlipForConditionalGeneration"
-# transformers' generate() default max_length (20 tokens, [DEC] included): the imported run's caption length
-GENERATE_MAX_LENGTH = 20
+# transformers' generate() defaults: max_length counts every token of the row, [DEC] included
+GENERATE_DEFAULTS = {"max_length": 20, "num_beams": 1}
+GENERATION_FILE = "generation_config.json"
 IMPORT_RECORD = "import.json"
 
 
@@ -118,30 +119,55 @@ def blip_tokenizer(checkpoint):
     return BertTokenizer.from_directory(checkpoint.directory)
 
 
-def blip_run_config(model_config, out_dir=""):
-    """The `RunConfig` of an imported BLIP model: the `bert` tokenizer, greedy search, and the caption length of
-    transformers' generate() default (capped by the position table)."""
+def blip_generation_defaults(checkpoint):
+    """generate()'s defaults this checkpoint was published with: `max_length` (every token of the row, [DEC]
+    included) and `num_beams`, from its generation_config.json, else its text_config, else transformers'
+    (20 and 1). The logit controls (min_length, repetition_penalty, ...) are the sampler's, given per call."""
+    path = os.path.join(checkpoint.directory, GENERATION_FILE)
+    generation = {}
+    if os.path.isfile(path):
+        try:
+            with open(path, encoding="utf-8") as f:
+                generation = json.load(f)
+        except (OSError, ValueError) as error:
+            raise HubCheckpointError(f"{path}: not a JSON generation config ({error}).") from None
+    text = checkpoint.config.get("text_config") or {}
+    defaults = {}
+    for name, default in GENERATE_DEFAULTS.items():
+        value = generation.get(name, text.get(name, default))
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise HubCheckpointError(f"{checkpoint.source}: generation {name} must be an integer >= 1, got {value!r}.")
+        defaults[name] = value
+    return defaults
+
+
+def blip_run_config(model_config, out_dir="", generation=None):
+    """The `RunConfig` of an imported BLIP model: the `bert` tokenizer, transformers' beam search
+    (`decode.beam_search: generate`), and the checkpoint's generate() defaults (`blip_generation_defaults`:
+    `num_beams` as the beam size, `max_length` as the caption length, capped by the position table)."""
     from tfcaption.config import DataConfig, DecodeConfig, ExportConfig, RunConfig, TrainConfig
 
-    words = max(1, min(GENERATE_MAX_LENGTH - 2, model_config.max_length - 2))
+    generation = {**GENERATE_DEFAULTS, **(generation or {})}
+    words = max(1, min(generation["max_length"], model_config.max_length) - 2)
+    beams = generation["num_beams"]
     return RunConfig(
         model=model_config,
         data=DataConfig(spec="", tokenizer="bert", max_caption_words=words, augment_flip=False),
         train=TrainConfig(output_dir=os.fspath(out_dir)),
-        decode=DecodeConfig(beam_size=1),
-        export=ExportConfig(beam_size=1),
+        decode=DecodeConfig(beam_size=beams, beam_search="generate"),
+        export=ExportConfig(beam_size=beams),
     )
 
 
 def blip_captioner(source):
     """An `ImageCaptioner` of a BLIP checkpoint (a directory in the Hub's layout, `hf://OWNER/NAME[@REV]` or a
-    `HubCheckpoint`), built in memory: greedy search, up to transformers' default caption length."""
+    `HubCheckpoint`), built in memory, with the decode settings `blip_run_config` gives an imported run."""
     from tfcaption.models.image_captioner import ImageCaptioner
 
     checkpoint = _checkpoint(source)
     config = blip_model_config(checkpoint)
     return ImageCaptioner.from_backbone(blip_backbone(checkpoint, config), blip_tokenizer(checkpoint),
-                                        blip_run_config(config))
+                                        blip_run_config(config, generation=blip_generation_defaults(checkpoint)))
 
 
 def check_out_dir(out_dir, overwrite):
@@ -170,17 +196,18 @@ def import_blip(source, out_dir, overwrite=False):
     checkpoint = _checkpoint(source)
     config = blip_model_config(checkpoint)
     backbone, tokenizer = blip_backbone(checkpoint, config), blip_tokenizer(checkpoint)
+    generation = blip_generation_defaults(checkpoint)
     if os.path.isdir(path) and overwrite:
         shutil.rmtree(path)  # --overwrite replaces the directory, so no stale checkpoint outlives it
     run = RunDirectory(path)
     os.makedirs(run.path, exist_ok=True)
-    run_config = blip_run_config(config, run.path)
+    run_config = blip_run_config(config, run.path, generation)
     run_config.save(run.config)
     save_vocabulary(tokenizer, run.vocab)
     backbone.save_weights(run.best_weights)
     record = {"source": checkpoint.source, "directory": str(checkpoint.directory),
               "architecture": checkpoint.architecture, "vocab_size": tokenizer.size,
-              "parameters": int(backbone.count_params())}
+              "parameters": int(backbone.count_params()), "generation": generation}
     with open(run.join(IMPORT_RECORD), "w") as f:
         json.dump(record, f, indent=2, sort_keys=True)
     from tfcaption.models.image_captioner import ImageCaptioner

@@ -27,7 +27,7 @@ CONFIG_FILE = "config.json"
 # Everything tfcaption reads besides the weights; a repository has some of them.
 METADATA_FILES = (
     CONFIG_FILE, "vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-    "preprocessor_config.json", "processor_config.json",
+    "preprocessor_config.json", "processor_config.json", "generation_config.json",
 )
 SAFETENSORS_FILES = ("model.safetensors", "model.safetensors.index.json", "model-*-of-*.safetensors")
 PYTORCH_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json", "pytorch_model-*-of-*.bin")
