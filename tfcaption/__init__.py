@@ -18,15 +18,16 @@ def __getattr__(name):
     raise AttributeError(f"module 'tfcaption' has no attribute {name!r}")
 
 
-def load(path, beam_size=None, sampler=None, max_length=None):
+def load(path, beam_size=None, sampler=None, max_length=None, prompt=None):
     """Loads a SavedModel export or a run directory; returns an object with `caption(images)`.
 
     For a run directory, `sampler` (a `tfcaption.samplers.Sampler` or a name such as "beam", "top_p")
     or `beam_size` chooses the decoding; `caption_with_attention` decodes with the same one. `max_length`:
-    tokens generated per caption at most, <eos> included; None: the run's or export's."""
+    tokens generated per caption at most, <eos> included (after a prompt, the tokens after it); None: the run's
+    or export's. `prompt`: for a run directory, text every caption continues (`CaptionPredictor`'s)."""
     from tfcaption.inference import load as _load
 
-    return _load(path, beam_size, sampler, max_length)
+    return _load(path, beam_size, sampler, max_length, prompt)
 
 
 def train(run_config, log=print):

@@ -275,7 +275,8 @@ class ImageCaptioner(keras.Model):
         `BeamSampler(num_beams=k)`, or `GenerateBeamSampler(num_beams=k)` where `beam_search` is "generate"."""
         from tfcaption.decoding.captioning import as_sampler
 
-        return as_sampler(None, beam_size or self.beam_size, search="generate" if self.beam_search == "generate" else None)
+        search = "generate" if self.beam_search == "generate" else None
+        return as_sampler(None, beam_size or self.beam_size, search=search)
 
     def resolve_sampler(self, sampler=None):
         """The `tfcaption.samplers.Sampler` that decodes: `sampler` if given, else `compile(sampler=...)`'s, else
