@@ -185,9 +185,10 @@ class DecodeConfig:
     PATH = "decode"
 
     beam_size: PositiveInt = 3
-    # Which beam search a beam size above 1 runs: "m2" (`BeamSampler`, M2's) or "generate" (`GenerateBeamSampler`,
-    # transformers' generate(): what an imported BLIP checkpoint was published with)
-    beam_search: Literal["m2", "generate"] = "m2"
+    # Which beam search a beam size above 1 runs: "m2" (`BeamSampler`, M2's), "generate" (`GenerateBeamSampler`,
+    # transformers' generate(): what tfcaption-import records for a BLIP checkpoint) or "auto" (see
+    # RunConfig.beam_search: "generate" for a BLIP-layout model, "m2" for every other)
+    beam_search: Literal["auto", "m2", "generate"] = "auto"
     batch_size: PositiveInt = 100
     eval_splits: tuple[str, ...] = ("test", "novel")
     java: bool = True  # PTB tokenisation and METEOR through Java when it is installed; False: Python only, no METEOR
@@ -298,6 +299,15 @@ class RunConfig:
 
     def replace(self, **sections):
         return dataclasses.replace(self, **sections)
+
+    @property
+    def beam_search(self):
+        """The beam search this run decodes with, "m2" or "generate": `decode.beam_search`, where "auto" is
+        transformers' for a BLIP-layout model (decoder "bert": an imported checkpoint, or one fine-tuned from
+        it, written before the field existed) and M2's for every other."""
+        if self.decode.beam_search != "auto":
+            return self.decode.beam_search
+        return "generate" if self.model.decoder.type == "bert" else "m2"
 
     @classmethod
     def from_preset(cls, name):

@@ -97,13 +97,8 @@ def search_sampler(beam_size=3, beam_search="beam"):
 
 
 def run_beam_search(run_config):
-    """The beam search a run decodes with: its decode settings' where they name one (`decode.search`:
-    "generate" or "generate_beam" is transformers'), else transformers' for a BLIP-layout model (decoder
-    "bert": an imported checkpoint, or one fine-tuned from it) and tfcaption's for every other."""
-    search = getattr(run_config.decode, "search", None)
-    if search is not None:
-        return "generate_beam" if search in ("generate", "generate_beam") else "beam"
-    return "generate_beam" if run_config.model.decoder.type == "bert" else "beam"
+    """The beam search a run decodes with (`RunConfig.beam_search`), as `search_sampler` names it."""
+    return "generate_beam" if run_config.beam_search == "generate" else "beam"
 
 
 def prompt_ids_of(vocab, prompts, max_steps, max_length):

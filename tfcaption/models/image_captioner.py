@@ -67,9 +67,9 @@ class ImageCaptioner(keras.Model):
     Which sampler decodes: one given to `generate` wins over `compile(sampler=...)`'s, which wins over the
     model's own settings (`beam_size`: a run's or preset's `decode.beam_size`; 1 is `GreedySampler`, k > 1
     `BeamSampler(num_beams=k)`, or `GenerateBeamSampler(num_beams=k)` where `beam_search` is "generate", as an
-    imported BLIP run's `decode.beam_search`); see `resolve_sampler`. `max_length` counts the tokens generated, <eos>
-    included (transformers' `max_new_tokens`; `tfcaption-caption --max-steps`, the export's `max_steps`; a
-    caption without <eos> by then is cut after that many words); default: a run's or preset's
+    imported BLIP run's `RunConfig.beam_search`); see `resolve_sampler`. `max_length` counts the tokens
+    generated, <eos> included (transformers' `max_new_tokens`; `tfcaption-caption --max-steps`, the export's
+    `max_steps`; a caption without <eos> by then is cut after that many words); default: a run's or preset's
     `data.max_caption_words + 1`, capped by the model's capacity (`backbone.config.max_length - 1`).
 
     Args:
@@ -77,7 +77,7 @@ class ImageCaptioner(keras.Model):
         preprocessor: a `CaptionerPreprocessor`.
         beam_size: the model's default search: 1 `GreedySampler`, k > 1 a beam search of k beams.
         beam_search: which beam search k > 1 runs: "m2" (`BeamSampler`) or "generate" (`GenerateBeamSampler`,
-            transformers' `generate()`; a run's `decode.beam_search`).
+            transformers' `generate()`; a run's `RunConfig.beam_search`).
         max_length: the default tokens generated per caption, <eos> included (None: the model's capacity).
         preset: the preset a backbone is built from when `adapt` sets the vocabulary (no backbone yet).
         sampler: `generate`'s default sampler, as `compile(sampler=...)` sets it (saved with the model).
@@ -189,7 +189,7 @@ class ImageCaptioner(keras.Model):
             None, input_key="features" if part.type == "regions" else "images",
             image_size=getattr(part, "image_size", None), feature_dim=getattr(part, "feature_dim", None),
             max_caption_words=words)
-        captioner = cls(None, preprocessor, beam_size=run.decode.beam_size, beam_search=run.decode.beam_search,
+        captioner = cls(None, preprocessor, beam_size=run.decode.beam_size, beam_search=run.beam_search,
                         max_length=words + 1,
                         preset={"name": name, "overrides": overrides, "load_weights": load_weights})
         if vocabulary is not None:
@@ -221,7 +221,7 @@ class ImageCaptioner(keras.Model):
         part = backbone.config.image_encoder
         if run_config is not None:
             tokenizer, words = run_config.data.tokenizer, run_config.data.max_caption_words
-            settings = {"beam_size": run_config.decode.beam_size, "beam_search": run_config.decode.beam_search,
+            settings = {"beam_size": run_config.decode.beam_size, "beam_search": run_config.beam_search,
                         "max_length": run_config.data.max_decode_steps}
         else:
             # A WordPieceVocabulary exists only once its module is imported (which needs tensorflow-text).

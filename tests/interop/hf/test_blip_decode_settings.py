@@ -3,6 +3,7 @@
 (`ImageCaptioner`, `tfcaption.load`, `tfcaption-evaluate`); its beam size and caption length are the checkpoint's
 generate() defaults; `generate(prompt=...)` continues a text prompt, in memory from a Hub directory too."""
 
+import dataclasses
 import functools
 import json
 import shutil
@@ -55,6 +56,14 @@ def test_a_generation_config_sets_the_runs_beam_size_and_caption_length(tmp_path
     for loaded in (captioner, ImageCaptioner.from_preset(run.path)):
         sampler = loaded.resolve_sampler()
         assert type(sampler) is samplers.GenerateBeamSampler and sampler.num_beams == 4
+
+
+def test_auto_beam_search_is_transformers_for_a_blip_layout_model_and_m2_for_others(runs):
+    imported = RunConfig.load(RunDirectory(runs("blip_a")).config)
+    written_before = imported.replace(decode=dataclasses.replace(imported.decode, beam_search="auto"))
+    assert (imported.beam_search, written_before.beam_search, RunConfig().beam_search) == ("generate", "generate", "m2")
+    assert RunConfig().replace(decode=dataclasses.replace(imported.decode, beam_search="generate")).beam_search == \
+        "generate"
 
 
 def test_a_beam_size_on_an_imported_run_runs_transformers_beam_search(runs):
