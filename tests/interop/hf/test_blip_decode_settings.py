@@ -130,3 +130,16 @@ def test_evaluate_on_an_imported_run_scores_transformers_beam_search_captions(ru
     assert [p["caption"] for p in predictions] == [r["caption"] for r in reference]
     np.testing.assert_allclose([p["score"] for p in predictions], [r["score"] for r in reference], rtol=1e-5)
     assert not any("[" in p["caption"] for p in predictions)  # [UNK], [PAD] and [SEP] are not caption text
+
+
+@pytest.mark.parametrize("text, message", [('{"num_beams": 0}', "generation num_beams must be an integer >= 1, got 0"),
+                                           ("{", "generation_config.json: not valid JSON")])
+def test_a_bad_generation_config_is_one_line_and_exit_2(tmp_path, capsys, text, message):
+    from tfcaption.cli.import_hub import main
+
+    source = tmp_path / "blip"
+    shutil.copytree(model_dir("blip_a"), source)
+    (source / "generation_config.json").write_text(text)
+    assert main([str(source), str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err

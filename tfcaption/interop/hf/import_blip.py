@@ -20,6 +20,7 @@ import os
 
 from tfcaption.interop.hf.errors import HubCheckpointError
 from tfcaption.interop.hf.hub_checkpoint import HubCheckpoint
+from tfcaption.interop.hf.json_files import read_json_object
 from tfcaption.interop.hf.sources import CONFIG_FILE, is_hub_uri
 
 BLIP_ARCHITECTURE = "BlipForConditionalGeneration"
@@ -124,13 +125,7 @@ def blip_generation_defaults(checkpoint):
     included) and `num_beams`, from its generation_config.json, else its text_config, else transformers'
     (20 and 1). The logit controls (min_length, repetition_penalty, ...) are the sampler's, given per call."""
     path = os.path.join(checkpoint.directory, GENERATION_FILE)
-    generation = {}
-    if os.path.isfile(path):
-        try:
-            with open(path, encoding="utf-8") as f:
-                generation = json.load(f)
-        except (OSError, ValueError) as error:
-            raise HubCheckpointError(f"{path}: not a JSON generation config ({error}).") from None
+    generation = read_json_object(path) if os.path.isfile(path) else {}
     text = checkpoint.config.get("text_config") or {}
     defaults = {}
     for name, default in GENERATE_DEFAULTS.items():
