@@ -123,9 +123,9 @@ def test_evaluate_on_an_imported_run_scores_transformers_beam_search_captions(ru
     assert 0.0 <= report["report"]["test"]["model"]["cider_d"]
     # The run's beam search: transformers' (length-normalised scores), not M2's.
     captioner = ImageCaptioner.from_preset(runs("blip_a"))
-    size = captioner.backbone.image_encoder.image_size
+    encoder = captioner.backbone.image_encoder
     reference = caption_batches(captioner.backbone, captioner.preprocessor.vocabulary,
-                                pipeline.eval_dataset(tiny_shapes, "test", 100, size),
+                                pipeline.eval_dataset(tiny_shapes, "test", 100, encoder.image_size, encoder.resample),
                                 sampler=samplers.GenerateBeamSampler(num_beams=3), max_steps=8)
     assert [p["caption"] for p in predictions] == [r["caption"] for r in reference]
     np.testing.assert_allclose([p["score"] for p in predictions], [r["score"] for r in reference], rtol=1e-5)
