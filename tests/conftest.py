@@ -12,6 +12,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+from tests.helpers.shared import built_once  # noqa: E402
 from tests.helpers.tiny import TINY_SHAPES, tiny_train_args  # noqa: E402
 
 # ci_skips: under CI (the variable set, non-empty) a skipped test is reported as a failure.
@@ -23,15 +24,20 @@ collect_ignore_glob = ["fixtures/*"]
 
 @pytest.fixture(scope="session")
 def data_root(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("datasets"))
+    """The datasets root of the session (shared by xdist workers: tests/helpers/shared.py); `tiny_shapes`
+    builds the tiny shapes dataset there, which runs given this root find instead of building it."""
+    return built_once(tmp_path_factory, "datasets", str)
 
 
 @pytest.fixture(scope="session")
-def tiny_shapes(data_root):
-    """Directory of a tiny shapes dataset (records + manifest), built once per session."""
+def tiny_shapes(tmp_path_factory, data_root):
+    """Directory of a tiny shapes dataset (records + manifest) under `data_root`, built once per session."""
     from tfcaption.datasets.shapes.dataset import ShapesConfig, build_shapes_dataset
 
-    return build_shapes_dataset(data_root, ShapesConfig(**TINY_SHAPES), verbose=False, workers=1)
+    def build(_):  # into data_root, where the runs of tiny_train_args look for it
+        return build_shapes_dataset(data_root, ShapesConfig(**TINY_SHAPES), verbose=False, workers=1)
+
+    return built_once(tmp_path_factory, "tiny_shapes", build)
 
 
 @pytest.fixture(scope="session")
@@ -47,12 +53,14 @@ def tiny_run(tmp_path_factory, data_root, tiny_shapes):
     (`export_root/shapes_m2_small/1`)."""
     from tfcaption.cli import train as train_cli
 
-    root = tmp_path_factory.mktemp("tiny_run")
-    run, export_root = str(root / "run"), str(root / "savedmodel")
-    args = tiny_train_args(run, data_root, export_root, epochs=1) + [
-        "--preset", "small", "--no-xla", "--set", 'decode.eval_splits=["test"]', "--set", "decode.java=false"]
-    assert train_cli.main(args) == 0
-    return {"run": run, "export_root": export_root, "export": os.path.join(export_root, "shapes_m2_small", "1")}
+    def build(root):
+        run, export_root = str(root / "run"), str(root / "savedmodel")
+        args = tiny_train_args(run, data_root, export_root, epochs=1) + [
+            "--preset", "small", "--no-xla", "--set", 'decode.eval_splits=["test"]', "--set", "decode.java=false"]
+        assert train_cli.main(args) == 0
+        return {"run": run, "export_root": export_root, "export": os.path.join(export_root, "shapes_m2_small", "1")}
+
+    return built_once(tmp_path_factory, "tiny_run", build)
 
 
 @pytest.fixture(scope="session")

@@ -49,13 +49,13 @@ def test_never_collected():
 '''
 
 
-def _run(pytester, monkeypatch, ci, source=INNER):
+def _run(pytester, monkeypatch, ci, source=INNER, *options):
     if ci is None:
         monkeypatch.delenv("CI", raising=False)
     else:
         monkeypatch.setenv("CI", ci)
     pytester.makepyfile(test_inner=source)
-    return pytester.runpytest_inprocess("-p", "tests.helpers.ci_skips", "-rA", "-p", "no:cacheprovider")
+    return pytester.runpytest_inprocess("-p", "tests.helpers.ci_skips", "-rA", "-p", "no:cacheprovider", *options)
 
 
 @pytest.mark.parametrize("ci", [None, ""], ids=["unset", "empty"])
@@ -77,6 +77,18 @@ def test_under_ci_every_skip_is_a_failure_with_its_reason(pytester, monkeypatch,
         "*XFAIL*test_expected_failure*a known bug*",
     ])
     assert f"skipped under CI={ci!r}, which counts as a failure" in result.stdout.str()
+
+
+def test_under_ci_and_xdist_workers_every_skip_is_a_failure_with_its_reason(pytester, monkeypatch):
+    # The README's test command runs the suite in pytest-xdist workers, whose reports the main process prints.
+    result = _run(pytester, monkeypatch, "true", INNER, "-n", "2")
+    result.assert_outcomes(passed=1, failed=3, xfailed=1)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines_random([
+        "*FAILED*test_marked*M2 reference fixture not found at /nowhere*",
+        "*FAILED*test_skips_in_its_fixture*fixture file not found at /nowhere*",
+        "*FAILED*test_skips_in_its_body*h5py missing: pip install -e .[[]test[]]*",
+    ])
 
 
 def test_outside_ci_a_module_level_skip_stays_a_skip(pytester, monkeypatch):

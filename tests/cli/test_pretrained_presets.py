@@ -6,7 +6,6 @@ default weights are one line and exit code 2. Nothing downloads."""
 
 import json
 import os
-import subprocess
 import sys
 import urllib.request
 
@@ -15,7 +14,6 @@ import numpy as np
 import pytest
 
 import tfcaption
-from tests.helpers.exports import quiet_env
 from tests.helpers.tiny import TINY_SHAPES, model_sets, tiny_overrides
 from tests.helpers.vit_checkpoint import write_checkpoint
 from tfcaption.cli import train as train_cli
@@ -29,18 +27,6 @@ RUNS = {
     "spatial_attention": ("spatial_attention", {"weights": "WEIGHTS", "train_backbone": "last_n",
                                                 "trainable_blocks": 1}, True),
 }
-
-CHILD = """
-import json, sys
-import numpy as np, tensorflow as tf
-images = list(np.load(sys.argv[1], allow_pickle=True))
-out = {}
-for export in sys.argv[2:]:
-    result = tf.saved_model.load(export).signatures["serving_default"](image_bytes=tf.constant(images))
-    out[export] = [c.decode() for c in result["caption"].numpy()]
-assert "tfcaption" not in sys.modules
-print(json.dumps(out))
-"""
 
 
 @pytest.fixture(scope="module")
@@ -113,21 +99,17 @@ def test_last_n_from_the_command_line_trains_only_the_last_vgg_block(trained, we
 
 
 def test_exports_caption_image_bytes_in_tensorflow_only_with_attention_over_the_backbone_grid(trained, tiny_shapes,
-                                                                                              tmp_path):
+                                                                                              tensorflow_only):
     from tfcaption.data.records import read_records
 
     images = [r["image"] for r in read_records(tiny_shapes, "test").take(2).as_numpy_iterator()]
-    payload = tmp_path / "images.npy"
-    np.save(payload, np.array(images, dtype=object), allow_pickle=True)
-    exports = [trained[name]["export"] for name in RUNS]
-    result = subprocess.run([sys.executable, "-c", CHILD, str(payload), *exports], capture_output=True, text=True,
-                            timeout=300, env=quiet_env(), cwd=str(tmp_path))
-    assert result.returncode == 0, result.stderr[-2000:]
-    served = json.loads(result.stdout.strip().splitlines()[-1])
     grids = {"vit_m2": (4, 4, 1), "cptr": (4, 4, 1), "spatial_attention": (2, 2, 0)}  # ViT 32/8; VGG 32/16
     for name in RUNS:
         export = trained[name]["export"]
-        assert served[export] == [r["caption"] for r in tfcaption.load(trained[name]["run"], beam_size=2).caption(images)]
+        # the session's TensorFlow-only process (tests/helpers/exports.py): no TensorFlow import per test
+        served, foreign_modules = tensorflow_only.caption(export, images, "image_bytes")
+        assert foreign_modules == []
+        assert served == [r["caption"] for r in tfcaption.load(trained[name]["run"], beam_size=2).caption(images)]
         rows, cols, prefix = grids[name]
         with open(os.path.join(export, "assets", "config.json")) as f:
             assert json.load(f)["serving"]["token_grid"] == {"rows": rows, "cols": cols, "prefix": prefix}

@@ -5,6 +5,8 @@ import os
 
 import pytest
 
+from tests.helpers.shared import built_once
+
 
 @pytest.fixture(scope="session")
 def tiny_run_greedy_export(tiny_run, tmp_path_factory):
@@ -12,8 +14,10 @@ def tiny_run_greedy_export(tiny_run, tmp_path_factory):
     from tfcaption.export.saved_model import export_run
     from tfcaption.training.run_directory import load_run
 
-    captioner, run_config = load_run(tiny_run["run"])
-    root = str(tmp_path_factory.mktemp("tiny_run_greedy"))
-    path = export_run(captioner, run_config, export_root=root, model_name="greedy", beam_size=1)
+    def build(root):
+        captioner, run_config = load_run(tiny_run["run"])
+        return export_run(captioner, run_config, export_root=str(root), model_name="greedy", beam_size=1)
+
+    path = built_once(tmp_path_factory, "tiny_run_greedy", build)
     assert os.path.basename(path) == "1"
     return path
