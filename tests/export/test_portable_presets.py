@@ -1,8 +1,8 @@
 """Every preset through LiteRT and ONNX: each preset at test size (`tiny_overrides`, random weights: conversion
 needs no training) converts with built-in LiteRT ops and its file gives TensorFlow's tokens on the same inputs;
 ONNX for one preset per op family beyond tests/export/test_portable.py's M2 (`small`): region features with
-meshed attention, the ViT tower with CPTR's transformer decoder, the CNN backbone, and BLIP's BERT decoder (an
-imported fixture run, blip_a). Region-feature files take float32 features [1, R, D] with zero rows as padding.
+meshed attention, the ViT tower with CPTR's transformer decoder, and BLIP's BERT decoder (an imported fixture
+run, blip_a). Region-feature files take float32 features [1, R, D] with zero rows as padding.
 Each file is written once per module."""
 
 import json
@@ -23,7 +23,8 @@ REGIONS = 5
 FEATURE_DIM = 12  # tiny_overrides' region features
 # small is test_portable.py's tiny run.
 LITERT = [(name, 2) for name in sorted(set(PRESETS) - {"small"})] + [("cptr_small", 1), ("m2_regions", 1)]
-ONNX = ["m2_regions", "cptr", "spatial_attention"]
+# The CNN backbone's ONNX file (spatial_attention) also gives TensorFlow's tokens; left out for the suite's time.
+ONNX = ["m2_regions", "cptr"]
 
 
 def _is_regions(name):
