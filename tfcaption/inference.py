@@ -221,7 +221,8 @@ class CaptionPredictor:
             `tfcaption-export --format`, with its metadata.json and vocab.txt
             beside it (`tfcaption.export.portable_runtime`: its decoding is
             fixed at export, so another beam size, sampler or length is a
-            ValueError, and it reports no attention).
+            ValueError, and it reports no attention; a region-feature file
+            takes arrays of at most the regions fixed at export).
         beam_size: for run directories (a SavedModel's is fixed at export):
             the shorthand for greedy (1) or `BeamSampler(num_beams=k)`; default
             the run's `decode.beam_size`.

@@ -29,7 +29,8 @@ def build_parser():
                         help="print a JSON list (image, caption, score; for run directories the token ids)")
     parser.add_argument("--features", metavar="FILE.h5",
                         help="caption precomputed region features ('<image_id>_features' datasets, e.g. the M2 "
-                             "release's coco_detections.hdf5) with a region-feature run directory as --model")
+                             "release's coco_detections.hdf5) with a region-feature run directory, or its LiteRT / ONNX "
+                             "file, as --model")
     parser.add_argument("--all-beams", action="store_true", help="with --features: every beam, best first")
     parser.add_argument("--reference-mode", action="store_true",
                         help="with --features: the released beam-search loop (fixed steps, 0 after <eos>)")
@@ -84,7 +85,13 @@ def _check_portable_flags(args):
     fmt = portable_format(args.model)
     if fmt is None:
         return
-    for flag, given in (("--attention", args.attention), ("--gates", args.gates), ("--features", args.features),
+    from tfcaption.export.portable import FEATURES_NAME, read_metadata
+
+    takes_features = read_metadata(args.model)["input"]["name"] == FEATURES_NAME
+    if takes_features != bool(args.features):
+        raise ValueError(f"{args.model} takes region features: give --features FILE.h5 (and image ids)." if
+                         takes_features else f"--features does not apply to {args.model}: it takes pixels.")
+    for flag, given in (("--attention", args.attention), ("--gates", args.gates),
                         ("--all-beams", args.all_beams), ("--reference-mode", args.reference_mode),
                         ("--prompt", args.prompt is not None)):
         if given:
@@ -172,14 +179,37 @@ def caption_with_figures(predictor, good, out, show_gates):
     return results
 
 
+def _caption_features_with_file(args, max_steps):
+    """`--features` with a LiteRT / ONNX region-feature file: each image's rows, zero-padded to the file's
+    regions, one image per call (the file's batch is 1)."""
+    from tfcaption.data.region_features import RegionFeatureFile
+    from tfcaption.export.portable_runtime import PortableBackend
+
+    backend = PortableBackend(args.model, beam_size=args.beam_size, max_length=max_steps)
+    with RegionFeatureFile(args.features, backend.regions) as features:
+        ids = [str(i) for i in args.images] or features.image_ids()
+        features.require(ids)
+        results = []
+        for image_id in ids:
+            tokens = backend.tokens(features.read_rows(image_id))
+            results.append({"image_id": image_id, "caption": backend.vocab.decode(tokens["tokens"][0]),
+                            "score": float(tokens["scores"][0])})
+    return results
+
+
 def caption_feature_file(args, max_steps=None):
+    from tfcaption.export.portable_runtime import portable_format
     from tfcaption.interop.m2.captioning import caption_features, format_captions
     from tfcaption.interop.m2.features import FeaturesNotFoundError
 
     try:
-        results = caption_features(args.model, args.features, image_ids=args.images or None,
-                                   beam_size=args.beam_size, all_beams=args.all_beams, batch_size=args.batch_size,
-                                   reference_mode=args.reference_mode, max_steps=max_steps)
+        if portable_format(args.model) is not None:
+            results = _caption_features_with_file(args, max_steps)
+        else:
+            results = caption_features(args.model, args.features, image_ids=args.images or None,
+                                       beam_size=args.beam_size, all_beams=args.all_beams,
+                                       batch_size=args.batch_size, reference_mode=args.reference_mode,
+                                       max_steps=max_steps)
     except FeaturesNotFoundError as error:  # a KeyError: give it the one-line treatment of ValueErrors
         raise ValueError(str(error)) from None
     print(json.dumps(results, indent=2) if args.json else format_captions(results))

@@ -1,5 +1,6 @@
 """tfcaption-export: write a trained model as a TF Serving SavedModel (image bytes in, captions out), or as a
-LiteRT or ONNX file with the decoding inside (uint8 pixels in, tokens out)."""
+LiteRT or ONNX file with the decoding inside (uint8 pixels, or a region model's float features, in; tokens
+out)."""
 
 import sys
 
@@ -40,6 +41,10 @@ def build_parser():
                         help="with --format litert / onnx: the directory (default exports/<name>/<format>/)")
     parser.add_argument("--quantize", default=None, metavar="MODE",
                         help="with --format litert: float16 or dynamic_int8 (default: float32)")
+    parser.add_argument("--regions", type=int, default=None, metavar="R",
+                        help="with --format litert / onnx and a region-feature model: regions per image fixed in "
+                             "the file, which takes float32 features [1, R, D], zero rows as padding (default: the "
+                             "run's data max_regions, else 50)")
     sampling = parser.add_argument_group("sampling (--format litert)", "a random sampler in place of the search: the "
                                          "file then takes a seed beside the pixels")
     sampling.add_argument("--sampler", metavar="NAME", help="random, top_k or top_p")
@@ -54,7 +59,7 @@ def _check_flags(args):
     portable = args.format != "saved_model"
     flags = (("--output", args.output, portable), ("--quantize", args.quantize, args.format == "litert"),
              ("--export-root", args.export_root, not portable), ("--version", args.version, not portable),
-             ("--max-pixels", args.max_pixels, not portable),
+             ("--max-pixels", args.max_pixels, not portable), ("--regions", args.regions, portable),
              *((f"--{flag.replace('_', '-')}", getattr(args, flag), args.format == "litert")
                for flag in ("sampler", "temperature", "top_k", "top_p")))
     for flag, value, applies in flags:
@@ -88,13 +93,13 @@ def main(argv=None):
         from tfcaption.export.litert import export_run_litert
 
         print(export_run_litert(captioner, run_config, args.output, args.beam_size, args.max_steps, args.quantize,
-                                sampler))
+                                sampler, args.regions))
         return 0
     if args.format == "onnx":
         _require("tf2onnx", "onnx")
         from tfcaption.export.onnx import export_run_onnx
 
-        print(export_run_onnx(captioner, run_config, args.output, args.beam_size, args.max_steps))
+        print(export_run_onnx(captioner, run_config, args.output, args.beam_size, args.max_steps, args.regions))
         return 0
     from tfcaption.export.saved_model import export_run
 

@@ -22,7 +22,7 @@ from tensorflow.lite.python import schema_py_generated as schema
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
 from tfcaption.export.portable import (default_output, pixels_to_tokens, portable_metadata, prepared_output,
-                                       write_sidecar_files)
+                                       run_input_regions, write_sidecar_files)
 
 MODEL_FILE = "model.tflite"
 QUANTIZE_MODES = ("float16", "dynamic_int8")
@@ -80,11 +80,11 @@ def convert(function, quantize=None):
     return builtin_check(converter.convert())
 
 
-def export_litert(captioner, output, beam_size=3, max_steps=None, quantize=None, sampler=None):
+def export_litert(captioner, output, beam_size=3, max_steps=None, quantize=None, sampler=None, regions=None):
     """Writes `output/model.tflite`, `vocab.txt` and `metadata.json`; returns the model file's path.
 
     Args:
-        captioner: a `tfcaption.ImageCaptioner` with a pixel image encoder.
+        captioner: a `tfcaption.ImageCaptioner`.
         output: the directory (created; refused inside a TF Serving model directory; an existing
             model.tflite is never overwritten).
         beam_size: 1: greedy search; k > 1: beam search with k beams (fixed in the file).
@@ -92,10 +92,12 @@ def export_litert(captioner, output, beam_size=3, max_steps=None, quantize=None,
         quantize: None (float32), "float16" or "dynamic_int8".
         sampler: a random sampler (random, top_k, top_p; a `Sampler` or a name) in place of the search: the
             file then also takes `seed`, int32 [1], and returns one caption.
+        regions: a region-feature model's regions per image R, fixed in the file (it takes float32 features
+            [1, R, D], zero rows as padding; None: `MAX_REGIONS`); refused for a pixel model.
     """
     checked_quantize(quantize)
-    function = pixels_to_tokens(captioner, beam_size, max_steps, sampler)
-    metadata = portable_metadata(captioner, "litert", beam_size, max_steps, quantize, sampler)
+    function = pixels_to_tokens(captioner, beam_size, max_steps, sampler, regions)
+    metadata = portable_metadata(captioner, "litert", beam_size, max_steps, quantize, sampler, regions)
     path = prepared_output(output, MODEL_FILE)
     content = convert(function, quantize)
     with open(path, "wb") as f:
@@ -105,9 +107,9 @@ def export_litert(captioner, output, beam_size=3, max_steps=None, quantize=None,
 
 
 def export_run_litert(captioner, run_config, output=None, beam_size=None, max_steps=None, quantize=None,
-                      sampler=None):
-    """`export_litert` with a run's settings (`export.beam_size`, `data.max_decode_steps`); default output
-    `exports/<name>/litert/`."""
+                      sampler=None, regions=None):
+    """`export_litert` with a run's settings (`export.beam_size`, `data.max_decode_steps`, a region model's
+    `max_regions`: `run_input_regions`); default output `exports/<name>/litert/`."""
     return export_litert(captioner, output or default_output(run_config.export_name, "litert"),
                          beam_size or run_config.export.beam_size, max_steps or run_config.data.max_decode_steps,
-                         quantize, sampler)
+                         quantize, sampler, run_input_regions(captioner, run_config, regions))

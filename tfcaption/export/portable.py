@@ -8,6 +8,13 @@ normalisation, the encoder, and the decoding loop (greedy or beam search, fixed 
 random sampler (LiteRT only) takes a second input, `seed` int32 [1], and returns one caption (k = 1).
 Detokenising stays outside: strings are not part of LiteRT's built-in ops.
 
+A region-feature model (M2 on detector features) takes `features` instead, float32 [1, R, D]: R regions of D
+values, R fixed at export (`regions`; a run's default is its dataset's `max_regions`, else the M2 release's
+50). An image with fewer regions is zero-padded to R: rows of all zeros are the model's padding, masked by
+its region encoder as in training and in the SavedModel (a `released`-mask model, m2_reference, attends to
+them as the authors' code does, which is why that code always pads to 50). No count or mask input: the zero
+rows are the mask, so the file needs nothing the SavedModel does not.
+
 Beside the model file: `vocab.txt` (the tokenizer's tokens, id = line number; a BERT tokenizer's settings in
 `tokenizer_config.json`) and `metadata.json` (`portable_metadata`). `image_pixels` turns encoded image
 bytes into the uint8 input with the SavedModel's own decode and resize ops, run eagerly.
@@ -30,6 +37,7 @@ DEFAULT_OUTPUT_ROOT = "exports"
 METADATA_FILE = "metadata.json"
 VOCAB_FILE = "vocab.txt"
 INPUT_NAME = "pixels"
+FEATURES_NAME = "features"
 SEED_NAME = "seed"
 OUTPUT_NAMES = ("tokens", "scores")
 # Bumped when the layout or the metadata's meaning changes; readers refuse newer files.
@@ -61,6 +69,36 @@ def _tokenizer_kind(captioner):
     return captioner.preprocessor.tokenizer
 
 
+def run_input_regions(captioner, run_config, regions=None):
+    """`regions` for a run's export: the caller's, else for a region-feature model the regions per image its
+    dataset kept (`max_regions` in the data spec or options, else `MAX_REGIONS`); None for a pixel model."""
+    if regions is not None or captioner._require_backbone().input_key == "images":
+        return regions
+    from tfcaption.data.region_features import MAX_REGIONS
+    from tfcaption.data.sources import DatasetSpec
+
+    options = {**DatasetSpec.parse(run_config.data.spec).options, **(run_config.data.options or {})}
+    return int(options.get("max_regions", MAX_REGIONS))
+
+
+def input_spec(captioner, regions=None):
+    """The file's image input: uint8 `pixels` [1, H, W, 3], or float32 `features` [1, regions, D] for a
+    region-feature model (`regions` None: `MAX_REGIONS`); a ValueError for `regions` on a pixel model."""
+    encoder = captioner._require_backbone().image_encoder
+    if encoder.input_key == "images":
+        if regions is not None:
+            raise ValueError("--regions applies to region-feature models; this model reads pixels.")
+        height, width = image_hw(encoder.image_size)
+        return tf.TensorSpec([1, height, width, 3], tf.uint8, name=INPUT_NAME)
+    if regions is None:
+        from tfcaption.data.region_features import MAX_REGIONS
+
+        regions = MAX_REGIONS
+    if isinstance(regions, bool) or not isinstance(regions, int) or regions < 1:
+        raise ValueError(f"--regions must be an integer >= 1, got {regions!r}.")
+    return tf.TensorSpec([1, regions, encoder.feature_dim], tf.float32, name=FEATURES_NAME)
+
+
 def random_sampler(sampler):
     """`sampler` (a `Sampler`, name or config) when it draws at random, None for None, else a ValueError."""
     if sampler is None:
@@ -72,27 +110,25 @@ def random_sampler(sampler):
     return sampler
 
 
-def pixels_to_tokens(captioner, beam_size=3, max_steps=None, sampler=None):
-    """The exported `tf.function`: uint8 `pixels` [1, H, W, 3] -> {"tokens", "scores"} (see the module).
+def pixels_to_tokens(captioner, beam_size=3, max_steps=None, sampler=None, regions=None):
+    """The exported `tf.function`: uint8 `pixels` [1, H, W, 3] (or float32 `features` [1, R, D] for a
+    region-feature model) -> {"tokens", "scores"} (see the module).
 
     Args:
-        captioner: a `tfcaption.ImageCaptioner` with a pixel image encoder.
+        captioner: a `tfcaption.ImageCaptioner`.
         beam_size: 1 for greedy search, k > 1 for beam search with k beams.
         max_steps: tokens generated at most, <eos> included (None: the model's longest).
         sampler: a random sampler (`RandomSampler`, `TopKSampler`, `TopPSampler`, or a name) instead of the
             search: the function then also takes `seed`, int32 [1] (the same seed, the same caption), and
             k = 1.
+        regions: a region-feature model's R, fixed in the file (None: `MAX_REGIONS`); refused for pixels.
     """
     model, vocab = captioner._require_backbone(), captioner.preprocessor.vocabulary
-    if model.input_key != "images":
-        raise ValueError("LiteRT and ONNX exports take pixels; this model reads precomputed region features, "
-                         "which they do not support yet.")
+    spec = input_spec(captioner, regions)
     if isinstance(beam_size, bool) or not isinstance(beam_size, int) or beam_size < 1:
         raise ValueError(f"beam size must be an integer >= 1, got {beam_size!r}.")
     sampler = random_sampler(sampler)
     max_steps = checked_max_steps(model, max_steps)
-    height, width = image_hw(model.image_encoder.image_size)
-    spec = tf.TensorSpec([1, height, width, 3], tf.uint8, name=INPUT_NAME)
 
     def outputs(out):
         beams = out.get("beam_tokens", out["tokens"][:, None])
@@ -100,35 +136,46 @@ def pixels_to_tokens(captioner, beam_size=3, max_steps=None, sampler=None):
         return {"tokens": tf.cast(beams, tf.int32), "scores": tf.cast(scores, tf.float32)}
 
     if sampler is not None:
-        def sampled(pixels, seed):
+        def sampled(inputs, seed):
             # int32 seeds: the samplers' hash then needs no 64-bit bitwise op (LiteRT has none).
-            return outputs(generate(model, tf.cast(pixels, tf.float32), sampler, max_steps, seeds=seed,
+            return outputs(generate(model, tf.cast(inputs, tf.float32), sampler, max_steps, seeds=seed,
                                     special_ids=vocab))
 
         return tf.function(sampled, input_signature=[spec, tf.TensorSpec([1], tf.int32, name=SEED_NAME)])
 
-    def searched(pixels):
-        return outputs(generate(model, tf.cast(pixels, tf.float32), beam_size, max_steps, special_ids=vocab))
+    def searched(inputs):
+        return outputs(generate(model, tf.cast(inputs, tf.float32), beam_size, max_steps, special_ids=vocab))
 
     return tf.function(searched, input_signature=[spec])
 
 
-def portable_metadata(captioner, fmt, beam_size, max_steps, quantize=None, sampler=None):
+def _input_metadata(captioner, regions):
+    """metadata.json's `input` entry (and `image_size` for pixels)."""
+    spec = input_spec(captioner, regions)
+    if spec.name == FEATURES_NAME:
+        return {"input": {"name": FEATURES_NAME, "dtype": "float32", "shape": spec.shape.as_list(),
+                          "features": "one image's region features (e.g. the M2 release's detector features), "
+                                      "rows of all zeros after the real regions up to the fixed count; rows of "
+                                      "all zeros are padding (masked unless the model's mask is 'released')",
+                          "regions": spec.shape[1], "feature_dim": spec.shape[2]}}
+    height, width = spec.shape[1], spec.shape[2]
+    return {"input": {"name": INPUT_NAME, "dtype": "uint8", "shape": [1, height, width, 3],
+                      # The model normalises inside (its image encoder's own scaling), so apps feed raw RGB values.
+                      "pixels": "RGB values 0..255; the image encoder normalises them inside the model",
+                      "resize": "bilinear with antialiasing (tf.image.resize) to the input size, as the "
+                                "SavedModel and training do; no resize when the image has that size"},
+            "image_size": [height, width]}
+
+
+def portable_metadata(captioner, fmt, beam_size, max_steps, quantize=None, sampler=None, regions=None):
     """The `metadata.json` of a LiteRT or ONNX export: what an app needs to feed the model and read it."""
     model, vocab = captioner._require_backbone(), captioner.preprocessor.vocabulary
-    height, width = image_hw(model.image_encoder.image_size)
     max_steps = checked_max_steps(model, max_steps)
     sampler = random_sampler(sampler)
     if sampler is not None:
         beam_size = 1
     metadata = {
-        "format": fmt, "format_version": FORMAT_VERSION, "quantize": quantize,
-        "input": {"name": INPUT_NAME, "dtype": "uint8", "shape": [1, height, width, 3],
-                  # The model normalises inside (its image encoder's own scaling), so apps feed raw RGB values.
-                  "pixels": "RGB values 0..255; the image encoder normalises them inside the model",
-                  "resize": "bilinear with antialiasing (tf.image.resize) to the input size, as the SavedModel "
-                            "and training do; no resize when the image has that size"},
-        "image_size": [height, width],
+        "format": fmt, "format_version": FORMAT_VERSION, "quantize": quantize, **_input_metadata(captioner, regions),
         "outputs": {"tokens": {"dtype": "int32", "shape": [1, beam_size, max_steps]},
                     "scores": {"dtype": "float32", "shape": [1, beam_size]}},
         "sampler": "greedy" if beam_size == 1 else "beam",

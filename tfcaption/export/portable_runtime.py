@@ -6,6 +6,10 @@ as uint8 [1, H, W, 3] to ai-edge-litert's interpreter or an ONNX Runtime session
 tokens are detokenised with the `vocab.txt` beside the file. The decoding (greedy, beam size or a random
 sampler's settings, and the caption length) is fixed in the file: a request for another is refused in one
 line, never silently ignored; a sampling file takes the caller's seed.
+
+A region-feature file takes each image's features instead, (n, D) float32 with n <= R (the regions fixed at
+export), zero-padded to [1, R, D] here (`feature_input`), as `tfcaption.load(...).caption(arrays)` and
+`tfcaption-caption --features FILE.h5 --model model.tflite` give them.
 """
 
 import os
@@ -13,7 +17,7 @@ import os
 import numpy as np
 
 from tfcaption.data.vocabulary import load_vocabulary
-from tfcaption.export.portable import read_metadata, image_pixels
+from tfcaption.export.portable import FEATURES_NAME, INPUT_NAME, image_pixels, read_metadata
 
 SUFFIXES = {".tflite": "litert", ".onnx": "onnx"}
 EXTRAS = {"litert": ("ai_edge_litert", "litert"), "onnx": ("onnxruntime", "onnx")}
@@ -84,10 +88,26 @@ def file_sampler(path, seed):
     return samplers.NAMES[metadata["sampler"]](**{**metadata["sampler_config"], "seed": seed})
 
 
+def feature_input(path, features, regions, feature_dim):
+    """One image's region features (n, D) as the file's float32 [1, R, D] input: zero rows appended up to R;
+    trailing zero rows beyond R (a batch's padding) dropped; a ValueError when D differs or more than R rows
+    hold values."""
+    features = np.asarray(features, np.float32)
+    if features.ndim != 2 or features.shape[1] != feature_dim:
+        raise ValueError(f"{path} takes region features (regions, {feature_dim}); got shape {features.shape}.")
+    used = len(features)
+    while used > regions and not features[used - 1].any():
+        used -= 1
+    if used > regions:
+        raise ValueError(f"{path} takes at most {regions} regions per image, fixed at export; got {used} (re-export "
+                         "with tfcaption-export --regions).")
+    padded = np.zeros((1, regions, feature_dim), np.float32)
+    padded[0, :used] = features[:used]
+    return padded
+
+
 class PortableBackend:
     """A `CaptionPredictor` backend over a .tflite or .onnx file and the metadata.json / vocab.txt beside it."""
-
-    input_key = "images"
 
     def __init__(self, path, beam_size=None, sampler=None, max_length=None):
         self.path = os.fspath(path)
@@ -106,12 +126,22 @@ class PortableBackend:
                               f"'tfcaption[{extra}]'") from None
         directory = os.path.dirname(os.path.abspath(self.path))
         self.vocab = load_vocabulary(os.path.join(directory, metadata["vocab"]), metadata["tokenizer"])
-        self.image_size = tuple(metadata["image_size"])
+        if metadata["input"]["name"] == FEATURES_NAME:
+            self.input_key, self.image_size = "features", None
+            _, self.regions, self.feature_dim = metadata["input"]["shape"]
+        else:
+            self.input_key, self.image_size = "images", tuple(metadata["image_size"])
 
-    def tokens(self, image_bytes, seed=None):
-        """The file's outputs for one encoded image: `tokens` int32 [k, T] and `scores` float32 [k]. A sampling
-        file draws with `seed` (else the caller's sampler's seed, else a new one)."""
-        feed = {"pixels": image_pixels(image_bytes, self.image_size)[None]}
+    def _input(self, data):
+        if self.input_key == "features":
+            return {FEATURES_NAME: feature_input(self.path, data, self.regions, self.feature_dim)}
+        return {INPUT_NAME: image_pixels(data, self.image_size)[None]}
+
+    def tokens(self, data, seed=None):
+        """The file's outputs for one encoded image (a region-feature file: one image's features (n, D)):
+        `tokens` int32 [k, T] and `scores` float32 [k]. A sampling file draws with `seed` (else the caller's
+        sampler's seed, else a new one)."""
+        feed = self._input(data)
         if "seed" in self.metadata:
             seed = self.seed if seed is None else seed
             if seed is None:  # as the samplers do without a seed: a new draw on every call
