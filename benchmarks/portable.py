@@ -27,7 +27,7 @@ import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # backbone_cost, also when loaded by path
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
