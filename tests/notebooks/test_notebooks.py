@@ -6,7 +6,7 @@ into the repository; any cell error fails that notebook's test with the cell's t
 each notebook must produce its figures (PNG outputs, counted) and the key lines of text it exists to show.
 Nothing here needs the network: quick mode writes its own stand-ins for downloads.
 
-The six kernels run two at a time (measured on 2 cores: 01 and 05 together took 43 s against 60 s one
+The seven kernels run two at a time (measured on 2 cores: 01 and 05 together took 43 s against 60 s one
 after the other, since much of a quick run is single-threaded tracing and Python), longest first.
 """
 
@@ -27,8 +27,8 @@ COLAB_URL = "https://colab.research.google.com/github/tfcaption/tfcaption/blob/m
 INSTALL = "git+https://github.com/tfcaption/tfcaption"
 CELL_TIMEOUT_S = 240
 PARALLEL = min(2, os.cpu_count() or 1)
-ORDER = ("01_quickstart", "05_serving", "06_caption_with_blip", "03_pretrained_vit", "02_your_own_images",
-         "04_reproduce_m2")  # longest first
+ORDER = ("01_quickstart", "05_serving", "06_caption_with_blip", "03_pretrained_vit", "07_on_device",
+         "02_your_own_images", "04_reproduce_m2")  # longest first
 
 # What each notebook must show when run quick: at least `figures` PNG outputs, and each pattern (a regular
 # expression) somewhere in its text outputs. A new notebook must be added here.
@@ -77,6 +77,14 @@ EXPECTED = {
                  r"the same captions as transformers' generate\(\): True",
                  r"pieces, attention \(\d+, 4, 4\)", r"saved_model\.pb",
                  r'"tfcaption or tensorflow_text imported": false', r"HTTP 200", r"served  image_0\.png: '"],
+    },
+    "07_on_device": {
+        "figures": 2,  # sizes and latencies, test images captioned by TensorFlow and the int8 file
+        "text": [r"LiteRT float32 +\d+\.\d\d MB", r"LiteRT dynamic int8 +\d+\.\d\d MB",
+                 r"model\.tflite: built-in ops only: True \(.*WHILE", r"'pixels'", r"image 0, LiteRT float32: '",
+                 r"LiteRT float32 gives TensorFlow's tokens on \d+ of 6 images",
+                 r"LiteRT float32 +p50 +\d+\.\d\d ms +\( *\d+\.\dx lower than TensorFlow\)",
+                 r"tfcaption\.load\(model\.tflite\) gives the interpreter's captions: True"],
     },
 }
 
