@@ -216,9 +216,17 @@ def blip(tmp_path_factory):
 
 
 @pytest.mark.parametrize("fmt, beam_size", [("litert", 1), ("litert", 2), ("onnx", 2)])
-def test_an_imported_blip_run_converts_with_tensorflows_tokens(blip, tmp_path, fmt, beam_size):
-    from tfcaption.export.litert import export_litert
+def test_an_imported_blip_run_converts_with_transformers_beam_search_and_tensorflows_tokens(blip, tmp_path, fmt,
+                                                                                          beam_size):
+    from tfcaption.export.litert import builtin_check, export_litert
     from tfcaption.export.onnx import export_onnx
+    from tfcaption.export.portable import read_metadata
 
     path = (export_litert if fmt == "litert" else export_onnx)(blip, str(tmp_path / "blip"), beam_size, STEPS)
+    metadata = read_metadata(path)
+    assert metadata["sampler"] == ("greedy" if beam_size == 1 else "generate_beam")
+    assert metadata["resample"] == "bicubic"
+    if fmt == "litert":
+        with open(path, "rb") as f:
+            builtin_check(f.read())
     _assert_tensorflows_tokens(path, blip, beam_size)

@@ -116,7 +116,8 @@ def pixels_to_tokens(captioner, beam_size=3, max_steps=None, sampler=None, regio
 
     Args:
         captioner: a `tfcaption.ImageCaptioner`.
-        beam_size: 1 for greedy search, k > 1 for beam search with k beams.
+        beam_size: 1 for greedy search, k > 1 for beam search with k beams (the run's own search:
+            `ImageCaptioner.default_sampler`, transformers' for an imported BLIP run).
         max_steps: tokens generated at most, <eos> included (None: the model's longest).
         sampler: a random sampler (`RandomSampler`, `TopKSampler`, `TopPSampler`, or a name) instead of the
             search: the function then also takes `seed`, int32 [1] (the same seed, the same caption), and
@@ -144,7 +145,9 @@ def pixels_to_tokens(captioner, beam_size=3, max_steps=None, sampler=None, regio
         return tf.function(sampled, input_signature=[spec, tf.TensorSpec([1], tf.int32, name=SEED_NAME)])
 
     def searched(inputs):
-        return outputs(generate(model, tf.cast(inputs, tf.float32), beam_size, max_steps, special_ids=vocab))
+        return outputs(generate(model, tf.cast(inputs, tf.float32), search, max_steps, special_ids=vocab))
+
+    search = captioner.default_sampler(beam_size)
 
     return tf.function(searched, input_signature=[spec])
 
@@ -159,12 +162,15 @@ def _input_metadata(captioner, regions):
                                       "all zeros are padding (masked unless the model's mask is 'released')",
                           "regions": spec.shape[1], "feature_dim": spec.shape[2]}}
     height, width = spec.shape[1], spec.shape[2]
+    resample = captioner.preprocessor.resample
+    resize = ("PIL's bicubic on uint8 (the checkpoint's image processor)" if resample == "bicubic" else
+              "bilinear with antialiasing (tf.image.resize)")
     return {"input": {"name": INPUT_NAME, "dtype": "uint8", "shape": [1, height, width, 3],
                       # The model normalises inside (its image encoder's own scaling), so apps feed raw RGB values.
                       "pixels": "RGB values 0..255; the image encoder normalises them inside the model",
-                      "resize": "bilinear with antialiasing (tf.image.resize) to the input size, as the "
-                                "SavedModel and training do; no resize when the image has that size"},
-            "image_size": [height, width]}
+                      "resize": f"{resize} to the input size, as the SavedModel and training do; no resize "
+                                "when the image has that size"},
+            "image_size": [height, width], "resample": resample}
 
 
 def portable_metadata(captioner, fmt, beam_size, max_steps, quantize=None, sampler=None, regions=None):
@@ -178,15 +184,14 @@ def portable_metadata(captioner, fmt, beam_size, max_steps, quantize=None, sampl
         "format": fmt, "format_version": FORMAT_VERSION, "quantize": quantize, **_input_metadata(captioner, regions),
         "outputs": {"tokens": {"dtype": "int32", "shape": [1, beam_size, max_steps]},
                     "scores": {"dtype": "float32", "shape": [1, beam_size]}},
-        "sampler": "greedy" if beam_size == 1 else "beam",
+        "sampler": "greedy" if beam_size == 1 else samplers.name_of(captioner.default_sampler(beam_size)),
         "beam_size": beam_size, "max_steps": max_steps,
         "special_ids": dataclasses.asdict(SpecialIds.of(vocab)),
         "tokenizer": _tokenizer_kind(captioner), "vocab": VOCAB_FILE,
         "image_encoder": model.image_encoder.serving_info(),
     }
     if sampler is not None:
-        name = next(name for name, cls in samplers.NAMES.items() if type(sampler) is cls)
-        metadata.update(sampler=name, sampler_config=sampler.get_config(),
+        metadata.update(sampler=samplers.name_of(sampler), sampler_config=sampler.get_config(),
                         seed={"name": SEED_NAME, "dtype": "int32", "shape": [1]})
     return metadata
 
@@ -222,8 +227,8 @@ def read_metadata(model_path):
     return metadata
 
 
-def image_pixels(image_bytes, image_size):
-    """Encoded image bytes -> uint8 [H, W, 3], the SavedModel's decode and resize (`decode_image`) run
-    eagerly, rounded to the nearest pixel value."""
-    pixels = decode_image(tf.constant(image_bytes), image_size).numpy()
+def image_pixels(image_bytes, image_size, resample="bilinear"):
+    """Encoded image bytes -> uint8 [H, W, 3], the SavedModel's decode and resize (`decode_image` with the
+    run's `resample`) run eagerly, rounded to the nearest pixel value."""
+    pixels = decode_image(tf.constant(image_bytes), image_size, resample).numpy()
     return np.round(pixels).astype(np.uint8)

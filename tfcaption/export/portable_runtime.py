@@ -48,7 +48,7 @@ def _decoding_of(sampler):
     from tfcaption import samplers
 
     sampler = samplers.get(sampler)
-    name = next(name for name, cls in samplers.NAMES.items() if type(sampler) is cls)
+    name = samplers.name_of(sampler)
     config = {key: value for key, value in sampler.get_config().items() if key != "seed"}
     return name, config, getattr(sampler, "seed", None)
 
@@ -57,15 +57,19 @@ def _checked_request(path, metadata, beam_size, sampler):
     """The seed a caller's sampler asks for (None: a new draw per call), or a one-line ValueError when the
     caller's beam size or sampler is not the decoding fixed in the file."""
     fixed = metadata["sampler"]
-    if fixed in ("greedy", "beam"):
+    if fixed in ("greedy", "beam", "generate_beam"):
         from tfcaption import samplers
 
-        expected = samplers.GreedySampler() if fixed == "greedy" else samplers.BeamSampler(metadata["beam_size"])
+        def search(k):  # the file's search (M2's or transformers' beam search) with k beams
+            return samplers.GreedySampler() if k == 1 else samplers.get(
+                "beam" if fixed == "greedy" else fixed, num_beams=k)
+
+        expected = search(metadata["beam_size"])
         wanted = expected if sampler is None else samplers.get(sampler)
         if beam_size is not None and sampler is None:
-            wanted = samplers.GreedySampler() if int(beam_size) == 1 else samplers.BeamSampler(int(beam_size))
+            wanted = search(int(beam_size))
         if _decoding_of(wanted)[:2] != _decoding_of(expected)[:2]:
-            got = (f"beam size {wanted.num_beams}" if isinstance(wanted, samplers.BeamSampler) else
+            got = (f"beam size {wanted.num_beams}" if hasattr(wanted, "num_beams") else
                    "beam size 1" if isinstance(wanted, samplers.GreedySampler) else type(wanted).__name__)
             raise ValueError(f"{path} decodes with beam size {metadata['beam_size']}, fixed at export; got {got} "
                              "(re-export with tfcaption-export --beam-size or --sampler).")
@@ -131,11 +135,12 @@ class PortableBackend:
             _, self.regions, self.feature_dim = metadata["input"]["shape"]
         else:
             self.input_key, self.image_size = "images", tuple(metadata["image_size"])
+            self.resample = metadata.get("resample", "bilinear")
 
     def _input(self, data):
         if self.input_key == "features":
             return {FEATURES_NAME: feature_input(self.path, data, self.regions, self.feature_dim)}
-        return {INPUT_NAME: image_pixels(data, self.image_size)[None]}
+        return {INPUT_NAME: image_pixels(data, self.image_size, self.resample)[None]}
 
     def tokens(self, data, seed=None):
         """The file's outputs for one encoded image (a region-feature file: one image's features (n, D)):

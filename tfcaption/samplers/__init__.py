@@ -12,9 +12,9 @@ from tfcaption.samplers.generate_beam_sampler import GenerateBeamSampler
 from tfcaption.samplers.greedy_sampler import GreedySampler
 from tfcaption.samplers.random_sampler import RandomSampler
 from tfcaption.samplers.sampler import Sampler
-from tfcaption.samplers.serialization import NAMES, deserialize, get, serialize
+from tfcaption.samplers.serialization import NAMES, deserialize, get, name_of, serialize
 from tfcaption.samplers.top_k_sampler import TopKSampler
 from tfcaption.samplers.top_p_sampler import TopPSampler
 
 __all__ = ["BeamSampler", "GenerateBeamSampler", "GreedySampler", "NAMES", "RandomSampler", "Sampler", "TopKSampler",
-           "TopPSampler", "deserialize", "get", "serialize"]
+           "TopPSampler", "deserialize", "get", "name_of", "serialize"]

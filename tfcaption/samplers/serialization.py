@@ -21,6 +21,11 @@ NAMES = {
 }
 
 
+def name_of(sampler):
+    """The name `get` builds `sampler`'s class from: `name_of(get("top_p")) == "top_p"`."""
+    return next(name for name, cls in NAMES.items() if type(sampler) is cls)
+
+
 def serialize(sampler):
     """A JSON-serialisable dict for `deserialize` (Keras's object format)."""
     return keras.saving.serialize_keras_object(sampler)
