@@ -83,6 +83,23 @@ def tensorflow_only(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def blip_runs(tmp_path_factory):
+    """`blip_runs(name)`: the BLIP fixture checkpoint `name` (tests/fixtures/hf) imported into a run directory,
+    once per module; returns its path."""
+    from tests.helpers.hf_fixture import model_dir
+    from tfcaption.interop.hf.import_blip import import_blip
+
+    root, paths = tmp_path_factory.mktemp("imported"), {}
+
+    def run(name):
+        if name not in paths:
+            paths[name] = import_blip(model_dir(name), str(root / name))[1].path
+        return paths[name]
+
+    return run
+
+
+@pytest.fixture(scope="module")
 def converted(tmp_path_factory):
     """The M2 reference fixture converted to a run directory, and its inputs as an HDF5 file (ids 100, 101, 102).
 

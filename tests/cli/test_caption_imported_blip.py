@@ -7,7 +7,6 @@ prompt) case with the argv a shell would give it and collects each call's stdout
 TensorFlow start.
 """
 
-import functools
 import json
 import os
 import subprocess
@@ -18,10 +17,9 @@ import pytest
 
 from tests.helpers.exports import TINY_MAX_STEPS
 from tests.helpers.fixed_token import one_word_captioner, write_run
-from tests.helpers.hf_fixture import BLIP_MODELS, assert_close, expected, images, manifest, model_dir
+from tests.helpers.hf_fixture import BLIP_MODELS, assert_close, expected, images, manifest
 from tests.helpers.paths import REPO_ROOT
 from tfcaption.cli import caption as caption_cli
-from tfcaption.interop.hf.import_blip import import_blip
 
 NEW_TOKENS = 8  # the fixtures' max_new_tokens
 CASES = {"greedy": ["--beam-size", "1"], "greedy_prompt": ["--beam-size", "1", "--prompt", "a picture of"],
@@ -40,23 +38,14 @@ print(json.dumps(calls))
 """
 
 
-@functools.lru_cache(maxsize=None)
-def _run(name, root):
-    return import_blip(model_dir(name), f"{root}/{name}")[1].path
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp("imported"))
-    return lambda name: _run(name, root)
-
-
-@pytest.fixture(scope="module")
-def cli_outputs(runs):
+def cli_outputs(blip_runs):
     """{(checkpoint, case): the JSON list tfcaption-caption printed} for every BLIP fixture and case of CASES."""
     paths = [str(path) for path in images()]
     keys = [(name, case) for name in BLIP_MODELS for case in CASES]
-    argvs = [[*paths, "--model", runs(name), "--max-steps", str(NEW_TOKENS), "--json", *CASES[case]]
+    argvs = [[*paths, "--model", blip_runs(name), "--max-steps", str(NEW_TOKENS), "--json", *CASES[case]]
              for name, case in keys]
     env = {**os.environ, "PYTHONPATH": REPO_ROOT, "TF_CPP_MIN_LOG_LEVEL": "2"}
     done = subprocess.run([sys.executable, "-c", DRIVER, json.dumps(argvs)], capture_output=True, text=True, env=env,
@@ -124,9 +113,9 @@ def test_a_prompt_the_run_cannot_take_is_one_line_and_exit_2(word_run, flags, me
     assert len(err) == 1 and err[0].startswith("tfcaption-caption: error: ") and message in err[0], err
 
 
-def test_a_prompt_too_long_for_the_position_table_is_one_line(runs, capsys):
+def test_a_prompt_too_long_for_the_position_table_is_one_line(blip_runs, capsys):
     positions = manifest()["models"]["blip_b"]["config"]["text_config"]["max_position_embeddings"]
-    assert caption_cli.main([str(images()[0]), "--model", runs("blip_b"), "--prompt", "a picture of",
+    assert caption_cli.main([str(images()[0]), "--model", blip_runs("blip_b"), "--prompt", "a picture of",
                              "--max-steps", str(positions)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"exceed this model's {positions} positions" in err[0], err

@@ -4,7 +4,6 @@
 generate() defaults; `generate(prompt=...)` continues a text prompt, in memory from a Hub directory too."""
 
 import dataclasses
-import functools
 import json
 import shutil
 
@@ -22,23 +21,14 @@ from tfcaption.training.run_directory import RunDirectory
 PROMPT = "a picture of"
 
 
-@functools.lru_cache(maxsize=None)
-def _run(name, root):
-    return import_blip(model_dir(name), f"{root}/{name}")[1].path
-
-
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp("imported"))
-    return lambda name: _run(name, root)
 
 
 def _paths():
     return [str(path) for path in images()]
 
 
-def test_import_records_transformers_beam_search_and_generate_defaults(runs):
-    run = RunDirectory(runs("blip_a"))
+def test_import_records_transformers_beam_search_and_generate_defaults(blip_runs):
+    run = RunDirectory(blip_runs("blip_a"))
     config = RunConfig.load(run.config)
     assert (config.decode.beam_search, config.decode.beam_size, config.export.beam_size) == ("generate", 1, 1)
     assert config.data.max_decode_steps == 20 - 1  # transformers' max_length 20 counts [DEC]
@@ -58,18 +48,18 @@ def test_a_generation_config_sets_the_runs_beam_size_and_caption_length(tmp_path
         assert type(sampler) is samplers.GenerateBeamSampler and sampler.num_beams == 4
 
 
-def test_auto_beam_search_is_transformers_for_a_blip_layout_model_and_m2_for_others(runs):
-    imported = RunConfig.load(RunDirectory(runs("blip_a")).config)
+def test_auto_beam_search_is_transformers_for_a_blip_layout_model_and_m2_for_others(blip_runs):
+    imported = RunConfig.load(RunDirectory(blip_runs("blip_a")).config)
     written_before = imported.replace(decode=dataclasses.replace(imported.decode, beam_search="auto"))
     assert (imported.beam_search, written_before.beam_search, RunConfig().beam_search) == ("generate", "generate", "m2")
     assert RunConfig().replace(decode=dataclasses.replace(imported.decode, beam_search="generate")).beam_search == \
         "generate"
 
 
-def test_a_beam_size_on_an_imported_run_runs_transformers_beam_search(runs):
-    sampler = tfcaption.load(runs("blip_a"), beam_size=3).backend.sampler
+def test_a_beam_size_on_an_imported_run_runs_transformers_beam_search(blip_runs):
+    sampler = tfcaption.load(blip_runs("blip_a"), beam_size=3).backend.sampler
     assert type(sampler) is samplers.GenerateBeamSampler and sampler.num_beams == 3
-    captioner = ImageCaptioner.from_preset(runs("blip_a"))
+    captioner = ImageCaptioner.from_preset(blip_runs("blip_a"))
     assert type(captioner.default_sampler(1)) is samplers.GreedySampler
     assert type(captioner.resolve_sampler("beam")) is samplers.BeamSampler  # asked for by name: M2's
     assert type(ImageCaptioner.from_config(captioner.get_config()).default_sampler(2)) is samplers.GenerateBeamSampler
@@ -84,8 +74,8 @@ def test_generate_with_a_prompt_on_a_hub_directory_gives_transformers_captions(s
     assert [o["caption"] for o in out] == manifest()["models"]["blip_b"]["generation"]["captions"][case]
 
 
-def test_the_default_length_counts_the_prompt_as_transformers_max_length(runs):
-    captioner = ImageCaptioner.from_preset(runs("blip_b"))
+def test_the_default_length_counts_the_prompt_as_transformers_max_length(blip_runs):
+    captioner = ImageCaptioner.from_preset(blip_runs("blip_b"))
     prompt_ids = captioner.preprocessor.prompt_ids(PROMPT)
     np.testing.assert_array_equal(prompt_ids, expected("blip_b")["prompt_input_ids"][0, :-1] * [0, 1, 1, 1]
                                   + [captioner.preprocessor.bos_id, 0, 0, 0])  # [DEC], then the processor's pieces
@@ -94,8 +84,8 @@ def test_the_default_length_counts_the_prompt_as_transformers_max_length(runs):
     assert out[0]["caption"].startswith(PROMPT)
 
 
-def test_one_prompt_per_image_equals_the_prompt_for_all(runs):
-    captioner = ImageCaptioner.from_preset(runs("blip_a"))
+def test_one_prompt_per_image_equals_the_prompt_for_all(blip_runs):
+    captioner = ImageCaptioner.from_preset(blip_runs("blip_a"))
     shared = captioner.generate(_paths(), sampler="greedy", max_length=4, prompt=PROMPT)
     assert captioner.generate(_paths(), sampler="greedy", max_length=4, prompt=[PROMPT] * 3) == shared
     shorter = captioner.generate(_paths(), sampler="greedy", max_length=4, prompt="a", return_details=True)
@@ -106,14 +96,14 @@ def test_one_prompt_per_image_equals_the_prompt_for_all(runs):
         captioner.generate(_paths(), sampler="greedy", max_length=4, prompt=[PROMPT, PROMPT])
 
 
-def test_evaluate_on_an_imported_run_scores_transformers_beam_search_captions(runs, tiny_shapes, tmp_path, capsys):
+def test_evaluate_on_an_imported_run_scores_transformers_beam_search_captions(blip_runs, tiny_shapes, tmp_path, capsys):
     from tfcaption.cli import evaluate as evaluate_cli
     from tfcaption.data import pipeline
     from tfcaption.data.records import load_manifest
     from tfcaption.decoding import caption_batches
 
     output = tmp_path / "evaluation.json"
-    assert evaluate_cli.main(["--model", runs("blip_a"), "--data", tiny_shapes, "--splits", "test", "--beam-size", "3",
+    assert evaluate_cli.main(["--model", blip_runs("blip_a"), "--data", tiny_shapes, "--splits", "test", "--beam-size", "3",
                               "--max-steps", "8", "--no-java", "--output", str(output)]) == 0
     table = capsys.readouterr().out
     assert "test/model" in table and "CIDEr-D" in table
@@ -122,7 +112,7 @@ def test_evaluate_on_an_imported_run_scores_transformers_beam_search_captions(ru
     assert len(predictions) == load_manifest(tiny_shapes)["splits"]["test"]["images"]
     assert 0.0 <= report["report"]["test"]["model"]["cider_d"]
     # The run's beam search: transformers' (length-normalised scores), not M2's.
-    captioner = ImageCaptioner.from_preset(runs("blip_a"))
+    captioner = ImageCaptioner.from_preset(blip_runs("blip_a"))
     encoder = captioner.backbone.image_encoder
     reference = caption_batches(captioner.backbone, captioner.preprocessor.vocabulary,
                                 pipeline.eval_dataset(tiny_shapes, "test", 100, encoder.image_size, encoder.resample),

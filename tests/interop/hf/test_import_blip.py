@@ -8,7 +8,6 @@ encoder normalises again), and separately the fixture PNGs through the preproces
 PIL's uint8 levels.
 """
 
-import functools
 import json
 
 import keras
@@ -21,7 +20,7 @@ from tfcaption.config import RunConfig
 from tfcaption.data.bert_tokenizer import BertTokenizer
 from tfcaption.data.vocabulary import load_vocabulary
 from tfcaption.interop.hf import HubCheckpoint, HubCheckpointError
-from tfcaption.interop.hf.import_blip import blip_model_config, import_blip, is_hub_source
+from tfcaption.interop.hf.import_blip import blip_model_config, is_hub_source
 from tfcaption.models.captioner_backbone import CaptionerBackbone
 from tfcaption.models.config import CaptionerConfig, ConfigError
 from tfcaption.models.image_captioner import ImageCaptioner
@@ -30,15 +29,6 @@ from tfcaption.training.run_directory import RunDirectory
 NEW_TOKENS = 8  # the fixtures' max_new_tokens
 
 
-@functools.lru_cache(maxsize=None)
-def _run(name, root):
-    return import_blip(model_dir(name), f"{root}/{name}")[1].path
-
-
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp("imported"))
-    return lambda name: _run(name, root)
 
 
 def _model_pixels(captioner, name):
@@ -58,8 +48,8 @@ def _reference(name):
 
 
 @pytest.mark.parametrize("name", BLIP_MODELS)
-def test_imported_run_gives_transformers_greedy_tokens_and_captions(runs, name):
-    captioner = ImageCaptioner.from_preset(runs(name))
+def test_imported_run_gives_transformers_greedy_tokens_and_captions(blip_runs, name):
+    captioner = ImageCaptioner.from_preset(blip_runs(name))
     tokens, captions = _greedy(captioner, _model_pixels(captioner, name))
     reference_tokens, reference_captions = _reference(name)
     np.testing.assert_array_equal(tokens, reference_tokens)
@@ -67,18 +57,18 @@ def test_imported_run_gives_transformers_greedy_tokens_and_captions(runs, name):
 
 
 @pytest.mark.parametrize("name", BLIP_MODELS)
-def test_fixture_pngs_through_the_preprocessor_caption_as_transformers(runs, name):
-    tokens, captions = _greedy(ImageCaptioner.from_preset(runs(name)), [str(path) for path in images()])
+def test_fixture_pngs_through_the_preprocessor_caption_as_transformers(blip_runs, name):
+    tokens, captions = _greedy(ImageCaptioner.from_preset(blip_runs(name)), [str(path) for path in images()])
     reference_tokens, reference_captions = _reference(name)
     np.testing.assert_array_equal(tokens, reference_tokens)
     assert captions == reference_captions
 
 
 @pytest.mark.parametrize("name", BLIP_MODELS)
-def test_preprocessed_pixels_equal_blips_processor(runs, name):
+def test_preprocessed_pixels_equal_blips_processor(blip_runs, name):
     """The resize is PIL's bicubic on uint8 (`pil_bicubic_resize`): the same uint8 levels; after the model's
     normalisation the fixture's pixel_values within float32 rounding (1e-5)."""
-    captioner = ImageCaptioner.from_preset(runs(name))
+    captioner = ImageCaptioner.from_preset(blip_runs(name))
     _, pixels = captioner.preprocessor.preprocess_images([str(path) for path in images()])
     np.testing.assert_array_equal(pixels, np.round(_model_pixels(captioner, name)))
     normalised = np.asarray(captioner.backbone.image_encoder.normalize(pixels.astype("float32")))
@@ -86,10 +76,10 @@ def test_preprocessed_pixels_equal_blips_processor(runs, name):
 
 
 @pytest.mark.parametrize("name", BLIP_MODELS)
-def test_backbone_teacher_forced_logits_match_transformers(runs, name):
+def test_backbone_teacher_forced_logits_match_transformers(blip_runs, name):
     from tfcaption.data.pipeline import decoder_inputs
 
-    captioner = ImageCaptioner.from_preset(runs(name))
+    captioner = ImageCaptioner.from_preset(blip_runs(name))
     reference = expected(name)
     ids = reference["teacher_input_ids"]
     inputs = decoder_inputs(np.concatenate([ids, np.zeros_like(ids[:, :1])], axis=1), captioner.preprocessor.pad_id)
@@ -108,21 +98,21 @@ def test_hub_directory_imports_in_memory_without_writing(tmp_path):
     np.testing.assert_array_equal(tokens, _reference("blip_b")[0])
 
 
-def test_sources_are_told_apart_from_run_directories(runs):
+def test_sources_are_told_apart_from_run_directories(blip_runs):
     assert is_hub_source(model_dir("blip_a")) and is_hub_source("hf://Salesforce/blip-image-captioning-base")
-    assert not is_hub_source(runs("blip_a"))  # a run's config.json is a RunConfig
+    assert not is_hub_source(blip_runs("blip_a"))  # a run's config.json is a RunConfig
 
 
 @pytest.mark.parametrize("name", BLIP_MODELS)
-def test_special_ids_are_pad_dec_sep(runs, name):
+def test_special_ids_are_pad_dec_sep(blip_runs, name):
     ids = manifest()["models"][name]["token_ids"]
-    special = ImageCaptioner.from_preset(runs(name)).preprocessor.special_ids
+    special = ImageCaptioner.from_preset(blip_runs(name)).preprocessor.special_ids
     assert (special.pad_id, special.bos_id, special.eos_id) == (ids["pad"], ids["dec"], ids["sep"])
 
 
 @pytest.mark.parametrize("name", BLIP_MODELS)
-def test_run_directory_tokenizer_reloads_without_the_hub_files(runs, name):
-    run = RunDirectory(runs(name))
+def test_run_directory_tokenizer_reloads_without_the_hub_files(blip_runs, name):
+    run = RunDirectory(blip_runs(name))
     assert RunConfig.load(run.config).data.tokenizer == "bert"
     reloaded = load_vocabulary(run.vocab, "bert")
     assert reloaded == BertTokenizer.from_directory(model_dir(name))
@@ -130,11 +120,11 @@ def test_run_directory_tokenizer_reloads_without_the_hub_files(runs, name):
 
 
 @pytest.mark.parametrize("name", BLIP_MODELS)
-def test_model_config_round_trips_through_config_json_and_get_config(runs, name):
+def test_model_config_round_trips_through_config_json_and_get_config(blip_runs, name):
     config = blip_model_config(HubCheckpoint(model_dir(name)))
-    assert RunConfig.load(RunDirectory(runs(name)).config).model == config
+    assert RunConfig.load(RunDirectory(blip_runs(name)).config).model == config
     assert CaptionerConfig.from_dict(json.loads(config.to_json())) == config
-    backbone = ImageCaptioner.from_preset(runs(name)).backbone
+    backbone = ImageCaptioner.from_preset(blip_runs(name)).backbone
     assert CaptionerBackbone.from_config(backbone.get_config()).get_config() == backbone.get_config()
     vision = HubCheckpoint(model_dir(name)).config["vision_config"]
     part = config.image_encoder
@@ -142,8 +132,8 @@ def test_model_config_round_trips_through_config_json_and_get_config(runs, name)
         vision["image_size"], vision["patch_size"], vision["hidden_size"], vision["num_hidden_layers"])
 
 
-def test_keras_file_round_trip_keeps_weights_and_tokenizer(runs, tmp_path):
-    captioner = ImageCaptioner.from_preset(runs("blip_b"))
+def test_keras_file_round_trip_keeps_weights_and_tokenizer(blip_runs, tmp_path):
+    captioner = ImageCaptioner.from_preset(blip_runs("blip_b"))
     path = str(tmp_path / "blip.keras")
     captioner.save(path)
     loaded = keras.saving.load_model(path)
@@ -156,16 +146,16 @@ def test_keras_file_round_trip_keeps_weights_and_tokenizer(runs, tmp_path):
     assert captions == _reference("blip_b")[1]
 
 
-def test_tfcaption_load_captions_the_imported_run_as_its_captioner(runs):
+def test_tfcaption_load_captions_the_imported_run_as_its_captioner(blip_runs):
     paths = [str(path) for path in images()]
-    captions = [c["caption"] for c in tfcaption.load(runs("blip_a")).caption(paths)]
-    assert captions == ImageCaptioner.from_preset(runs("blip_a")).generate(paths)  # greedy, the run's length
+    captions = [c["caption"] for c in tfcaption.load(blip_runs("blip_a")).caption(paths)]
+    assert captions == ImageCaptioner.from_preset(blip_runs("blip_a")).generate(paths)  # greedy, the run's length
     assert [c[:len(r)] for c, r in zip(captions, _reference("blip_a")[1])] == _reference("blip_a")[1]
 
 
-def test_tfcaption_load_with_max_length_captions_as_transformers_max_new_tokens(runs):
+def test_tfcaption_load_with_max_length_captions_as_transformers_max_new_tokens(blip_runs):
     paths = [str(path) for path in images()]
-    captions = tfcaption.load(runs("blip_a"), sampler="greedy", max_length=NEW_TOKENS).caption(paths)
+    captions = tfcaption.load(blip_runs("blip_a"), sampler="greedy", max_length=NEW_TOKENS).caption(paths)
     assert [c["caption"] for c in captions] == _reference("blip_a")[1]
 
 
