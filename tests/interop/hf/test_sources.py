@@ -73,7 +73,8 @@ def test_offline_miss_is_one_line_with_the_files_and_a_download_command(offline_
                               "and offline (HF_HUB_OFFLINE); put its config.json, weights (model.safetensors, or "
                               "pytorch_model.bin, or the shards and index) and whichever of vocab.txt, "
                               "tokenizer.json, tokenizer_config.json, special_tokens_map.json, "
-                              "preprocessor_config.json, processor_config.json it has in a directory")
+                              "preprocessor_config.json, processor_config.json, generation_config.json it has in a "
+                              "directory")
     assert message.endswith("hf download tfcaption/not-cached --include '*.json' --include vocab.txt --include "
                             "'model*.safetensors' --include 'pytorch_model*.bin' --revision v1 "
                             "--local-dir ./not-cached")
