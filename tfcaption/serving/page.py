@@ -15,8 +15,8 @@ calls the server's own REST API, the same endpoints a TF Serving client uses:
 - where the export has prompts baked in (its serving config's `prompts`: a BLIP run exported with
   `tfcaption-export --prompt`), a prompt selector lists them, the default first, and the caption and beams
   come from `caption_with_prompt` with the chosen one (`{"image_bytes": ..., "prompt": ...}`). The attention
-  and sampling signatures decode with the default prompt only, so with another prompt chosen the words
-  section says so instead of showing maps of another caption; the prompt's own pieces (given, not
+  and sampling signatures decode with the default prompt only, so with another prompt chosen a note says
+  so in place of the word maps (which would be another caption's); the prompt's own pieces (given, not
   generated, with no attention) are not listed as words.
 
 It shows the caption, the captions with their scores (sum of log-probabilities), one attention map per
