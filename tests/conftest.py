@@ -99,6 +99,41 @@ def blip_runs(tmp_path_factory):
     return run
 
 
+@pytest.fixture(scope="session")
+def blip_exports(tmp_path_factory):
+    """The BLIP fixture checkpoint `BLIP_EXPORTED` imported as a run and exported twice with tfcaption-export,
+    beam size 3 and its generate() cases' new tokens: "plain" without a prompt and "prompt" with
+    `baked_prompts()` (tests/helpers/hf_fixture.py). Built once per session (the export, page and gRPC tests
+    share it); {"run", "plain", "prompt"}: the run directory and the two version directories."""
+    from tests.helpers.hf_fixture import BLIP_EXPORTED, baked_prompts, model_dir, new_tokens
+
+    def build(work):
+        from tfcaption.cli.export import main
+        from tfcaption.interop.hf.import_blip import import_blip
+
+        run, root = work / "run", work / "savedmodel"
+        import_blip(model_dir(BLIP_EXPORTED), run)
+        common = ["--model", str(run), "--export-root", str(root), "--beam-size", "3", "--max-steps",
+                  str(new_tokens())]
+        assert main([*common, "--name", "plain"]) == 0
+        prompts = [arg for prompt in baked_prompts() for arg in ("--prompt", prompt)]
+        assert main([*common, "--name", "prompt", *prompts]) == 0
+        return {"run": str(run), "plain": str(root / "plain" / "1"), "prompt": str(root / "prompt" / "1")}
+
+    return built_once(tmp_path_factory, "blip_exports", build)
+
+
+@pytest.fixture(scope="session")
+def blip_server(blip_exports):
+    """An in-process tfcaption-serve (REST and gRPC) on the "prompt" export of `blip_exports` alone (its version
+    directory: model name "prompt"), started once per session: loading BLIP is what a server start costs."""
+    from tests.serving.servers import InProcessServer
+    from tfcaption.serving.models import ModelRepository
+
+    with InProcessServer(ModelRepository(blip_exports["prompt"]), grpc=True) as running:
+        yield running
+
+
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory):
     """The M2 reference fixture converted to a run directory, and its inputs as an HDF5 file (ids 100, 101, 102).

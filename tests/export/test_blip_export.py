@@ -13,13 +13,12 @@ import pytest
 import requests
 
 from tests.helpers.exports import quiet_env
-from tests.helpers.hf_fixture import expected, images, manifest, model_dir
+from tests.helpers.hf_fixture import BLIP_EXPORTED, baked_prompts, expected, images, manifest, new_tokens
 from tests.serving.servers import b64, predict
 
-FIXTURE = "blip_a"
-PROMPT = manifest()["models"][FIXTURE]["prompt"]  # "a picture of", the fixture's generate() prompt
-OTHER_PROMPT = "a dog"
-NEW_TOKENS = manifest()["models"][FIXTURE]["generation"]["cases"]["greedy"]["max_new_tokens"]
+FIXTURE = BLIP_EXPORTED
+PROMPT, OTHER_PROMPT = baked_prompts()  # "a picture of" (the fixture's generate() prompt, the default), "a dog"
+NEW_TOKENS = new_tokens()
 
 # Loads both exports, calls every signature as listed in a JSON file, and prints {call name: outputs or
 # {"error": message}}, each export's ops, and the foreign modules imported (none may be).
@@ -85,27 +84,11 @@ CALLS = [
 
 
 @pytest.fixture(scope="module")
-def exports(tmp_path_factory):
-    """The fixture imported as a run, exported twice with tfcaption-export: beam size 3 without a prompt, and
-    beam size 3 with the fixture's prompt (the default) and another baked in."""
-    from tfcaption.cli.export import main
-    from tfcaption.interop.hf.import_blip import import_blip
-
-    work = tmp_path_factory.mktemp("blip_export")
-    run, root = work / "run", work / "savedmodel"
-    import_blip(model_dir(FIXTURE), run)
-    common = ["--model", str(run), "--export-root", str(root), "--beam-size", "3", "--max-steps", str(NEW_TOKENS)]
-    assert main([*common, "--name", "plain"]) == 0
-    assert main([*common, "--name", "prompt", "--prompt", PROMPT, "--prompt", OTHER_PROMPT]) == 0
-    return {"run": str(run), "plain": str(root / "plain" / "1"), "prompt": str(root / "prompt" / "1")}
-
-
-@pytest.fixture(scope="module")
-def child(exports, tmp_path_factory):
+def child(blip_exports, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("blip_child")
     paths = {name: str(workdir / f"{name}.json") for name in ("exports", "calls")}
     with open(paths["exports"], "w") as f:
-        json.dump({"plain": exports["plain"], "prompt": exports["prompt"]}, f)
+        json.dump({"plain": blip_exports["plain"], "prompt": blip_exports["prompt"]}, f)
     with open(paths["calls"], "w") as f:
         json.dump(CALLS, f)
     payload = str(workdir / "images.npy")
@@ -188,8 +171,8 @@ def test_a_prompt_not_baked_in_fails_the_call_naming_the_row_and_the_baked_promp
     assert "prompt must hold one string per image" in child["short_prompts"]["error"]
 
 
-def test_the_export_records_its_prompts_beam_search_and_tokenizer(exports):
-    with open(os.path.join(exports["prompt"], "assets", "config.json")) as f:
+def test_the_export_records_its_prompts_beam_search_and_tokenizer(blip_exports):
+    with open(os.path.join(blip_exports["prompt"], "assets", "config.json")) as f:
         serving = json.load(f)["serving"]
     assert serving["prompts"]["default"] == PROMPT and serving["prompts"]["baked"] == [PROMPT, OTHER_PROMPT]
     assert serving["prompts"]["signature"] == "caption_with_prompt"
@@ -198,9 +181,9 @@ def test_the_export_records_its_prompts_beam_search_and_tokenizer(exports):
     assert serving["prompts"]["ids"][0] == [dec, *expected(FIXTURE)["prompt_input_ids"][0, 1:-1].tolist()]
     assert serving["beam_search"] == "generate_beam" and serving["resample"] == "bicubic"
     assert serving["signatures"] == ["serving_default", "caption_with_attention", "sample", "caption_with_prompt"]
-    assets = sorted(os.listdir(os.path.join(exports["prompt"], "assets")))
+    assets = sorted(os.listdir(os.path.join(blip_exports["prompt"], "assets")))
     assert assets == ["config.json", "tokenizer_config.json", "vocab.txt"]
-    with open(os.path.join(exports["plain"], "assets", "config.json")) as f:
+    with open(os.path.join(blip_exports["plain"], "assets", "config.json")) as f:
         assert "prompts" not in json.load(f)["serving"]
 
 
@@ -213,45 +196,35 @@ def test_a_prompt_needs_a_tokenizer_that_takes_one():
         prompt_ids_of(Vocabulary.build([" ".join(WORDS)]), ["a red"], max_steps=4, max_length=10)
 
 
-def test_a_prompt_too_long_for_the_position_table_is_one_line(exports, tmp_path, capsys):
+def test_a_prompt_too_long_for_the_position_table_is_one_line(blip_exports, tmp_path, capsys):
     from tfcaption.cli.export import main
 
     words = " ".join(["picture"] * 40)
-    assert main(["--model", exports["run"], "--export-root", str(tmp_path), "--prompt", words]) == 2
+    assert main(["--model", blip_exports["run"], "--export-root", str(tmp_path), "--prompt", words]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "positions: shorten the prompt or lower --max-steps" in err[0]
 
 
-@pytest.fixture(scope="module")
-def server(exports):
-    from tests.serving.servers import InProcessServer
-    from tfcaption.serving.models import ModelRepository
-
-    # The export with prompts alone (a version directory): loading is what a server start costs.
-    with InProcessServer(ModelRepository(exports["prompt"])) as running:
-        yield running
-
-
-def test_tfcaption_serve_answers_rest_predict_with_the_same_captions(server, child):
+def test_tfcaption_serve_answers_rest_predict_with_the_same_captions(blip_server, child):
     pictures = [b64(path.read_bytes()) for path in images()]
-    response = predict(server.url, "prompt", {"instances": pictures})
+    response = predict(blip_server.url, "prompt", {"instances": pictures})
     assert response.status_code == 200, response.text
     assert [p["caption"] for p in response.json()["predictions"]] == child["beam3_prompt"]["caption"]
     instances = [{"image_bytes": picture, "prompt": prompt}
                  for picture, prompt in zip(pictures, ["", PROMPT, f" {PROMPT}"])]
-    response = predict(server.url, "prompt", {"instances": instances}, signature="caption_with_prompt")
+    response = predict(blip_server.url, "prompt", {"instances": instances}, signature="caption_with_prompt")
     assert response.status_code == 200, response.text
     assert [p["caption"] for p in response.json()["predictions"]] == child["beam3_prompt"]["caption"]
-    response = predict(server.url, "prompt", {"instances": [{"image_bytes": pictures[0], "prompt": "a cat"}]},
+    response = predict(blip_server.url, "prompt", {"instances": [{"image_bytes": pictures[0], "prompt": "a cat"}]},
                        signature="caption_with_prompt")
     assert response.status_code == 400
     assert "prompt[0]: not a prompt baked into this export at export time, got [a cat]" in response.json()["error"]
 
 
-def test_tfcaption_serve_page_loads_and_lists_the_prompt_signature(server):
-    page = requests.get(server.url + "/", timeout=30)
+def test_tfcaption_serve_page_loads_and_lists_the_prompt_signature(blip_server):
+    page = requests.get(blip_server.url + "/", timeout=30)
     assert page.status_code == 200 and "<html" in page.text.lower()
-    models = {m["name"]: m for m in requests.get(server.url + "/tfcaption/models", timeout=30).json()["models"]}
+    models = {m["name"]: m for m in requests.get(blip_server.url + "/tfcaption/models", timeout=30).json()["models"]}
     assert set(models) == {"prompt"}
     prompt = models["prompt"]
     assert set(prompt["signatures"]["caption_with_prompt"]["inputs"]) == {"image_bytes", "prompt"}

@@ -16,6 +16,10 @@ from tests.helpers.paths import REPO_ROOT
 HF_FIXTURES = Path(REPO_ROOT) / "tests" / "fixtures" / "hf"
 BLIP_MODELS = ("blip_a", "blip_b")
 CLIP_MODELS = ("clip_full", "clip_vision")
+# The checkpoint the export, serving page and gRPC tests export (tests/conftest.py's `blip_exports`), and the
+# prompts baked in: its generate() prompt (the default) and another.
+BLIP_EXPORTED = "blip_a"
+OTHER_PROMPT = "a dog"
 
 
 def manifest():
@@ -58,3 +62,13 @@ def tensors(name):
 def config(name):
     """The fixture checkpoint's config.json as a dict."""
     return json.loads((model_dir(name) / "config.json").read_text())
+
+
+def baked_prompts():
+    """The prompts `blip_exports` bakes in, the default (the fixture's generate() prompt) first."""
+    return [manifest()["models"][BLIP_EXPORTED]["prompt"], OTHER_PROMPT]
+
+
+def new_tokens():
+    """The tokens the exports generate after the prompt: the fixture's generate() max_new_tokens."""
+    return manifest()["models"][BLIP_EXPORTED]["generation"]["cases"]["greedy"]["max_new_tokens"]

@@ -1,7 +1,8 @@
 """TF Serving's gRPC API, called with tensorflow-serving-api's own stubs over real channels: the captions of
 the REST API, TF Serving's status codes, a bad image failing only its own call, 100 concurrent calls merged
 with REST requests into the same batches, and the message size limit (a clean stop on SIGTERM, with a call
-in flight, is checked with the REST requests in test_cli_server.py)."""
+in flight, is checked with the REST requests in test_cli_server.py); a BLIP export's prompt signature
+(`caption_with_prompt`) as over REST, an unknown prompt INVALID_ARGUMENT."""
 
 import asyncio
 import concurrent.futures
@@ -215,6 +216,39 @@ def test_100_concurrent_calls_with_rest_requests_among_them_are_all_answered_in_
     requests_served, calls_made = after["requests"] - before["requests"], after["calls"] - before["calls"]
     assert requests_served == 110 and calls_made < requests_served, (before, after)
     assert after["merged_calls"] > before["merged_calls"]
+
+
+def test_the_prompt_signature_gives_the_rest_captions_and_an_unknown_prompt_is_invalid_argument(blip_server):
+    from tests.helpers.hf_fixture import baked_prompts
+    from tests.helpers.hf_fixture import images as fixture_images
+
+    default, other = baked_prompts()
+    pictures = [path.read_bytes() for path in fixture_images()]
+    prompts = [other, default, ""]  # "": the default
+    with grpc.insecure_channel(blip_server.grpc_target) as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        response = stub.Predict(predict_request(pictures, model="prompt", signature="caption_with_prompt",
+                                                prompt=prompts), timeout=60)
+        assert response.model_spec.signature_name == "caption_with_prompt"
+        outputs = outputs_of(response)
+        instances = [{"image_bytes": b64(picture), "prompt": prompt} for picture, prompt in zip(pictures, prompts)]
+        rest = predict(blip_server.url, "prompt", {"instances": instances}, signature="caption_with_prompt")
+        assert rest.status_code == 200, rest.text
+        for i, prediction in enumerate(rest.json()["predictions"]):
+            assert prediction["caption"] == outputs["caption"][i].decode("utf-8")
+            assert prediction["tokens"] == outputs["tokens"][i].tolist()
+            assert prediction["beam_captions"] == [c.decode("utf-8") for c in outputs["beam_captions"][i]]
+            np.testing.assert_allclose(prediction["score"], outputs["score"][i], rtol=1e-5, atol=1e-5)
+        assert outputs["caption"][0].decode().startswith(other) and outputs["caption"][1].decode().startswith(default)
+
+        code, details = code_and_message(stub.Predict, predict_request(
+            pictures[:2], model="prompt", signature="caption_with_prompt", prompt=[default, "a cat"]))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT, details
+        assert "prompt[1]: not a prompt baked into this export at export time, got [a cat]" in details
+        assert f"it takes [{default}], [{other}]" in details and "prompt[0]" not in details
+        again = stub.Predict(predict_request(pictures[:1], model="prompt", signature="caption_with_prompt",
+                                             prompt=[other]), timeout=60)
+        assert outputs_of(again)["caption"][0] == outputs["caption"][0]
 
 
 def test_an_address_in_use_is_a_one_line_error(repository):

@@ -2,14 +2,15 @@
 a shapes image, the caption, the beams, one attention map per word of the best beam and the meshed gates
 appear (an export written when the attention was greedy shows its greedy caption as a row of its own); hovering
 a word shows its map; a screenshot is saved and checked not to be blank; the sampling controls sample with the
-settings typed and show the server's error for a bad one."""
+settings typed and show the server's error for a bad one; on a BLIP export with prompts baked in, a prompt
+selector (the default first) captions with the chosen prompt through `caption_with_prompt`."""
 
 import os
 
 import numpy as np
 import pytest
 
-from tests.serving.servers import direct_predictions, shapes_png
+from tests.serving.servers import b64, direct_predictions, predict, shapes_png, signature_stats
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -71,6 +72,7 @@ def test_page_captions_an_uploaded_image_and_draws_the_attention(server, direct,
     browser.get(server.url + "/")
     assert wait_state(browser, ("idle", "error")) == "idle", browser.find_element(By.ID, "error").text
     assert "tiny (version 1)" in browser.find_element(By.ID, "model").text
+    assert not browser.find_element(By.ID, "promptbox").is_displayed()  # no prompts baked into this export
     browser.find_element(By.ID, "file").send_keys(str(path))
     assert wait_state(browser, ("ready", "error")) == "ready", browser.find_element(By.ID, "error").text
 
@@ -188,3 +190,57 @@ def test_page_shows_an_export_with_the_greedy_attention_signature_as_before(brow
         assert "follows" not in beams[0]
         words = [b.text for b in browser.find_elements(By.CSS_SELECTOR, "#words .word")]
         assert words == greedy["caption"].decode().split()
+
+
+@needs_chromium
+def test_page_offers_the_baked_prompts_and_captions_with_the_chosen_one(blip_server, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    from tests.helpers.hf_fixture import baked_prompts, images
+
+    default, other = baked_prompts()
+    path = images()[0]
+
+    def rest(prompt):
+        body = {"instances": [{"image_bytes": b64(path.read_bytes()), "prompt": prompt}]}
+        response = predict(blip_server.url, "prompt", body, signature="caption_with_prompt")
+        assert response.status_code == 200, response.text
+        return response.json()["predictions"][0]
+
+    def prompt_calls():
+        return (signature_stats(blip_server.stats(), "caption_with_prompt") or {"requests": 0})["requests"]
+
+    browser.get(blip_server.url + "/")
+    assert wait_state(browser, ("idle", "error")) == "idle", browser.find_element(By.ID, "error").text
+    assert browser.find_element(By.ID, "promptbox").is_displayed()
+    choices = [option.text for option in browser.find_elements(By.CSS_SELECTOR, "#prompt option")]
+    assert choices == [f"{default} (default)", other]
+
+    before = prompt_calls()
+    browser.find_element(By.ID, "file").send_keys(str(path))
+    assert wait_state(browser, ("ready", "error")) == "ready", browser.find_element(By.ID, "error").text
+    expected = rest(default)
+    assert prompt_calls() == before + 2  # the page's request and ours went to caption_with_prompt
+    assert browser.find_element(By.ID, "caption").text == expected["caption"]
+    beams = [li.text for li in browser.find_elements(By.CSS_SELECTOR, "#beams li")]
+    assert len(beams) == len(expected["beam_captions"]) == 3
+    assert all(text.startswith(caption) for text, caption in zip(beams, expected["beam_captions"]))
+    assert "best (the attention below follows it)" in beams[0]
+    # The words are the generated WordPieces: the prompt's pieces and [SEP] / [PAD] are not listed.
+    words = [b.text for b in browser.find_elements(By.CSS_SELECTOR, "#words .word")]
+    assert words and " ".join(words).replace(" ##", "") == expected["caption"][len(default):].strip()
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#maps canvas")) == len(words)
+    assert not browser.find_element(By.ID, "promptnote").is_displayed()
+
+    browser.execute_script("document.body.dataset.state = 'busy'")
+    Select(browser.find_element(By.ID, "prompt")).select_by_value(other)
+    assert wait_state(browser, ("ready", "error")) == "ready", browser.find_element(By.ID, "error").text
+    expected = rest(other)
+    assert expected["caption"].startswith(other)
+    assert browser.find_element(By.ID, "caption").text == expected["caption"]
+    assert f"with the prompt \u201c{other}\u201d" in browser.find_element(By.ID, "status").text
+    # caption_with_attention decodes with the default prompt only: no maps of another caption.
+    assert not browser.find_element(By.ID, "wordsection").is_displayed()
+    note = browser.find_element(By.ID, "promptnote")
+    assert note.is_displayed() and f"the default prompt only (\u201c{default}\u201d)" in note.text

@@ -11,10 +11,17 @@ calls the server's own REST API, the same endpoints a TF Serving client uses:
   it greedily and the page shows that caption as a row of its own, labelled greedy), and, where the export
   has it, with `sample` (the sampling signature: temperature, top-k, top-p, seed and max length per
   request, from the controls beside the caption; "Sample" draws again with the settings shown, "New seed"
-  with another seed; an empty seed is filled with a random one, so every sample shown can be repeated).
+  with another seed; an empty seed is filled with a random one, so every sample shown can be repeated);
+- where the export has prompts baked in (its serving config's `prompts`: a BLIP run exported with
+  `tfcaption-export --prompt`), a prompt selector lists them, the default first, and the caption and beams
+  come from `caption_with_prompt` with the chosen one (`{"image_bytes": ..., "prompt": ...}`). The attention
+  and sampling signatures decode with the default prompt only, so with another prompt chosen a note says
+  so in place of the word maps (which would be another caption's); the prompt's own pieces (given, not
+  generated, with no attention) are not listed as words.
 
 It shows the caption, the captions with their scores (sum of log-probabilities), one attention map per
-generated word (hover or click a word, or its thumbnail) drawn over the image on the export's patch grid
+generated word (hover or click a word, or its thumbnail; the end, padding and start tokens are the export's
+`special_ids`) drawn over the image on the export's patch grid
 (prefix tokens such as a class token dropped and the rest renormalised), and, where the decoder is meshed,
 each word's gate weight per encoder level. A caption with no words (the model emitted <eos> first) is a
 valid result: it reads "(empty caption)", and the words section says there are none. Once a result is
@@ -46,6 +53,9 @@ main { display: grid; grid-template-columns: minmax(280px, 520px) minmax(300px, 
         cursor: pointer; background: #fbfcfe; }
 #drop.over { border-color: var(--accent); background: #eef4ff; color: var(--ink); }
 #drop input { display: none; }
+#promptbox { display: flex; align-items: center; gap: 8px; margin-top: 10px; font-size: 13px; color: var(--muted); }
+#promptbox select { font: inherit; flex: 1; padding: 3px 6px; border: 1px solid var(--line); border-radius: 4px; }
+#promptnote { color: var(--muted); font-size: 13px; }
 #viewwrap { margin-top: 14px; position: relative; }
 #view { width: 100%; height: auto; border-radius: 6px; background: #e9ecf2; display: block; image-rendering: auto; }
 #legend { display: flex; align-items: center; gap: 8px; font-size: 12px; color: var(--muted); margin-top: 6px; }
@@ -99,6 +109,8 @@ code { background: #eef1f6; padding: 0 4px; border-radius: 3px; }
       <input id="file" type="file" accept="image/*,.bmp,.gif,.png,.jpg,.jpeg">
       <strong>Choose an image</strong> or drop one here
     </label>
+    <label id="promptbox" class="hidden">prompt <select id="prompt"
+      title="the prompts baked into the export (tfcaption-export --prompt), the default first"></select></label>
     <div id="viewwrap">
       <canvas id="view" width="480" height="360" aria-label="image with the attention of the selected word"></canvas>
       <div id="legend" class="hidden"><span>attention</span><span>low</span><canvas id="colorbar" width="160"
@@ -126,12 +138,14 @@ code { background: #eef1f6; padding: 0 4px; border-radius: 3px; }
       <div id="sampled"></div><div id="samplescore"></div></div>
     <div class="section" id="wordsection"><h2>Words &rarr; patches (hover or click a word)</h2>
       <div id="words"></div><div id="maps"></div></div>
+    <div class="section hidden" id="promptnote"></div>
     <div class="section hidden" id="gates"><h2>Meshed gates: each encoder level's weight per word</h2>
       <table id="gatetable"></table></div>
   </section>
 </main>
 <footer>This page calls the server's REST API: <code id="endpoint">POST /v1/models/NAME:predict</code>
-  with <code>serving_default</code>, <code>caption_with_attention</code> and <code>sample</code>.</footer>
+  with <code>serving_default</code> (<code>caption_with_prompt</code> where the export has prompts),
+  <code>caption_with_attention</code> and <code>sample</code>.</footer>
 <script>
 "use strict";
 const $ = (id) => document.getElementById(id);
@@ -199,7 +213,34 @@ function chooseModel(index) {
     Object.keys(m.signatures).join(", ")].filter(Boolean).join(" \u00b7 ");
   $("endpoint").textContent = `POST ${predictUrl(m)}`;
   $("sampling").classList.toggle("hidden", !("sample" in m.signatures));
+  showPrompts(m);
   if (state.image) caption();
+}
+
+function prompts(m) {
+  // The export's baked prompts, the default first, where it has a prompt signature; else null.
+  const p = (m.serving || {}).prompts;
+  if (!p || !Array.isArray(p.baked) || !p.baked.length || !(p.signature in m.signatures)) return null;
+  return p;
+}
+
+function showPrompts(m) {
+  const p = prompts(m), select = $("prompt");
+  select.innerHTML = "";
+  $("promptbox").classList.toggle("hidden", !p);
+  if (!p) return;
+  p.baked.forEach((text, i) => {
+    const option = document.createElement("option");
+    option.value = text;
+    option.textContent = i === 0 ? `${text} (default)` : text;
+    select.appendChild(option);
+  });
+}
+
+function promptPieces(m) {
+  // Tokens the default prompt puts before the generated ones: its ids less the start token.
+  const p = prompts(m);
+  return p && Array.isArray(p.ids) && p.ids.length ? Math.max(0, p.ids[0].length - 1) : 0;
 }
 
 function predictUrl(m) {
@@ -242,21 +283,30 @@ async function caption() {
   setState("busy", `Captioning ${state.image.name} with ${m.name} version ${m.version}\u2026`);
   $("error").textContent = "";
   const instance = {}; instance[input] = { b64: state.image.b64 };
-  const post = (signature) => getJSON(predictUrl(m), {
+  const post = (signature, extra) => getJSON(predictUrl(m), {
     method: "POST", headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({ signature_name: signature, instances: [instance] }),
+    body: JSON.stringify({ signature_name: signature, instances: [Object.assign({}, instance, extra)] }),
   });
+  // The chosen prompt goes to the prompt signature; the attention one decodes with the default prompt only.
+  const p = prompts(m), prompt = p ? $("prompt").value : null;
+  const otherPrompt = p !== null && prompt !== p.baked[0];
   try {
-    const withAttention = "caption_with_attention" in m.signatures;
+    const withAttention = "caption_with_attention" in m.signatures && !otherPrompt;
+    const first = p ? post(p.signature, { [p.input || "prompt"]: prompt }) : post("serving_default");
     const [beam, attention] = await Promise.all([
-      post("serving_default"), withAttention ? post("caption_with_attention") : Promise.resolve(null)]);
+      first, withAttention ? post("caption_with_attention") : Promise.resolve(null)]);
     state.result = { beam: beam.predictions[0], attention: attention ? attention.predictions[0] : null };
     state.selected = 0; state.pinned = false;
     render();
+    const note = $("promptnote");
+    note.textContent = otherPrompt ? `Where each word looked is shown for the default prompt only ` +
+      `(\u201c${p.baked[0]}\u201d): caption_with_attention takes no prompt. The samples use it too.` : "";
+    note.classList.toggle("hidden", !otherPrompt);
     if ("sample" in m.signatures) {
       try { renderSample(await postSample(m, input)); } catch (e) { showError(e.message); return; }
     }
-    setState("ready", `${state.image.name}: captioned by ${m.name} version ${m.version}.`);
+    setState("ready", `${state.image.name}: captioned by ${m.name} version ${m.version}` +
+      (p ? ` with the prompt \u201c${prompt}\u201d.` : "."));
   } catch (e) {
     state.result = null;
     clearResult();
@@ -311,21 +361,28 @@ async function sampleAgain(newSeed) {
 }
 
 function clearResult() {
-  for (const id of ["caption", "score", "beams", "words", "maps", "gatetable", "sampled", "samplescore"]) {
+  for (const id of ["caption", "score", "beams", "words", "maps", "gatetable", "sampled", "samplescore",
+    "promptnote"]) {
     $(id).innerHTML = "";
   }
   $("gates").classList.add("hidden");
+  $("promptnote").classList.add("hidden");
   $("legend").classList.add("hidden");
 }
 
 function words(m, prediction) {
-  // One entry per generated token up to <eos>: its text and its attention row.
+  // One entry per generated token up to the end token: its text and its attention row. The special ids are
+  // the export's (a WordPiece or BLIP vocabulary has its own); exports before them have M2's <eos>.
   const vocab = m.vocabulary || [];
-  const eos = vocab.indexOf("<eos>") >= 0 ? vocab.indexOf("<eos>") : 3;
+  const ids = (m.serving || {}).special_ids;
+  const eos = ids ? ids.eos_id : (vocab.indexOf("<eos>") >= 0 ? vocab.indexOf("<eos>") : 3);
+  const skipped = ids ? [ids.pad_id, ids.bos_id] : [vocab.indexOf("<pad>"), vocab.indexOf("<bos>")];
+  const given = promptPieces(m);
   const out = [];
   (prediction.tokens || []).some((token, t) => {
+    if (t < given) return false;  // the default prompt's pieces: given, not generated
     if (token === eos) return true;
-    if (vocab[token] === "<pad>" || vocab[token] === "<bos>") return false;
+    if (skipped.includes(token)) return false;
     out.push({ t, text: vocab[token] !== undefined ? vocab[token] : `#${token}` });
     return false;
   });
@@ -496,6 +553,7 @@ document.addEventListener("drop", (ev) => {
   ev.preventDefault(); drop.classList.remove("over"); useFile(ev.dataTransfer.files[0]);
 });
 $("file").addEventListener("change", (ev) => useFile(ev.target.files[0]));
+$("prompt").addEventListener("change", () => caption());
 $("sample").addEventListener("click", () => sampleAgain(false));
 $("newseed").addEventListener("click", () => sampleAgain(true));
 drawColorbar();
