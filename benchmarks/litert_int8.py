@@ -3,8 +3,9 @@
 Issue 31 asks for `--quantize int8` with the run's validation images as the representative dataset, if the
 converter accepts the decoding loop. This script tries it, each attempt in its own child process started with
 `python -X faulthandler` (a crash must not end the script, and faulthandler prints the Python frame it died
-in), for the greedy and the run's beam-size function and, as a control without the loop, the image encoder
-alone (pixels -> encoder outputs). Converter settings tried (all with `Optimize.DEFAULT` and the
+in; where gdb is installed, each function's first crash is rerun under it for the native frames), for the
+greedy and the run's beam-size function and, as a control without the loop, the image encoder alone
+(pixels -> encoder outputs). Converter settings tried (all with `Optimize.DEFAULT` and the
 representative dataset; the function frozen as `tfcaption.export.litert` freezes it):
 
 - int8 only: `supported_ops=[TFLITE_BUILTINS_INT8]` (input and output types left as they are: uint8 pixels
@@ -29,6 +30,7 @@ Prints a table and writes benchmarks/results/litert_int8.json.
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -168,14 +170,29 @@ def died_in(stderr):
     return frames[:STACK_FRAMES]
 
 
-def attempt(model, target, variant, pixels, root, timeout):
+def native_frames(command, timeout):
+    """The innermost native frames ("#0 function") of `command`'s crash, from gdb's backtrace; [] without gdb."""
+    if not shutil.which("gdb"):
+        return []
+    try:
+        done = subprocess.run(["gdb", "-batch", "-ex", "run", "-ex", f"bt {STACK_FRAMES}", "--args", *command],
+                              capture_output=True, text=True, timeout=timeout,
+                              env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    except subprocess.TimeoutExpired:
+        return []
+    # #0  0x00007fff... in tflite::optimize::calibration::MinMax::Update(float const*, ...) () from /path/lib.so
+    return [f"{line.split()[0]} {line.split(' in ', 1)[1].split(' () ')[0]}" for line in done.stdout.splitlines()
+            if line.startswith("#") and " in " in line][:STACK_FRAMES]
+
+
+def attempt(model, target, variant, pixels, root, timeout, native=False):
     """Runs one attempt in a child process; its outcome: status, signal, stderr tail, faulthandler frames."""
     spec = {"model": model, "target": target, "variant": variant, "pixels": pixels, "root": root}
     os.makedirs(root, exist_ok=True)
     started = time.perf_counter()
+    command = [sys.executable, "-X", "faulthandler", os.path.abspath(__file__), "--child", json.dumps(spec)]
     try:
-        done = subprocess.run([sys.executable, "-X", "faulthandler", os.path.abspath(__file__), "--child",
-                               json.dumps(spec)], capture_output=True, text=True, timeout=timeout,
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
                               env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
         code, stderr = done.returncode, done.stderr
     except subprocess.TimeoutExpired as expired:
@@ -194,6 +211,8 @@ def attempt(model, target, variant, pixels, root, timeout):
                       "converted, no int8" if code == 0 and row.get("int8_tensor_share") == 0 else
                       "converted" if code == 0 else "timed out" if code is None else
                       f"killed by {row['signal']}" if row["signal"] else f"error (exit {code})")
+    if native and row["signal"]:
+        row["native_frames"] = native_frames(command, timeout)
     if code not in (0, None) and not row["signal"]:
         row["error"] = next((line for line in reversed(row["stderr_tail"]) if "Error" in line), None)
     return row
@@ -285,7 +304,10 @@ def main(argv=None):
         plan = [(t, v) for t in targets for v in args.variants] + [(ENCODER, v) for v in ENCODER_VARIANTS
                                                                      if v in args.variants]
         for i, (target, variant) in enumerate(plan):
-            rows.append(attempt(args.model, target, variant, pixels, os.path.join(root, str(i)), args.timeout))
+            # gdb reruns a function's first crash to name the native frame it died in.
+            native = not any(r["target"] == target and r["signal"] for r in rows)
+            rows.append(attempt(args.model, target, variant, pixels, os.path.join(root, str(i)), args.timeout,
+                                native))
             print(f"{target} / {variant}: {rows[-1]['outcome']} ({rows[-1]['seconds']} s)", flush=True)
         test_pixels = np.load(pixels)["test"]
         for target in targets:
@@ -294,6 +316,9 @@ def main(argv=None):
                 quality(converted, float32_tokens(captioner, run_config, target, test_pixels), examples,
                         captioner.preprocessor.vocabulary, args.java)
     print(table(rows))
+    for r in rows:
+        if r.get("native_frames"):
+            print(f"{r['target']} / {r['variant']} died in: {' <- '.join(r['native_frames'][:3])}")
     write_report(args.output, {"machine": machine(), "run": os.path.abspath(args.model),
                                "representative_images": len(validation), "representative_split": "val",
                                "test_images": len(examples), "beam_size": beam, "attempts": rows})

@@ -16,8 +16,8 @@ values, passed through the loop and unused after it), which LiteRT's WHILE kerne
 (tensorflow/tensorflow#75140). `benchmarks/litert_int8.py` records it with the run's validation images as the
 representative dataset, for greedy and beam search, with the int8 op set alone, with float fallback, with the
 old quantizer, without per-channel weights, without resource variables and with calibration alone; the
-StableHLO quantizer (which calibrates in TensorFlow) refuses the function too; the image encoder alone, without
-the loop, converts to int8.
+StableHLO quantizer (which calibrates in TensorFlow) converts the function but quantizes none of its tensors;
+the image encoder alone, without the loop, converts to int8.
 
 The random samplers (random, top-k, top-p) convert too: their per-row hash runs on 32-bit keys with
 LiteRT's built-in bitwise ops, and the file takes a `seed` beside the pixels.
