@@ -7,9 +7,17 @@ Python runs it without the Flex (TensorFlow ops) delegate; `builtin_check` reads
 operator codes and refuses any custom or Flex op.
 
 Quantization (`QUANTIZE_MODES`): "float16" stores the weights in float16, "dynamic_int8" in int8 with
-float activations. Full integer quantization is refused: TensorFlow 2.21's converter crashes (a
-segmentation fault, in its calibrator's `_feed_tensors`) running the representative images through the
-decoding loop, so it is not offered rather than taking the process down.
+float activations. Full integer quantization is refused (`INT8_REFUSAL`), because TensorFlow 2.21's
+converter cannot calibrate the decoding loop: its calibrator (`tensorflow.lite.python.optimize.calibrator`,
+`_feed_tensors` -> `CalibrationWrapper::FeedTensor`) runs the float model with a logging op around every op,
+and logging the loop's WHILE op it reads the loop-invariant outputs (the encoder's cross-attention keys and
+values, passed through the loop and unused after it), which LiteRT's WHILE kernel leaves without a buffer:
+`MinMax::Update` reads a null pointer and the process dies with a segmentation fault
+(tensorflow/tensorflow#75140). `benchmarks/litert_int8.py` records it with the run's validation images as the
+representative dataset, for greedy and beam search, with the int8 op set alone, with float fallback, with the
+old quantizer, without per-channel weights, without resource variables and with calibration alone; the
+StableHLO quantizer (which calibrates in TensorFlow) converts the function but quantizes none of its tensors;
+the image encoder alone, without the loop, converts to int8.
 
 The random samplers (random, top-k, top-p) convert too: their per-row hash runs on 32-bit keys with
 LiteRT's built-in bitwise ops, and the file takes a `seed` beside the pixels.
@@ -26,9 +34,10 @@ from tfcaption.export.portable import (default_output, pixels_to_tokens, portabl
 
 MODEL_FILE = "model.tflite"
 QUANTIZE_MODES = ("float16", "dynamic_int8")
-INT8_REFUSAL = ("full int8 quantization is not offered: TensorFlow 2.21's converter crashes (segmentation fault "
-                "in its calibrator) running representative images through the decoding loop; use --quantize "
-                "float16 or dynamic_int8.")
+INT8_REFUSAL = ("full int8 quantization is not offered: TensorFlow 2.21's LiteRT calibrator crashes (segmentation "
+                "fault in MinMax::Update) logging the decoding loop's WHILE op, whose loop-invariant outputs have no "
+                "buffer (tensorflow/tensorflow#75140), with validation images and every converter setting tried; "
+                "use --quantize float16 or dynamic_int8.")
 _BUILTIN_NAMES = {code: name for name, code in vars(schema.BuiltinOperator).items() if not name.startswith("_")}
 
 
@@ -63,16 +72,28 @@ def checked_quantize(quantize):
     return quantize
 
 
-def convert(function, quantize=None):
-    """The .tflite bytes of a `tf.function` with one input signature, frozen, built-in ops only."""
-    checked_quantize(quantize)
+def frozen_function(function):
+    """`function` (a `tf.function` with one input signature) with its variables as constants, same outputs."""
     concrete = function.get_concrete_function()
     frozen = convert_variables_to_constants_v2(concrete)
     # The frozen function returns a flat list; this wrapper gives the signature its named outputs back.
-    named = tf.function(lambda *inputs: tf.nest.pack_sequence_as(concrete.structured_outputs, frozen(*inputs)),
-                        input_signature=concrete.structured_input_signature[0])
+    return tf.function(lambda *inputs: tf.nest.pack_sequence_as(concrete.structured_outputs, frozen(*inputs)),
+                       input_signature=concrete.structured_input_signature[0])
+
+
+def frozen_converter(function):
+    """A `TFLiteConverter` for a `tf.function` with one input signature, its variables frozen, built-in ops
+    only (the caller adds any quantization settings)."""
+    named = frozen_function(function)
     converter = tf.lite.TFLiteConverter.from_concrete_functions([named.get_concrete_function()], tf.Module())
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    return converter
+
+
+def convert(function, quantize=None):
+    """The .tflite bytes of a `tf.function` with one input signature, frozen, built-in ops only."""
+    checked_quantize(quantize)
+    converter = frozen_converter(function)
     if quantize is not None:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         if quantize == "float16":
