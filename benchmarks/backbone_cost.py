@@ -11,9 +11,7 @@ JSON (default benchmarks/results/backbone_cost.json).
 """
 
 import argparse
-import json
 import os
-import platform
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -21,6 +19,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from report import describe_cpu, write_report  # noqa: E402  (this folder)
 from tfcaption.data.pipeline import decoder_inputs  # noqa: E402
 from tfcaption.data.tokenizer import SPECIALS, SpecialIds, Vocabulary  # noqa: E402
 from tfcaption.models import CaptionerBackbone, CaptionerConfig  # noqa: E402
@@ -95,22 +94,6 @@ def step_seconds(config, batch_size, repeats):
     return min(times), compile_seconds, model
 
 
-def describe_cpu():
-    """The CPU as `lscpu` names it: model name, family/model, the bfloat16-relevant flags, cores."""
-    fields, flags = {}, set()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                fields.setdefault(key.strip(), value.strip())
-        flags = set(fields.get("flags", "").split())
-    except OSError:
-        return f"{platform.machine()}, {os.cpu_count()} cores"
-    fast = [flag for flag in ("avx512f", "avx512_bf16", "amx_bf16") if flag in flags] or ["no AVX-512"]
-    return (f"{fields.get('model name', platform.machine())} (family {fields.get('cpu family', '?')} model "
-            f"{fields.get('model', '?')}; {' '.join(fast)}), {os.cpu_count()} cores")
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--presets", nargs="+", default=list(CASES), choices=list(CASES))
@@ -151,11 +134,8 @@ def main(argv=None):
         print(f"{r['preset']:<18} {r['backbone']:<9} {r['image_size']:>4} {r['grid']:>5} {r['total_params_m']:>9.1f} "
               f"{r['backbone_gflop_per_image']:>9.1f} {r['frozen_step_s']:>13.2f} {r['all_step_s']:>10.2f} "
               f"{args.batch_size / r['all_step_s']:>9.2f} {r['all_backbone_gflop_per_s']:>8.0f}")
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump({"batch_size": args.batch_size, "caption_tokens": CAPTION_TOKENS, "vocab_size": VOCAB,
-                   "machine": machine, "rows": rows}, f, indent=2)
-    print(f"wrote {args.out}")
+    write_report(args.out, {"batch_size": args.batch_size, "caption_tokens": CAPTION_TOKENS, "vocab_size": VOCAB,
+                            "machine": machine, "rows": rows})
 
 
 if __name__ == "__main__":

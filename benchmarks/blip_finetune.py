@@ -190,7 +190,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from backbone_cost import describe_cpu  # this folder
+    from report import describe_cpu, write_report  # this folder
 
     from tfcaption.data.catalog import resolve_dataset
 
@@ -240,10 +240,7 @@ def main(argv=None):
                         "final_best_weights": final},
         "test": report["test"], "history": history, "train_minutes": seconds / 60, "checkpoint_config": config,
     }
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=2)
-    print(f"Wrote {args.out}")
+    write_report(args.out, result)
 
 
 if __name__ == "__main__":

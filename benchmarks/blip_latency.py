@@ -268,7 +268,7 @@ def run(args):
 
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(1)
-    from backbone_cost import describe_cpu
+    from report import describe_cpu
     from decode_cost import matmul_peak_gflops
 
     searches = [f"beam{args.beam_size}"] + (["greedy"] if args.greedy else [])
@@ -384,10 +384,9 @@ def main(argv=None):
         print(f"blip_latency.py: {error}", file=sys.stderr)
         return 2
     print_table(report)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(report, f, indent=2)
-    print(f"Wrote {args.out}")
+    from report import write_report
+
+    write_report(args.out, report)
     return 0
 
 

@@ -439,15 +439,12 @@ def main(argv=None):
     except UsageError as error:
         print(f"compare_reference.py: {error}", file=sys.stderr)
         return 2
-    from backbone_cost import describe_cpu
+    from report import describe_cpu, write_report
 
     machine = describe_cpu()
     report = {"machine": machine, "cores": os.cpu_count(), **report}
     print_table(report, machine)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(report, f, indent=2)
-    print(f"Wrote {args.out}")
+    write_report(args.out, report)
     return 0
 
 

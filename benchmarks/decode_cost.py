@@ -11,7 +11,6 @@ weights: nothing downloads. Prints a table and writes JSON (default benchmarks/r
 """
 
 import argparse
-import json
 import os
 import time
 
@@ -20,8 +19,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from backbone_cost import SPECIAL_IDS, describe_cpu  # noqa: E402  (this folder)
+from backbone_cost import SPECIAL_IDS  # noqa: E402  (this folder)
 from flop_counts import Sizes, beam_search_flops  # noqa: E402  (this folder)
+from report import describe_cpu, write_report  # noqa: E402  (this folder)
 from tfcaption.decoding import decode  # noqa: E402
 from tfcaption.samplers import BeamSampler  # noqa: E402
 from tfcaption.models import CaptionerBackbone, CaptionerConfig  # noqa: E402
@@ -91,10 +91,7 @@ def main(argv=None):
         print(f"{r['preset']:<11} {r['decoder']:<11} {r['images']:>6} {r['beam_size']:>2} {r['steps']:>5} "
               f"{r['gflop']:>7.2f} {r['seconds']:>7.3f} {r['gflop_per_s']:>8.1f} {r['percent_of_peak']:>6.1f} "
               f"{r['images_per_s']:>7.1f} {r['encode_seconds']:>8.3f}")
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump({"machine": machine, "matmul_peak_gflop_per_s": peak, "rows": rows}, f, indent=2)
-    print(f"Wrote {args.out}")
+    write_report(args.out, {"machine": machine, "matmul_peak_gflop_per_s": peak, "rows": rows})
 
 
 if __name__ == "__main__":

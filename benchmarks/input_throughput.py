@@ -25,6 +25,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from report import write_report  # noqa: E402  (this folder)
 from tfcaption.data import pipeline  # noqa: E402
 from tfcaption.data.prepare import prepare_dataset  # noqa: E402
 from tfcaption.data.sources import open_source  # noqa: E402
@@ -116,10 +117,7 @@ def main():
     for r in results["rows"]:
         print(f"{r['stored']:<20}{r['shard_megabytes']:>10.1f}{r['prepare_images_per_s']:>15.0f}"
               f"{r['decode_resize_images_per_s']:>21.0f}{r['train_pairs_per_s']:>15.0f}{r['train_images_per_s']:>13.0f}")
-    os.makedirs(os.path.dirname(args.output), exist_ok=True)
-    with open(args.output, "w") as f:
-        json.dump(results, f, indent=2)
-    print(f"Wrote {args.output}")
+    write_report(args.output, results)
 
 
 if __name__ == "__main__":

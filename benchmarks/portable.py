@@ -19,20 +19,18 @@ flags).
 """
 
 import argparse
-import json
 import os
-import platform
 import sys
 import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # backbone_cost, also when loaded by path
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # report, also when loaded by path
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from backbone_cost import describe_cpu  # noqa: E402  (this folder)
+from report import machine, write_report  # noqa: E402  (this folder)
 
 DEFAULT_OUTPUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "portable.json")
 LITERT_FILES = {"LiteRT float32": None, "LiteRT float16": "float16", "LiteRT dynamic int8": "dynamic_int8"}
@@ -144,16 +142,6 @@ def measure(captioner, run_config, examples, beam_size, requests, formats, use_j
     return rows
 
 
-def cpu_flags():
-    """The CPU's AVX-512 and AMX flags (what XNNPACK and oneDNN pick kernels by)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    except OSError:
-        return []
-    return sorted(flag for flag in flags if flag.startswith(("avx512", "amx")))
-
-
 def table(results):
     def cell(value, fmt):
         return format("-", f">{fmt.split('.')[0]}") if value is None else format(value, fmt)
@@ -200,17 +188,11 @@ def main(argv=None):
     speedup = {name: rows[REFERENCE]["p50_ms"] / rows["LiteRT float32"]["p50_ms"] for name, rows in results.items()}
     for name, ratio in speedup.items():
         print(f"{name}: LiteRT float32 p50 latency {ratio:.1f}x lower than TensorFlow on the same function")
-    report = {
-        "machine": {"cpu": describe_cpu(), "cpu_flags": cpu_flags(), "platform": platform.platform(),
-                    "cpus": os.cpu_count(), "tensorflow": tf.__version__},
-        "run": os.path.abspath(args.model), "test_images": len(examples), "beam_size": beam,
+    write_report(args.output, {
+        "machine": machine(), "run": os.path.abspath(args.model), "test_images": len(examples), "beam_size": beam,
         "tokenizer": "ptb" if args.java else "python", "quick": args.quick, "results": results,
         "tensorflow_over_litert_float32_p50": speedup,
-    }
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    with open(args.output, "w") as f:
-        json.dump(report, f, indent=2)
-    print(f"wrote {args.output}")
+    })
     return 0
 
 

@@ -22,13 +22,10 @@ def describe_cpu():
 
 
 def cpu_flags():
-    """The CPU's AVX-512 and AMX flags (what XNNPACK and oneDNN pick kernels by)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    except OSError:
-        return []
-    return sorted(flag for flag in flags if flag.startswith(("avx512", "amx")))
+    """The CPU's AVX-512 and AMX flags (what XNNPACK and oneDNN pick kernels by), sorted."""
+    from tfcaption.training.precision import cpu_flags as all_cpu_flags
+
+    return sorted(flag for flag in all_cpu_flags() or () if flag.startswith(("avx512", "amx")))
 
 
 def machine():

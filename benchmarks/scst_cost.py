@@ -14,7 +14,6 @@ synthetic captions of a Zipf-distributed vocabulary: nothing downloads. Prints a
 """
 
 import argparse
-import json
 import os
 import time
 
@@ -24,7 +23,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from backbone_cost import describe_cpu, step_seconds  # noqa: E402  (this folder; the XE step is shared)
+from backbone_cost import step_seconds  # noqa: E402  (this folder; the XE step is shared)
+from report import describe_cpu, write_report  # noqa: E402  (this folder)
 from tfcaption.data.tokenizer import Vocabulary  # noqa: E402
 from tfcaption.models import CaptionerBackbone, CaptionerConfig  # noqa: E402
 from tfcaption.training.scst import ScstReward, ScstStep  # noqa: E402
@@ -112,11 +112,8 @@ def main(argv=None):
               f"{r['scst_sample_s']:>7.3f} {r['scst_reward_s']:>7.3f} {r['scst_update_s']:>7.3f} "
               f"{r['xe_captions_per_s']:>9.0f} {r['scst_captions_per_s']:>11.0f} {r['reward_captions_per_s']:>13.0f} "
               f"{r['scst_step_s'] / r['xe_step_s']:>7.1f}")
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump({"beams": BEAMS, "max_steps": MAX_STEPS, "references": REFERENCES, "corpus_captions": CORPUS,
-                   "machine": machine, "rows": rows}, f, indent=2)
-    print(f"wrote {args.out}")
+    write_report(args.out, {"beams": BEAMS, "max_steps": MAX_STEPS, "references": REFERENCES,
+                            "corpus_captions": CORPUS, "machine": machine, "rows": rows})
 
 
 if __name__ == "__main__":

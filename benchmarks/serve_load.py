@@ -21,7 +21,6 @@ Prints a table and writes JSON (default benchmarks/results/serve_load.json).
 import argparse
 import json
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -33,6 +32,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
+from report import machine, write_report  # noqa: E402  (this folder)
 from serving_latency import newest_version  # noqa: E402  (this folder)
 
 DEFAULT_EXPORT = "savedmodel/shapes_m2_small"
@@ -173,20 +173,6 @@ class Server:
         self.process.wait(timeout=60)
 
 
-def describe_machine():
-    """The CPU as `lscpu` names it, the core count and TensorFlow's version."""
-    import tensorflow as tf
-
-    name = platform.processor() or platform.machine()
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-        found = re.search(r"Model name:\s*(.+)", out)
-        name = found.group(1).strip() if found else name
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return {"cpu": name, "cpus": os.cpu_count(), "tensorflow": tf.__version__, "platform": platform.platform()}
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("export", nargs="?", default=DEFAULT_EXPORT,
@@ -243,24 +229,20 @@ def main(argv=None):
             finally:
                 server.stop()
 
-    machine = describe_machine()
+    host = machine()
     print(f"\n{model}{' (untrained)' if untrained else ''}: beam {serving['beam_size']}, {serving['max_steps']} steps, "
           f"{serving['image_size']} px, captions of {words:.1f} words on average; single-image requests; "
-          f"{args.seconds:g} s per row; {machine['cpu']}, "
-          f"{machine['cpus']} CPUs")
+          f"{args.seconds:g} s per row; {host['cpu']}")
     print(f"{'mode':<30} {'clients':>7} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'img/call':>8}")
     for r in sorted(rows, key=lambda r: (r["clients"], r["mode"])):
         per_call = f"{r['images_per_call']:.1f}" if r.get("images_per_call") else "-"
         print(f"{r['mode']:<30} {r['clients']:>7} {r['requests_per_s']:>8.1f} {r['p50_ms']:>8.1f} {r['p95_ms']:>8.1f} "
               f"{r['p99_ms']:>8.1f} {per_call:>8}")
-    report = {"machine": machine, "export": {"model": model, "untrained": untrained, **{
-        k: serving[k] for k in ("beam_size", "max_steps", "image_size")}, "mean_caption_words": words},
+    write_report(args.output, {
+        "machine": host, "export": {"model": model, "untrained": untrained, **{
+            k: serving[k] for k in ("beam_size", "max_steps", "image_size")}, "mean_caption_words": words},
         "seconds": args.seconds, "warmup": args.warmup, "max_batch": args.max_batch,
-        "batch_timeout_ms": args.batch_timeout_ms, "rows": rows}
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    with open(args.output, "w") as f:
-        json.dump(report, f, indent=2)
-    print(f"wrote {args.output}")
+        "batch_timeout_ms": args.batch_timeout_ms, "rows": rows})
     return 0
 
 

@@ -16,7 +16,6 @@ Prints a table and writes benchmarks/results/serving_latency.json.
 import argparse
 import json
 import os
-import platform
 import tempfile
 import time
 
@@ -24,6 +23,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+
+from report import machine, write_report  # noqa: E402  (this folder)
 
 DEFAULT_EXPORT = "savedmodel/shapes_m2_small"
 DEFAULT_RUN = "runs/shapes-small"
@@ -116,15 +117,8 @@ def main(argv=None):
     print(f"{'export':<48} {'beam':>4} {'p50 ms':>8} {'p95 ms':>8} {f'img/s @{args.batch_size}':>10}")
     for name, r in results.items():
         print(f"{name:<48} {r['beam_size']:>4} {r['p50_ms']:>8.1f} {r['p95_ms']:>8.1f} {r['images_per_s_batch']:>10.1f}")
-    report = {
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "tensorflow": tf.__version__,
-                    "devices": [d.device_type for d in tf.config.list_physical_devices()]},
-        "run": args.run, "results": results,
-    }
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    with open(args.output, "w") as f:
-        json.dump(report, f, indent=2)
-    print(f"wrote {args.output}")
+    devices = [d.device_type for d in tf.config.list_physical_devices()]
+    write_report(args.output, {"machine": {**machine(), "devices": devices}, "run": args.run, "results": results})
     return 0
 
 

@@ -9,7 +9,6 @@ and beam-3 decoding, on random images and tokens of the preset's shapes.
 """
 
 import argparse
-import json
 import os
 import time
 
@@ -19,6 +18,7 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from backbone_cost import SPECIAL_IDS  # noqa: E402  (this folder)
+from report import describe_cpu, write_report  # noqa: E402  (this folder)
 from tfcaption.data.pipeline import decoder_inputs  # noqa: E402
 from tfcaption.decoding.captioning import compiled_generator  # noqa: E402
 from tfcaption.models import CaptionerBackbone, CaptionerConfig  # noqa: E402
@@ -100,8 +100,6 @@ def main():
         row["greedy_images_per_s"] = decode_rate(model, args.batch_size, 1, args.caption_tokens - 1, args.repeats)
         row["beam3_images_per_s"] = decode_rate(model, args.batch_size, 3, args.caption_tokens - 1, args.repeats)
         rows.append(row)
-    from backbone_cost import describe_cpu  # this folder
-
     machine = describe_cpu()
     print(f"batch {args.batch_size} captions, {args.caption_tokens} tokens, XLA; {machine}")
     train_columns = "".join(f"{f'train capt/s k={k}':>17}" for k in args.captions_per_image)
@@ -110,10 +108,7 @@ def main():
         rates = "".join(f"{r[f'train_captions_per_s_k{k}']:17.0f}" for k in args.captions_per_image)
         print(f"{r['preset']:8} {r['dtype_policy']:15}{rates} {r['greedy_images_per_s']:13.0f} "
               f"{r['beam3_images_per_s']:13.0f}")
-    os.makedirs(os.path.dirname(args.output), exist_ok=True)
-    with open(args.output, "w") as f:
-        json.dump({"machine": machine, "cores": os.cpu_count(), "rows": rows}, f, indent=2)
-    print(f"wrote {args.output}")
+    write_report(args.output, {"machine": machine, "cores": os.cpu_count(), "rows": rows})
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import requests
 
 from tests.helpers.exports import quiet_env
 from tests.helpers.hf_fixture import BLIP_EXPORTED, baked_prompts, expected, images, manifest, new_tokens
+from tests.helpers.paths import HELPERS_DIR
 from tests.serving.servers import b64, predict
 
 FIXTURE = BLIP_EXPORTED
@@ -24,10 +25,10 @@ NEW_TOKENS = new_tokens()
 # {"error": message}}, each export's ops, and the foreign modules imported (none may be).
 CHILD = r"""
 import json, sys
+sys.path.append(sys.argv.pop())  # tests/helpers, for saved_models (TensorFlow alone)
 import numpy as np
 import tensorflow as tf
-from tensorflow.core.protobuf import saved_model_pb2
-from tensorflow.python.framework import op_def_registry
+from saved_models import graph_ops
 
 exports, calls = json.load(open(sys.argv[1])), json.load(open(sys.argv[3]))
 images = list(np.load(sys.argv[2], allow_pickle=True))
@@ -46,15 +47,7 @@ for call in calls:
         answers[call["name"]] = {"error": error.message}
 answers["ops"], answers["unregistered_ops"] = {}, {}
 for name, path in exports.items():
-    proto = saved_model_pb2.SavedModel()
-    with open(path + "/saved_model.pb", "rb") as f:
-        proto.ParseFromString(f.read())
-    graph = proto.meta_graphs[0].graph_def
-    ops = {n.op for n in graph.node} | {n.op for f in graph.library.function for n in f.node_def}
-    functions = {f.signature.name for f in graph.library.function}
-    answers["ops"][name] = sorted(ops)
-    answers["unregistered_ops"][name] = sorted(op for op in ops
-                                               if op not in functions and op_def_registry.get(op) is None)
+    answers["ops"][name], answers["unregistered_ops"][name] = graph_ops(path)
     answers["signatures_" + name] = sorted(loaded[name].signatures)
 answers["modules"] = sorted(m for m in sys.modules if m.startswith(("tfcaption", "tensorflow_text")))
 print(json.dumps(answers))
@@ -94,7 +87,7 @@ def child(blip_exports, tmp_path_factory):
     payload = str(workdir / "images.npy")
     np.save(payload, np.array([path.read_bytes() for path in images()], dtype=object), allow_pickle=True)
     # cwd: a folder without the repository's packages, so none of them can be imported by accident.
-    result = subprocess.run([sys.executable, "-c", CHILD, paths["exports"], payload, paths["calls"]],
+    result = subprocess.run([sys.executable, "-c", CHILD, paths["exports"], payload, paths["calls"], HELPERS_DIR],
                             capture_output=True, text=True, timeout=600, env=quiet_env(), cwd=str(workdir))
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from tests.helpers.exports import TINY_MAX_STEPS, encode, quiet_env, random_rgb, tiny_export
+from tests.helpers.paths import HELPERS_DIR
 
 SAVED_MODEL_CLI = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
 
@@ -16,25 +17,20 @@ SAVED_MODEL_CLI = os.path.join(os.path.dirname(sys.executable), "saved_model_cli
 # every op of the graph and its functions, and prints the outputs as JSON.
 CHILD = r"""
 import json, sys
+sys.path.append(sys.argv.pop())  # tests/helpers, for saved_models (TensorFlow alone)
 import numpy as np
 import tensorflow as tf
-from tensorflow.python.framework import op_def_registry
-from tensorflow.core.protobuf import saved_model_pb2
+from saved_models import graph_ops
 
 path, images = sys.argv[1], list(np.load(sys.argv[2], allow_pickle=True))
 loaded = tf.saved_model.load(path)
 plain = loaded.signatures["serving_default"](image_bytes=tf.constant(images))
 attention = loaded.signatures["caption_with_attention"](image_bytes=tf.constant(images))
-proto = saved_model_pb2.SavedModel()
-with open(path + "/saved_model.pb", "rb") as f:
-    proto.ParseFromString(f.read())
-graph = proto.meta_graphs[0].graph_def
-ops = {n.op for n in graph.node} | {n.op for f in graph.library.function for n in f.node_def}
-functions = {f.signature.name for f in graph.library.function}
+ops, unregistered = graph_ops(path)
 print(json.dumps({
     "modules": [m for m in ("tfcaption", "tensorflow_text") if m in sys.modules],
-    "unregistered_ops": sorted(op for op in ops if op not in functions and op_def_registry.get(op) is None),
-    "ops": sorted(ops),
+    "unregistered_ops": unregistered,
+    "ops": ops,
     "plain": {k: v.numpy().tolist() if v.dtype != tf.string else np.char.decode(v.numpy().astype(bytes)).tolist()
               for k, v in plain.items()},
     "attention": {k: v.numpy().tolist() if v.dtype != tf.string else np.char.decode(v.numpy().astype(bytes)).tolist()
@@ -58,8 +54,8 @@ def images(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def child(export, images):
-    result = subprocess.run([sys.executable, "-c", CHILD, export, images[1]], capture_output=True, text=True,
-                            timeout=300, env=quiet_env(), cwd=os.path.dirname(export))
+    result = subprocess.run([sys.executable, "-c", CHILD, export, images[1], HELPERS_DIR], capture_output=True,
+                            text=True, timeout=300, env=quiet_env(), cwd=os.path.dirname(export))
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
