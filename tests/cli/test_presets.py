@@ -101,14 +101,14 @@ def test_pixel_preset_trains_exports_and_serves_with_attention_over_its_grid(nam
 
     images = [r["image"] for r in read_records(tiny_shapes, "test").take(3).as_numpy_iterator()]
     served = _served_in_tensorflow_only(tensorflow_only, export, images, "image_bytes")
-    local = [r["caption"] for r in tfcaption.load(run_dir, beam_size=2).caption(images)]
-    assert served == local
+    from_run = tfcaption.load(run_dir, beam_size=2)  # the run's decode.beam_size: also its default predictor
+    assert served == [r["caption"] for r in from_run.caption(images)]
 
     config = CaptionerConfig.from_preset(name, **tiny_overrides(name))
     side = config.image_encoder.image_size // config.image_encoder.patch_size
     meshed = config.decoder.type == "meshed"
-    for path in (run_dir, export):
-        for result in tfcaption.load(path).caption_with_attention(images):
+    for predictor in (from_run, tfcaption.load(export)):
+        for result in predictor.caption_with_attention(images):
             n = len(result["words"])
             assert result["attention"].shape == (n, side, side)
             np.testing.assert_allclose(result["attention"].sum(axis=(1, 2)), 1.0, atol=1e-4)
@@ -138,10 +138,10 @@ def test_region_preset_trains_evaluates_and_exports_from_an_hdf5_features_file(n
     for i, rows in enumerate(arrays):
         batch[i, :len(rows)] = rows
     served = _served_in_tensorflow_only(tensorflow_only, export, batch, "features")
-    local = [r["caption"] for r in tfcaption.load(run_dir, beam_size=2).caption(arrays)]
-    assert served == local
+    from_run = tfcaption.load(run_dir, beam_size=2)  # the run's decode.beam_size: also its default predictor
+    assert served == [r["caption"] for r in from_run.caption(arrays)]
     masked = CaptionerConfig.from_preset(name).image_encoder.padding_mask == "corrected"
-    predictors = {path: tfcaption.load(path) for path in (run_dir, export)}
+    predictors = {run_dir: from_run, export: tfcaption.load(export)}
     for path, predictor in predictors.items():
         result = predictor.caption_with_attention(arrays)[0]  # 3 regions, padded to 5 in the batch
         assert result["attention"].shape == (len(result["words"]), 5)  # per-region weights
