@@ -117,6 +117,7 @@ def check_run(path, images, tie):
     from tfcaption.training.run_directory import load_run
 
     captioner, run_config = load_run(path)
+    vocab = captioner.preprocessor.vocabulary
     data = run_config.data
     examples = test_examples(resolve_dataset(data.spec, data.root or None, data.options, verbose=False), images)
     size = captioner.backbone.image_encoder.image_size
@@ -141,7 +142,6 @@ def check_run(path, images, tie):
                 for i, example in enumerate(examples):
                     row = backend.tokens(example["image"])
                     row = {"tokens": row["tokens"].tolist(), "scores": row["scores"].tolist()}
-                    vocab = captioner.preprocessor.vocabulary
                     if caption_ids(row["tokens"][0], vocab) == caption_ids(reference[i]["tokens"], vocab):
                         same += 1
                         continue
