@@ -40,7 +40,10 @@ def build_parser():
     parser.add_argument("--output", default=None,
                         help="with --format litert / onnx: the directory (default exports/<name>/<format>/)")
     parser.add_argument("--quantize", default=None, metavar="MODE",
-                        help="with --format litert: float16 or dynamic_int8 (default: float32)")
+                        help="with --format litert: float16, dynamic_int8 or int8 (full integer, calibrated on the "
+                             "run's validation images; pixel models) (default: float32)")
+    parser.add_argument("--calibration-images", type=int, default=None, metavar="N",
+                        help="with --quantize int8: validation images in the representative dataset (default 100)")
     parser.add_argument("--regions", type=int, default=None, metavar="R",
                         help="with --format litert / onnx and a region-feature model: regions per image fixed in "
                              "the file, which takes float32 features [1, R, D], zero rows as padding (default: the "
@@ -58,6 +61,7 @@ def _check_flags(args):
     """One line for a flag the chosen format does not read."""
     portable = args.format != "saved_model"
     flags = (("--output", args.output, portable), ("--quantize", args.quantize, args.format == "litert"),
+             ("--calibration-images", args.calibration_images, args.quantize == "int8"),
              ("--export-root", args.export_root, not portable), ("--version", args.version, not portable),
              ("--max-pixels", args.max_pixels, not portable), ("--regions", args.regions, portable),
              *((f"--{flag.replace('_', '-')}", getattr(args, flag), args.format == "litert")
@@ -92,8 +96,9 @@ def main(argv=None):
     if args.format == "litert":
         from tfcaption.export.litert import export_run_litert
 
+        calibration = {} if args.calibration_images is None else {"calibration_images": args.calibration_images}
         print(export_run_litert(captioner, run_config, args.output, args.beam_size, args.max_steps, args.quantize,
-                                sampler, args.regions))
+                                sampler, args.regions, **calibration))
         return 0
     if args.format == "onnx":
         _require("tf2onnx", "onnx")

@@ -26,6 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfcaption import samplers
+from tfcaption.samplers import loop_invariants
 from tfcaption.data.tokenizer import SpecialIds
 
 
@@ -133,7 +134,8 @@ def decode(model, encoder_outputs, encoder_mask, sampler, max_steps, num_samples
     ids, decoder = SpecialIds.of(special_ids), model.decoder
     k = sampler.num_sequences(num_samples)
     batch = tf.shape(encoder_outputs)[0]
-    encoder_kv = decoder.project_encoder(encoder_outputs)
+    # Carried through the sampler's loops, not captured, when exporting full int8 (`loop_invariants`).
+    encoder_kv = loop_invariants.carry(decoder.project_encoder(encoder_outputs))
     prompt_length = 1 if prompt_ids is None else _prompt_length(prompt_ids)
     cache = decoder.initial_cache(batch * k, prompt_length - 1 + max_steps)
     shapes = None
@@ -144,9 +146,10 @@ def decode(model, encoder_outputs, encoder_mask, sampler, max_steps, num_samples
             shapes["gates"] = (levels,)
 
     def next(tokens, step, cache):
+        kv = loop_invariants.current(encoder_kv)
         if not return_attention:
-            return decoder.step(tokens, step, cache, encoder_kv, encoder_mask, captions_per_image=k)
-        logits, cache, weights, gates = decoder.step(tokens, step, cache, encoder_kv, encoder_mask,
+            return decoder.step(tokens, step, cache, kv, encoder_mask, captions_per_image=k)
+        logits, cache, weights, gates = decoder.step(tokens, step, cache, kv, encoder_mask,
                                                      return_attention=True, captions_per_image=k)
         attention = {"attention": weights}
         if gates is not None:

@@ -23,21 +23,20 @@ The random samplers (random, top-k, top-p) convert too: their per-row hash runs 
 LiteRT's built-in bitwise ops, and the file takes a `seed` beside the pixels.
 """
 
+import contextlib
 import os
 
 import tensorflow as tf
 from tensorflow.lite.python import schema_py_generated as schema
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
+from tfcaption.export.int8 import (DEFAULT_CALIBRATION_IMAGES, int8_tracing, representative_dataset,
+                                   validation_pixels)
 from tfcaption.export.portable import (default_output, pixels_to_tokens, portable_metadata, prepared_output,
                                        run_input_regions, write_sidecar_files)
 
 MODEL_FILE = "model.tflite"
-QUANTIZE_MODES = ("float16", "dynamic_int8")
-INT8_REFUSAL = ("full int8 quantization is not offered: TensorFlow 2.21's LiteRT calibrator crashes (segmentation "
-                "fault in MinMax::Update) logging the decoding loop's WHILE op, whose loop-invariant outputs have no "
-                "buffer (tensorflow/tensorflow#75140), with validation images and every converter setting tried; "
-                "use --quantize float16 or dynamic_int8.")
+QUANTIZE_MODES = ("float16", "dynamic_int8", "int8")
 _BUILTIN_NAMES = {code: name for name, code in vars(schema.BuiltinOperator).items() if not name.startswith("_")}
 
 
@@ -65,8 +64,6 @@ def builtin_check(model_content):
 
 def checked_quantize(quantize):
     """`quantize` when it is None or one of `QUANTIZE_MODES`, else a one-line ValueError."""
-    if quantize == "int8":
-        raise ValueError(INT8_REFUSAL)
     if quantize not in (None, *QUANTIZE_MODES):
         raise ValueError(f"--quantize must be one of {', '.join(QUANTIZE_MODES)}, got {quantize!r}.")
     return quantize
@@ -90,18 +87,30 @@ def frozen_converter(function):
     return converter
 
 
-def convert(function, quantize=None):
-    """The .tflite bytes of a `tf.function` with one input signature, frozen, built-in ops only."""
+def convert(function, quantize=None, calibration=None):
+    """The .tflite bytes of a `tf.function` with one input signature, frozen, built-in ops only.
+
+    `quantize` "int8" traces the function under `int8_tracing` (so it must not have been traced before) and
+    calibrates it on `calibration`, a `representative_dataset` callable (required then)."""
     checked_quantize(quantize)
-    converter = frozen_converter(function)
+    if quantize == "int8" and calibration is None:
+        raise ValueError("--quantize int8 needs a representative dataset (calibration images).")
+    with int8_tracing() if quantize == "int8" else contextlib.nullcontext():
+        converter = frozen_converter(function)
     if quantize is not None:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         if quantize == "float16":
             converter.target_spec.supported_types = [tf.float16]
+        if quantize == "int8":
+            # Int8 kernels where LiteRT has them, float built-ins for the rest (the decoding loop's WHILE).
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS,
+                                                   tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            converter.representative_dataset = calibration
     return builtin_check(converter.convert())
 
 
-def export_litert(captioner, output, beam_size=3, max_steps=None, quantize=None, sampler=None, regions=None):
+def export_litert(captioner, output, beam_size=3, max_steps=None, quantize=None, sampler=None, regions=None,
+                  calibration_pixels=None):
     """Writes `output/model.tflite`, `vocab.txt` and `metadata.json`; returns the model file's path.
 
     Args:
@@ -110,17 +119,25 @@ def export_litert(captioner, output, beam_size=3, max_steps=None, quantize=None,
             model.tflite is never overwritten).
         beam_size: 1: greedy search; k > 1: beam search with k beams (fixed in the file).
         max_steps: tokens generated at most, <eos> included (None: the model's longest).
-        quantize: None (float32), "float16" or "dynamic_int8".
+        quantize: None (float32), "float16", "dynamic_int8" or "int8" (full integer: int8 weights and
+            activations, calibrated on `calibration_pixels`).
         sampler: a random sampler (random, top_k, top_p; a `Sampler` or a name) in place of the search: the
             file then also takes `seed`, int32 [1], and returns one caption.
         regions: a region-feature model's regions per image R, fixed in the file (it takes float32 features
             [1, R, D], zero rows as padding; None: `MAX_REGIONS`); refused for a pixel model.
+        calibration_pixels: with "int8", uint8 [n, H, W, 3] images the file's input takes
+            (`tfcaption.export.int8.validation_pixels`), the representative dataset.
     """
     checked_quantize(quantize)
     function = pixels_to_tokens(captioner, beam_size, max_steps, sampler, regions)
     metadata = portable_metadata(captioner, "litert", beam_size, max_steps, quantize, sampler, regions)
+    calibration = None
+    if quantize == "int8":
+        if calibration_pixels is None:
+            raise ValueError("--quantize int8 needs calibration images (calibration_pixels).")
+        calibration = representative_dataset(calibration_pixels, seeded=sampler is not None)
     path = prepared_output(output, MODEL_FILE)
-    content = convert(function, quantize)
+    content = convert(function, quantize, calibration)
     with open(path, "wb") as f:
         f.write(content)
     write_sidecar_files(captioner, output, metadata)
@@ -128,9 +145,12 @@ def export_litert(captioner, output, beam_size=3, max_steps=None, quantize=None,
 
 
 def export_run_litert(captioner, run_config, output=None, beam_size=None, max_steps=None, quantize=None,
-                      sampler=None, regions=None):
+                      sampler=None, regions=None, calibration_images=DEFAULT_CALIBRATION_IMAGES):
     """`export_litert` with a run's settings (`export.beam_size`, `data.max_decode_steps`, a region model's
-    `max_regions`: `run_input_regions`); default output `exports/<name>/litert/`."""
+    `max_regions`: `run_input_regions`); default output `exports/<name>/litert/`; "int8" calibrates on the
+    first `calibration_images` of the run's validation split."""
+    checked_quantize(quantize)
+    pixels = validation_pixels(captioner, run_config, calibration_images) if quantize == "int8" else None
     return export_litert(captioner, output or default_output(run_config.export_name, "litert"),
                          beam_size or run_config.export.beam_size, max_steps or run_config.data.max_decode_steps,
-                         quantize, sampler, run_input_regions(captioner, run_config, regions))
+                         quantize, sampler, run_input_regions(captioner, run_config, regions), pixels)

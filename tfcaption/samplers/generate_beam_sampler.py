@@ -3,7 +3,7 @@
 import keras
 import tensorflow as tf
 
-from tfcaption.samplers import utils
+from tfcaption.samplers import loop_invariants, utils
 from tfcaption.samplers.sampler import Sampler
 
 
@@ -143,7 +143,8 @@ class GenerateBeamSampler(Sampler):
         def cond(step, cache, state):
             return tf.logical_and(step < max_steps, tf.reduce_any(state["open"]))
 
-        _, _, state = tf.while_loop(cond, body, (tf.constant(0), cache, state), maximum_iterations=max_steps)
+        _, _, state = loop_invariants.while_loop(cond, body, (tf.constant(0), cache, state),
+                                                 maximum_iterations=max_steps)
         hypotheses = state["hypotheses"]
         result = {"tokens": hypotheses["tokens"], "log_probs": hypotheses["log_probs"],
                   "scores": state["hypothesis_scores"]}

@@ -3,7 +3,7 @@
 import keras
 import tensorflow as tf
 
-from tfcaption.samplers import utils
+from tfcaption.samplers import loop_invariants, utils
 
 
 def _check(condition, message):
@@ -192,8 +192,8 @@ class Sampler:
                 token = tf.gather(prefix, position, axis=1)
                 return position + 1, next(token, position, cache)[1]
 
-            _, cache = tf.while_loop(lambda position, cache: position < length - 1, feed, (tf.constant(0), cache),
-                                     maximum_iterations=length - 1)
+            _, cache = loop_invariants.while_loop(lambda position, cache: position < length - 1, feed,
+                                                  (tf.constant(0), cache), maximum_iterations=length - 1)
 
         def next_at(tokens, step, cache):
             return next(tokens, step + (length - 1), cache)
@@ -243,7 +243,8 @@ class Sampler:
                 running = tf.logical_and(running, tf.logical_not(tf.reduce_all(state["finished"])))
             return running
 
-        _, _, state = tf.while_loop(cond, body, (tf.constant(0), cache, state), maximum_iterations=max_steps)
+        _, _, state = loop_invariants.while_loop(cond, body, (tf.constant(0), cache, state),
+                                                 maximum_iterations=max_steps)
         return state
 
     def __call__(self, next, cache, batch_size, max_steps, *, start_token_id, end_token_id, pad_token_id,

@@ -1,0 +1,73 @@
+"""What full integer (int8) LiteRT conversion needs: a representative dataset and an int8-friendly trace.
+
+TensorFlow 2.21's LiteRT calibrator runs the float model and logs every op's value range, and two things of
+the decoding function defeat it, both changed only while `int8_tracing()` is active:
+
+- the decoding loop's captured encoder keys and values become WHILE pass-through outputs without a buffer,
+  and the calibrator dies reading them (tensorflow/tensorflow#75140): `tfcaption.samplers.loop_invariants`
+  carries them as loop variables instead;
+- the -1e9 used for masked attention keys (`layers.memory_attention.MASK_VALUE`) and for banned words and
+  dead beams (`samplers.utils.NEG_INF`) sets the quantization range of every tensor they flow into, which
+  erases the real values: `INT8_MASK_VALUE` is finite and still far below any logit the models give.
+
+A beam whose score starts at, or a finished beam's words that are pushed down by, `INT8_MASK_VALUE` is
+ranked below the live ones while their scores stay above it (beam scores are summed log-probabilities, so a
+caption would need a probability of about e**-30 to fall below one); dead beams are still marked by
+`finished`. The float exports, training and decoding never enter `int8_tracing` and are unchanged.
+
+The representative dataset is a run's validation images, decoded and resized as the file's users are told to
+(`image_pixels`): the calibrator sees what the file will be given.
+"""
+
+import contextlib
+
+import numpy as np
+
+from tfcaption.layers import memory_attention
+from tfcaption.samplers import loop_invariants, utils
+
+INT8_MASK_VALUE = -30.0
+DEFAULT_CALIBRATION_IMAGES = 100
+
+
+@contextlib.contextmanager
+def int8_tracing(mask_value=INT8_MASK_VALUE):
+    """While active, tracing a decoding function gives one the int8 calibrator can calibrate (see the module)."""
+    saved = utils.NEG_INF, memory_attention.MASK_VALUE
+    utils.NEG_INF = memory_attention.MASK_VALUE = float(mask_value)
+    try:
+        with loop_invariants.carried():
+            yield
+    finally:
+        utils.NEG_INF, memory_attention.MASK_VALUE = saved
+
+
+def validation_pixels(captioner, run_config, count=DEFAULT_CALIBRATION_IMAGES):
+    """uint8 [n, H, W, 3]: the first `count` images (or all, if fewer) of the run's validation split, decoded and
+    resized as `image_pixels` does; a one-line ValueError for a region-feature model or an empty split."""
+    from tfcaption.data.catalog import resolve_dataset
+    from tfcaption.data.records import read_records
+    from tfcaption.export.portable import image_pixels
+
+    encoder = captioner._require_backbone().image_encoder
+    if encoder.input_key != "images":
+        raise ValueError("--quantize int8 calibrates on the run's validation images; this region-feature model reads "
+                         "detector features, which the run does not keep for export: use dynamic_int8.")
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ValueError(f"--calibration-images must be an integer >= 1, got {count!r}.")
+    data = run_config.data
+    data_dir = resolve_dataset(data.spec, data.root or None, data.options, verbose=False)
+    records = read_records(data_dir, "val").take(count).as_numpy_iterator()
+    pixels = [image_pixels(record["image"], encoder.image_size, captioner.preprocessor.resample) for record in records]
+    if not pixels:
+        raise ValueError(f"{data_dir}: the validation split has no images to calibrate --quantize int8 with.")
+    return np.stack(pixels)
+
+
+def representative_dataset(pixels, seeded=False):
+    """The converter's `representative_dataset`: one image per call, with a seed beside it for a sampling file."""
+    def dataset():
+        for i, image in enumerate(pixels):
+            yield [image[None], np.array([i], np.int32)] if seeded else [image[None]]
+
+    return dataset
