@@ -2,7 +2,7 @@
 
 From one run directory, in one process: the SavedModel (TF Serving's export, loaded by TensorFlow), the
 pixels-to-tokens `tf.function` that the LiteRT and ONNX files are converted from (run by TensorFlow), LiteRT
-float32 / float16 / dynamic int8 (ai-edge-litert's interpreter) and ONNX (ONNX Runtime, CPU), each with
+float32 / float16 / dynamic int8 / int8 (ai-edge-litert's interpreter) and ONNX (ONNX Runtime, CPU), each with
 greedy search and with the run's beam size. Per format: the file size, single-image latency (p50, p95) and
 images/s at batch 1, pixels to tokens (uint8 [1, H, W, 3] in, token ids out; the SavedModel's row is bytes to
 caption, its signature's only form), and the test split's CIDEr-D and grounding F1 (shapes; scored as
@@ -33,7 +33,8 @@ import tensorflow as tf  # noqa: E402
 from report import machine, write_report  # noqa: E402  (this folder)
 
 DEFAULT_OUTPUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "portable.json")
-LITERT_FILES = {"LiteRT float32": None, "LiteRT float16": "float16", "LiteRT dynamic int8": "dynamic_int8"}
+LITERT_FILES = {"LiteRT float32": None, "LiteRT float16": "float16", "LiteRT dynamic int8": "dynamic_int8",
+                "LiteRT int8": "int8"}
 REFERENCE = "TF function"
 
 
@@ -77,6 +78,7 @@ def directory_size(path):
 
 def runners(captioner, run_config, beam_size, root, formats):
     """{format: (size in bytes or None, pixels -> tokens [k, T] or None, bytes -> caption)} for one beam size."""
+    from tfcaption.export.int8 import validation_pixels
     from tfcaption.export.litert import export_litert
     from tfcaption.export.onnx import export_onnx
     from tfcaption.export.portable import pixels_to_tokens
@@ -101,7 +103,10 @@ def runners(captioner, run_config, beam_size, root, formats):
             continue
         output = os.path.join(root, f"{name.replace(' ', '-')}-{beam_size}")
         if fmt == "litert":
-            path = export_litert(captioner, output, beam_size, steps, quantize=quantize)
+            # Full int8 calibrates on the run's validation images, as tfcaption-export does by default.
+            calibration = validation_pixels(captioner, run_config) if quantize == "int8" else None
+            path = export_litert(captioner, output, beam_size, steps, quantize=quantize,
+                                 calibration_pixels=calibration)
             run = _litert_runner(path)
         else:
             path = export_onnx(captioner, output, beam_size, steps)

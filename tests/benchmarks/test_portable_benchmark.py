@@ -9,7 +9,8 @@ import pytest
 
 from tests.helpers.paths import REPO_ROOT
 
-FORMATS = ["SavedModel", "TF function", "LiteRT float32", "LiteRT float16", "LiteRT dynamic int8", "ONNX"]
+FORMATS = ["SavedModel", "TF function", "LiteRT float32", "LiteRT float16", "LiteRT dynamic int8", "LiteRT int8",
+           "ONNX"]
 
 
 def load_benchmark():
@@ -46,6 +47,7 @@ def test_litert_float32_and_onnx_give_the_float32_functions_captions_and_quantiz
     assert rows["TF function"]["size_bytes"] is None
     float32 = rows["LiteRT float32"]["size_bytes"]
     assert rows["LiteRT dynamic int8"]["size_bytes"] < rows["LiteRT float16"]["size_bytes"] < float32
+    assert rows["LiteRT int8"]["size_bytes"] < rows["LiteRT float16"]["size_bytes"]
     assert report["tensorflow_over_litert_float32_p50"]["beam 2"] == pytest.approx(
         rows["TF function"]["p50_ms"] / rows["LiteRT float32"]["p50_ms"])
 

@@ -27,7 +27,8 @@ def images():
 @pytest.fixture(scope="module")
 def files(run, tiny_run, tmp_path_factory):
     """Every file the tests read: litert and onnx, greedy (beam 1) and the run's beam 2 through tfcaption-export,
-    the two quantized LiteRT files (beam 2), and a LiteRT file that samples (top-p 0.9, temperature 1.5)."""
+    the three quantized LiteRT files (beam 2; full int8 through tfcaption-export, calibrated on 8 validation
+    images), and a LiteRT file that samples (top-p 0.9, temperature 1.5)."""
     from tfcaption.cli import export as export_cli
     from tfcaption.export.litert import export_litert
     from tfcaption.export.onnx import export_onnx
@@ -47,6 +48,10 @@ def files(run, tiny_run, tmp_path_factory):
         output = root / f"{fmt}-beam"
         assert export_cli.main(["--model", tiny_run["run"], "--format", fmt, "--output", str(output)]) == 0
         paths[(fmt, 2)] = str(output / ("model.tflite" if fmt == "litert" else "model.onnx"))
+    output = root / "full_int8"
+    assert export_cli.main(["--model", tiny_run["run"], "--format", "litert", "--output", str(output), "--quantize",
+                            "int8", "--calibration-images", "8"]) == 0
+    paths[("int8", 2)] = str(output / "model.tflite")
     output = root / "top_p"
     assert export_cli.main(["--model", tiny_run["run"], "--format", "litert", "--output", str(output), "--sampler",
                             "top_p", "--top-p", "0.9", "--temperature", "1.5"]) == 0
@@ -142,7 +147,7 @@ def test_metadata_and_vocab_beside_the_file_describe_its_input_outputs_and_decod
         assert f.read().splitlines() == captioner.preprocessor.vocabulary.tokens
 
 
-@pytest.mark.parametrize("mode", ["float16", "dynamic_int8"])
+@pytest.mark.parametrize("mode", ["float16", "dynamic_int8", "int8"])
 def test_quantized_files_are_smaller_and_caption_every_image(files, images, mode):
     import tfcaption
 
@@ -152,6 +157,21 @@ def test_quantized_files_are_smaller_and_caption_every_image(files, images, mode
         assert json.load(f)["quantize"] == mode
     results = tfcaption.load(path).caption(images)
     assert len(results) == len(images) and all(np.isfinite(r["score"]) and r["score"] < 0 for r in results)
+
+
+def test_the_full_int8_file_holds_builtin_int8_kernels_and_mostly_gives_float32s_tokens(files, tensorflow_tokens,
+                                                                                      images):
+    from tfcaption.export.litert import builtin_check, operator_names
+    from tfcaption.export.portable_runtime import PortableBackend
+
+    with open(files[("int8", 2)], "rb") as f:
+        content = f.read()
+    names = operator_names(content)
+    assert {"WHILE", "TOPK_V2", "QUANTIZE", "DEQUANTIZE"} <= set(names) and builtin_check(content) is content
+    backend = PortableBackend(files[("int8", 2)])
+    same = [np.array_equal(backend.tokens(data)["tokens"][0], expected[0])
+            for data, expected in zip(images, tensorflow_tokens[2])]
+    assert sum(same) >= len(images) - 1
 
 
 @pytest.mark.parametrize("fmt", ["litert", "onnx"])
@@ -197,8 +217,10 @@ def test_load_accepts_the_files_own_beam_size_and_refuses_another(files):
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--format", "litert", "--quantize", "int8"], "full int8 quantization is not offered"),
-    (["--format", "litert", "--quantize", "int4"], "--quantize must be one of float16, dynamic_int8"),
+    (["--format", "litert", "--quantize", "int4"], "--quantize must be one of float16, dynamic_int8, int8"),
+    (["--format", "litert", "--calibration-images", "5"], "--calibration-images applies to --quantize int8"),
+    (["--format", "litert", "--quantize", "int8", "--calibration-images", "0"],
+     "--calibration-images must be an integer >= 1, got 0"),
     (["--format", "onnx", "--quantize", "float16"], "--quantize does not apply to --format onnx"),
     (["--format", "litert", "--max-pixels", "100"], "--max-pixels does not apply to --format litert"),
     (["--output", "somewhere"], "--output does not apply to --format saved_model"),

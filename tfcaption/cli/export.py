@@ -61,7 +61,6 @@ def _check_flags(args):
     """One line for a flag the chosen format does not read."""
     portable = args.format != "saved_model"
     flags = (("--output", args.output, portable), ("--quantize", args.quantize, args.format == "litert"),
-             ("--calibration-images", args.calibration_images, args.quantize == "int8"),
              ("--export-root", args.export_root, not portable), ("--version", args.version, not portable),
              ("--max-pixels", args.max_pixels, not portable), ("--regions", args.regions, portable),
              *((f"--{flag.replace('_', '-')}", getattr(args, flag), args.format == "litert")
@@ -69,6 +68,8 @@ def _check_flags(args):
     for flag, value, applies in flags:
         if value is not None and not applies:
             raise ValueError(f"{flag} does not apply to --format {args.format}.")
+    if args.calibration_images is not None and args.quantize != "int8":
+        raise ValueError("--calibration-images applies to --quantize int8.")
 
 
 @one_line_errors(PROGRAM)

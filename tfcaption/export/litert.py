@@ -7,17 +7,13 @@ Python runs it without the Flex (TensorFlow ops) delegate; `builtin_check` reads
 operator codes and refuses any custom or Flex op.
 
 Quantization (`QUANTIZE_MODES`): "float16" stores the weights in float16, "dynamic_int8" in int8 with
-float activations. Full integer quantization is refused (`INT8_REFUSAL`), because TensorFlow 2.21's
-converter cannot calibrate the decoding loop: its calibrator (`tensorflow.lite.python.optimize.calibrator`,
-`_feed_tensors` -> `CalibrationWrapper::FeedTensor`) runs the float model with a logging op around every op,
-and logging the loop's WHILE op it reads the loop-invariant outputs (the encoder's cross-attention keys and
-values, passed through the loop and unused after it), which LiteRT's WHILE kernel leaves without a buffer:
-`MinMax::Update` reads a null pointer and the process dies with a segmentation fault
-(tensorflow/tensorflow#75140). `benchmarks/litert_int8.py` records it with the run's validation images as the
-representative dataset, for greedy and beam search, with the int8 op set alone, with float fallback, with the
-old quantizer, without per-channel weights, without resource variables and with calibration alone; the
-StableHLO quantizer (which calibrates in TensorFlow) converts the function but quantizes none of its tensors;
-the image encoder alone, without the loop, converts to int8.
+float activations, "int8" is full integer quantization (int8 weights and activations, float built-ins where
+LiteRT has no int8 kernel), calibrated on a representative dataset of images the file takes (a run's
+validation images: `export_run_litert`). TensorFlow 2.21's calibrator cannot calibrate the decoding function
+as the float exports trace it (a loop-invariant WHILE output without a buffer crashes it,
+tensorflow/tensorflow#75140; -1e9 masks erase the quantized values), so "int8" traces it under
+`tfcaption.export.int8.int8_tracing`, which changes both for this export only; `benchmarks/litert_int8.py`
+records the crash of the unchanged function.
 
 The random samplers (random, top-k, top-p) convert too: their per-row hash runs on 32-bit keys with
 LiteRT's built-in bitwise ops, and the file takes a `seed` beside the pixels.
