@@ -230,3 +230,12 @@ def test_an_imported_blip_run_converts_with_transformers_beam_search_and_tensorf
         with open(path, "rb") as f:
             builtin_check(f.read())
     _assert_tensorflows_tokens(path, blip, beam_size)
+
+
+def test_full_int8_is_refused_in_one_line_for_a_region_model_before_reading_any_data(captioners):
+    from tfcaption.config import RunConfig
+    from tfcaption.export.litert import export_run_litert
+
+    with pytest.raises(ValueError, match=r"^--quantize int8 calibrates on the run's validation images; this "
+                                         r"region-feature model reads detector features[^\n]*dynamic_int8\.$"):
+        export_run_litert(captioners("m2_regions"), RunConfig(), "/nonexistent/int8", quantize="int8")

@@ -26,8 +26,8 @@ import numpy as np
 import tensorflow as tf
 
 from tfcaption import samplers
-from tfcaption.samplers import loop_invariants
 from tfcaption.data.tokenizer import SpecialIds
+from tfcaption.samplers import loop_invariants
 
 
 def mix_levels(level_attention, gates, tokens, eos_id):

@@ -10,10 +10,11 @@ the decoding function defeat it, both changed only while `int8_tracing()` is act
   dead beams (`samplers.utils.NEG_INF`) sets the quantization range of every tensor they flow into, which
   erases the real values: `INT8_MASK_VALUE` is finite and still far below any logit the models give.
 
-A beam whose score starts at, or a finished beam's words that are pushed down by, `INT8_MASK_VALUE` is
-ranked below the live ones while their scores stay above it (beam scores are summed log-probabilities, so a
-caption would need a probability of about e**-30 to fall below one); dead beams are still marked by
-`finished`. The float exports, training and decoding never enter `int8_tracing` and are unchanged.
+In beam search the start's idle beams (score `INT8_MASK_VALUE`) and a finished beam's words other than the
+fill token (its score plus `INT8_MASK_VALUE`) then rank below a live beam only while the live beam's summed
+log-probability stays above that, that is while its caption is likelier than about e**-30 relative to them;
+which beams have finished is still kept apart, in `finished`. The float exports, training and decoding never
+enter `int8_tracing` and are unchanged.
 
 The representative dataset is a run's validation images, decoded and resized as the file's users are told to
 (`image_pixels`): the calibrator sees what the file will be given.
@@ -23,6 +24,7 @@ import contextlib
 
 import numpy as np
 
+from tfcaption.export.portable import INPUT_NAME, SEED_NAME, image_pixels
 from tfcaption.layers import memory_attention
 from tfcaption.samplers import loop_invariants, utils
 
@@ -47,7 +49,6 @@ def validation_pixels(captioner, run_config, count=DEFAULT_CALIBRATION_IMAGES):
     resized as `image_pixels` does; a one-line ValueError for a region-feature model or an empty split."""
     from tfcaption.data.catalog import resolve_dataset
     from tfcaption.data.records import read_records
-    from tfcaption.export.portable import image_pixels
 
     encoder = captioner._require_backbone().image_encoder
     if encoder.input_key != "images":
@@ -65,9 +66,10 @@ def validation_pixels(captioner, run_config, count=DEFAULT_CALIBRATION_IMAGES):
 
 
 def representative_dataset(pixels, seeded=False):
-    """The converter's `representative_dataset`: one image per call, with a seed beside it for a sampling file."""
+    """The converter's `representative_dataset`: one image per call; for a sampling file a seed beside it, by
+    input name (the converted file does not keep the function's input order)."""
     def dataset():
         for i, image in enumerate(pixels):
-            yield [image[None], np.array([i], np.int32)] if seeded else [image[None]]
+            yield {INPUT_NAME: image[None], SEED_NAME: np.array([i], np.int32)} if seeded else [image[None]]
 
     return dataset
