@@ -155,7 +155,8 @@ def run_notebook(path, workdir):
     nb = read(path)
     env = {**os.environ, "TFCAPTION_QUICK": "1", "TFCAPTION_WORKDIR": str(workdir), "TF_CPP_MIN_LOG_LEVEL": "2",
            "MPLBACKEND": "module://matplotlib_inline.backend_inline"}
-    client = NotebookClient(nb, timeout=CELL_TIMEOUT_S, kernel_name="python3",
+    # coalesce_streams: one print can reach the kernel's stdout as several stream messages
+    client = NotebookClient(nb, timeout=CELL_TIMEOUT_S, kernel_name="python3", coalesce_streams=True,
                             resources={"metadata": {"path": str(workdir)}})
     asyncio.run(client.async_execute(env=env))  # its own event loop: safe in a worker thread
     return nb
