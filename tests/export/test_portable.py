@@ -219,6 +219,7 @@ def test_load_accepts_the_files_own_beam_size_and_refuses_another(files):
 @pytest.mark.parametrize("flags, message", [
     (["--format", "litert", "--quantize", "int4"], "--quantize must be one of float16, dynamic_int8, int8"),
     (["--format", "litert", "--calibration-images", "5"], "--calibration-images applies to --quantize int8"),
+    (["--format", "litert", "--calibration-data", "photos"], "--calibration-data applies to --quantize int8"),
     (["--format", "litert", "--quantize", "int8", "--calibration-images", "0"],
      "--calibration-images must be an integer >= 1, got 0"),
     (["--format", "onnx", "--quantize", "float16"], "--quantize does not apply to --format onnx"),

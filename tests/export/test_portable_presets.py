@@ -205,14 +205,20 @@ def test_regions_default_to_the_runs_max_regions_and_are_refused_for_pixels(capt
 
 
 @pytest.fixture(scope="module")
-def blip(tmp_path_factory):
-    """The imported fixture checkpoint blip_a (a BLIP run: ViT tower, BERT decoder, its normalisation inside)."""
+def blip_run(tmp_path_factory):
+    """The imported fixture checkpoint blip_a's run directory (a BLIP run: ViT tower, BERT decoder, its
+    normalisation inside)."""
     from tests.helpers.hf_fixture import model_dir
     from tfcaption.interop.hf.import_blip import import_blip
+
+    return import_blip(model_dir("blip_a"), str(tmp_path_factory.mktemp("blip") / "blip_a"))[1].path
+
+
+@pytest.fixture(scope="module")
+def blip(blip_run):
     from tfcaption.models.image_captioner import ImageCaptioner
 
-    run = import_blip(model_dir("blip_a"), str(tmp_path_factory.mktemp("blip") / "blip_a"))[1].path
-    return ImageCaptioner.from_preset(run)
+    return ImageCaptioner.from_preset(blip_run)
 
 
 @pytest.mark.parametrize("fmt, beam_size", [("litert", 1), ("litert", 2), ("onnx", 2)])
@@ -236,6 +242,65 @@ def test_full_int8_is_refused_in_one_line_for_a_region_model_before_reading_any_
     from tfcaption.config import RunConfig
     from tfcaption.export.litert import export_run_litert
 
-    with pytest.raises(ValueError, match=r"^--quantize int8 calibrates on the run's validation images; this "
-                                         r"region-feature model reads detector features[^\n]*dynamic_int8\.$"):
+    with pytest.raises(ValueError, match=r"^--quantize int8 calibrates on images; this region-feature model reads "
+                                         r"detector features[^\n]*dynamic_int8\.$"):
         export_run_litert(captioners("m2_regions"), RunConfig(), "/nonexistent/int8", quantize="int8")
+
+
+@pytest.fixture(scope="module")
+def calibration_folder(tmp_path_factory):
+    """Six PNGs of varied sizes and, sorted among them, a file that is no image: a user's photo folder."""
+    folder = tmp_path_factory.mktemp("calibration")
+    for i in range(6):
+        (folder / f"{i}.png").write_bytes(encode(random_rgb(40 + 4 * i, 48, seed=20 + i)))
+    (folder / "2b.jpg").write_bytes(b"not an image")
+    (folder / "notes.txt").write_text("not an image, and no image suffix: not read")
+    return folder
+
+
+INT8_PRESETS = sorted(name for name in PRESETS if not _is_regions(name))
+
+
+@pytest.mark.parametrize("name", INT8_PRESETS + ["blip"])
+def test_every_pixel_preset_and_an_imported_blip_convert_to_full_int8_with_builtin_int8_kernels(
+        captioners, blip, calibration_folder, tmp_path, capsys, name):
+    from tfcaption.config import RunConfig
+    from tfcaption.export.int8 import calibration_pixels
+    from tfcaption.export.litert import builtin_check, export_litert, operator_names
+    from tfcaption.export.portable_runtime import PortableBackend
+
+    captioner = blip if name == "blip" else captioners(name)
+    pixels = calibration_pixels(captioner, RunConfig(), 5, str(calibration_folder))
+    assert "skipped 1 undecodable file(s)" in capsys.readouterr().err
+    height, width = pixels.shape[1:3]
+    assert pixels.shape == (5, height, width, 3) and pixels.dtype == np.uint8
+    path = export_litert(captioner, str(tmp_path / name), 2, STEPS, quantize="int8", calibration_pixels=pixels)
+    with open(path, "rb") as f:
+        content = f.read()
+    assert {"WHILE", "QUANTIZE", "DEQUANTIZE"} <= set(operator_names(content)) and builtin_check(content) is content
+    vocab_size = captioner.preprocessor.vocabulary_size
+    for data in _inputs(captioner):
+        out = PortableBackend(path).tokens(data)
+        assert out["tokens"].shape == (2, STEPS) and np.all((out["tokens"] >= 0) & (out["tokens"] < vocab_size))
+        assert np.all(np.isfinite(out["scores"]))
+
+
+def test_an_imported_run_calibrates_full_int8_on_calibration_data_and_without_it_is_one_line(
+        blip_run, calibration_folder, tmp_path, capsys):
+    from tfcaption.cli import export as export_cli
+    from tfcaption.export.portable_runtime import PortableBackend
+
+    common = ["--model", blip_run, "--format", "litert", "--quantize", "int8"]
+    assert export_cli.main([*common, "--output", str(tmp_path / "none")]) == 2
+    err = capsys.readouterr().err
+    assert "this run has no dataset (an imported run): give --calibration-data" in err
+    assert len(err.strip().splitlines()) == 1
+    for source, message in ((tmp_path / "missing", "no such folder"), (tmp_path, "no decodable images")):
+        assert export_cli.main([*common, "--calibration-data", str(source), "--output", str(tmp_path / "x")]) == 2
+        err = capsys.readouterr().err
+        assert f"--calibration-data {source}: {message}" in err and len(err.strip().splitlines()) == 1
+    pattern = str(calibration_folder / "[0-3].png")
+    assert export_cli.main([*common, "--calibration-data", pattern, "--calibration-images", "3", "--beam-size", "1",
+                            "--max-steps", str(STEPS), "--output", str(tmp_path / "int8")]) == 0
+    path = capsys.readouterr().out.strip().splitlines()[-1]
+    assert PortableBackend(path).tokens(encode(random_rgb(seed=3)))["tokens"].shape == (1, STEPS)

@@ -40,10 +40,14 @@ def build_parser():
     parser.add_argument("--output", default=None,
                         help="with --format litert / onnx: the directory (default exports/<name>/<format>/)")
     parser.add_argument("--quantize", default=None, metavar="MODE",
-                        help="with --format litert: float16, dynamic_int8 or int8 (full integer, calibrated on the "
-                             "run's validation images; pixel models) (default: float32)")
+                        help="with --format litert: float16, dynamic_int8 or int8 (full integer, calibrated on "
+                             "images: --calibration-data; pixel models) (default: float32)")
     parser.add_argument("--calibration-images", type=int, default=None, metavar="N",
-                        help="with --quantize int8: validation images in the representative dataset (default 100)")
+                        help="with --quantize int8: images in the representative dataset (default 100)")
+    parser.add_argument("--calibration-data", default=None, metavar="PATH",
+                        help="with --quantize int8: a folder of images or a glob pattern to calibrate on, like "
+                             "those the file will caption (default: the run's validation split; an imported run "
+                             "has none)")
     parser.add_argument("--regions", type=int, default=None, metavar="R",
                         help="with --format litert / onnx and a region-feature model: regions per image fixed in "
                              "the file, which takes float32 features [1, R, D], zero rows as padding (default: the "
@@ -68,8 +72,10 @@ def _check_flags(args):
     for flag, value, applies in flags:
         if value is not None and not applies:
             raise ValueError(f"{flag} does not apply to --format {args.format}.")
-    if args.calibration_images is not None and args.quantize != "int8":
-        raise ValueError("--calibration-images applies to --quantize int8.")
+    for flag, value in (("--calibration-images", args.calibration_images),
+                        ("--calibration-data", args.calibration_data)):
+        if value is not None and args.quantize != "int8":
+            raise ValueError(f"{flag} applies to --quantize int8.")
 
 
 @one_line_errors(PROGRAM)
@@ -98,6 +104,7 @@ def main(argv=None):
         from tfcaption.export.litert import export_run_litert
 
         calibration = {} if args.calibration_images is None else {"calibration_images": args.calibration_images}
+        calibration["calibration_data"] = args.calibration_data
         print(export_run_litert(captioner, run_config, args.output, args.beam_size, args.max_steps, args.quantize,
                                 sampler, args.regions, **calibration))
         return 0

@@ -16,11 +16,15 @@ log-probability stays above that, that is while its caption is likelier than abo
 which beams have finished is still kept apart, in `finished`. The float exports, training and decoding never
 enter `int8_tracing` and are unchanged.
 
-The representative dataset is a run's validation images, decoded and resized as the file's users are told to
-(`image_pixels`): the calibrator sees what the file will be given.
+The representative dataset is a run's validation images, or the images of a folder or glob pattern (an
+imported run has no dataset), decoded and resized as the file's users are told to (`image_pixels`): the
+calibrator sees what the file will be given.
 """
 
 import contextlib
+import glob
+import os
+import sys
 
 import numpy as np
 
@@ -44,18 +48,64 @@ def int8_tracing(mask_value=INT8_MASK_VALUE):
         utils.NEG_INF, memory_attention.MASK_VALUE = saved
 
 
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def calibration_pixels(captioner, run_config, count=DEFAULT_CALIBRATION_IMAGES, source=None):
+    """uint8 [n, H, W, 3], the representative dataset: the first `count` images (or all, if fewer) of `source`
+    (a folder of images or a glob pattern, by sorted name), else of the run's validation split, decoded and
+    resized as `image_pixels` does; a one-line ValueError for a region-feature model, a bad count, a run with
+    no dataset and no `source`, or no images."""
+    encoder = captioner._require_backbone().image_encoder
+    if encoder.input_key != "images":
+        raise ValueError("--quantize int8 calibrates on images; this region-feature model reads detector "
+                         "features, which the run does not keep for export: use dynamic_int8.")
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ValueError(f"--calibration-images must be an integer >= 1, got {count!r}.")
+    if source is not None:
+        return _file_pixels(source, count, encoder.image_size, captioner.preprocessor.resample)
+    if not run_config.data.spec:
+        raise ValueError("--quantize int8 calibrates on the run's validation images and this run has no dataset "
+                         "(an imported run): give --calibration-data with a folder of images like those the "
+                         "file will caption.")
+    return validation_pixels(captioner, run_config, count)
+
+
+def _file_pixels(source, count, image_size, resample):
+    """The first `count` decodable images of a folder (files with an image suffix) or a glob pattern; an
+    undecodable one is counted and skipped, with one line on stderr."""
+    from tfcaption.inference import ImageError, checked_image_bytes
+
+    if os.path.isdir(source):
+        paths = sorted(os.path.join(source, name) for name in os.listdir(source)
+                       if name.lower().endswith(IMAGE_SUFFIXES))
+    else:
+        paths = sorted(glob.glob(source)) if glob.has_magic(source) else []
+        if not paths and not glob.has_magic(source):
+            raise ValueError(f"--calibration-data {source}: no such folder (give a folder of images or a glob "
+                             "pattern).")
+    pixels, skipped = [], 0
+    for path in paths:
+        if len(pixels) == count:
+            break
+        try:
+            pixels.append(image_pixels(checked_image_bytes(path, path), image_size, resample))
+        except ImageError:
+            skipped += 1
+    if skipped:
+        print(f"--calibration-data {source}: skipped {skipped} undecodable file(s)", file=sys.stderr)
+    if not pixels:
+        raise ValueError(f"--calibration-data {source}: no decodable images.")
+    return np.stack(pixels)
+
+
 def validation_pixels(captioner, run_config, count=DEFAULT_CALIBRATION_IMAGES):
     """uint8 [n, H, W, 3]: the first `count` images (or all, if fewer) of the run's validation split, decoded and
-    resized as `image_pixels` does; a one-line ValueError for a region-feature model or an empty split."""
+    resized as `image_pixels` does; a one-line ValueError for an empty split."""
     from tfcaption.data.catalog import resolve_dataset
     from tfcaption.data.records import read_records
 
     encoder = captioner._require_backbone().image_encoder
-    if encoder.input_key != "images":
-        raise ValueError("--quantize int8 calibrates on the run's validation images; this region-feature model reads "
-                         "detector features, which the run does not keep for export: use dynamic_int8.")
-    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-        raise ValueError(f"--calibration-images must be an integer >= 1, got {count!r}.")
     data = run_config.data
     data_dir = resolve_dataset(data.spec, data.root or None, data.options, verbose=False)
     records = read_records(data_dir, "val").take(count).as_numpy_iterator()

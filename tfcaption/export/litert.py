@@ -26,8 +26,8 @@ import tensorflow as tf
 from tensorflow.lite.python import schema_py_generated as schema
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-from tfcaption.export.int8 import (DEFAULT_CALIBRATION_IMAGES, int8_tracing, representative_dataset,
-                                   validation_pixels)
+from tfcaption.export.int8 import (DEFAULT_CALIBRATION_IMAGES, calibration_pixels, int8_tracing,
+                                   representative_dataset)
 from tfcaption.export.portable import (default_output, pixels_to_tokens, portable_metadata, prepared_output,
                                        run_input_regions, write_sidecar_files)
 
@@ -122,7 +122,7 @@ def export_litert(captioner, output, beam_size=3, max_steps=None, quantize=None,
         regions: a region-feature model's regions per image R, fixed in the file (it takes float32 features
             [1, R, D], zero rows as padding; None: `MAX_REGIONS`); refused for a pixel model.
         calibration_pixels: with "int8", uint8 [n, H, W, 3] images the file's input takes
-            (`tfcaption.export.int8.validation_pixels`), the representative dataset.
+            (`tfcaption.export.int8.calibration_pixels`), the representative dataset.
     """
     checked_quantize(quantize)
     function = pixels_to_tokens(captioner, beam_size, max_steps, sampler, regions)
@@ -141,12 +141,15 @@ def export_litert(captioner, output, beam_size=3, max_steps=None, quantize=None,
 
 
 def export_run_litert(captioner, run_config, output=None, beam_size=None, max_steps=None, quantize=None,
-                      sampler=None, regions=None, calibration_images=DEFAULT_CALIBRATION_IMAGES):
+                      sampler=None, regions=None, calibration_images=DEFAULT_CALIBRATION_IMAGES,
+                      calibration_data=None):
     """`export_litert` with a run's settings (`export.beam_size`, `data.max_decode_steps`, a region model's
     `max_regions`: `run_input_regions`); default output `exports/<name>/litert/`; "int8" calibrates on the
-    first `calibration_images` of the run's validation split."""
+    first `calibration_images` of `calibration_data` (a folder of images or a glob pattern), by default of the
+    run's validation split (`calibration_pixels`)."""
     checked_quantize(quantize)
-    pixels = validation_pixels(captioner, run_config, calibration_images) if quantize == "int8" else None
+    pixels = (calibration_pixels(captioner, run_config, calibration_images, calibration_data)
+              if quantize == "int8" else None)
     return export_litert(captioner, output or default_output(run_config.export_name, "litert"),
                          beam_size or run_config.export.beam_size, max_steps or run_config.data.max_decode_steps,
                          quantize, sampler, run_input_regions(captioner, run_config, regions), pixels)
