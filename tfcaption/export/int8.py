@@ -27,6 +27,7 @@ import os
 import sys
 
 import numpy as np
+import tensorflow as tf
 
 from tfcaption.export.portable import INPUT_NAME, SEED_NAME, image_pixels
 from tfcaption.layers import memory_attention
@@ -34,6 +35,7 @@ from tfcaption.samplers import loop_invariants, utils
 
 INT8_MASK_VALUE = -30.0
 DEFAULT_CALIBRATION_IMAGES = 100
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff")  # a folder's files read
 
 
 @contextlib.contextmanager
@@ -46,9 +48,6 @@ def int8_tracing(mask_value=INT8_MASK_VALUE):
             yield
     finally:
         utils.NEG_INF, memory_attention.MASK_VALUE = saved
-
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff")
 
 
 def calibration_pixels(captioner, run_config, count=DEFAULT_CALIBRATION_IMAGES, source=None):
@@ -76,14 +75,14 @@ def _file_pixels(source, count, image_size, resample):
     undecodable one is counted and skipped, with one line on stderr."""
     from tfcaption.inference import ImageError, checked_image_bytes
 
-    if os.path.isdir(source):
-        paths = sorted(os.path.join(source, name) for name in os.listdir(source)
+    if tf.io.gfile.isdir(source):
+        paths = sorted(os.path.join(source, name) for name in tf.io.gfile.listdir(source)
                        if name.lower().endswith(IMAGE_SUFFIXES))
+    elif glob.has_magic(source):
+        paths = sorted(tf.io.gfile.glob(source))
     else:
-        paths = sorted(glob.glob(source)) if glob.has_magic(source) else []
-        if not paths and not glob.has_magic(source):
-            raise ValueError(f"--calibration-data {source}: no such folder (give a folder of images or a glob "
-                             "pattern).")
+        raise ValueError(f"--calibration-data {source}: no such folder (give a folder of images or a glob "
+                         "pattern).")
     pixels, skipped = [], 0
     for path in paths:
         if len(pixels) == count:
