@@ -159,19 +159,34 @@ def test_quantized_files_are_smaller_and_caption_every_image(files, images, mode
     assert len(results) == len(images) and all(np.isfinite(r["score"]) and r["score"] < 0 for r in results)
 
 
-def test_the_full_int8_file_holds_builtin_int8_kernels_and_mostly_gives_float32s_tokens(files, tensorflow_tokens,
-                                                                                      images):
+def test_the_full_int8_file_holds_builtin_int8_kernels_and_its_captions_are_near_float32s_best(files, run,
+                                                                                              tensorflow_tokens,
+                                                                                              images):
+    """The int8 file's best caption for each image is float32's, or one the float32 model scores within 1 nat
+    of float32's best: the barely trained tiny run has near ties everywhere, where int8's rounding may choose
+    the other caption; a broken int8 file (a mask quantized away) scores many nats lower."""
+    import tensorflow as tf
+
     from tfcaption.export.litert import builtin_check, operator_names
+    from tfcaption.export.portable import image_pixels
     from tfcaption.export.portable_runtime import PortableBackend
+    from tfcaption.training.scst import sequence_log_probs
 
     with open(files[("int8", 2)], "rb") as f:
         content = f.read()
     names = operator_names(content)
     assert {"WHILE", "TOPK_V2", "QUANTIZE", "DEQUANTIZE"} <= set(names) and builtin_check(content) is content
-    backend = PortableBackend(files[("int8", 2)])
-    same = [np.array_equal(backend.tokens(data)["tokens"][0], expected[0])
-            for data, expected in zip(images, tensorflow_tokens[2])]
-    assert sum(same) >= len(images) - 1
+    captioner = run[0]
+    backend, size = PortableBackend(files[("int8", 2)]), captioner.backbone.image_encoder.image_size
+    vocabulary = captioner.preprocessor.vocabulary
+    for data, expected in zip(images, tensorflow_tokens[2]):
+        unknown = np.full_like(expected[0], vocabulary.unk_id)  # what a quantized-away mask gave: all <unk>
+        tokens = np.stack([expected[0], backend.tokens(data)["tokens"][0], unknown])[None]  # (1, 3, T)
+        pixels = tf.cast(image_pixels(data, size)[None], tf.float32)
+        log_probs, _ = sequence_log_probs(captioner.backbone, pixels, tokens, training=False, special_ids=vocabulary)
+        best, int8, broken = np.asarray(tf.reduce_sum(log_probs, -1))[0]
+        assert int8 >= best - 1.0, f"int8's caption scores {int8:.3f} under float32, float32's best {best:.3f}"
+        assert broken < best - 1.0  # the margin tells them apart
 
 
 @pytest.mark.parametrize("fmt", ["litert", "onnx"])

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tfcaption.layers.large_negative import LARGE_NEGATIVE
 from tfcaption.samplers import utils
 
 
@@ -54,14 +55,14 @@ def test_top_p_filter_matches_numpy(p):
         kept = order[(before < p) | (np.arange(len(order)) == 0)]
         expected[row, kept] = True
     out = tf.function(utils.top_p_logits, jit_compile=True)(logits, p).numpy()
-    np.testing.assert_array_equal(out > utils.NEG_INF / 2, expected)
+    np.testing.assert_array_equal(out > LARGE_NEGATIVE / 2, expected)
     np.testing.assert_array_equal(out[expected], logits[expected])
 
 
 @pytest.mark.parametrize("k", [1, 3, 11])
 def test_top_k_filter_matches_numpy(k):
     logits = _logits(4)
-    kept = utils.top_k_logits(tf.constant(logits), k).numpy() > utils.NEG_INF / 2
+    kept = utils.top_k_logits(tf.constant(logits), k).numpy() > LARGE_NEGATIVE / 2
     expected = np.zeros_like(kept)
     np.put_along_axis(expected, np.argsort(-logits, -1)[:, :k], True, -1)
     np.testing.assert_array_equal(kept, expected)

@@ -47,13 +47,36 @@ def test_outside_carried_the_loop_captures_the_invariant_and_inside_carries_it_a
     np.testing.assert_allclose(plain_function(x).numpy(), [6.0, -12.0])
 
 
-def test_int8_tracing_sets_finite_mask_values_only_while_active():
-    from tfcaption.export.int8 import INT8_MASK_VALUE, int8_tracing
-    from tfcaption.layers import memory_attention
-    from tfcaption.samplers import utils
+def test_int8_tracing_sets_a_finite_large_negative_in_its_own_thread_only_while_active():
+    import threading
 
-    before = utils.NEG_INF, memory_attention.MASK_VALUE
+    from tfcaption.export.int8 import INT8_MASK_VALUE, int8_tracing
+    from tfcaption.layers.large_negative import LARGE_NEGATIVE, large_negative
+
+    seen_elsewhere = []
     with int8_tracing():
-        assert utils.NEG_INF == memory_attention.MASK_VALUE == INT8_MASK_VALUE
+        assert large_negative() == INT8_MASK_VALUE
         assert loop_invariants.carry(tf.constant([1.0])) is not None
-    assert (utils.NEG_INF, memory_attention.MASK_VALUE) == before
+        other = threading.Thread(target=lambda: seen_elsewhere.append(large_negative()))
+        other.start()
+        other.join()
+    assert seen_elsewhere == [LARGE_NEGATIVE] and large_negative() == LARGE_NEGATIVE == -1e9
+
+
+def test_both_attentions_mask_with_the_large_negative_in_force():
+    """M2's masked softmax and BLIP's BERT attention give a masked key weight exp(value) relative to an
+    allowed key of the same score: 0 at -1e9, e**-5 / (1 + e**-5) under `replaced(-5)`."""
+    from tfcaption.layers.bert_text_decoder import _attend
+    from tfcaption.layers.large_negative import replaced
+    from tfcaption.layers.memory_attention import masked_softmax
+
+    scores, mask = np.zeros([1, 2], np.float32), np.array([[True, False]])
+    query, keys = np.zeros([1, 1, 1, 4], np.float32), np.zeros([1, 2, 1, 4], np.float32)
+    values = np.arange(8, dtype=np.float32).reshape([1, 2, 1, 4])
+    masked = np.exp(-5.0) / (1 + np.exp(-5.0))
+    np.testing.assert_allclose(np.asarray(masked_softmax(scores, mask)), [[1.0, 0.0]])
+    np.testing.assert_allclose(np.asarray(_attend(query, keys, values, mask[None])[1])[0, 0, 0], [1.0, 0.0])
+    with replaced(-5.0):
+        np.testing.assert_allclose(np.asarray(masked_softmax(scores, mask)), [[1 - masked, masked]], rtol=1e-6)
+        np.testing.assert_allclose(np.asarray(_attend(query, keys, values, mask[None])[1])[0, 0, 0],
+                                   [1 - masked, masked], rtol=1e-6)

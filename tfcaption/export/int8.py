@@ -6,9 +6,9 @@ the decoding function defeat it, both changed only while `int8_tracing()` is act
 - the decoding loop's captured encoder keys and values become WHILE pass-through outputs without a buffer,
   and the calibrator dies reading them (tensorflow/tensorflow#75140): `tfcaption.samplers.loop_invariants`
   carries them as loop variables instead;
-- the -1e9 used for masked attention keys (`layers.memory_attention.MASK_VALUE`) and for banned words and
-  dead beams (`samplers.utils.NEG_INF`) sets the quantization range of every tensor they flow into, which
-  erases the real values: `INT8_MASK_VALUE` is finite and still far below any logit the models give.
+- the -1e9 used for masked attention keys, banned words and dead beams (`layers.large_negative`) sets the
+  quantization range of every tensor it flows into, which erases the real values: `INT8_MASK_VALUE` is
+  finite and still far below any logit the models give.
 
 In beam search the start's idle beams (score `INT8_MASK_VALUE`) and a finished beam's words other than the
 fill token (its score plus `INT8_MASK_VALUE`) then rank below a live beam only while the live beam's summed
@@ -30,8 +30,8 @@ import numpy as np
 import tensorflow as tf
 
 from tfcaption.export.portable import INPUT_NAME, SEED_NAME, image_pixels
-from tfcaption.layers import memory_attention
-from tfcaption.samplers import loop_invariants, utils
+from tfcaption.layers import large_negative
+from tfcaption.samplers import loop_invariants
 
 INT8_MASK_VALUE = -30.0
 DEFAULT_CALIBRATION_IMAGES = 100
@@ -41,13 +41,8 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".ti
 @contextlib.contextmanager
 def int8_tracing(mask_value=INT8_MASK_VALUE):
     """While active, tracing a decoding function gives one the int8 calibrator can calibrate (see the module)."""
-    saved = utils.NEG_INF, memory_attention.MASK_VALUE
-    utils.NEG_INF = memory_attention.MASK_VALUE = float(mask_value)
-    try:
-        with loop_invariants.carried():
-            yield
-    finally:
-        utils.NEG_INF, memory_attention.MASK_VALUE = saved
+    with large_negative.replaced(mask_value), loop_invariants.carried():
+        yield
 
 
 def calibration_pixels(captioner, run_config, count=DEFAULT_CALIBRATION_IMAGES, source=None):

@@ -19,6 +19,7 @@ form the image decoder's errors take, so a batching server can fail only the req
 
 import tensorflow as tf
 
+from tfcaption.layers.large_negative import large_negative
 from tfcaption.samplers import utils
 from tfcaption.samplers.sampler import Sampler
 
@@ -74,7 +75,7 @@ class PerRowSampler(Sampler):
         # <eos> one step past the row's length ends the row, so the loop can stop early; `__call__` cuts
         # that step and any later one, as max_steps would have.
         past = (step >= self.row_max_length)[:, None]  # (N, 1)
-        return tf.where(tf.logical_and(past, tf.logical_not(is_end)), utils.NEG_INF, logits)
+        return tf.where(tf.logical_and(past, tf.logical_not(is_end)), large_negative(), logits)
 
     def __call__(self, next, cache, batch_size, max_steps, **kwargs):
         result = super().__call__(next, cache, batch_size, max_steps, **kwargs)
@@ -91,7 +92,7 @@ class PerRowSampler(Sampler):
         ranked = tf.math.top_k(logits, k=vocab).values  # (N, V) descending
         k = tf.where(self.row_top_k > 0, tf.minimum(self.row_top_k, vocab), vocab)
         kth = tf.gather(ranked, k[:, None] - 1, batch_dims=1)  # (N, 1)
-        logits = tf.where(logits >= kth, logits, utils.NEG_INF)
+        logits = tf.where(logits >= kth, logits, large_negative())
         nucleus = utils.top_p_logits(logits, self.row_top_p[:, None])
         logits = tf.where((self.row_top_p < 1.0)[:, None], nucleus, logits)
         greedy = (self.row_temperature <= 0.0)[:, None]

@@ -10,6 +10,7 @@ import keras
 from keras import ops
 
 from tfcaption.layers.hf_activations import check_hf_activation, hf_activation
+from tfcaption.layers.large_negative import large_negative
 from tfcaption.layers.xla import write_position
 
 
@@ -21,7 +22,7 @@ def _attend(query, keys, values, mask):
     """
     scores = ops.einsum("bthd,bshd->bhts", query, keys) * (query.shape[-1] ** -0.5)  # (B, h, T, S)
     if mask is not None:
-        scores = ops.where(ops.expand_dims(mask, 1), scores, ops.cast(-1e9, scores.dtype))
+        scores = ops.where(ops.expand_dims(mask, 1), scores, ops.cast(large_negative(), scores.dtype))
     weights = ops.softmax(scores, axis=-1)
     context = ops.einsum("bhts,bshd->bthd", weights, values)  # (B, T, h, d_h)
     shape = ops.shape(context)

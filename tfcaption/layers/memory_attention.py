@@ -5,17 +5,14 @@ import math
 import keras
 from keras import ops
 
-# Large negative logit for masked keys: exp() of it underflows to exactly 0 in
-# float32 and bfloat16, so masked keys get zero weight without -inf NaNs on
-# fully masked rows.
-MASK_VALUE = -1e9
+from tfcaption.layers.large_negative import large_negative
 
 
 def masked_softmax(scores, mask):
     """Softmax over the last axis in float32; `mask` is True where allowed."""
     scores = ops.cast(scores, "float32")
     if mask is not None:
-        scores = ops.where(mask, scores, MASK_VALUE)
+        scores = ops.where(mask, scores, large_negative())
     return ops.softmax(scores, axis=-1)
 
 

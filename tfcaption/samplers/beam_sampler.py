@@ -3,6 +3,7 @@
 import keras
 import tensorflow as tf
 
+from tfcaption.layers.large_negative import large_negative
 from tfcaption.samplers import utils
 from tfcaption.samplers.sampler import Sampler
 
@@ -81,8 +82,7 @@ class BeamSampler(Sampler):
         next, cache, tokens, prefix = self.start(next, cache, batch_size, k, start_token_id, prompt_ids)
 
         state = {
-            # Only beam 0 is live at step 0, so the first top-k picks distinct words.
-            "scores": tf.tile(tf.concat([[0.0], tf.fill([k - 1], utils.NEG_INF)], 0)[None], tf.stack([batch_size, 1])),
+            "scores": utils.first_step_scores(batch_size, k),
             "tokens": tokens,
             "finished": tf.zeros(tf.stack([batch_size, k]), tf.bool),
             "lengths": tf.zeros(tf.stack([batch_size, k]), tf.float32),
@@ -103,7 +103,7 @@ class BeamSampler(Sampler):
             # No control and temperature 1 return the logits themselves: rank by the model's log-probs.
             log_probs = model_log_probs if processed is logits else utils.split_rows(tf.nn.log_softmax(processed), k)
             finished, scores = state["finished"], state["scores"]
-            fill_row = tf.one_hot(fill, vocab, on_value=0.0, off_value=utils.NEG_INF)
+            fill_row = tf.one_hot(fill, vocab, on_value=0.0, off_value=large_negative())
             candidates = tf.where(finished[..., None], scores[..., None] + fill_row, scores[..., None] + log_probs)
             candidates = tf.reshape(candidates, tf.stack([batch_size, k * vocab]))
             lengths = tf.where(finished, state["lengths"], tf.cast(step + 1, tf.float32))  # (B, k)

@@ -3,6 +3,7 @@
 import keras
 import tensorflow as tf
 
+from tfcaption.layers.large_negative import large_negative
 from tfcaption.samplers import loop_invariants, utils
 from tfcaption.samplers.sampler import Sampler
 
@@ -72,10 +73,9 @@ class GenerateBeamSampler(Sampler):
                    "log_probs": tf.zeros(tf.stack([batch_size, k, max_steps]), tf.float32)}
         for name, shape in attention_shapes.items():
             buffers[f"attention/{name}"] = tf.zeros(tf.stack([batch_size, k, max_steps, *shape]), tf.float32)
-        no_hypothesis = tf.fill(tf.stack([batch_size, k]), utils.NEG_INF)
+        no_hypothesis = tf.fill(tf.stack([batch_size, k]), large_negative())
         state = {
-            # Only beam 0 is live at step 0, so the first candidates are distinct words.
-            "scores": tf.tile(tf.concat([[0.0], tf.fill([k - 1], utils.NEG_INF)], 0)[None], tf.stack([batch_size, 1])),
+            "scores": utils.first_step_scores(batch_size, k),
             "tokens": tokens,
             "running": buffers,
             "hypotheses": dict(buffers),
@@ -109,7 +109,7 @@ class GenerateBeamSampler(Sampler):
                          for name, value in state["running"].items()}
 
             # Running beams: the best k candidates that did not end.
-            running_scores = tf.where(ends, utils.NEG_INF + top_scores, top_scores)
+            running_scores = tf.where(ends, large_negative() + top_scores, top_scores)
             keep_scores, keep = tf.math.top_k(running_scores, k)  # (B, k)
             state["running"] = {name: tf.gather(value, keep, batch_dims=1) for name, value in candidate.items()}
             state["scores"] = keep_scores
@@ -122,7 +122,8 @@ class GenerateBeamSampler(Sampler):
             generated = tf.cast(step + 1, tf.float32)
             added = tf.logical_and(ends, top_k_mask[None])
             new_scores = top_scores / tf.pow(generated, self.length_penalty)
-            new_scores = tf.where(tf.logical_and(added, state["open"][:, None]), new_scores, utils.NEG_INF + new_scores)
+            kept = tf.logical_and(added, state["open"][:, None])
+            new_scores = tf.where(kept, new_scores, large_negative() + new_scores)
             merged_scores = tf.concat([state["hypothesis_scores"], new_scores], axis=1)  # (B, 3k)
             best_scores, best = tf.math.top_k(merged_scores, k)
             state["hypotheses"] = {
@@ -136,7 +137,7 @@ class GenerateBeamSampler(Sampler):
             # still beat the worst hypothesis?
             best_running = keep_scores[:, 0] / tf.pow(generated, self.length_penalty)
             worst = tf.where(tf.reduce_all(state["hypothesis_filled"], axis=1),
-                             tf.reduce_min(best_scores, axis=1), utils.NEG_INF)
+                             tf.reduce_min(best_scores, axis=1), large_negative())
             state["open"] = tf.logical_and(state["open"], best_running > worst)
             return step + 1, cache, state
 

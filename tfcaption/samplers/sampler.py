@@ -3,6 +3,7 @@
 import keras
 import tensorflow as tf
 
+from tfcaption.layers.large_negative import large_negative
 from tfcaption.samplers import loop_invariants, utils
 
 
@@ -147,13 +148,13 @@ class Sampler:
         if self.banned_token_ids:
             banned = tf.reduce_any(tf.one_hot(self.banned_token_ids, vocab, on_value=True, off_value=False,
                                               dtype=tf.bool), axis=0)
-            logits = tf.where(banned[None], utils.NEG_INF, logits)
+            logits = tf.where(banned[None], large_negative(), logits)
         if self.no_repeat_ngram_size:
             repeats = utils.repeated_ngram_tokens(seen, position, self.no_repeat_ngram_size, vocab)
-            logits = tf.where(repeats, utils.NEG_INF, logits)
+            logits = tf.where(repeats, large_negative(), logits)
         if self.min_length > 1:
             too_short = tf.logical_and(length < self.min_length, tf.equal(tf.range(vocab), end_token_id))
-            logits = tf.where(too_short[None], utils.NEG_INF, logits)
+            logits = tf.where(too_short[None], large_negative(), logits)
         if self.temperature != 1.0:
             logits = logits / self.temperature
         return logits

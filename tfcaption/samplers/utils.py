@@ -6,8 +6,14 @@ Every function keeps static shapes and uses ops XLA compiles, so a sampler's loo
 
 import tensorflow as tf
 
-# Score of a token or candidate that must never be chosen. Finite, so sums and softmaxes stay finite.
-NEG_INF = -1e9
+from tfcaption.layers.large_negative import large_negative
+
+
+
+def first_step_scores(batch_size, k):
+    """float32 [B, k]: 0 for beam 0 and `large_negative()` for the others, a beam search's start (only beam 0
+    is live at step 0, so the first top-k picks distinct words)."""
+    return tf.tile(tf.concat([[0.0], tf.fill([k - 1], large_negative())], 0)[None], tf.stack([batch_size, 1]))
 
 
 def write_step(buffer, step, value, axis=1):
@@ -101,14 +107,14 @@ def repeated_ngram_tokens(history, step, ngram_size, vocab_size):
 
 
 def top_k_logits(logits, k):
-    """`logits` with every token below the k-th largest set to NEG_INF (ties with the k-th are kept)."""
+    """`logits` with every token below the k-th largest set to `large_negative()` (ties with the k-th are kept)."""
     k = min(int(k), logits.shape[-1]) if logits.shape[-1] is not None else int(k)
     kth = tf.math.top_k(logits, k=k).values[:, -1:]
-    return tf.where(logits >= kth, logits, NEG_INF)
+    return tf.where(logits >= kth, logits, large_negative())
 
 
 def top_p_logits(logits, p):
-    """`logits` outside the nucleus set to NEG_INF (Holtzman et al.).
+    """`logits` outside the nucleus set to `large_negative()` (Holtzman et al.).
 
     The nucleus is the smallest set of most probable tokens whose probabilities sum to at least `p`: a
     token is kept where the probability of the tokens strictly more probable than it is below `p`, and
@@ -119,7 +125,7 @@ def top_p_logits(logits, p):
     before = tf.cumsum(ranked, axis=-1, exclusive=True)
     keep = tf.logical_or(before < p, tf.range(tf.shape(ranked)[-1])[None] == 0)
     threshold = tf.reduce_min(tf.where(keep, ranked, 2.0), axis=-1, keepdims=True)
-    return tf.where(probs >= threshold, logits, NEG_INF)
+    return tf.where(probs >= threshold, logits, large_negative())
 
 
 # ------------------------------------------------------------------------------ per-row randomness
