@@ -9,7 +9,6 @@ import tensorflow as tf
 from tfcaption.layers.large_negative import large_negative
 
 
-
 def first_step_scores(batch_size, k):
     """float32 [B, k]: 0 for beam 0 and `large_negative()` for the others, a beam search's start (only beam 0
     is live at step 0, so the first top-k picks distinct words)."""
