@@ -71,13 +71,14 @@ def _file_pixels(source, count, image_size, resample):
     from tfcaption.inference import ImageError, checked_image_bytes
 
     if tf.io.gfile.isdir(source):
-        paths = sorted(os.path.join(source, name) for name in tf.io.gfile.listdir(source)
-                       if name.lower().endswith(IMAGE_SUFFIXES))
+        paths = [os.path.join(source, name) for name in tf.io.gfile.listdir(source)
+                 if name.lower().endswith(IMAGE_SUFFIXES)]
     elif glob.has_magic(source):
-        paths = sorted(tf.io.gfile.glob(source))
+        paths = tf.io.gfile.glob(source)
     else:
         raise ValueError(f"--calibration-data {source}: no such folder (give a folder of images or a glob "
                          "pattern).")
+    paths = sorted(path for path in paths if not tf.io.gfile.isdir(path))
     pixels, skipped = [], 0
     for path in paths:
         if len(pixels) == count:
