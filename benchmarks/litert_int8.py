@@ -22,7 +22,7 @@ The representative images are the first --images of the run's validation split, 
 ai-edge-litert's interpreter on the first --test-images test images and compared with the float32 file:
 the share of identical captions and both files' CIDEr-D (as benchmarks/portable.py scores them).
 
-    python benchmarks/litert_int8.py --model /work/ci/runs/shapes-small [--images 100] [--test-images 100]
+    python benchmarks/litert_int8.py --model runs/shapes-small [--images 100] [--test-images 100]
 
 Prints a table and writes benchmarks/results/litert_int8.json.
 """
