@@ -262,7 +262,7 @@ def table(rows):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="/work/ci/runs/shapes-small", help="a run directory")
+    parser.add_argument("--model", required=True, help="a run directory (tfcaption-train's output)")
     parser.add_argument("--data", default=None, help="dataset spec (default: the run's)")
     parser.add_argument("--images", type=int, default=100, help="validation images in the representative dataset")
     parser.add_argument("--test-images", type=int, default=100, help="test images a converted file captions")
