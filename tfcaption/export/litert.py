@@ -21,6 +21,7 @@ LiteRT's built-in bitwise ops, and the file takes a `seed` beside the pixels.
 
 import contextlib
 import os
+import warnings
 
 import tensorflow as tf
 from tensorflow.lite.python import schema_py_generated as schema
@@ -102,7 +103,10 @@ def convert(function, quantize=None, calibration=None):
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS,
                                                    tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
             converter.representative_dataset = calibration
-    return builtin_check(converter.convert())
+    with warnings.catch_warnings():
+        # The calibrator's own use of tf.lite.Interpreter (inputs by name) warns of its deprecation to the user.
+        warnings.filterwarnings("ignore", message=r"\s*Warning: tf\.lite\.Interpreter is deprecated")
+        return builtin_check(converter.convert())
 
 
 def export_litert(captioner, output, beam_size=3, max_steps=None, quantize=None, sampler=None, regions=None,
