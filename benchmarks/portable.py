@@ -78,7 +78,7 @@ def directory_size(path):
 
 def runners(captioner, run_config, beam_size, root, formats):
     """{format: (size in bytes or None, pixels -> tokens [k, T] or None, bytes -> caption)} for one beam size."""
-    from tfcaption.export.int8 import validation_pixels
+    from tfcaption.export.int8 import calibration_pixels
     from tfcaption.export.litert import export_litert
     from tfcaption.export.onnx import export_onnx
     from tfcaption.export.portable import pixels_to_tokens
@@ -103,8 +103,8 @@ def runners(captioner, run_config, beam_size, root, formats):
             continue
         output = os.path.join(root, f"{name.replace(' ', '-')}-{beam_size}")
         if fmt == "litert":
-            # Full int8 calibrates on the run's validation images, as tfcaption-export does by default.
-            calibration = validation_pixels(captioner, run_config) if quantize == "int8" else None
+            # Full int8 calibrates as tfcaption-export does by default: the run's first validation images.
+            calibration = calibration_pixels(captioner, run_config) if quantize == "int8" else None
             path = export_litert(captioner, output, beam_size, steps, quantize=quantize,
                                  calibration_pixels=calibration)
             run = _litert_runner(path)

@@ -103,10 +103,12 @@ def main(argv=None):
     if args.format == "litert":
         from tfcaption.export.litert import export_run_litert
 
-        calibration = {} if args.calibration_images is None else {"calibration_images": args.calibration_images}
-        calibration["calibration_data"] = args.calibration_data
+        from tfcaption.export.int8 import DEFAULT_CALIBRATION_IMAGES
+
+        images = DEFAULT_CALIBRATION_IMAGES if args.calibration_images is None else args.calibration_images
         print(export_run_litert(captioner, run_config, args.output, args.beam_size, args.max_steps, args.quantize,
-                                sampler, args.regions, **calibration))
+                                sampler, args.regions, calibration_images=images,
+                                calibration_data=args.calibration_data))
         return 0
     if args.format == "onnx":
         _require("tf2onnx", "onnx")

@@ -9,7 +9,7 @@ operator codes and refuses any custom or Flex op.
 Quantization (`QUANTIZE_MODES`): "float16" stores the weights in float16, "dynamic_int8" in int8 with
 float activations, "int8" is full integer quantization (int8 weights and activations, float built-ins where
 LiteRT has no int8 kernel), calibrated on a representative dataset of images the file takes (a run's
-validation images: `export_run_litert`). TensorFlow 2.21's calibrator cannot calibrate the decoding function
+validation images or the user's: `export_run_litert`). TensorFlow 2.21's calibrator cannot calibrate the decoding function
 as the float exports trace it (a loop-invariant WHILE output without a buffer crashes it,
 tensorflow/tensorflow#75140; -1e9 masks erase the quantized values), so "int8" traces it under
 `tfcaption.export.int8.int8_tracing`, which changes both for this export only; `benchmarks/litert_int8.py`
